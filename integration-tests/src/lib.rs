@@ -1,0 +1,1 @@
+//! Cross-crate and interop tests for nucleon; the tests live in `tests/`.

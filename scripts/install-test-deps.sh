@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Install the system packages needed by nucleon's interop tests
+# (Qpid Proton C library + Python binding, used by integration-tests/proton).
+#
+# Idempotent and non-interactive: safe to run repeatedly, in CI (CI=true, no
+# stdin). Runs `apt-get update` only when a needed package is missing, and
+# returns quickly when everything is already installed.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+REQUIRED_PKGS=(
+    python3-qpid-proton
+    libqpid-proton11-dev
+    libqpid-proton11-dev-examples
+    pkg-config
+)
+# Installed only if the package exists in the configured apt sources.
+OPTIONAL_PKGS=(
+    amqp-specs
+)
+
+log() { echo "install-test-deps: $*" >&2; }
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    log "apt-get not found; this script supports Debian/Ubuntu only"
+    exit 1
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo -n)
+    else
+        log "not root and sudo is unavailable; cannot install packages"
+        exit 1
+    fi
+fi
+
+is_installed() {
+    local status
+    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ]
+}
+
+# A package is "available" if apt knows a candidate version for it.
+is_available() {
+    local cand
+    cand=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2; exit}')
+    [ -n "$cand" ] && [ "$cand" != "(none)" ]
+}
+
+missing_required=()
+for p in "${REQUIRED_PKGS[@]}"; do
+    is_installed "$p" || missing_required+=("$p")
+done
+missing_optional=()
+for p in "${OPTIONAL_PKGS[@]}"; do
+    is_installed "$p" || missing_optional+=("$p")
+done
+
+if [ ${#missing_required[@]} -eq 0 ] && [ ${#missing_optional[@]} -eq 0 ]; then
+    log "all packages already installed"
+    exit 0
+fi
+
+updated=0
+apt_update() {
+    if [ "$updated" -eq 0 ]; then
+        log "running apt-get update"
+        "${SUDO[@]}" apt-get update -qq </dev/null
+        updated=1
+    fi
+}
+
+to_install=("${missing_required[@]}")
+
+if [ ${#missing_required[@]} -gt 0 ]; then
+    # Something required is missing: refresh the package lists once.
+    apt_update
+fi
+
+# Optional packages: install only those the apt sources actually provide.
+# When every required package is already there, do not run `apt-get update`
+# just to look for an optional one (keeps repeated runs fast and offline).
+for p in "${missing_optional[@]}"; do
+    if is_available "$p"; then
+        to_install+=("$p")
+    fi
+done
+
+if [ ${#to_install[@]} -eq 0 ]; then
+    log "required packages installed; optional package(s) unavailable, skipped: ${missing_optional[*]}"
+    exit 0
+fi
+
+# Make sure the lists are fresh enough to install the missing packages.
+apt_update
+
+log "installing: ${to_install[*]}"
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${to_install[@]}" </dev/null
+
+for p in "${REQUIRED_PKGS[@]}"; do
+    if ! is_installed "$p"; then
+        log "failed to install $p"
+        exit 1
+    fi
+done
+log "done"
