@@ -241,6 +241,11 @@ impl Message {
         self.encoded.as_ref()
     }
 
+    /// The message's encoding: the bytes it was decoded from if it is unmodified, otherwise a fresh encoding.
+    pub fn to_bytes(&self) -> Bytes {
+        <Self as Encode>::to_bytes(self)
+    }
+
     /// Forgets the bytes this message was decoded from, so the next encoding is made from its sections.
     pub fn forget_encoded(&mut self) {
         self.encoded = None;
