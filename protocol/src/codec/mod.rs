@@ -12,6 +12,9 @@ mod error;
 mod types;
 mod value;
 
+#[cfg(test)]
+mod tests;
+
 pub use decode::{CompoundHeader, Decode, Decoder, DEFAULT_MAX_DEPTH};
 pub use encode::{list_header_size, put_list_header, Encode};
 pub use error::{DecodeError, DecodeErrorKind};

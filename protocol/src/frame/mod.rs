@@ -52,6 +52,9 @@ mod source;
 mod target;
 mod transfer;
 
+#[cfg(test)]
+mod tests;
+
 pub use accepted::Accepted;
 pub use amqp_sequence::AmqpSequence;
 pub use amqp_value::AmqpValue;
