@@ -599,3 +599,119 @@ impl MessageBuilder {
         self.message
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Encode, Uuid};
+
+    fn full() -> Message {
+        Message::builder()
+            .durable(true)
+            .priority(9)
+            .ttl(1000)
+            .first_acquirer(true)
+            .delivery_count(2)
+            .delivery_annotation("x-opt-da", 1i64)
+            .message_annotation("x-opt-ma", "v")
+            .message_id(Uuid([7; 16]))
+            .user_id(Bytes::from_static(b"me"))
+            .to("queue")
+            .subject("s")
+            .reply_to("replies")
+            .correlation_id(42u64)
+            .content_type(Symbol::from_static("text/plain"))
+            .content_encoding(Symbol::from_static("utf-8"))
+            .absolute_expiry_time(Timestamp(2000))
+            .creation_time(Timestamp(1000))
+            .group_id("g")
+            .group_sequence(3u32)
+            .reply_to_group_id("rg")
+            .property("k", 5i32)
+            .body("hello")
+            .footer("x-hash", Bytes::from_static(b"\x01"))
+            .build()
+    }
+
+    #[test]
+    fn every_section_round_trips() {
+        let m = full();
+        let back = Message::decode(m.to_bytes()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.subject(), Some("s"));
+        assert_eq!(back.correlation_id(), Some(&MessageId::Ulong(42)));
+        assert_eq!(back.property("k"), Some(&Value::Int(5)));
+        assert_eq!(back.priority(), 9);
+        assert!(back.durable());
+        assert_eq!(back.body_value().and_then(Value::as_str), Some("hello"));
+    }
+
+    #[test]
+    fn all_three_body_kinds_round_trip() {
+        let data = Message::builder().data(&b"a"[..]).data(&b"b"[..]).build();
+        let seq = Message::builder()
+            .sequence(vec![Value::Int(1)])
+            .sequence(vec![])
+            .build();
+        let empty = Message::new();
+        for m in [data, seq, empty] {
+            assert_eq!(Message::decode(m.to_bytes()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn sections_are_written_in_spec_order() {
+        let bytes = full().to_bytes();
+        let mut dec = Decoder::new(bytes);
+        let mut codes = Vec::new();
+        while !dec.is_empty() {
+            let v = dec.decode_value().unwrap();
+            match v {
+                Value::Described(d) => match d.descriptor {
+                    crate::codec::Descriptor::Code(c) => codes.push(c),
+                    other => panic!("symbolic descriptor {other:?}"),
+                },
+                other => panic!("not a section: {other:?}"),
+            }
+        }
+        assert_eq!(codes, [0x70, 0x71, 0x72, 0x73, 0x74, 0x77, 0x78]);
+    }
+
+    #[test]
+    fn decoded_messages_forward_their_original_bytes() {
+        // Encode with a wasteful form (uint 5 as 0x70) that our encoder would never produce.
+        let original = Bytes::from_static(&[0x00, 0x53, 0x77, 0x70, 0, 0, 0, 5]);
+        let mut m = Message::decode(original.clone()).unwrap();
+        assert_eq!(m.body_value(), Some(&Value::Uint(5)));
+        assert_eq!(m.to_bytes().as_ptr(), original.as_ptr(), "no re-encoding");
+        assert_eq!(m.encoded_size(), original.len());
+        m.properties_mut().subject = Some("changed".into());
+        assert_eq!(m.encoded(), None, "a modified message is re-encoded");
+        let re = m.to_bytes();
+        assert_ne!(re, original);
+        assert_eq!(Message::decode(re).unwrap(), m);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        let cases: [&[u8]; 5] = [
+            &[0x40],                                         // not a section
+            &[0x00, 0x53, 0x99, 0x40],                       // unknown section
+            &[0x00, 0x53, 0x73, 0x45, 0x00, 0x53, 0x70, 0x45], // out of order
+            &[0x00, 0x53, 0x75, 0xa0, 0, 0x00, 0x53, 0x77, 0x40], // mixed body kinds
+            &[0x00, 0x53, 0x77, 0x40, 0x00, 0x53, 0x77, 0x40], // two amqp-values
+        ];
+        for bytes in cases {
+            assert!(
+                Message::decode(Bytes::from_static(bytes)).is_err(),
+                "{bytes:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_is_send_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Message>();
+    }
+}
