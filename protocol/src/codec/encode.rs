@@ -52,7 +52,7 @@ impl<T: Encode> Encode for Option<T> {
 
 /// The encoded size of a `size`/`count` framed compound whose elements take `content` bytes.
 pub(crate) fn compound_fits_small(content: usize, count: usize) -> bool {
-    content + 1 <= u8::MAX as usize && count <= u8::MAX as usize
+    content < u8::MAX as usize && count <= u8::MAX as usize
 }
 
 /// Writes a list header for `count` elements of `content` bytes, choosing `list0`, `list8` or `list32`.

@@ -150,6 +150,7 @@ impl FrameHeader {
 
 /// What a frame carries.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum FrameBody {
     /// An AMQP frame with no body: a heartbeat [AMQP 1.0 §2.4.5].
     Empty,

@@ -74,6 +74,8 @@ macro_rules! composite {
                 }
                 let header = dec.begin_compound(code)?;
                 let mut left = header.count;
+                // The closure keeps `end_compound` running when a field fails.
+                #[allow(clippy::redundant_closure_call)]
                 let fields = (|| {
                     Ok($name {
                         $($field: {

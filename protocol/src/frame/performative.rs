@@ -9,7 +9,7 @@ macro_rules! frame_union {
     ($(#[$meta:meta])* $name:ident, $label:literal { $($variant:ident),* }) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq)]
-        #[allow(missing_docs)]
+        #[allow(missing_docs, clippy::large_enum_variant)]
         pub enum $name {
             $($variant($variant),)*
         }
