@@ -1,0 +1,731 @@
+//! Links: attach/detach, credit and drain, transfers out and in (with multi-frame reassembly and abort), and
+//! settlement [AMQP 1.0 §2.6, §2.7.3-§2.7.7].
+//!
+//! Credit [AMQP 1.0 §2.6.7]: the sender's credit is `delivery-count(receiver) + link-credit(receiver) -
+//! delivery-count(sender)`. Each delivery (not each frame) uses one credit and advances the delivery-count.
+//! A draining sender with nothing to send advances its delivery-count by its credit and zeroes the credit.
+
+use bytes::{Bytes, BytesMut};
+
+use super::event::{DeliveryId, Event, LinkId, SessionId};
+use super::session::{Incoming, PendingTransfer, MAX_DELIVERY_ID_GAP};
+use super::{Connection, EngineError, Half};
+use crate::codec::{Map, Symbol};
+use crate::frame::{
+    Attach, DeliveryState, Detach, Error, ErrorCondition, Flow, Performative, ReceiverSettleMode,
+    Role, SenderSettleMode, Source, Target, Transfer,
+};
+
+/// Our terms for a link we attach (or answer) [AMQP 1.0 §2.7.3].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinkConfig {
+    /// The link name; unique per direction between two containers.
+    pub name: String,
+    /// Our role: `Sender` or `Receiver`.
+    pub role: Role,
+    /// The source terminus.
+    pub source: Option<Source>,
+    /// The target terminus.
+    pub target: Option<Target>,
+    /// The sender settle mode.
+    pub snd_settle_mode: SenderSettleMode,
+    /// The receiver settle mode.
+    pub rcv_settle_mode: ReceiverSettleMode,
+    /// The largest message we accept (receiver); `None` or 0 means no limit.
+    pub max_message_size: Option<u64>,
+    /// Capabilities we offer.
+    pub offered_capabilities: Vec<Symbol>,
+    /// Capabilities we desire.
+    pub desired_capabilities: Vec<Symbol>,
+    /// Link properties.
+    pub properties: Option<Map>,
+}
+
+impl LinkConfig {
+    /// A sender named `name` to `target` address.
+    pub fn sender(name: impl Into<String>, target: impl Into<String>) -> Self {
+        LinkConfig {
+            name: name.into(),
+            role: Role::Sender,
+            source: Some(Source::default()),
+            target: Some(Target::with_address(target)),
+            ..LinkConfig::default()
+        }
+    }
+
+    /// A receiver named `name` from `source` address.
+    pub fn receiver(name: impl Into<String>, source: impl Into<String>) -> Self {
+        LinkConfig {
+            name: name.into(),
+            role: Role::Receiver,
+            source: Some(Source::with_address(source)),
+            target: Some(Target::default()),
+            ..LinkConfig::default()
+        }
+    }
+}
+
+/// A delivery being reassembled from `more` frames.
+#[derive(Debug)]
+struct Partial {
+    id: u32,
+    tag: Bytes,
+    settled: bool,
+    message_format: u32,
+    /// The first frame's payload, kept as is so single-frame messages are never copied.
+    first: Bytes,
+    /// Later frames, once there are any.
+    rest: Option<BytesMut>,
+}
+
+impl Partial {
+    fn len(&self) -> usize {
+        self.first.len() + self.rest.as_ref().map_or(0, BytesMut::len)
+    }
+
+    fn push(&mut self, chunk: &Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        let rest = self.rest.get_or_insert_with(|| {
+            let mut b = BytesMut::with_capacity((self.first.len() + chunk.len()) * 2);
+            b.extend_from_slice(&self.first);
+            b
+        });
+        rest.extend_from_slice(chunk);
+    }
+
+    fn into_payload(self) -> Bytes {
+        match self.rest {
+            Some(b) => b.freeze(),
+            None => self.first,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Link {
+    pub(super) session: SessionId,
+    pub(super) config: LinkConfig,
+    pub(super) local: Half,
+    pub(super) remote: Half,
+    pub(super) local_handle: Option<u32>,
+    pub(super) remote_handle: Option<u32>,
+    pub(super) remote_attach: Option<Attach>,
+    pub(super) delivery_count: u32,
+    pub(super) credit: u32,
+    pub(super) available: u32,
+    pub(super) drain: bool,
+    incoming: Option<Partial>,
+}
+
+impl Link {
+    fn new(session: SessionId, config: LinkConfig) -> Self {
+        Link {
+            session,
+            config,
+            local: Half::Idle,
+            remote: Half::Idle,
+            local_handle: None,
+            remote_handle: None,
+            remote_attach: None,
+            delivery_count: 0,
+            credit: 0,
+            available: 0,
+            drain: false,
+            incoming: None,
+        }
+    }
+
+    fn is_sender(&self) -> bool {
+        self.config.role == Role::Sender
+    }
+}
+
+impl Connection {
+    fn link(&self, id: LinkId) -> Result<&Link, EngineError> {
+        self.links.get(id.0).ok_or(EngineError::UnknownLink)
+    }
+
+    fn link_mut(&mut self, id: LinkId) -> Result<&mut Link, EngineError> {
+        self.links.get_mut(id.0).ok_or(EngineError::UnknownLink)
+    }
+
+    /// Our terms for a link (for a link the peer attached, our role and name until we answer).
+    pub fn link_config(&self, link: LinkId) -> Result<&LinkConfig, EngineError> {
+        Ok(&self.link(link)?.config)
+    }
+
+    /// The peer's `attach` for a link, once it has arrived.
+    pub fn remote_attach(&self, link: LinkId) -> Result<Option<&Attach>, EngineError> {
+        Ok(self.link(link)?.remote_attach.as_ref())
+    }
+
+    /// The session a link belongs to.
+    pub fn link_session(&self, link: LinkId) -> Result<SessionId, EngineError> {
+        Ok(self.link(link)?.session)
+    }
+
+    /// The link's current credit (as the sender sees it, or as the receiver granted it).
+    pub fn credit(&self, link: LinkId) -> Result<u32, EngineError> {
+        Ok(self.link(link)?.credit)
+    }
+
+    /// Whether the receiving peer asked this sender to drain.
+    pub fn draining(&self, link: LinkId) -> Result<bool, EngineError> {
+        Ok(self.link(link)?.drain)
+    }
+
+    /// The number of our sent deliveries on `session` that the peer has not settled.
+    pub fn unsettled_outgoing(&self, session: SessionId) -> Result<usize, EngineError> {
+        Ok(self.session(session)?.outgoing_unsettled.len())
+    }
+
+    /// Attaches a new link on `session` with our terms (sends `attach`).
+    pub fn attach(&mut self, session: SessionId, config: LinkConfig) -> Result<LinkId, EngineError> {
+        if self.session(session)?.local != Half::Open {
+            return Err(EngineError::IllegalState("links attach on a begun session"));
+        }
+        let id = LinkId(self.links.insert(Link::new(session, config)));
+        if let Err(e) = self.attach_local(id) {
+            self.links.remove(id.0);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Answers a link the peer attached ([`Event::LinkRemoteAttach`]) with our terms. Our role must be the
+    /// opposite of the peer's, and the name is the peer's.
+    pub fn attach_reply(&mut self, link: LinkId, mut config: LinkConfig) -> Result<(), EngineError> {
+        let l = self.link(link)?;
+        if l.local != Half::Idle {
+            return Err(EngineError::IllegalState("the link is already attached"));
+        }
+        config.name = l.config.name.clone();
+        config.role = l.config.role;
+        self.link_mut(link)?.config = config;
+        self.attach_local(link)
+    }
+
+    fn attach_local(&mut self, id: LinkId) -> Result<(), EngineError> {
+        let session = self.link(id)?.session;
+        let s = self.session(session)?;
+        if s.local != Half::Open {
+            return Err(EngineError::IllegalState("links attach on a begun session"));
+        }
+        let channel = s.local_channel.ok_or(EngineError::IllegalState("no channel"))?;
+        let handle = (0..=s.remote_handle_max)
+            .find(|h| !s.local_handles.contains_key(h))
+            .ok_or(EngineError::Exhausted("handle"))?;
+        self.session_mut(session)?.local_handles.insert(handle, id);
+        let l = self.link_mut(id)?;
+        l.local = Half::Open;
+        l.local_handle = Some(handle);
+        let c = &l.config;
+        let attach = Attach {
+            name: c.name.clone(),
+            handle,
+            role: c.role,
+            snd_settle_mode: c.snd_settle_mode,
+            rcv_settle_mode: c.rcv_settle_mode,
+            source: c.source.clone(),
+            target: c.target.clone(),
+            initial_delivery_count: (c.role == Role::Sender).then_some(l.delivery_count),
+            max_message_size: c.max_message_size.filter(|&m| m > 0),
+            offered_capabilities: super::non_empty(&c.offered_capabilities),
+            desired_capabilities: super::non_empty(&c.desired_capabilities),
+            properties: c.properties.clone(),
+            ..Attach::default()
+        };
+        self.write_frame(channel, &Performative::Attach(attach), &[]);
+        Ok(())
+    }
+
+    /// Detaches our end of a link; `closed` closes it for good. Unsent transfers of the link are dropped.
+    pub fn detach(&mut self, link: LinkId, closed: bool, error: Option<Error>) -> Result<(), EngineError> {
+        let l = self.link_mut(link)?;
+        if l.local != Half::Open {
+            return Err(EngineError::IllegalState("the link is not attached"));
+        }
+        l.local = Half::Closed;
+        let (session, handle) = (l.session, l.local_handle.take());
+        let s = self.session_mut(session)?;
+        s.pending.retain(|p| p.link != link);
+        let channel = s.local_channel.filter(|_| s.local == Half::Open);
+        if let Some(h) = handle {
+            s.local_handles.remove(&h);
+            if let Some(c) = channel {
+                let detach = Detach {
+                    handle: h,
+                    closed,
+                    error,
+                };
+                self.write_frame(c, &Performative::Detach(detach), &[]);
+            }
+        }
+        self.link_maybe_closed(link);
+        Ok(())
+    }
+
+    fn link_maybe_closed(&mut self, link: LinkId) {
+        let Ok(l) = self.link(link) else { return };
+        if l.local != Half::Closed || l.remote != Half::Closed {
+            return;
+        }
+        let session = l.session;
+        self.links.remove(link.0);
+        if let Ok(s) = self.session_mut(session) {
+            for id in s.outgoing_unsettled.ids() {
+                if s.outgoing_unsettled.get(id) == Some(&link) {
+                    s.outgoing_unsettled.remove(id);
+                }
+            }
+            for id in s.incoming_unsettled.ids() {
+                if s.incoming_unsettled.get(id).map(|i| i.link) == Some(link) {
+                    s.incoming_unsettled.remove(id);
+                }
+            }
+        }
+        self.events.push_back(Event::LinkClosed(link));
+    }
+
+    /// A link-level protocol error: detach (closing) the link with `error`.
+    fn link_error(&mut self, link: LinkId, error: Error) {
+        if self.link(link).is_ok_and(|l| l.local == Half::Open) {
+            let _ = self.detach(link, true, Some(error));
+        }
+    }
+
+    pub(super) fn on_attach(&mut self, session: SessionId, attach: Attach) {
+        let Ok(s) = self.session(session) else { return };
+        if s.remote_handles.contains_key(&attach.handle) {
+            self.session_error(
+                session,
+                Error::new(
+                    ErrorCondition::HandleInUse,
+                    format!("handle {} is already attached", attach.handle),
+                ),
+            );
+            return;
+        }
+        let our_role = match attach.role {
+            Role::Sender => Role::Receiver,
+            Role::Receiver => Role::Sender,
+        };
+        let existing = s.local_handles.values().copied().find(|&id| {
+            self.links.get(id.0).is_some_and(|l| {
+                l.config.name == attach.name && l.config.role == our_role && l.remote == Half::Idle
+            })
+        });
+        let id = existing.unwrap_or_else(|| {
+            let config = LinkConfig {
+                name: attach.name.clone(),
+                role: our_role,
+                ..LinkConfig::default()
+            };
+            LinkId(self.links.insert(Link::new(session, config)))
+        });
+        let handle = attach.handle;
+        if let Ok(s) = self.session_mut(session) {
+            s.remote_handles.insert(handle, id);
+        }
+        let Ok(l) = self.link_mut(id) else { return };
+        l.remote = Half::Open;
+        l.remote_handle = Some(handle);
+        if our_role == Role::Receiver {
+            l.delivery_count = attach.initial_delivery_count.unwrap_or(0);
+        }
+        l.remote_attach = Some(attach);
+        if existing.is_none() {
+            self.events.push_back(Event::LinkRemoteAttach(id));
+        }
+    }
+
+    pub(super) fn on_detach(&mut self, session: SessionId, detach: Detach) {
+        let Some(id) = self.remote_link(session, detach.handle) else {
+            return;
+        };
+        if let Ok(s) = self.session_mut(session) {
+            s.remote_handles.remove(&detach.handle);
+        }
+        let Ok(l) = self.link_mut(id) else { return };
+        l.remote = Half::Closed;
+        l.remote_handle = None;
+        l.incoming = None;
+        self.events.push_back(Event::LinkRemoteDetach {
+            link: id,
+            closed: detach.closed,
+            error: detach.error,
+        });
+        self.link_maybe_closed(id);
+    }
+
+    /// The link attached under the peer's `handle`, or an `unattached-handle` session error.
+    fn remote_link(&mut self, session: SessionId, handle: u32) -> Option<LinkId> {
+        let found = self
+            .session(session)
+            .ok()
+            .and_then(|s| s.remote_handles.get(&handle).copied());
+        if found.is_none() {
+            self.session_error(
+                session,
+                Error::new(
+                    ErrorCondition::UnattachedHandle,
+                    format!("handle {handle} is not attached"),
+                ),
+            );
+        }
+        found
+    }
+
+    pub(super) fn on_flow(&mut self, session: SessionId, flow: Flow) {
+        self.on_session_flow(session, &flow);
+        let Some(handle) = flow.handle else { return };
+        let Some(id) = self.remote_link(session, handle) else {
+            return;
+        };
+        let Ok(l) = self.link_mut(id) else { return };
+        l.available = flow.available.unwrap_or(l.available);
+        if l.is_sender() {
+            let their_count = flow.delivery_count.unwrap_or(0);
+            let credit = flow.link_credit.unwrap_or(0);
+            l.credit = their_count.wrapping_add(credit).wrapping_sub(l.delivery_count);
+            if l.credit > credit {
+                // Our deliveries in flight already used that credit.
+                l.credit = 0;
+            }
+            let newly_draining = flow.drain && !l.drain;
+            l.drain = flow.drain;
+            let credit = l.credit;
+            self.events.push_back(Event::LinkCredit { link: id, credit });
+            if newly_draining || (flow.drain && credit > 0) {
+                self.events.push_back(Event::DrainRequested(id));
+            }
+        } else if let Some(count) = flow.delivery_count {
+            // The sender advanced its delivery-count (drain): credit it used up is gone.
+            let limit = l.delivery_count.wrapping_add(l.credit);
+            l.delivery_count = count;
+            l.credit = limit.wrapping_sub(count).min(l.credit);
+            if l.drain && l.credit == 0 {
+                l.drain = false;
+                self.events.push_back(Event::DrainCompleted(id));
+            }
+        }
+        if flow.echo {
+            let _ = self.write_link_flow(id);
+        }
+    }
+
+    fn write_link_flow(&mut self, link: LinkId) -> Result<(), EngineError> {
+        let l = self.link(link)?;
+        let (Some(handle), Half::Open) = (l.local_handle, l.local) else {
+            return Err(EngineError::IllegalState("the link is not attached"));
+        };
+        let s = self.session(l.session)?;
+        let channel = s.local_channel.ok_or(EngineError::IllegalState("no channel"))?;
+        let flow = Flow {
+            handle: Some(handle),
+            delivery_count: Some(l.delivery_count),
+            link_credit: Some(l.credit),
+            available: l.is_sender().then_some(l.available),
+            drain: l.drain,
+            ..s.flow()
+        };
+        self.write_frame(channel, &Performative::Flow(flow), &[]);
+        Ok(())
+    }
+
+    /// Grants `credit` more deliveries to the sender of a receiving link.
+    pub fn add_credit(&mut self, link: LinkId, credit: u32) -> Result<(), EngineError> {
+        let l = self.link_mut(link)?;
+        if l.is_sender() {
+            return Err(EngineError::NotAReceiver);
+        }
+        l.credit = l.credit.saturating_add(credit);
+        self.write_link_flow(link)
+    }
+
+    /// Asks the sender of a receiving link to use up or return its credit; [`Event::DrainCompleted`] follows.
+    pub fn drain(&mut self, link: LinkId) -> Result<(), EngineError> {
+        let l = self.link_mut(link)?;
+        if l.is_sender() {
+            return Err(EngineError::NotAReceiver);
+        }
+        l.drain = true;
+        let credit = l.credit;
+        self.write_link_flow(link)?;
+        if credit == 0 {
+            let l = self.link_mut(link)?;
+            l.drain = false;
+            self.events.push_back(Event::DrainCompleted(link));
+        }
+        Ok(())
+    }
+
+    /// A draining sender has nothing more to send: give back the remaining credit (advance the
+    /// delivery-count, zero the credit, and tell the receiver).
+    pub fn drained(&mut self, link: LinkId) -> Result<(), EngineError> {
+        let l = self.link_mut(link)?;
+        if !l.is_sender() {
+            return Err(EngineError::NotASender);
+        }
+        if !l.drain {
+            return Ok(());
+        }
+        l.delivery_count = l.delivery_count.wrapping_add(l.credit);
+        l.credit = 0;
+        self.write_link_flow(link)
+    }
+
+    /// Tells the receiver how many messages this sender has waiting (`available` in `flow`).
+    pub fn set_available(&mut self, link: LinkId, available: u32) -> Result<(), EngineError> {
+        let l = self.link_mut(link)?;
+        if !l.is_sender() {
+            return Err(EngineError::NotASender);
+        }
+        l.available = available;
+        self.write_link_flow(link)
+    }
+
+    /// Sends a message (its encoded bytes) on a sending link, using one credit. Large payloads are split into
+    /// frames of the peer's max-frame-size; frames beyond the session window wait for it to open.
+    pub fn send(
+        &mut self,
+        link: LinkId,
+        tag: Bytes,
+        payload: Bytes,
+        settled: bool,
+    ) -> Result<DeliveryId, EngineError> {
+        self.send_with_format(link, tag, payload, settled, crate::frame::definitions::MESSAGE_FORMAT)
+    }
+
+    /// [`send`](Self::send) with an explicit message-format [AMQP 1.0 §2.8.11].
+    pub fn send_with_format(
+        &mut self,
+        link: LinkId,
+        tag: Bytes,
+        payload: Bytes,
+        settled: bool,
+        message_format: u32,
+    ) -> Result<DeliveryId, EngineError> {
+        let l = self.link(link)?;
+        if !l.is_sender() {
+            return Err(EngineError::NotASender);
+        }
+        if l.local != Half::Open || l.remote != Half::Open {
+            return Err(EngineError::IllegalState("the link is not attached at both ends"));
+        }
+        let max = l
+            .remote_attach
+            .as_ref()
+            .and_then(|a| a.max_message_size)
+            .filter(|&m| m > 0);
+        if let Some(max) = max.filter(|&m| payload.len() as u64 > m) {
+            return Err(EngineError::MessageTooLarge {
+                size: payload.len() as u64,
+                max,
+            });
+        }
+        if l.credit == 0 {
+            return Err(EngineError::NoCredit);
+        }
+        let settled = match l.config.snd_settle_mode {
+            SenderSettleMode::Settled => true,
+            SenderSettleMode::Unsettled => false,
+            SenderSettleMode::Mixed => settled,
+        };
+        let (session, handle) = (l.session, l.local_handle.unwrap_or(0));
+        let l = self.link_mut(link)?;
+        l.credit -= 1;
+        l.delivery_count = l.delivery_count.wrapping_add(1);
+        let s = self.session_mut(session)?;
+        let id = s.next_delivery_id;
+        s.next_delivery_id = id.wrapping_add(1);
+        if !settled {
+            s.outgoing_unsettled.insert(id, link, 0);
+        }
+        s.pending.push_back(PendingTransfer {
+            link,
+            handle,
+            delivery_id: id,
+            tag,
+            payload,
+            message_format,
+            settled,
+            offset: 0,
+            aborted: false,
+        });
+        self.pump(session);
+        Ok(DeliveryId { link, id })
+    }
+
+    /// Aborts a delivery whose frames have not all been sent: the peer discards what it got
+    /// [AMQP 1.0 §2.6.14]. An aborted delivery is settled.
+    pub fn abort(&mut self, delivery: DeliveryId) -> Result<(), EngineError> {
+        let session = self.link(delivery.link)?.session;
+        let s = self.session_mut(session)?;
+        let p = s
+            .pending
+            .iter_mut()
+            .find(|p| p.link == delivery.link && p.delivery_id == delivery.id)
+            .ok_or(EngineError::UnknownDelivery)?;
+        p.aborted = true;
+        s.outgoing_unsettled.remove(delivery.id);
+        self.pump(session);
+        Ok(())
+    }
+
+    /// Updates our state of a delivery and optionally settles it. For a received delivery this is the outcome
+    /// (accept, reject, ...); for a sent one, settling it after the peer's outcome. Dispositions are
+    /// coalesced into ranges when written.
+    pub fn disposition(
+        &mut self,
+        delivery: DeliveryId,
+        state: Option<DeliveryState>,
+        settle: bool,
+    ) -> Result<(), EngineError> {
+        let l = self.link(delivery.link)?;
+        let (session, role) = (l.session, l.config.role);
+        let s = self.session_mut(session)?;
+        let write = match role {
+            Role::Receiver => {
+                let i = s
+                    .incoming_unsettled
+                    .get(delivery.id)
+                    .filter(|i| i.link == delivery.link)
+                    .ok_or(EngineError::UnknownDelivery)?;
+                let remote_settled = i.remote_settled;
+                if settle {
+                    s.incoming_unsettled.remove(delivery.id);
+                }
+                !(settle && remote_settled && state.is_none())
+            }
+            Role::Sender => {
+                if s.outgoing_unsettled.get(delivery.id) != Some(&delivery.link) {
+                    return Err(EngineError::UnknownDelivery);
+                }
+                if settle {
+                    s.outgoing_unsettled.remove(delivery.id);
+                }
+                true
+            }
+        };
+        if write {
+            self.queue_disposition(session, role, delivery.id, state, settle);
+        }
+        Ok(())
+    }
+
+    /// Settles a delivery without changing its state.
+    pub fn settle(&mut self, delivery: DeliveryId) -> Result<(), EngineError> {
+        self.disposition(delivery, None, true)
+    }
+
+    pub(super) fn on_transfer(&mut self, session: SessionId, t: Transfer, payload: Bytes) {
+        let Some(id) = self.remote_link(session, t.handle) else {
+            return;
+        };
+        if !self.count_incoming_transfer(session) {
+            return;
+        }
+        let Ok(l) = self.link_mut(id) else { return };
+        if l.is_sender() {
+            self.link_error(
+                id,
+                Error::new(ErrorCondition::NotAllowed, "transfer received on a sending link"),
+            );
+            return;
+        }
+        if l.local == Half::Closed {
+            return;
+        }
+        let partial = match l.incoming.take() {
+            Some(mut p) => {
+                if t.delivery_id.is_some_and(|d| d != p.id) {
+                    self.fail(Error::new(
+                        ErrorCondition::NotAllowed,
+                        "a new delivery began before the previous one was complete",
+                    ));
+                    return;
+                }
+                p.settled |= t.settled.unwrap_or(false);
+                p.push(&payload);
+                p
+            }
+            None => {
+                let (Some(delivery_id), Some(tag)) = (t.delivery_id, t.delivery_tag.clone()) else {
+                    self.fail(Error::new(
+                        ErrorCondition::InvalidField,
+                        "the first transfer of a delivery lacks delivery-id or delivery-tag",
+                    ));
+                    return;
+                };
+                if l.credit == 0 {
+                    self.link_error(
+                        id,
+                        Error::new(
+                            ErrorCondition::TransferLimitExceeded,
+                            "transfer received without link credit",
+                        ),
+                    );
+                    return;
+                }
+                l.credit -= 1;
+                l.delivery_count = l.delivery_count.wrapping_add(1);
+                Partial {
+                    id: delivery_id,
+                    tag,
+                    settled: t.settled.unwrap_or(false),
+                    message_format: t.message_format.unwrap_or(0),
+                    first: payload,
+                    rest: None,
+                }
+            }
+        };
+        let delivery = DeliveryId {
+            link: id,
+            id: partial.id,
+        };
+        if t.aborted {
+            self.events.push_back(Event::DeliveryAborted(delivery));
+            return;
+        }
+        let max = l.config.max_message_size.filter(|&m| m > 0);
+        if let Some(max) = max.filter(|&m| partial.len() as u64 > m) {
+            self.link_error(
+                id,
+                Error::new(
+                    ErrorCondition::MessageSizeExceeded,
+                    format!("message exceeds the link's max-message-size of {max}"),
+                ),
+            );
+            return;
+        }
+        if t.more {
+            l.incoming = Some(partial);
+            return;
+        }
+        let settled = partial.settled;
+        if !settled {
+            let Ok(s) = self.session_mut(session) else { return };
+            let incoming = Incoming {
+                link: id,
+                remote_settled: false,
+            };
+            if !s.incoming_unsettled.insert(partial.id, incoming, MAX_DELIVERY_ID_GAP) {
+                self.fail(Error::new(
+                    ErrorCondition::NotAllowed,
+                    format!("delivery-id {} is out of sequence", partial.id),
+                ));
+                return;
+            }
+        }
+        self.events.push_back(Event::Delivery {
+            delivery,
+            tag: partial.tag.clone(),
+            message_format: partial.message_format,
+            settled,
+            payload: partial.into_payload(),
+        });
+    }
+}

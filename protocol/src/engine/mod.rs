@@ -1,0 +1,690 @@
+//! The sans-IO AMQP 1.0 connection engine: nucleon's counterpart of Proton's `connection_driver`.
+//!
+//! One [`Connection`] per AMQP connection. It does no IO, reads no clock and starts no threads: bytes and
+//! time go in, bytes, timers and events come out, and the same inputs always give the same outputs.
+//!
+//! # The polling contract
+//!
+//! * **Inputs** tell the engine what happened outside:
+//!   [`handle_input`](Connection::handle_input) (bytes read from the transport),
+//!   [`handle_timeout`](Connection::handle_timeout) (the deadline from `poll_timeout` passed),
+//!   [`handle_read_closed`](Connection::handle_read_closed) (the peer shut its write side) and
+//!   [`handle_disconnected`](Connection::handle_disconnected) (the transport failed).
+//! * **Mutators** are what the application does: [`open`](Connection::open), [`close`](Connection::close),
+//!   [`begin`](Connection::begin) / [`end`](Connection::end), [`attach`](Connection::attach) /
+//!   [`detach`](Connection::detach), [`add_credit`](Connection::add_credit), [`drain`](Connection::drain),
+//!   [`send`](Connection::send), [`disposition`](Connection::disposition), [`abort`](Connection::abort).
+//!   A mutator that is misused (a stale handle, sending without credit) returns an [`EngineError`] and
+//!   changes nothing.
+//! * **Outputs** must be polled after every input or mutator, in this order, until each returns `None`:
+//!   1. [`poll_event`](Connection::poll_event): what the application must react to (reacting may call
+//!      mutators, which may queue more output);
+//!   2. [`poll_transmit`](Connection::poll_transmit): the bytes to write, coalesced into one buffer;
+//!   3. [`poll_timeout`](Connection::poll_timeout): when to call `handle_timeout` next (replace any earlier
+//!      deadline).
+//!
+//! [`Event::TransportClosed`] is always the last event, exactly once. After it, write out what
+//! `poll_transmit` still returns, then close the transport; [`is_finished`](Connection::is_finished) says
+//! when nothing is left to do.
+//!
+//! Every frame in and out is logged on the `log` target `nucleon::frame` at trace level, one line each, like
+//! Proton's `PN_TRACE_FRM=1`.
+
+mod config;
+mod error;
+mod event;
+mod link;
+pub mod pair;
+mod sasl;
+mod session;
+mod store;
+
+pub use config::{
+    Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslCredentials,
+    SaslServerConfig, SaslVerdict, Side,
+};
+pub use error::EngineError;
+pub use event::{DeliveryId, Event, LinkId, SessionId};
+pub use link::LinkConfig;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::codec::Encode;
+use crate::frame::{
+    Close, Error, ErrorCondition, Frame, FrameBody, FrameHeader, Open, Performative,
+    ProtocolHeader, ProtocolId, SaslFrame,
+};
+use link::Link;
+use sasl::SaslState;
+use session::Session;
+use store::Slab;
+
+/// The smallest max-frame-size, and the limit before `open` is exchanged [AMQP 1.0 §2.7.1].
+pub const MIN_MAX_FRAME_SIZE: u32 = 512;
+
+const TRACE: &str = "nucleon::frame";
+
+/// The state of one direction of an endpoint (connection, session or link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Half {
+    /// Not yet opened / begun / attached.
+    Idle,
+    /// Opened and not yet closed.
+    Open,
+    /// Closed (or ended, or detached).
+    Closed,
+}
+
+/// Where the input stream is.
+///
+/// ```text
+///   Header ──AMQP──▶ Amqp ──close/error──▶ Done
+///     │  ▲
+///   SASL │ outcome ok (expect the AMQP header next)
+///     ▼  │
+///    Sasl ──failure──▶ Done
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Header,
+    Sasl,
+    Amqp,
+    Done,
+}
+
+/// One AMQP connection, sans IO. See the [module documentation](self) for the polling contract.
+pub struct Connection {
+    config: ConnectionConfig,
+    phase: Phase,
+    sasl: SaslState,
+    input: BytesMut,
+    input_offset: usize,
+    out: BytesMut,
+    /// AMQP frames produced before our AMQP protocol header went out (e.g. `open` during SASL).
+    deferred: BytesMut,
+    amqp_header_sent: bool,
+    events: VecDeque<Event>,
+    closed_emitted: bool,
+    local: Half,
+    remote: Half,
+    open_written: bool,
+    remote_open: Option<Open>,
+    remote_max_frame: u32,
+    remote_channel_max: u16,
+    remote_idle_timeout: Option<Duration>,
+    now: Instant,
+    last_input: Instant,
+    last_output: Instant,
+    sessions: Slab<Session>,
+    local_channels: HashMap<u16, SessionId>,
+    remote_channels: HashMap<u16, SessionId>,
+    links: Slab<Link>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.config.side)
+            .field("container_id", &self.config.container_id)
+            .field("phase", &self.phase)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A new engine. A client writes its protocol header at once (see `poll_transmit`).
+    pub fn new(mut config: ConnectionConfig, now: Instant) -> Self {
+        config.max_frame_size = config.max_frame_size.max(MIN_MAX_FRAME_SIZE);
+        let mut c = Connection {
+            sasl: SaslState::new(&config),
+            config,
+            phase: Phase::Header,
+            input: BytesMut::new(),
+            input_offset: 0,
+            out: BytesMut::with_capacity(16 * 1024),
+            deferred: BytesMut::new(),
+            amqp_header_sent: false,
+            events: VecDeque::new(),
+            closed_emitted: false,
+            local: Half::Idle,
+            remote: Half::Idle,
+            open_written: false,
+            remote_open: None,
+            remote_max_frame: MIN_MAX_FRAME_SIZE,
+            remote_channel_max: 0,
+            remote_idle_timeout: None,
+            now,
+            last_input: now,
+            last_output: now,
+            sessions: Slab::default(),
+            local_channels: HashMap::new(),
+            remote_channels: HashMap::new(),
+            links: Slab::default(),
+        };
+        if c.config.side == Side::Client {
+            if c.config.sasl_client.is_some() {
+                c.write_header(ProtocolHeader::SASL);
+            } else {
+                c.write_amqp_header();
+            }
+        }
+        c
+    }
+
+    /// The configuration this engine was built with.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// The peer's `open`, once it has arrived.
+    pub fn remote_open(&self) -> Option<&Open> {
+        self.remote_open.as_ref()
+    }
+
+    /// The largest frame we send: the peer's max-frame-size.
+    pub fn remote_max_frame_size(&self) -> u32 {
+        self.remote_max_frame
+    }
+
+    // ----- inputs -----
+
+    /// Feeds bytes read from the transport. All of `data` is consumed: bytes that do not yet form a whole
+    /// frame are buffered (at most one frame's worth). Returns the number of bytes consumed.
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> usize {
+        self.now = now;
+        if self.phase == Phase::Done {
+            return data.len();
+        }
+        self.last_input = now;
+        self.input.extend_from_slice(data);
+        self.process_input();
+        data.len()
+    }
+
+    /// Tells the engine that the deadline from [`poll_timeout`](Self::poll_timeout) has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.phase == Phase::Done {
+            return;
+        }
+        if let Some(local) = self.local_idle_timeout() {
+            if now.saturating_duration_since(self.last_input) >= local {
+                self.fail(Error::new(
+                    ErrorCondition::ResourceLimitExceeded,
+                    "local-idle-timeout expired",
+                ));
+                return;
+            }
+        }
+        if let Some(half) = self.heartbeat_interval() {
+            if now.saturating_duration_since(self.last_output) >= half && self.out.is_empty() {
+                self.write_empty_frame();
+            }
+        }
+    }
+
+    /// The peer shut down its write side: no more input will come.
+    pub fn handle_read_closed(&mut self) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if self.remote != Half::Closed {
+            self.events.push_back(Event::TransportError(Error::new(
+                ErrorCondition::FramingError,
+                "connection aborted: the peer closed the transport without a close frame",
+            )));
+        }
+        self.finish();
+    }
+
+    /// The transport failed; `reason` says why (e.g. the IO error).
+    pub fn handle_disconnected(&mut self, reason: impl Into<String>) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.events.push_back(Event::TransportError(Error::new(
+            ErrorCondition::Custom(crate::codec::Symbol::from_static("nucleon:io")),
+            reason,
+        )));
+        self.finish();
+    }
+
+    // ----- outputs -----
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Everything waiting to be written, as one buffer; `None` when there is nothing. Frames are coalesced:
+    /// one call returns all frames produced since the last call.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        self.now = now;
+        self.flush_dispositions();
+        if self.out.is_empty() {
+            return None;
+        }
+        self.last_output = now;
+        Some(self.out.split().freeze())
+    }
+
+    /// Writes everything waiting to be written into `buf` (as much as fits); returns the bytes written.
+    pub fn poll_transmit_into<B: BufMut>(&mut self, buf: &mut B, now: Instant) -> usize {
+        self.now = now;
+        self.flush_dispositions();
+        let n = self.out.len().min(buf.remaining_mut());
+        if n > 0 {
+            buf.put_slice(&self.out.split_to(n));
+            self.last_output = now;
+        }
+        n
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout): the earlier of our idle deadline and the next
+    /// heartbeat the peer needs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Done {
+            return None;
+        }
+        let idle = self.local_idle_timeout().map(|t| self.last_input + t);
+        let beat = self.heartbeat_interval().map(|t| self.last_output + t);
+        match (idle, beat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True once [`Event::TransportClosed`] has been polled and nothing is left to transmit.
+    pub fn is_finished(&self) -> bool {
+        self.closed_emitted && self.events.is_empty() && self.out.is_empty()
+    }
+
+    // ----- connection mutators -----
+
+    /// Opens our end of the connection (sends `open` as soon as the protocol header allows).
+    pub fn open(&mut self) -> Result<(), EngineError> {
+        if self.local != Half::Idle {
+            return Err(EngineError::IllegalState("the connection is already open"));
+        }
+        if self.phase == Phase::Done {
+            return Err(EngineError::IllegalState("the transport is closed"));
+        }
+        self.local = Half::Open;
+        self.write_open();
+        Ok(())
+    }
+
+    /// Closes our end of the connection, with an optional error. The transport closes once the peer's
+    /// `close` arrives (or at once if it already has).
+    pub fn close(&mut self, error: Option<Error>) -> Result<(), EngineError> {
+        if self.local == Half::Closed {
+            return Err(EngineError::IllegalState("the connection is already closed"));
+        }
+        if self.phase == Phase::Done {
+            return Err(EngineError::IllegalState("the transport is closed"));
+        }
+        if !self.open_written {
+            self.write_open();
+        }
+        self.local = Half::Closed;
+        self.write_frame(0, &Performative::Close(Close { error }), &[]);
+        if self.remote == Half::Closed {
+            self.finish();
+        }
+        Ok(())
+    }
+
+    // ----- internals: input -----
+
+    fn process_input(&mut self) {
+        while self.phase != Phase::Done {
+            let progressed = match self.phase {
+                Phase::Header => self.read_header(),
+                Phase::Sasl | Phase::Amqp => self.read_frame(),
+                Phase::Done => false,
+            };
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn read_header(&mut self) -> bool {
+        if self.input.len() < ProtocolHeader::SIZE {
+            return false;
+        }
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&self.input.split_to(8));
+        self.input_offset += 8;
+        let header = ProtocolHeader::parse(raw).filter(ProtocolHeader::is_supported);
+        log::trace!(target: TRACE, "<- {}", header.map_or_else(|| format!("bad header {raw:02x?}"), |h| h.to_string()));
+        match (self.config.side, header) {
+            (Side::Client, Some(h)) => self.client_header(h),
+            (Side::Server, Some(h)) => self.server_header(h),
+            (_, None) => {
+                if self.config.side == Side::Server {
+                    self.write_header(self.preferred_header());
+                }
+                self.fail_transport(Error::new(
+                    ErrorCondition::FramingError,
+                    format!("unsupported protocol header {raw:02x?}"),
+                ));
+            }
+        }
+        true
+    }
+
+    fn preferred_header(&self) -> ProtocolHeader {
+        match &self.config.sasl_server {
+            Some(s) if !self.sasl.done() && !s.allow_skip => ProtocolHeader::SASL,
+            _ => ProtocolHeader::AMQP,
+        }
+    }
+
+    fn client_header(&mut self, h: ProtocolHeader) {
+        let expected = if self.config.sasl_client.is_some() && !self.sasl.done() {
+            ProtocolId::Sasl
+        } else {
+            ProtocolId::Amqp
+        };
+        if h.id != expected {
+            self.fail_transport(Error::new(
+                ErrorCondition::FramingError,
+                format!("the server answered with the {h} protocol header"),
+            ));
+            return;
+        }
+        self.phase = match expected {
+            ProtocolId::Sasl => Phase::Sasl,
+            _ => Phase::Amqp,
+        };
+    }
+
+    fn server_header(&mut self, h: ProtocolHeader) {
+        match h.id {
+            ProtocolId::Tls => self.events.push_back(Event::TlsRequested),
+            ProtocolId::Sasl if self.config.sasl_server.is_some() && !self.sasl.done() => {
+                self.write_header(ProtocolHeader::SASL);
+                self.phase = Phase::Sasl;
+                self.sasl_server_start();
+            }
+            ProtocolId::Amqp if self.preferred_header().id == ProtocolId::Amqp => {
+                self.write_amqp_header();
+                self.phase = Phase::Amqp;
+            }
+            _ => {
+                self.write_header(self.preferred_header());
+                self.fail_transport(Error::new(
+                    ErrorCondition::NotAllowed,
+                    format!("the client sent the {h} protocol header, which is not accepted here"),
+                ));
+            }
+        }
+    }
+
+    /// The frame size the peer may send us now: 512 until its `open`, then our max-frame-size.
+    fn input_frame_limit(&self) -> u32 {
+        if self.remote_open.is_some() {
+            self.config.max_frame_size
+        } else {
+            MIN_MAX_FRAME_SIZE
+        }
+    }
+
+    fn read_frame(&mut self) -> bool {
+        if self.input.len() < FrameHeader::SIZE {
+            return false;
+        }
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&self.input[..8]);
+        let header = match FrameHeader::parse(raw, self.input_offset) {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(Error::new(e.condition(), e.to_string()));
+                return true;
+            }
+        };
+        if header.size > self.input_frame_limit() {
+            self.fail(Error::new(
+                ErrorCondition::FramingError,
+                format!(
+                    "frame of {} bytes exceeds the max-frame-size of {}",
+                    header.size,
+                    self.input_frame_limit()
+                ),
+            ));
+            return true;
+        }
+        if self.input.len() < header.size as usize {
+            self.input.reserve(header.size as usize - self.input.len());
+            return false;
+        }
+        let bytes = self.input.split_to(header.size as usize).freeze();
+        let offset = self.input_offset;
+        self.input_offset += bytes.len();
+        match Frame::decode(bytes, offset) {
+            Ok(frame) => self.handle_frame(frame),
+            Err(e) => self.fail(Error::new(e.condition(), e.to_string())),
+        }
+        true
+    }
+
+    fn handle_frame(&mut self, frame: Frame) {
+        if log::log_enabled!(target: TRACE, log::Level::Trace) {
+            log::trace!(target: TRACE, "<- {frame}");
+        }
+        match (self.phase, frame.body) {
+            (Phase::Sasl, FrameBody::Sasl(s)) => self.handle_sasl(s),
+            (Phase::Amqp, FrameBody::Empty) => {}
+            (Phase::Amqp, FrameBody::Amqp {
+                performative,
+                payload,
+            }) => self.handle_performative(frame.channel, performative, payload),
+            (_, body) => self.fail(Error::new(
+                ErrorCondition::FramingError,
+                format!("unexpected {} frame", frame_kind(&body)),
+            )),
+        }
+    }
+
+    fn handle_performative(&mut self, channel: u16, p: Performative, payload: Bytes) {
+        match p {
+            Performative::Open(open) => self.on_open(channel, open),
+            Performative::Close(close) => self.on_close(close.error),
+            _ if self.remote != Half::Open => self.fail(Error::new(
+                ErrorCondition::IllegalState,
+                format!("{} received before open or after close", p.name()),
+            )),
+            Performative::Begin(begin) => self.on_begin(channel, begin),
+            other => match self.remote_channels.get(&channel).copied() {
+                Some(session) => self.on_session_frame(session, other, payload),
+                None => self.fail(Error::new(
+                    ErrorCondition::NotAllowed,
+                    format!("{} on channel {channel}, which has no session", other.name()),
+                )),
+            },
+        }
+    }
+
+    fn on_open(&mut self, channel: u16, open: Open) {
+        if self.remote != Half::Idle || channel != 0 {
+            self.fail(Error::new(
+                ErrorCondition::IllegalState,
+                "a second open, or an open on a channel other than 0",
+            ));
+            return;
+        }
+        self.remote = Half::Open;
+        self.remote_max_frame = open.max_frame_size.max(MIN_MAX_FRAME_SIZE);
+        self.remote_channel_max = open.channel_max;
+        self.remote_idle_timeout = open
+            .idle_time_out
+            .filter(|&ms| ms > 0)
+            .map(|ms| Duration::from_millis(ms.into()));
+        self.remote_open = Some(open.clone());
+        self.events
+            .push_back(Event::ConnectionRemoteOpen(Box::new(open)));
+    }
+
+    fn on_close(&mut self, error: Option<Error>) {
+        if self.remote == Half::Closed {
+            return;
+        }
+        self.remote = Half::Closed;
+        self.events.push_back(Event::ConnectionRemoteClose(error));
+        if self.local == Half::Closed {
+            self.finish();
+        }
+    }
+
+    // ----- internals: output -----
+
+    fn write_header(&mut self, h: ProtocolHeader) {
+        log::trace!(target: TRACE, "-> {h}");
+        self.out.extend_from_slice(&h.to_bytes());
+    }
+
+    fn write_amqp_header(&mut self) {
+        self.write_header(ProtocolHeader::AMQP);
+        self.amqp_header_sent = true;
+        let deferred = self.deferred.split();
+        self.out.unsplit(deferred);
+    }
+
+    fn write_open(&mut self) {
+        let c = &self.config;
+        let open = Open {
+            container_id: c.container_id.clone(),
+            hostname: c.hostname.clone(),
+            max_frame_size: c.max_frame_size,
+            channel_max: c.channel_max,
+            idle_time_out: c.idle_timeout.map(|d| d.as_millis().min(u32::MAX.into()) as u32),
+            offered_capabilities: non_empty(&c.offered_capabilities),
+            desired_capabilities: non_empty(&c.desired_capabilities),
+            properties: c.properties.clone(),
+            ..Open::default()
+        };
+        self.open_written = true;
+        self.write_frame(0, &Performative::Open(open), &[]);
+    }
+
+    /// Encodes one AMQP frame (header, performative, payload) into the output.
+    fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
+        let body = p.encoded_size();
+        let size = FrameHeader::SIZE + body + payload.len();
+        if log::log_enabled!(target: TRACE, log::Level::Trace) {
+            let frame = Frame {
+                channel,
+                body: FrameBody::Amqp {
+                    performative: p.clone(),
+                    payload: Bytes::copy_from_slice(payload),
+                },
+            };
+            log::trace!(target: TRACE, "-> {frame}");
+        }
+        let buf = if self.amqp_header_sent {
+            &mut self.out
+        } else {
+            &mut self.deferred
+        };
+        buf.reserve(size);
+        buf.put_u32(size as u32);
+        buf.put_u8(2);
+        buf.put_u8(0);
+        buf.put_u16(channel);
+        p.encode(buf);
+        buf.put_slice(payload);
+    }
+
+    fn write_sasl_frame(&mut self, f: SaslFrame) {
+        let frame = Frame {
+            channel: 0,
+            body: FrameBody::Sasl(f),
+        };
+        if log::log_enabled!(target: TRACE, log::Level::Trace) {
+            log::trace!(target: TRACE, "-> {frame}");
+        }
+        self.out.reserve(frame.encoded_size());
+        frame.encode(&mut self.out);
+    }
+
+    fn write_empty_frame(&mut self) {
+        log::trace!(target: TRACE, "-> [0] (empty frame)");
+        self.out.extend_from_slice(&[0, 0, 0, 8, 2, 0, 0, 0]);
+    }
+
+    fn local_idle_timeout(&self) -> Option<Duration> {
+        match self.phase {
+            Phase::Amqp if self.open_written => self.config.idle_timeout,
+            _ => None,
+        }
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        match self.phase {
+            Phase::Amqp if self.amqp_header_sent && self.local == Half::Open => {
+                self.remote_idle_timeout.map(|t| t / 2)
+            }
+            _ => None,
+        }
+    }
+
+    // ----- internals: failure and the end -----
+
+    /// A connection-level protocol error: send `close` with the error and end the transport.
+    fn fail(&mut self, error: Error) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if self.phase == Phase::Amqp && self.local != Half::Closed {
+            if !self.open_written {
+                self.write_open();
+            }
+            self.local = Half::Closed;
+            self.write_frame(
+                0,
+                &Performative::Close(Close {
+                    error: Some(error.clone()),
+                }),
+                &[],
+            );
+        }
+        self.fail_transport(error);
+    }
+
+    /// The transport cannot go on: report the error and end.
+    fn fail_transport(&mut self, error: Error) {
+        self.events.push_back(Event::TransportError(error));
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if self.closed_emitted {
+            return;
+        }
+        self.phase = Phase::Done;
+        self.input = BytesMut::new();
+        self.closed_emitted = true;
+        self.events.push_back(Event::TransportClosed);
+    }
+}
+
+fn non_empty(v: &[crate::codec::Symbol]) -> Option<Vec<crate::codec::Symbol>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn frame_kind(body: &FrameBody) -> &'static str {
+    match body {
+        FrameBody::Empty => "empty",
+        FrameBody::Amqp { .. } => "AMQP",
+        FrameBody::Sasl(_) => "SASL",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,496 @@
+//! Sessions: begin/end, transfer-id accounting and windows, and the settlement bookkeeping they share
+//! [AMQP 1.0 §2.5.5-§2.5.6, §2.7.2, §2.7.4, §2.7.6, §2.7.8].
+//!
+//! Windows: we grant the peer `session_window` incoming transfers and refill the window with a session
+//! `flow` once half of it is used. The peer's incoming window bounds our outgoing transfer frames; frames
+//! beyond it wait in `pending` until a `flow` opens the window.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::event::{DeliveryId, Event, LinkId, SessionId};
+use super::store::SeqMap;
+use super::{Connection, EngineError, Half};
+use crate::codec::Encode;
+use crate::frame::{
+    Begin, DeliveryState, Disposition, End, Error, ErrorCondition, Flow, Performative, Role,
+    Transfer,
+};
+
+/// How far ahead of the last delivery-id a peer's new delivery-id may jump (gaps are padded).
+pub(super) const MAX_DELIVERY_ID_GAP: usize = 1 << 16;
+
+/// A transfer waiting for the peer's incoming window.
+#[derive(Debug)]
+pub(super) struct PendingTransfer {
+    pub(super) link: LinkId,
+    pub(super) handle: u32,
+    pub(super) delivery_id: u32,
+    pub(super) tag: Bytes,
+    pub(super) payload: Bytes,
+    pub(super) message_format: u32,
+    pub(super) settled: bool,
+    /// Bytes of `payload` already sent.
+    pub(super) offset: usize,
+    /// Send one final `aborted` frame instead of the rest of the payload.
+    pub(super) aborted: bool,
+}
+
+/// A disposition waiting to be coalesced into ranges and written.
+#[derive(Debug, Clone, PartialEq)]
+struct PendingDisposition {
+    role: Role,
+    id: u32,
+    state: Option<DeliveryState>,
+    settled: bool,
+}
+
+/// A delivery we received and have not settled.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    pub(super) link: LinkId,
+    pub(super) remote_settled: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) local: Half,
+    pub(super) remote: Half,
+    pub(super) local_channel: Option<u16>,
+    pub(super) remote_channel: Option<u16>,
+    // Transfer-id accounting [AMQP 1.0 §2.5.6].
+    pub(super) next_outgoing_id: u32,
+    pub(super) next_incoming_id: u32,
+    pub(super) incoming_window: u32,
+    pub(super) remote_incoming_window: u32,
+    pub(super) remote_outgoing_window: u32,
+    pub(super) remote_handle_max: u32,
+    pub(super) local_handles: HashMap<u32, LinkId>,
+    pub(super) remote_handles: HashMap<u32, LinkId>,
+    pub(super) next_delivery_id: u32,
+    pub(super) outgoing_unsettled: SeqMap<LinkId>,
+    pub(super) incoming_unsettled: SeqMap<Incoming>,
+    pub(super) pending: VecDeque<PendingTransfer>,
+    dispositions: Vec<PendingDisposition>,
+}
+
+impl Session {
+    fn new(window: u32) -> Self {
+        Session {
+            local: Half::Idle,
+            remote: Half::Idle,
+            local_channel: None,
+            remote_channel: None,
+            next_outgoing_id: 0,
+            next_incoming_id: 0,
+            incoming_window: window,
+            remote_incoming_window: 0,
+            remote_outgoing_window: 0,
+            remote_handle_max: u32::MAX,
+            local_handles: HashMap::new(),
+            remote_handles: HashMap::new(),
+            next_delivery_id: 0,
+            outgoing_unsettled: SeqMap::default(),
+            incoming_unsettled: SeqMap::default(),
+            pending: VecDeque::new(),
+            dispositions: Vec::new(),
+        }
+    }
+
+    /// The session part of a `flow` [AMQP 1.0 §2.7.4].
+    pub(super) fn flow(&self) -> Flow {
+        Flow {
+            next_incoming_id: (self.remote != Half::Idle).then_some(self.next_incoming_id),
+            incoming_window: self.incoming_window,
+            next_outgoing_id: self.next_outgoing_id,
+            outgoing_window: u32::MAX,
+            ..Flow::default()
+        }
+    }
+}
+
+impl Connection {
+    pub(super) fn session(&self, id: SessionId) -> Result<&Session, EngineError> {
+        self.sessions.get(id.0).ok_or(EngineError::UnknownSession)
+    }
+
+    pub(super) fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, EngineError> {
+        self.sessions.get_mut(id.0).ok_or(EngineError::UnknownSession)
+    }
+
+    /// Begins a new session (sends `begin` once the connection is open).
+    pub fn begin(&mut self) -> Result<SessionId, EngineError> {
+        if self.local != Half::Open {
+            return Err(EngineError::IllegalState(
+                "sessions begin on an open connection",
+            ));
+        }
+        let id = SessionId(self.sessions.insert(Session::new(self.config.session_window)));
+        self.begin_local(id, None)?;
+        Ok(id)
+    }
+
+    /// Answers a session the peer began ([`Event::SessionRemoteBegin`]).
+    pub fn begin_reply(&mut self, session: SessionId) -> Result<(), EngineError> {
+        let s = self.session(session)?;
+        if s.local != Half::Idle {
+            return Err(EngineError::IllegalState("the session has already begun"));
+        }
+        if self.local != Half::Open {
+            return Err(EngineError::IllegalState(
+                "sessions begin on an open connection",
+            ));
+        }
+        let remote = s.remote_channel;
+        self.begin_local(session, remote)
+    }
+
+    fn begin_local(&mut self, id: SessionId, remote_channel: Option<u16>) -> Result<(), EngineError> {
+        let limit = self.config.channel_max.min(if self.remote_open.is_some() {
+            self.remote_channel_max
+        } else {
+            u16::MAX
+        });
+        let Some(channel) = (0..=limit).find(|c| !self.local_channels.contains_key(c)) else {
+            self.sessions.remove(id.0);
+            return Err(EngineError::Exhausted("channel"));
+        };
+        self.local_channels.insert(channel, id);
+        let window = self.config.session_window;
+        let s = self.session_mut(id)?;
+        s.local = Half::Open;
+        s.local_channel = Some(channel);
+        let begin = Begin {
+            remote_channel,
+            next_outgoing_id: s.next_outgoing_id,
+            incoming_window: window,
+            outgoing_window: u32::MAX,
+            handle_max: u32::MAX,
+            ..Begin::default()
+        };
+        self.write_frame(channel, &Performative::Begin(begin), &[]);
+        Ok(())
+    }
+
+    /// Ends a session, with an optional error. Its links are detached with it.
+    pub fn end(&mut self, session: SessionId, error: Option<Error>) -> Result<(), EngineError> {
+        let s = self.session_mut(session)?;
+        if s.local != Half::Open {
+            return Err(EngineError::IllegalState("the session is not open"));
+        }
+        s.local = Half::Closed;
+        s.pending.clear();
+        let channel = s.local_channel;
+        if let Some(channel) = channel {
+            self.write_frame(channel, &Performative::End(End { error }), &[]);
+        }
+        self.session_maybe_closed(session);
+        Ok(())
+    }
+
+    pub(super) fn on_begin(&mut self, channel: u16, begin: Begin) {
+        if channel > self.config.channel_max {
+            self.fail(Error::new(
+                ErrorCondition::FramingError,
+                format!("channel {channel} exceeds channel-max {}", self.config.channel_max),
+            ));
+            return;
+        }
+        if self.remote_channels.contains_key(&channel) {
+            self.fail(Error::new(
+                ErrorCondition::IllegalState,
+                format!("begin on channel {channel}, which is already in use"),
+            ));
+            return;
+        }
+        let ours = begin
+            .remote_channel
+            .and_then(|c| self.local_channels.get(&c).copied());
+        let id = match (begin.remote_channel, ours) {
+            (Some(c), None) => {
+                self.fail(Error::new(
+                    ErrorCondition::IllegalState,
+                    format!("begin answers channel {c}, where we began no session"),
+                ));
+                return;
+            }
+            (_, Some(id)) => id,
+            (None, None) => SessionId(self.sessions.insert(Session::new(self.config.session_window))),
+        };
+        self.remote_channels.insert(channel, id);
+        let Ok(s) = self.session_mut(id) else {
+            return;
+        };
+        s.remote = Half::Open;
+        s.remote_channel = Some(channel);
+        s.next_incoming_id = begin.next_outgoing_id;
+        s.remote_incoming_window = begin.incoming_window;
+        s.remote_outgoing_window = begin.outgoing_window;
+        s.remote_handle_max = begin.handle_max;
+        let reply_expected = s.local == Half::Idle;
+        if reply_expected {
+            self.events.push_back(Event::SessionRemoteBegin(id));
+        } else {
+            self.pump(id);
+        }
+    }
+
+    pub(super) fn on_session_frame(&mut self, id: SessionId, p: Performative, payload: Bytes) {
+        let Ok(s) = self.session(id) else { return };
+        if s.remote != Half::Open {
+            return;
+        }
+        // Frames that arrive after we ended the session with an error are ignored [AMQP 1.0 §2.7.8].
+        let ignoring = s.local == Half::Closed;
+        match p {
+            Performative::End(end) => self.on_end(id, end.error),
+            _ if ignoring => {}
+            Performative::Attach(a) => self.on_attach(id, a),
+            Performative::Flow(f) => self.on_flow(id, f),
+            Performative::Transfer(t) => self.on_transfer(id, t, payload),
+            Performative::Disposition(d) => self.on_disposition(id, d),
+            Performative::Detach(d) => self.on_detach(id, d),
+            other => self.fail(Error::new(
+                ErrorCondition::IllegalState,
+                format!("unexpected {} on a session", other.name()),
+            )),
+        }
+    }
+
+    fn on_end(&mut self, id: SessionId, error: Option<Error>) {
+        let Ok(s) = self.session_mut(id) else { return };
+        s.remote = Half::Closed;
+        if let Some(c) = s.remote_channel {
+            self.remote_channels.remove(&c);
+        }
+        self.events.push_back(Event::SessionRemoteEnd { session: id, error });
+        self.session_maybe_closed(id);
+    }
+
+    /// Frees a session whose ends have both closed, and its links.
+    fn session_maybe_closed(&mut self, id: SessionId) {
+        let Ok(s) = self.session(id) else { return };
+        if s.local != Half::Closed || s.remote != Half::Closed {
+            return;
+        }
+        let links: Vec<LinkId> = s
+            .local_handles
+            .values()
+            .chain(s.remote_handles.values())
+            .copied()
+            .collect();
+        if let Some(c) = s.local_channel {
+            self.local_channels.remove(&c);
+        }
+        for link in links {
+            if self.links.remove(link.0).is_some() {
+                self.events.push_back(Event::LinkClosed(link));
+            }
+        }
+        self.sessions.remove(id.0);
+        self.events.push_back(Event::SessionClosed(id));
+    }
+
+    /// A session-level protocol error: end the session with `error` [AMQP 1.0 §2.7.8].
+    pub(super) fn session_error(&mut self, id: SessionId, error: Error) {
+        let _ = self.end(id, Some(error));
+    }
+
+    /// Accounts for an incoming transfer frame against our window; false if the peer broke it.
+    pub(super) fn count_incoming_transfer(&mut self, id: SessionId) -> bool {
+        let window = self.config.session_window;
+        let Ok(s) = self.session_mut(id) else {
+            return false;
+        };
+        if s.incoming_window == 0 {
+            self.session_error(
+                id,
+                Error::new(
+                    ErrorCondition::WindowViolation,
+                    "transfer beyond the session's incoming window",
+                ),
+            );
+            return false;
+        }
+        s.next_incoming_id = s.next_incoming_id.wrapping_add(1);
+        s.incoming_window -= 1;
+        s.remote_outgoing_window = s.remote_outgoing_window.saturating_sub(1);
+        if s.incoming_window <= window / 2 {
+            s.incoming_window = window;
+            let flow = s.flow();
+            if let Some(c) = s.local_channel {
+                self.write_frame(c, &Performative::Flow(flow), &[]);
+            }
+        }
+        true
+    }
+
+    /// The session part of an incoming `flow`: the peer's window for our transfers.
+    pub(super) fn on_session_flow(&mut self, id: SessionId, flow: &Flow) {
+        let Ok(s) = self.session_mut(id) else { return };
+        // remote-incoming-window = next-incoming-id(flow) + incoming-window(flow) - next-outgoing-id(ours)
+        let base = flow.next_incoming_id.unwrap_or(0);
+        s.remote_incoming_window = base
+            .wrapping_add(flow.incoming_window)
+            .wrapping_sub(s.next_outgoing_id);
+        if s.remote_incoming_window > flow.incoming_window {
+            // The peer has not seen some of our transfers yet; never trust more than it granted.
+            s.remote_incoming_window = flow.incoming_window;
+        }
+        s.remote_outgoing_window = flow.outgoing_window;
+        if flow.echo && flow.handle.is_none() {
+            let reply = s.flow();
+            if let Some(c) = s.local_channel {
+                self.write_frame(c, &Performative::Flow(reply), &[]);
+            }
+        }
+        self.pump(id);
+    }
+
+    /// Writes pending transfer frames while the peer's incoming window allows.
+    pub(super) fn pump(&mut self, id: SessionId) {
+        let max_frame = self.remote_max_frame as usize;
+        loop {
+            let Ok(s) = self.session_mut(id) else { return };
+            let (Some(channel), true) = (s.local_channel, s.remote_incoming_window > 0) else {
+                return;
+            };
+            let Some(p) = s.pending.front_mut() else {
+                return;
+            };
+            let first = p.offset == 0;
+            let mut transfer = Transfer {
+                handle: p.handle,
+                ..Transfer::default()
+            };
+            if first {
+                transfer.delivery_id = Some(p.delivery_id);
+                transfer.delivery_tag = Some(p.tag.clone());
+                transfer.message_format = Some(p.message_format);
+                transfer.settled = Some(p.settled);
+            }
+            let (chunk, done) = if p.aborted {
+                transfer.aborted = true;
+                (Bytes::new(), true)
+            } else {
+                // Overhead: the frame header plus the performative with `more` set, its largest form.
+                transfer.more = true;
+                let overhead = 8 + transfer.encoded_size();
+                let room = max_frame.saturating_sub(overhead).max(1);
+                let end = (p.offset + room).min(p.payload.len());
+                let chunk = p.payload.slice(p.offset..end);
+                p.offset = end;
+                let done = end == p.payload.len();
+                transfer.more = !done;
+                (chunk, done)
+            };
+            s.next_outgoing_id = s.next_outgoing_id.wrapping_add(1);
+            s.remote_incoming_window -= 1;
+            if done {
+                s.pending.pop_front();
+            }
+            self.write_frame(channel, &Performative::Transfer(transfer), &chunk);
+        }
+    }
+
+    /// Queues a disposition; written (coalesced into ranges) at the next `poll_transmit`.
+    pub(super) fn queue_disposition(
+        &mut self,
+        id: SessionId,
+        role: Role,
+        delivery: u32,
+        state: Option<DeliveryState>,
+        settled: bool,
+    ) {
+        if let Ok(s) = self.session_mut(id) {
+            s.dispositions.push(PendingDisposition {
+                role,
+                id: delivery,
+                state,
+                settled,
+            });
+        }
+    }
+
+    /// Writes queued dispositions, merging runs of consecutive ids with the same role, state and settlement
+    /// into one `disposition` with `first..=last` [AMQP 1.0 §2.7.6].
+    pub(super) fn flush_dispositions(&mut self) {
+        for key in self.sessions.keys() {
+            let Some(s) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if s.dispositions.is_empty() {
+                continue;
+            }
+            let pending = std::mem::take(&mut s.dispositions);
+            let Some(channel) = s.local_channel.filter(|_| s.local == Half::Open) else {
+                continue;
+            };
+            let mut run: Option<Disposition> = None;
+            for d in pending {
+                if let Some(r) = &mut run {
+                    let last = r.last.unwrap_or(r.first);
+                    if r.role == d.role
+                        && r.settled == d.settled
+                        && r.state == d.state
+                        && last.wrapping_add(1) == d.id
+                    {
+                        r.last = Some(d.id);
+                        continue;
+                    }
+                    let done = run.take().map(Performative::Disposition);
+                    if let Some(p) = done {
+                        self.write_frame(channel, &p, &[]);
+                    }
+                }
+                run = Some(Disposition {
+                    role: d.role,
+                    first: d.id,
+                    last: None,
+                    settled: d.settled,
+                    state: d.state,
+                    batchable: false,
+                });
+            }
+            if let Some(r) = run {
+                self.write_frame(channel, &Performative::Disposition(r), &[]);
+            }
+        }
+    }
+
+    pub(super) fn on_disposition(&mut self, id: SessionId, d: Disposition) {
+        let last = d.last.unwrap_or(d.first);
+        let Ok(s) = self.session_mut(id) else { return };
+        let mut updates = Vec::new();
+        match d.role {
+            // The peer is the receiver: the range names deliveries we sent.
+            Role::Receiver => {
+                for delivery in s.outgoing_unsettled.ids_in(d.first, last) {
+                    let link = if d.settled {
+                        s.outgoing_unsettled.remove(delivery)
+                    } else {
+                        s.outgoing_unsettled.get(delivery).copied()
+                    };
+                    updates.extend(link.map(|l| (l, delivery)));
+                }
+            }
+            // The peer is the sender: the range names deliveries we received.
+            Role::Sender => {
+                for delivery in s.incoming_unsettled.ids_in(d.first, last) {
+                    if let Some(i) = s.incoming_unsettled.get_mut(delivery) {
+                        i.remote_settled |= d.settled;
+                        updates.push((i.link, delivery));
+                    }
+                }
+            }
+        }
+        for (link, delivery) in updates {
+            self.events.push_back(Event::RemoteDisposition {
+                delivery: DeliveryId { link, id: delivery },
+                state: d.state.clone(),
+                settled: d.settled,
+            });
+        }
+    }
+}
