@@ -13,6 +13,10 @@ use super::types::{
 };
 use super::value::Value;
 
+/// Elements of zero-width arrays (nulls, `true`, `uint0`, ...) a decoder accepts however short its input is,
+/// so an encoder's array of many nulls still decodes; beyond it, one element per input byte.
+const ZERO_WIDTH_FLOOR: usize = 1 << 16;
+
 /// How deeply compound values (lists, maps, arrays, described values) may nest by default.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
 
@@ -27,8 +31,8 @@ pub struct Decoder {
     base: usize,
     depth: usize,
     max_depth: usize,
-    /// Elements of zero-width arrays (e.g. an array of nulls) cost no input bytes, so they are budgeted against
-    /// the input length to keep the allocation proportional to the input.
+    /// Elements of zero-width arrays (e.g. an array of nulls) cost no input bytes, so they are budgeted
+    /// (the input length, at least [`ZERO_WIDTH_FLOOR`]) to keep the allocation bounded.
     zero_width_budget: usize,
 }
 
@@ -58,7 +62,7 @@ impl Decoder {
             base,
             depth: 0,
             max_depth: DEFAULT_MAX_DEPTH,
-            zero_width_budget: end,
+            zero_width_budget: end.max(ZERO_WIDTH_FLOOR),
         }
     }
 

@@ -272,6 +272,9 @@ fn claims_beyond_the_input_fail_before_allocating() {
     // An array of four billion nulls.
     let e = dec_err(&[0xf0, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0x40]);
     assert!(matches!(e.kind, DecodeErrorKind::LengthOutOfBounds { .. }));
+    // ...but an encoder's array of many nulls still decodes.
+    let nulls = Value::Array(Array::new(Type::Null, vec![Value::Null; 1000]).unwrap());
+    assert_eq!(dec(&enc(&nulls)), nulls);
     // An array of fixed-width elements that cannot fit.
     let e = dec_err(&[0xe0, 3, 200, 0x71, 0]);
     assert!(matches!(e.kind, DecodeErrorKind::LengthOutOfBounds { .. }));
