@@ -28,8 +28,8 @@ pub struct ConnectionConfig {
     pub max_frame_size: u32,
     /// The highest channel number we accept.
     pub channel_max: u16,
-    /// Close the connection if the peer sends nothing for this long; advertised in `open` so the peer sends
-    /// heartbeats [AMQP 1.0 §2.4.5].
+    /// Close the connection if the peer sends nothing for this long. Half of it is advertised as `idle-time-out`
+    /// in `open`, so the peer sends heartbeats well before it expires [AMQP 1.0 §2.4.5].
     pub idle_timeout: Option<Duration>,
     /// Capabilities we offer in `open`.
     pub offered_capabilities: Vec<Symbol>,

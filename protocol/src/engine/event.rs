@@ -52,7 +52,8 @@ pub enum Event {
     },
     /// Both ends of the session have ended; its handle is no longer valid.
     SessionClosed(SessionId),
-    /// The peer attached a link. If we did not attach it, reply with `Connection::attach_reply` or detach it.
+    /// The peer attached a link: either its answer to our `attach`, or a new link. For a new one
+    /// (`Connection::is_attached_locally` is false), reply with `Connection::attach_reply` or detach it.
     LinkRemoteAttach(LinkId),
     /// The peer detached (or closed) a link.
     LinkRemoteDetach {

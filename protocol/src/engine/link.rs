@@ -17,7 +17,7 @@ use crate::frame::{
 };
 
 /// Our terms for a link we attach (or answer) [AMQP 1.0 §2.7.3].
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LinkConfig {
     /// The link name; unique per direction between two containers.
     pub name: String,
@@ -39,6 +39,25 @@ pub struct LinkConfig {
     pub desired_capabilities: Vec<Symbol>,
     /// Link properties.
     pub properties: Option<Map>,
+}
+
+impl Default for LinkConfig {
+    /// The spec's defaults [AMQP 1.0 §2.7.3]: sender settle mode `mixed` (so `send`'s `settled` decides) and
+    /// receiver settle mode `first`.
+    fn default() -> Self {
+        LinkConfig {
+            name: String::new(),
+            role: Role::Sender,
+            source: None,
+            target: None,
+            snd_settle_mode: SenderSettleMode::Mixed,
+            rcv_settle_mode: ReceiverSettleMode::First,
+            max_message_size: None,
+            offered_capabilities: Vec::new(),
+            desired_capabilities: Vec::new(),
+            properties: None,
+        }
+    }
 }
 
 impl LinkConfig {
@@ -161,6 +180,11 @@ impl Connection {
         Ok(self.link(link)?.remote_attach.as_ref())
     }
 
+    /// True while our end of the link is attached (we attached it, or answered the peer's attach).
+    pub fn is_attached_locally(&self, link: LinkId) -> bool {
+        self.link(link).is_ok_and(|l| l.local == Half::Open)
+    }
+
     /// The session a link belongs to.
     pub fn link_session(&self, link: LinkId) -> Result<SessionId, EngineError> {
         Ok(self.link(link)?.session)
@@ -182,7 +206,11 @@ impl Connection {
     }
 
     /// Attaches a new link on `session` with our terms (sends `attach`).
-    pub fn attach(&mut self, session: SessionId, config: LinkConfig) -> Result<LinkId, EngineError> {
+    pub fn attach(
+        &mut self,
+        session: SessionId,
+        config: LinkConfig,
+    ) -> Result<LinkId, EngineError> {
         if self.session(session)?.local != Half::Open {
             return Err(EngineError::IllegalState("links attach on a begun session"));
         }
@@ -196,7 +224,11 @@ impl Connection {
 
     /// Answers a link the peer attached ([`Event::LinkRemoteAttach`]) with our terms. Our role must be the
     /// opposite of the peer's, and the name is the peer's.
-    pub fn attach_reply(&mut self, link: LinkId, mut config: LinkConfig) -> Result<(), EngineError> {
+    pub fn attach_reply(
+        &mut self,
+        link: LinkId,
+        mut config: LinkConfig,
+    ) -> Result<(), EngineError> {
         let l = self.link(link)?;
         if l.local != Half::Idle {
             return Err(EngineError::IllegalState("the link is already attached"));
@@ -208,12 +240,15 @@ impl Connection {
     }
 
     fn attach_local(&mut self, id: LinkId) -> Result<(), EngineError> {
+        self.check_live()?;
         let session = self.link(id)?.session;
         let s = self.session(session)?;
         if s.local != Half::Open {
             return Err(EngineError::IllegalState("links attach on a begun session"));
         }
-        let channel = s.local_channel.ok_or(EngineError::IllegalState("no channel"))?;
+        let channel = s
+            .local_channel
+            .ok_or(EngineError::IllegalState("no channel"))?;
         let handle = (0..=s.remote_handle_max)
             .find(|h| !s.local_handles.contains_key(h))
             .ok_or(EngineError::Exhausted("handle"))?;
@@ -242,7 +277,13 @@ impl Connection {
     }
 
     /// Detaches our end of a link; `closed` closes it for good. Unsent transfers of the link are dropped.
-    pub fn detach(&mut self, link: LinkId, closed: bool, error: Option<Error>) -> Result<(), EngineError> {
+    pub fn detach(
+        &mut self,
+        link: LinkId,
+        closed: bool,
+        error: Option<Error>,
+    ) -> Result<(), EngineError> {
+        self.check_transport()?;
         let l = self.link_mut(link)?;
         if l.local != Half::Open {
             return Err(EngineError::IllegalState("the link is not attached"));
@@ -336,9 +377,7 @@ impl Connection {
             l.delivery_count = attach.initial_delivery_count.unwrap_or(0);
         }
         l.remote_attach = Some(attach);
-        if existing.is_none() {
-            self.events.push_back(Event::LinkRemoteAttach(id));
-        }
+        self.events.push_back(Event::LinkRemoteAttach(id));
     }
 
     pub(super) fn on_detach(&mut self, session: SessionId, detach: Detach) {
@@ -389,7 +428,9 @@ impl Connection {
         if l.is_sender() {
             let their_count = flow.delivery_count.unwrap_or(0);
             let credit = flow.link_credit.unwrap_or(0);
-            l.credit = their_count.wrapping_add(credit).wrapping_sub(l.delivery_count);
+            l.credit = their_count
+                .wrapping_add(credit)
+                .wrapping_sub(l.delivery_count);
             if l.credit > credit {
                 // Our deliveries in flight already used that credit.
                 l.credit = 0;
@@ -397,7 +438,8 @@ impl Connection {
             let newly_draining = flow.drain && !l.drain;
             l.drain = flow.drain;
             let credit = l.credit;
-            self.events.push_back(Event::LinkCredit { link: id, credit });
+            self.events
+                .push_back(Event::LinkCredit { link: id, credit });
             if newly_draining || (flow.drain && credit > 0) {
                 self.events.push_back(Event::DrainRequested(id));
             }
@@ -416,13 +458,26 @@ impl Connection {
         }
     }
 
+    /// Refuses a change to a link's flow state that could not be sent (the connection is not open, or the link
+    /// or its session is not open at our end), before anything changes.
+    fn check_can_flow(&self, link: LinkId) -> Result<(), EngineError> {
+        self.check_live()?;
+        let l = self.link(link)?;
+        if l.local != Half::Open || self.session(l.session)?.local != Half::Open {
+            return Err(EngineError::IllegalState("the link is not attached"));
+        }
+        Ok(())
+    }
+
     fn write_link_flow(&mut self, link: LinkId) -> Result<(), EngineError> {
         let l = self.link(link)?;
         let (Some(handle), Half::Open) = (l.local_handle, l.local) else {
             return Err(EngineError::IllegalState("the link is not attached"));
         };
         let s = self.session(l.session)?;
-        let channel = s.local_channel.ok_or(EngineError::IllegalState("no channel"))?;
+        let channel = s
+            .local_channel
+            .ok_or(EngineError::IllegalState("no channel"))?;
         let flow = Flow {
             handle: Some(handle),
             delivery_count: Some(l.delivery_count),
@@ -437,20 +492,22 @@ impl Connection {
 
     /// Grants `credit` more deliveries to the sender of a receiving link.
     pub fn add_credit(&mut self, link: LinkId, credit: u32) -> Result<(), EngineError> {
-        let l = self.link_mut(link)?;
-        if l.is_sender() {
+        if self.link(link)?.is_sender() {
             return Err(EngineError::NotAReceiver);
         }
+        self.check_can_flow(link)?;
+        let l = self.link_mut(link)?;
         l.credit = l.credit.saturating_add(credit);
         self.write_link_flow(link)
     }
 
     /// Asks the sender of a receiving link to use up or return its credit; [`Event::DrainCompleted`] follows.
     pub fn drain(&mut self, link: LinkId) -> Result<(), EngineError> {
-        let l = self.link_mut(link)?;
-        if l.is_sender() {
+        if self.link(link)?.is_sender() {
             return Err(EngineError::NotAReceiver);
         }
+        self.check_can_flow(link)?;
+        let l = self.link_mut(link)?;
         l.drain = true;
         let credit = l.credit;
         self.write_link_flow(link)?;
@@ -465,10 +522,11 @@ impl Connection {
     /// A draining sender has nothing more to send: give back the remaining credit (advance the
     /// delivery-count, zero the credit, and tell the receiver).
     pub fn drained(&mut self, link: LinkId) -> Result<(), EngineError> {
-        let l = self.link_mut(link)?;
-        if !l.is_sender() {
+        if !self.link(link)?.is_sender() {
             return Err(EngineError::NotASender);
         }
+        self.check_can_flow(link)?;
+        let l = self.link_mut(link)?;
         if !l.drain {
             return Ok(());
         }
@@ -479,10 +537,11 @@ impl Connection {
 
     /// Tells the receiver how many messages this sender has waiting (`available` in `flow`).
     pub fn set_available(&mut self, link: LinkId, available: u32) -> Result<(), EngineError> {
-        let l = self.link_mut(link)?;
-        if !l.is_sender() {
+        if !self.link(link)?.is_sender() {
             return Err(EngineError::NotASender);
         }
+        self.check_can_flow(link)?;
+        let l = self.link_mut(link)?;
         l.available = available;
         self.write_link_flow(link)
     }
@@ -496,7 +555,13 @@ impl Connection {
         payload: Bytes,
         settled: bool,
     ) -> Result<DeliveryId, EngineError> {
-        self.send_with_format(link, tag, payload, settled, crate::frame::definitions::MESSAGE_FORMAT)
+        self.send_with_format(
+            link,
+            tag,
+            payload,
+            settled,
+            crate::frame::definitions::MESSAGE_FORMAT,
+        )
     }
 
     /// [`send`](Self::send) with an explicit message-format [AMQP 1.0 §2.8.11].
@@ -513,8 +578,11 @@ impl Connection {
             return Err(EngineError::NotASender);
         }
         if l.local != Half::Open || l.remote != Half::Open {
-            return Err(EngineError::IllegalState("the link is not attached at both ends"));
+            return Err(EngineError::IllegalState(
+                "the link is not attached at both ends",
+            ));
         }
+        self.check_can_flow(link)?;
         let max = l
             .remote_attach
             .as_ref()
@@ -542,7 +610,8 @@ impl Connection {
         let id = s.next_delivery_id;
         s.next_delivery_id = id.wrapping_add(1);
         if !settled {
-            s.outgoing_unsettled.insert(id, link, 0);
+            // Our delivery-ids only grow, but pre-settled ones leave gaps: accept any gap.
+            s.outgoing_unsettled.insert(id, link, usize::MAX);
         }
         s.pending.push_back(PendingTransfer {
             link,
@@ -632,7 +701,10 @@ impl Connection {
         if l.is_sender() {
             self.link_error(
                 id,
-                Error::new(ErrorCondition::NotAllowed, "transfer received on a sending link"),
+                Error::new(
+                    ErrorCondition::NotAllowed,
+                    "transfer received on a sending link",
+                ),
             );
             return;
         }
@@ -707,12 +779,17 @@ impl Connection {
         }
         let settled = partial.settled;
         if !settled {
-            let Ok(s) = self.session_mut(session) else { return };
+            let Ok(s) = self.session_mut(session) else {
+                return;
+            };
             let incoming = Incoming {
                 link: id,
                 remote_settled: false,
             };
-            if !s.incoming_unsettled.insert(partial.id, incoming, MAX_DELIVERY_ID_GAP) {
+            if !s
+                .incoming_unsettled
+                .insert(partial.id, incoming, MAX_DELIVERY_ID_GAP)
+            {
                 self.fail(Error::new(
                     ErrorCondition::NotAllowed,
                     format!("delivery-id {} is out of sequence", partial.id),

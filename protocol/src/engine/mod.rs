@@ -319,11 +319,32 @@ impl Connection {
         Ok(())
     }
 
+    /// Refuses new work (sessions, links, transfers, credit) unless our end of the connection is open and the
+    /// transport is not closed.
+    fn check_live(&self) -> Result<(), EngineError> {
+        self.check_transport()?;
+        if self.local != Half::Open {
+            return Err(EngineError::IllegalState("the connection is not open"));
+        }
+        Ok(())
+    }
+
+    /// Refuses every change once the transport has closed: nothing may follow `TransportClosed`, not even an
+    /// event caused by reacting to an event polled before it.
+    fn check_transport(&self) -> Result<(), EngineError> {
+        if self.phase == Phase::Done {
+            return Err(EngineError::IllegalState("the transport is closed"));
+        }
+        Ok(())
+    }
+
     /// Closes our end of the connection, with an optional error. The transport closes once the peer's
     /// `close` arrives (or at once if it already has).
     pub fn close(&mut self, error: Option<Error>) -> Result<(), EngineError> {
         if self.local == Half::Closed {
-            return Err(EngineError::IllegalState("the connection is already closed"));
+            return Err(EngineError::IllegalState(
+                "the connection is already closed",
+            ));
         }
         if self.phase == Phase::Done {
             return Err(EngineError::IllegalState("the transport is closed"));
@@ -481,10 +502,13 @@ impl Connection {
         match (self.phase, frame.body) {
             (Phase::Sasl, FrameBody::Sasl(s)) => self.handle_sasl(s),
             (Phase::Amqp, FrameBody::Empty) => {}
-            (Phase::Amqp, FrameBody::Amqp {
-                performative,
-                payload,
-            }) => self.handle_performative(frame.channel, performative, payload),
+            (
+                Phase::Amqp,
+                FrameBody::Amqp {
+                    performative,
+                    payload,
+                },
+            ) => self.handle_performative(frame.channel, performative, payload),
             (_, body) => self.fail(Error::new(
                 ErrorCondition::FramingError,
                 format!("unexpected {} frame", frame_kind(&body)),
@@ -505,7 +529,10 @@ impl Connection {
                 Some(session) => self.on_session_frame(session, other, payload),
                 None => self.fail(Error::new(
                     ErrorCondition::NotAllowed,
-                    format!("{} on channel {channel}, which has no session", other.name()),
+                    format!(
+                        "{} on channel {channel}, which has no session",
+                        other.name()
+                    ),
                 )),
             },
         }
@@ -563,7 +590,11 @@ impl Connection {
             hostname: c.hostname.clone(),
             max_frame_size: c.max_frame_size,
             channel_max: c.channel_max,
-            idle_time_out: c.idle_timeout.map(|d| d.as_millis().min(u32::MAX.into()) as u32),
+            // Half the threshold we enforce, as AMQP 1.0 §2.4.5 recommends (and Proton does): a peer that
+            // heartbeats at half the advertised value then has a 4x margin before we time it out.
+            idle_time_out: c
+                .idle_timeout
+                .map(|d| d.as_millis().div_ceil(2).min(u32::MAX.into()) as u32),
             offered_capabilities: non_empty(&c.offered_capabilities),
             desired_capabilities: non_empty(&c.desired_capabilities),
             properties: c.properties.clone(),
@@ -573,8 +604,13 @@ impl Connection {
         self.write_frame(0, &Performative::Open(open), &[]);
     }
 
-    /// Encodes one AMQP frame (header, performative, payload) into the output.
+    /// Encodes one AMQP frame (header, performative, payload) into the output. Nothing follows our `close` or
+    /// the end of the transport.
     fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
+        let closed = self.local == Half::Closed && !matches!(p, Performative::Close(_));
+        if closed || self.phase == Phase::Done {
+            return;
+        }
         let body = p.encoded_size();
         let size = FrameHeader::SIZE + body + payload.len();
         if log::log_enabled!(target: TRACE, log::Level::Trace) {

@@ -183,13 +183,23 @@ impl Pair {
 
     fn deliver(&mut self) -> bool {
         let mut progressed = false;
-        while self.to_server.in_flight.front().is_some_and(|(at, _)| *at <= self.now) {
+        while self
+            .to_server
+            .in_flight
+            .front()
+            .is_some_and(|(at, _)| *at <= self.now)
+        {
             if let Some((_, bytes)) = self.to_server.in_flight.pop_front() {
                 self.server.handle_input(&bytes, self.now);
                 progressed = true;
             }
         }
-        while self.to_client.in_flight.front().is_some_and(|(at, _)| *at <= self.now) {
+        while self
+            .to_client
+            .in_flight
+            .front()
+            .is_some_and(|(at, _)| *at <= self.now)
+        {
             if let Some((_, bytes)) = self.to_client.in_flight.pop_front() {
                 self.client.handle_input(&bytes, self.now);
                 progressed = true;
@@ -275,8 +285,15 @@ impl Pair {
 
     /// Attaches a link from the client with `config`; the server answers with the mirror role and the same
     /// terms. Returns (client link, server link).
-    pub fn attach(&mut self, session: (SessionId, SessionId), config: LinkConfig) -> (LinkId, LinkId) {
-        let c = self.client.attach(session.0, config.clone()).expect("client attaches");
+    pub fn attach(
+        &mut self,
+        session: (SessionId, SessionId),
+        config: LinkConfig,
+    ) -> (LinkId, LinkId) {
+        let c = self
+            .client
+            .attach(session.0, config.clone())
+            .expect("client attaches");
         self.drive();
         let s = self
             .server_events
@@ -307,7 +324,12 @@ impl Pair {
     /// Sends one unsettled message from `link` on the client with a numeric tag.
     pub fn client_send(&mut self, link: LinkId, n: u64, payload: Bytes) -> super::DeliveryId {
         self.client
-            .send(link, Bytes::copy_from_slice(&n.to_be_bytes()), payload, false)
+            .send(
+                link,
+                Bytes::copy_from_slice(&n.to_be_bytes()),
+                payload,
+                false,
+            )
             .expect("client sends")
     }
 }

@@ -116,17 +116,23 @@ impl Connection {
     }
 
     pub(super) fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, EngineError> {
-        self.sessions.get_mut(id.0).ok_or(EngineError::UnknownSession)
+        self.sessions
+            .get_mut(id.0)
+            .ok_or(EngineError::UnknownSession)
+    }
+
+    /// True while our end of the session is begun and not ended.
+    pub fn is_session_open(&self, id: SessionId) -> bool {
+        self.session(id).is_ok_and(|s| s.local == Half::Open)
     }
 
     /// Begins a new session (sends `begin` once the connection is open).
     pub fn begin(&mut self) -> Result<SessionId, EngineError> {
-        if self.local != Half::Open {
-            return Err(EngineError::IllegalState(
-                "sessions begin on an open connection",
-            ));
-        }
-        let id = SessionId(self.sessions.insert(Session::new(self.config.session_window)));
+        self.check_live()?;
+        let id = SessionId(
+            self.sessions
+                .insert(Session::new(self.config.session_window)),
+        );
         self.begin_local(id, None)?;
         Ok(id)
     }
@@ -137,16 +143,16 @@ impl Connection {
         if s.local != Half::Idle {
             return Err(EngineError::IllegalState("the session has already begun"));
         }
-        if self.local != Half::Open {
-            return Err(EngineError::IllegalState(
-                "sessions begin on an open connection",
-            ));
-        }
+        self.check_live()?;
         let remote = s.remote_channel;
         self.begin_local(session, remote)
     }
 
-    fn begin_local(&mut self, id: SessionId, remote_channel: Option<u16>) -> Result<(), EngineError> {
+    fn begin_local(
+        &mut self,
+        id: SessionId,
+        remote_channel: Option<u16>,
+    ) -> Result<(), EngineError> {
         let limit = self.config.channel_max.min(if self.remote_open.is_some() {
             self.remote_channel_max
         } else {
@@ -175,6 +181,7 @@ impl Connection {
 
     /// Ends a session, with an optional error. Its links are detached with it.
     pub fn end(&mut self, session: SessionId, error: Option<Error>) -> Result<(), EngineError> {
+        self.check_transport()?;
         let s = self.session_mut(session)?;
         if s.local != Half::Open {
             return Err(EngineError::IllegalState("the session is not open"));
@@ -193,7 +200,10 @@ impl Connection {
         if channel > self.config.channel_max {
             self.fail(Error::new(
                 ErrorCondition::FramingError,
-                format!("channel {channel} exceeds channel-max {}", self.config.channel_max),
+                format!(
+                    "channel {channel} exceeds channel-max {}",
+                    self.config.channel_max
+                ),
             ));
             return;
         }
@@ -216,7 +226,10 @@ impl Connection {
                 return;
             }
             (_, Some(id)) => id,
-            (None, None) => SessionId(self.sessions.insert(Session::new(self.config.session_window))),
+            (None, None) => SessionId(
+                self.sessions
+                    .insert(Session::new(self.config.session_window)),
+            ),
         };
         self.remote_channels.insert(channel, id);
         let Ok(s) = self.session_mut(id) else {
@@ -264,7 +277,8 @@ impl Connection {
         if let Some(c) = s.remote_channel {
             self.remote_channels.remove(&c);
         }
-        self.events.push_back(Event::SessionRemoteEnd { session: id, error });
+        self.events
+            .push_back(Event::SessionRemoteEnd { session: id, error });
         self.session_maybe_closed(id);
     }
 
@@ -274,12 +288,14 @@ impl Connection {
         if s.local != Half::Closed || s.remote != Half::Closed {
             return;
         }
-        let links: Vec<LinkId> = s
+        let mut links: Vec<LinkId> = s
             .local_handles
             .values()
             .chain(s.remote_handles.values())
             .copied()
             .collect();
+        // Hash map order is random: free the links in a fixed order so the same inputs give the same events.
+        links.sort_unstable();
         if let Some(c) = s.local_channel {
             self.local_channels.remove(&c);
         }
@@ -335,8 +351,10 @@ impl Connection {
             .wrapping_add(flow.incoming_window)
             .wrapping_sub(s.next_outgoing_id);
         if s.remote_incoming_window > flow.incoming_window {
-            // The peer has not seen some of our transfers yet; never trust more than it granted.
-            s.remote_incoming_window = flow.incoming_window;
+            // Never trust more than it granted; below zero (it shrank the window under transfers it has not
+            // seen yet) is zero.
+            let overrun = (s.remote_incoming_window as i32) < 0;
+            s.remote_incoming_window = if overrun { 0 } else { flow.incoming_window };
         }
         s.remote_outgoing_window = flow.outgoing_window;
         if flow.echo && flow.handle.is_none() {
