@@ -2,8 +2,12 @@
 //! corpus in `fuzz/corpus/`, deterministic mutations of each (every bit flip, every truncation, and seeded random
 //! overwrites and insertions), and hand-made inputs whose size or count fields make huge claims.
 //!
+//! The engine entry points (`engine_server`, `engine_client`) get their own corpora and a sparser set of
+//! mutations, since each input runs a whole connection: a sample of the bit flips over the frames, truncations at
+//! and around every frame boundary, other selector bytes, and seeded random edits.
+//!
 //! The seeds are made by [`seeds`] below from the crate's own types, plus a few hand-written encodings in forms
-//! the encoder never picks. `committed_corpus_holds_every_seed` checks that the committed files are current; after
+//! the encoder never picks; the engine seeds are the bytes real engines write to each other, captured. `committed_corpus_holds_every_seed` checks that the committed files are current; after
 //! a deliberate change of encoding, rewrite them with
 //! `NUCLEON_BLESS_CORPUS=1 cargo test -p nucleon-protocol --test fuzz_smoke`.
 
@@ -16,6 +20,7 @@ use nucleon_protocol::codec::{
     Array, Decimal128, Decimal32, Decimal64, DecodeErrorKind, Decoder, Descriptor, Encode, Map,
     Symbol, Timestamp, Type, Uuid, Value, DEFAULT_MAX_DEPTH,
 };
+use nucleon_protocol::engine::{ConnectionConfig, Event, LinkConfig, SaslClientConfig};
 use nucleon_protocol::frame::{
     Accepted, AmqpValue, ApplicationProperties, Attach, Begin, Close, DeliveryState, Detach,
     Disposition, End, Error, ErrorCondition, Flow, Frame, FrameBody, Header, Modified, Open,
@@ -23,7 +28,8 @@ use nucleon_protocol::frame::{
     Released, Role, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse,
     SenderSettleMode, Source, Target, TerminusDurability, TerminusExpiryPolicy, Transfer,
 };
-use nucleon_protocol::{fuzzing, Message};
+use nucleon_protocol::fuzzing::{self, exchange, Driver};
+use nucleon_protocol::Message;
 
 /// A fuzz entry point: takes any bytes, panics only on a codec bug.
 type EntryPoint = fn(&[u8]);
@@ -74,6 +80,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     }
     for (name, bytes) in message_seeds() {
         all.push(("message", name, bytes));
+    }
+    for seed in engine_server_seeds() {
+        all.push(("engine_server", seed.name, seed.bytes));
+    }
+    for seed in engine_client_seeds() {
+        all.push(("engine_client", seed.name, seed.bytes));
     }
     all
 }
@@ -659,6 +671,588 @@ fn message_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// An engine seed, and what replaying it through its entry point must make the engine do: the seeds are meant
+/// to take the engine deep into a connection, and `engine_seeds_play_out_as_made` checks that they still do.
+struct EngineSeed {
+    name: &'static str,
+    bytes: Vec<u8>,
+    /// `Delivery` events the engine under test must produce (the client's include the two of the handshake).
+    deliveries: usize,
+    /// True if the peer closes the connection properly: `ConnectionRemoteClose` and no `TransportError`.
+    /// (False seeds end abruptly or break the protocol on purpose.)
+    clean: bool,
+    /// Part of the `Debug` form of an event the engine must produce: what the seed is about.
+    must_see: &'static str,
+}
+
+fn engine_seed(
+    name: &'static str,
+    bytes: Vec<u8>,
+    deliveries: usize,
+    clean: bool,
+    must_see: &'static str,
+) -> EngineSeed {
+    EngineSeed {
+        name,
+        bytes,
+        deliveries,
+        clean,
+        must_see,
+    }
+}
+
+/// The selector bits of the engine entry points that say how the input is cut: one frame per `handle_input`
+/// call (0), each frame cut in two (1), three frames per call (2), and the time that passes after each call.
+const ONE_FRAME_PER_CALL: u8 = 0;
+const HALF_FRAMES: u8 = 1 << 3;
+const THREE_FRAMES_PER_CALL: u8 = 2 << 3;
+const STEP_300MS: u8 = 1 << 5;
+
+fn no_sasl_client() -> ConnectionConfig {
+    ConnectionConfig::client("seed-client")
+}
+
+fn sasl_client(username: Option<&str>, password: Option<&str>) -> ConnectionConfig {
+    let mut config = ConnectionConfig::client("seed-client");
+    config.hostname = Some("broker.example".into());
+    config.sasl_client = Some(SaslClientConfig {
+        mechanisms: Vec::new(),
+        username: username.map(Into::into),
+        password: password.map(Into::into),
+    });
+    config
+}
+
+/// A small message, as the seeds send them: about 100 bytes encoded.
+fn seed_message(n: u64, body: usize) -> Bytes {
+    Message::builder()
+        .message_id(n)
+        .to("queue://orders")
+        .subject("seed")
+        .property("n", n as i64)
+        .data(vec![b'x'; body])
+        .build()
+        .to_bytes()
+}
+
+fn seed_tag(n: u64) -> Bytes {
+    Bytes::copy_from_slice(&n.to_be_bytes())
+}
+
+/// Runs `script` with a client engine configured by `client` against the server of `fuzzing::engine_server`
+/// (configured and driven as that entry point does), and returns the selector followed by every byte the client
+/// wrote: a seed for `engine_server`.
+fn capture_client_stream(
+    selector: u8,
+    client: ConnectionConfig,
+    script: impl FnOnce(&mut Driver, &mut Driver),
+) -> Vec<u8> {
+    let now = Instant::now();
+    let mut server = Driver::new(fuzzing::engine_server_config(selector), now);
+    server.auto_send = fuzzing::AUTO_SEND;
+    let mut client = Driver::new(client, now);
+    script(&mut client, &mut server);
+    exchange(&mut client, &mut server);
+    [vec![selector], client.written].concat()
+}
+
+fn engine_server_seeds() -> Vec<EngineSeed> {
+    let session_with_transfers =
+        capture_client_stream(ONE_FRAME_PER_CALL, no_sasl_client(), |c, s| {
+            c.conn.open().unwrap();
+            let session = c.conn.begin().unwrap();
+            let link = c
+                .conn
+                .attach(session, LinkConfig::sender("orders", "queue://orders"))
+                .unwrap();
+            exchange(c, s);
+            for n in 0..6 {
+                c.conn
+                    .send(link, seed_tag(n), seed_message(n, 40), false)
+                    .unwrap();
+            }
+            exchange(c, s);
+            c.conn.detach(link, true, None).unwrap();
+            exchange(c, s);
+            c.conn.end(session, None).unwrap();
+            exchange(c, s);
+            c.conn.close(None).unwrap();
+        });
+    let sasl_plain_receiver =
+        capture_client_stream(1, sasl_client(Some("user"), Some("pass")), |c, s| {
+            c.conn.open().unwrap();
+            let session = c.conn.begin().unwrap();
+            let link = c
+                .conn
+                .attach(session, LinkConfig::receiver("prices", "topic://prices"))
+                .unwrap();
+            c.conn.add_credit(link, 10).unwrap();
+            exchange(c, s);
+            c.conn.close(None).unwrap();
+        });
+    let sasl_anonymous_presettled =
+        capture_client_stream(1 | HALF_FRAMES, sasl_client(None, None), |c, s| {
+            c.conn.open().unwrap();
+            let session = c.conn.begin().unwrap();
+            let config = LinkConfig {
+                snd_settle_mode: SenderSettleMode::Settled,
+                ..LinkConfig::sender("events", "topic://events")
+            };
+            let link = c.conn.attach(session, config).unwrap();
+            exchange(c, s);
+            for n in 0..5 {
+                c.conn
+                    .send(link, seed_tag(n), seed_message(n, 40), true)
+                    .unwrap();
+            }
+            exchange(c, s);
+            c.conn.close(None).unwrap();
+        });
+    // The server's max-frame-size is 512 and its session window 8 transfers: each message takes five frames,
+    // and the client waits for the window to reopen.
+    let multi_frame_transfers = capture_client_stream(4, no_sasl_client(), |c, s| {
+        c.conn.open().unwrap();
+        let session = c.conn.begin().unwrap();
+        let link = c
+            .conn
+            .attach(session, LinkConfig::sender("bulk", "queue://bulk"))
+            .unwrap();
+        exchange(c, s);
+        for n in 0..3 {
+            c.conn
+                .send(link, seed_tag(n), seed_message(n, 2000), false)
+                .unwrap();
+        }
+        exchange(c, s);
+        c.conn.close(None).unwrap();
+    });
+    // Open, begin and attach written at once; heartbeats for the server's 2-second idle timeout.
+    let pipelined_with_heartbeats = capture_client_stream(
+        2 | THREE_FRAMES_PER_CALL | STEP_300MS,
+        no_sasl_client(),
+        |c, s| {
+            c.conn.open().unwrap();
+            let session = c.conn.begin().unwrap();
+            let link = c
+                .conn
+                .attach(session, LinkConfig::sender("slow", "queue://slow"))
+                .unwrap();
+            exchange(c, s);
+            for n in 0..3 {
+                c.advance(Duration::from_secs(1));
+                c.conn
+                    .send(link, seed_tag(n), seed_message(n, 40), false)
+                    .unwrap();
+                exchange(c, s);
+            }
+            c.conn.close(None).unwrap();
+        },
+    );
+    let drain_and_errors = capture_client_stream(HALF_FRAMES, no_sasl_client(), |c, s| {
+        c.conn.open().unwrap();
+        let session = c.conn.begin().unwrap();
+        let link = c
+            .conn
+            .attach(session, LinkConfig::receiver("work", "queue://work"))
+            .unwrap();
+        c.conn.add_credit(link, 3).unwrap();
+        exchange(c, s);
+        c.conn.drain(link).unwrap();
+        exchange(c, s);
+        let error = |why: &str| Some(Error::new(ErrorCondition::Custom(sym("seed:error")), why));
+        c.conn.detach(link, true, error("detached")).unwrap();
+        c.conn.end(session, error("ended")).unwrap();
+        c.conn.close(error("closed")).unwrap();
+    });
+    let two_sessions = capture_client_stream(HALF_FRAMES | STEP_300MS, no_sasl_client(), |c, s| {
+        c.conn.open().unwrap();
+        let sessions = [c.conn.begin().unwrap(), c.conn.begin().unwrap()];
+        let mut links = Vec::new();
+        for (i, &session) in sessions.iter().enumerate() {
+            for name in ["a", "b"] {
+                let config = LinkConfig::sender(format!("{name}{i}"), format!("queue://{name}"));
+                links.push(c.conn.attach(session, config).unwrap());
+            }
+        }
+        exchange(c, s);
+        for n in 0..8 {
+            let link = links[n as usize % links.len()];
+            c.conn
+                .send(link, seed_tag(n), seed_message(n, 10), n % 2 == 0)
+                .unwrap();
+        }
+        exchange(c, s);
+        c.conn.end(sessions[0], None).unwrap();
+        exchange(c, s);
+        c.conn.close(None).unwrap();
+    });
+    let open_close = capture_client_stream(0, no_sasl_client(), |c, s| {
+        c.conn.open().unwrap();
+        c.conn.begin().unwrap();
+        exchange(c, s);
+        c.conn.close(None).unwrap();
+    });
+    let tls_then_amqp = [&[0][..], &ProtocolHeader::TLS.to_bytes(), &open_close[1..]].concat();
+    let sasl_bad_password =
+        capture_client_stream(1, sasl_client(Some("user"), Some("wrong")), |c, _| {
+            c.conn.open().unwrap();
+        });
+    let detach_then_garbage = detach_then_garbage();
+    vec![
+        engine_seed(
+            "session_with_transfers.bin",
+            session_with_transfers,
+            6,
+            true,
+            "LinkClosed",
+        ),
+        engine_seed(
+            "sasl_plain_receiver.bin",
+            sasl_plain_receiver,
+            0,
+            true,
+            "Authenticated",
+        ),
+        engine_seed(
+            "sasl_anonymous_presettled.bin",
+            sasl_anonymous_presettled,
+            5,
+            true,
+            "Authenticated",
+        ),
+        engine_seed(
+            "multi_frame_transfers.bin",
+            multi_frame_transfers,
+            3,
+            true,
+            "Delivery",
+        ),
+        engine_seed(
+            "pipelined_with_heartbeats.bin",
+            pipelined_with_heartbeats,
+            2,
+            true,
+            "Delivery",
+        ),
+        engine_seed(
+            "drain_and_errors.bin",
+            drain_and_errors,
+            0,
+            true,
+            "SessionRemoteEnd",
+        ),
+        engine_seed("two_sessions.bin", two_sessions, 8, true, "SessionClosed"),
+        engine_seed("tls_then_amqp.bin", tls_then_amqp, 0, true, "TlsRequested"),
+        engine_seed(
+            "sasl_bad_password.bin",
+            sasl_bad_password,
+            0,
+            false,
+            "TransportError",
+        ),
+        engine_seed(
+            "regression_detach_then_garbage.bin",
+            detach_then_garbage,
+            2,
+            false,
+            "LinkRemoteDetach",
+        ),
+        engine_seed(
+            "garbage_header.bin",
+            b"\0GET / HTTP/1.1\r\nHost: broker.example\r\n\r\n".to_vec(),
+            0,
+            false,
+            "TransportError",
+        ),
+    ]
+}
+
+/// A frame header with an unknown frame type: the engine fails the connection on reading it.
+const BAD_FRAME_HEADER: [u8; 8] = [0, 0, 0, 8, 2, 9, 0, 0];
+
+/// A regression seed found by this test: a client attaches, sends two messages, then detaches, and a bad frame
+/// follows the detach in the same `handle_input` call (three frames per call; empty frames pad the stream so
+/// that the attach ends its call and the detach starts one). The server then polls `LinkRemoteDetach`,
+/// `TransportError` and `TransportClosed` together, and its reaction to the first, `detach`, used to queue a
+/// `LinkClosed` after `TransportClosed`.
+fn detach_then_garbage() -> Vec<u8> {
+    let selector = THREE_FRAMES_PER_CALL;
+    let stream = capture_client_stream(selector, no_sasl_client(), |c, s| {
+        c.conn.open().unwrap();
+        let session = c.conn.begin().unwrap();
+        let link = c
+            .conn
+            .attach(session, LinkConfig::sender("doomed", "queue://doomed"))
+            .unwrap();
+        exchange(c, s);
+        for n in 0..2 {
+            c.conn
+                .send(link, seed_tag(n), seed_message(n, 20), false)
+                .unwrap();
+        }
+        exchange(c, s);
+        c.conn.detach(link, true, None).unwrap();
+    });
+    let heartbeat = [0, 0, 0, 8, 2, 0, 0, 0];
+    let mut units: Vec<&[u8]> = Vec::new();
+    let mut start = 1;
+    for end in unit_ends(&stream[1..]) {
+        units.push(&stream[start..end + 1]);
+        start = end + 1;
+    }
+    // Performative descriptors sit right after the 8-byte frame header: 0x12 attach, 0x16 detach.
+    let is = |unit: &[u8], code: u8| unit.len() > 10 && unit[8..11] == [0x00, 0x53, code];
+    let mut out = vec![selector];
+    let mut count = 0;
+    for unit in units {
+        while is(unit, 0x16) && count % 3 != 0 {
+            out.extend_from_slice(&heartbeat);
+            count += 1;
+        }
+        out.extend_from_slice(unit);
+        count += 1;
+        while is(unit, 0x12) && count % 3 != 0 {
+            out.extend_from_slice(&heartbeat);
+            count += 1;
+        }
+    }
+    out.extend_from_slice(&BAD_FRAME_HEADER);
+    out
+}
+
+/// Runs `script` with the client and server of `fuzzing::engine_client_handshake(selector)` and returns the
+/// selector followed by every byte the server wrote after the handshake: a seed for `engine_client`.
+fn capture_server_stream(selector: u8, script: impl FnOnce(&mut Driver, &mut Driver)) -> Vec<u8> {
+    let (mut client, mut server) = fuzzing::engine_client_handshake(selector);
+    client.auto_send = fuzzing::AUTO_SEND;
+    let start = server.written.len();
+    script(&mut client, &mut server);
+    exchange(&mut client, &mut server);
+    [vec![selector], server.written[start..].to_vec()].concat()
+}
+
+/// The server's links in `engine_client_handshake`: (its receiver, its sender).
+fn server_links(
+    server: &Driver,
+) -> (
+    nucleon_protocol::engine::LinkId,
+    nucleon_protocol::engine::LinkId,
+) {
+    let links = server.remote_links();
+    let role = |l| server.conn.link_config(l).unwrap().role;
+    let receiver = *links.iter().find(|&&l| role(l) == Role::Receiver).unwrap();
+    let sender = *links.iter().find(|&&l| role(l) == Role::Sender).unwrap();
+    (receiver, sender)
+}
+
+fn engine_client_seeds() -> Vec<EngineSeed> {
+    // The server grants the client's sender more credit (the client sends what it may) and sends four messages.
+    let transfers_and_dispositions = capture_server_stream(ONE_FRAME_PER_CALL, |c, s| {
+        let (receiver, sender) = server_links(s);
+        s.conn.add_credit(receiver, 16).unwrap();
+        for n in 0..4 {
+            s.conn
+                .send(sender, seed_tag(100 + n), seed_message(n, 40), false)
+                .unwrap();
+        }
+        exchange(c, s);
+    });
+    // The client's max-frame-size is 512 and its window 8: messages take several frames and window updates.
+    let multi_frame_transfers = capture_server_stream(4, |c, s| {
+        let (_, sender) = server_links(s);
+        for n in 0..3 {
+            let settled = n == 2;
+            s.conn
+                .send(sender, seed_tag(100 + n), seed_message(n, 1500), settled)
+                .unwrap();
+        }
+        exchange(c, s);
+    });
+    let drain = capture_server_stream(HALF_FRAMES, |c, s| {
+        let (receiver, sender) = server_links(s);
+        s.conn.drain(receiver).unwrap();
+        s.conn.set_available(sender, 3).unwrap();
+        exchange(c, s);
+    });
+    let detach_end_close_with_errors = capture_server_stream(ONE_FRAME_PER_CALL, |_, s| {
+        let (receiver, sender) = server_links(s);
+        let error = |why: &str| Some(Error::new(ErrorCondition::ResourceLimitExceeded, why));
+        s.conn
+            .detach(receiver, true, error("receiver gone"))
+            .unwrap();
+        s.conn
+            .detach(sender, false, error("sender detached"))
+            .unwrap();
+        let session = s.remote_sessions()[0];
+        s.conn.end(session, error("session over")).unwrap();
+        s.conn.close(error("connection over")).unwrap();
+    });
+    // The client (selector 3) has a 2-second idle timeout: the server sends heartbeats every second.
+    let heartbeats = capture_server_stream(3 | (3 << 5), |c, s| {
+        let (_, sender) = server_links(s);
+        for n in 0..3 {
+            s.advance(Duration::from_secs(1));
+            exchange(c, s);
+            s.conn
+                .send(sender, seed_tag(100 + n), seed_message(n, 20), false)
+                .unwrap();
+        }
+        exchange(c, s);
+        s.conn.close(None).unwrap();
+    });
+    let sasl_plain_presettled = capture_server_stream(1 | HALF_FRAMES, |c, s| {
+        let (_, sender) = server_links(s);
+        for n in 0..4 {
+            s.conn
+                .send(sender, seed_tag(100 + n), seed_message(n, 40), true)
+                .unwrap();
+        }
+        exchange(c, s);
+        s.conn.close(None).unwrap();
+    });
+    // Selector 6: ANONYMOUS, and a client window of 8 frames of 512 bytes. The server aborts a 13-frame message
+    // while most of it still waits for the window.
+    let aborted_transfer = capture_server_stream(6, |c, s| {
+        let (_, sender) = server_links(s);
+        let d = s
+            .conn
+            .send(sender, seed_tag(100), seed_message(0, 6000), false)
+            .unwrap();
+        s.conn.abort(d).unwrap();
+        s.conn
+            .send(sender, seed_tag(101), seed_message(1, 40), false)
+            .unwrap();
+        exchange(c, s);
+    });
+    // Frames a nucleon server never writes: flows asking for an echo, a disposition over a range with an
+    // outcome the client does not settle, a transfer on a handle nobody attached, and a second open.
+    let hand_made = [
+        vec![THREE_FRAMES_PER_CALL],
+        stream(
+            None,
+            &[
+                amqp_frame(
+                    0,
+                    Flow {
+                        next_incoming_id: Some(2),
+                        incoming_window: 100,
+                        next_outgoing_id: 2,
+                        outgoing_window: 100,
+                        handle: Some(0),
+                        delivery_count: Some(2),
+                        link_credit: Some(5),
+                        echo: true,
+                        ..Flow::default()
+                    },
+                    &[],
+                ),
+                amqp_frame(
+                    0,
+                    Flow {
+                        next_incoming_id: Some(2),
+                        incoming_window: 100,
+                        next_outgoing_id: 2,
+                        outgoing_window: 100,
+                        echo: true,
+                        ..Flow::default()
+                    },
+                    &[],
+                ),
+                amqp_frame(
+                    0,
+                    Disposition {
+                        role: Role::Receiver,
+                        first: 0,
+                        last: Some(10),
+                        settled: false,
+                        state: Some(DeliveryState::Rejected(Rejected { error: None })),
+                        ..Disposition::default()
+                    },
+                    &[],
+                ),
+                amqp_frame(
+                    0,
+                    Transfer {
+                        handle: 7,
+                        delivery_id: Some(9),
+                        delivery_tag: Some(seed_tag(9)),
+                        ..Transfer::default()
+                    },
+                    &seed_message(9, 8),
+                ),
+                amqp_frame(0, Open::default(), &[]),
+            ],
+        ),
+    ]
+    .concat();
+    // The regression of `detach_then_garbage`, on the client: the server detaches a link and a bad frame follows,
+    // all read in one call.
+    let detach_then_garbage = [
+        capture_server_stream(3 << 3, |_, s| {
+            let (_, sender) = server_links(s);
+            s.conn.detach(sender, true, None).unwrap();
+        }),
+        BAD_FRAME_HEADER.to_vec(),
+    ]
+    .concat();
+    let garbage = [
+        &[0][..],
+        &raw_frame(0, &[], &[0x00, 0x53, 0x99, 0x45]),
+        &[
+            0, 0, 0, 0x10, 2, 7, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0,
+        ],
+    ]
+    .concat();
+    vec![
+        engine_seed(
+            "transfers_and_dispositions.bin",
+            transfers_and_dispositions,
+            6,
+            false,
+            "RemoteDisposition",
+        ),
+        engine_seed(
+            "multi_frame_transfers.bin",
+            multi_frame_transfers,
+            5,
+            false,
+            "Delivery",
+        ),
+        engine_seed("drain.bin", drain, 2, false, "DrainRequested"),
+        engine_seed(
+            "detach_end_close_with_errors.bin",
+            detach_end_close_with_errors,
+            2,
+            true,
+            "LinkRemoteDetach",
+        ),
+        engine_seed("heartbeats.bin", heartbeats, 5, true, "Delivery"),
+        engine_seed(
+            "sasl_plain_presettled.bin",
+            sasl_plain_presettled,
+            6,
+            true,
+            "Delivery",
+        ),
+        engine_seed(
+            "aborted_transfer.bin",
+            aborted_transfer,
+            3,
+            false,
+            "DeliveryAborted",
+        ),
+        engine_seed("hand_made_frames.bin", hand_made, 2, false, "credit: 5"),
+        engine_seed(
+            "regression_detach_then_garbage.bin",
+            detach_then_garbage,
+            2,
+            false,
+            "LinkRemoteDetach",
+        ),
+        engine_seed("garbage.bin", garbage, 2, false, "TransportError"),
+    ]
+}
+
 #[test]
 fn committed_corpus_holds_every_seed() {
     let bless = std::env::var_os("NUCLEON_BLESS_CORPUS").is_some();
@@ -963,4 +1557,331 @@ fn frame_stream_with_a_huge_frame_size_ends_cleanly() {
     let err = Frame::decode(Bytes::copy_from_slice(&input[8..]), 8).expect_err("size mismatch");
     assert!(matches!(err.kind, DecodeErrorKind::Framing(_)), "{err}");
     run_all(&input, "a frame header claiming 4 GiB");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The engine entry points.
+
+/// The engine fuzz targets: corpus directory name and entry point.
+const ENGINE_TARGETS: [(&str, EntryPoint); 2] = [
+    ("engine_server", fuzzing::engine_server),
+    ("engine_client", fuzzing::engine_client),
+];
+
+#[test]
+fn engine_seeds_play_out_as_made() {
+    type Run = fn(&[u8]) -> Option<Driver>;
+    let targets: [(&str, Vec<EngineSeed>, Run); 2] = [
+        (
+            "engine_server",
+            engine_server_seeds(),
+            fuzzing::engine_server_run,
+        ),
+        (
+            "engine_client",
+            engine_client_seeds(),
+            fuzzing::engine_client_run,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (target, seeds, run) in targets {
+        for seed in seeds {
+            let driver = run(&seed.bytes).unwrap();
+            let events = &driver.events;
+            let deliveries = events
+                .iter()
+                .filter(|e| matches!(e, Event::Delivery { .. }))
+                .count();
+            let errors: Vec<_> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::TransportError(e) => Some(e.description.clone().unwrap_or_default()),
+                    _ => None,
+                })
+                .collect();
+            let closed = events
+                .iter()
+                .any(|e| matches!(e, Event::ConnectionRemoteClose(_)));
+            let clean = closed && errors.is_empty();
+            let seen = events
+                .iter()
+                .any(|e| format!("{e:?}").contains(seed.must_see));
+            if deliveries != seed.deliveries || (seed.clean && !clean) || !seen {
+                wrong.push(format!(
+                    "{target}/{}: {deliveries} deliveries (expected {}), clean close {clean} (expected {}), \
+                     {} seen: {seen}, transport errors {errors:?}",
+                    seed.name, seed.deliveries, seed.clean, seed.must_see
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "seeds that no longer do what they were made for:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Random mutations made from each engine seed, of each kind (single and stacked edits).
+const ENGINE_RANDOM_MUTATIONS: usize = 300;
+
+/// At most this many bit flips per engine seed, evenly spread over the frames.
+const ENGINE_BIT_FLIPS: usize = 400;
+
+/// Where the protocol headers and frames of an engine input's stream end, cut as `fuzzing::feed` cuts it.
+fn unit_ends(frames: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at < frames.len() {
+        let rest = &frames[at..];
+        let len = if rest.starts_with(b"AMQP") {
+            8
+        } else if rest.len() >= 4 {
+            u32::from_be_bytes(rest[..4].try_into().unwrap()).max(8) as usize
+        } else {
+            rest.len()
+        };
+        at += len.min(rest.len());
+        ends.push(at);
+    }
+    ends
+}
+
+/// Mutations of an engine seed (a selector byte, then the peer's stream): the seed under every other selector
+/// that differs in one bit; a sample of the bit flips over the stream (evenly spaced, plus a few in each frame's
+/// header and descriptor); truncations at, just before and just after every frame boundary, and at evenly spaced
+/// lengths; then seeded random edits of the stream, `ENGINE_RANDOM_MUTATIONS` single and as many stacked, half
+/// of them also under a random choice of the selector bits that say how the stream is cut and timed.
+fn engine_mutations(seed: &[u8], rng: &mut XorShift) -> Vec<Vec<u8>> {
+    let (&selector, frames) = seed.split_first().expect("an engine seed has a selector");
+    let with = |frames: &[u8]| [&[selector][..], frames].concat();
+    let mut out = Vec::new();
+    for bit in 0..8 {
+        out.push([&[selector ^ (1 << bit)][..], frames].concat());
+    }
+    let bits = frames.len() * 8;
+    if bits > 0 {
+        let stride = bits.div_ceil(ENGINE_BIT_FLIPS);
+        let mut i = rng.below(stride);
+        while i < bits {
+            let mut m = frames.to_vec();
+            m[i / 8] ^= 1 << (i % 8);
+            out.push(with(&m));
+            i += stride;
+        }
+    }
+    let ends = unit_ends(frames);
+    let mut start = 0;
+    for &end in &ends {
+        for _ in 0..4 {
+            let at = start + rng.below((end - start).min(12));
+            let mut m = frames.to_vec();
+            m[at] ^= 1 << rng.below(8);
+            out.push(with(&m));
+        }
+        start = end;
+    }
+    for &end in &ends {
+        for len in [end - 1, end, end + 1] {
+            if len < frames.len() {
+                out.push(with(&frames[..len]));
+            }
+        }
+    }
+    for k in 0..64 {
+        out.push(with(&frames[..frames.len() * k / 64]));
+    }
+    for stacked in [false, true] {
+        for i in 0..ENGINE_RANDOM_MUTATIONS {
+            let mut m = frames.to_vec();
+            let edits = if stacked { 2 + rng.below(4) } else { 1 };
+            for _ in 0..edits {
+                random_edit(&mut m, rng);
+            }
+            // Every other one is also cut and timed differently: the configuration bits stay, since the stream
+            // was made for them.
+            let selector = if i % 2 == 1 {
+                (selector & 7) | (rng.next() as u8 & !7)
+            } else {
+                selector
+            };
+            out.push([&[selector][..], &m].concat());
+        }
+    }
+    out
+}
+
+thread_local! {
+    /// Set while this thread runs engine inputs: panics are recorded here instead of printed.
+    static QUIET_PANIC: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that, on a thread running engine inputs, records where the panic happened and
+/// what it said instead of printing it; other threads print as usual.
+fn install_quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let recorded = QUIET_PANIC.with(|q| {
+                let mut q = q.borrow_mut();
+                match q.as_mut() {
+                    Some(slot) => {
+                        let location = info.location().map_or_else(
+                            || "?".to_string(),
+                            |l| format!("{}:{}", l.file(), l.line()),
+                        );
+                        let payload = info.payload();
+                        let message = payload
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        *slot = Some(format!("{location}: {message}"));
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if !recorded {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Runs one engine input; `Some("file:line: message")` if it panicked.
+fn engine_panic(entry: EntryPoint, input: &[u8]) -> Option<String> {
+    QUIET_PANIC.with(|q| *q.borrow_mut() = Some(None));
+    let result = catch_unwind(AssertUnwindSafe(|| entry(input)));
+    let recorded = QUIET_PANIC.with(|q| q.borrow_mut().take()).flatten();
+    result
+        .err()
+        .map(|_| recorded.unwrap_or_else(|| "?: (no message)".into()))
+}
+
+/// What tells two failures apart in an `engine_panic` report: the panic location and the first word of the
+/// message (for the engine's invariant checks, the offending event's variant).
+fn panic_site(report: &str) -> &str {
+    let mut parts = report.splitn(3, ':');
+    let file = parts.next().unwrap_or_default();
+    let line = parts.next().unwrap_or_default();
+    let message = parts.next().unwrap_or_default();
+    let word = message
+        .trim_start()
+        .find(|c: char| !c.is_alphanumeric() && c != '_')
+        .unwrap_or(message.trim_start().len());
+    let start = file.len() + 1 + line.len() + 1 + (message.len() - message.trim_start().len());
+    &report[..(start + word).min(report.len())]
+}
+
+/// Shrinks a failing input while it still panics at the same site: drops ever smaller runs of bytes after the
+/// selector (a small delta-debugging pass, bounded).
+fn minimise(entry: EntryPoint, input: &[u8], site: &str) -> Vec<u8> {
+    let mut best = input.to_vec();
+    let mut runs = 0;
+    let mut chunk = (best.len() / 2).max(1);
+    while chunk >= 1 && runs < 20_000 {
+        let mut at = 1;
+        let mut shrunk = false;
+        while at < best.len() && runs < 20_000 {
+            let end = (at + chunk).min(best.len());
+            let candidate = [&best[..at], &best[end..]].concat();
+            runs += 1;
+            if engine_panic(entry, &candidate).is_some_and(|r| panic_site(&r) == site) {
+                best = candidate;
+                shrunk = true;
+            } else {
+                at += chunk;
+            }
+        }
+        if !shrunk {
+            if chunk == 1 {
+                break;
+            }
+            chunk /= 2;
+        }
+    }
+    best
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs an engine target's corpus and the mutations of each file through its entry point. Failures are gathered
+/// by panic site; the test fails with, for each site, how many inputs hit it and a minimised input in hex.
+fn engine_corpus_and_mutations(target: &str, entry: EntryPoint, seed: u64) {
+    install_quiet_panic_hook();
+    let started = Instant::now();
+    let mut rng = XorShift(seed);
+    let files = corpus(target);
+    assert!(
+        files.len() >= 5,
+        "the {target} corpus has only {} files",
+        files.len()
+    );
+    let mut inputs = 0usize;
+    // Panic site -> (inputs that hit it, the shortest such input, its report, where it came from).
+    let mut failures: std::collections::BTreeMap<String, (usize, Vec<u8>, String, String)> =
+        Default::default();
+    for (name, seed) in &files {
+        let mut all = vec![seed.clone()];
+        all.extend(engine_mutations(seed, &mut rng));
+        for (i, input) in all.iter().enumerate() {
+            inputs += 1;
+            if let Some(report) = engine_panic(entry, input) {
+                let origin = if i == 0 {
+                    format!("{target}/{name}")
+                } else {
+                    format!("mutation {i} of {target}/{name}")
+                };
+                let entry = failures
+                    .entry(panic_site(&report).to_string())
+                    .or_insert_with(|| (0, input.clone(), report.clone(), origin.clone()));
+                entry.0 += 1;
+                if input.len() < entry.1.len() {
+                    (entry.1, entry.2, entry.3) = (input.clone(), report, origin);
+                }
+            }
+        }
+    }
+    println!(
+        "fuzz smoke: {inputs} inputs through fuzzing::{target} in {:.2?}",
+        started.elapsed()
+    );
+    if failures.is_empty() {
+        assert!(inputs >= 8_000, "only {inputs} inputs were generated");
+        return;
+    }
+    let mut summary = String::new();
+    for (site, (count, input, report, origin)) in &failures {
+        let small = minimise(entry, input, site);
+        let small_report = engine_panic(entry, &small).unwrap_or_default();
+        let cut = |s: &str| s.chars().take(600).collect::<String>();
+        summary.push_str(&format!(
+            "\n* {count} inputs panic at {site}; the shortest ({} bytes, {origin}) minimises to {} bytes:\n  {}\n  {}\n",
+            input.len(),
+            small.len(),
+            hex(&small),
+            cut(&small_report),
+        ));
+        let _ = report;
+    }
+    panic!(
+        "fuzzing::{target} failed on {} of {inputs} inputs:{summary}",
+        failures.values().map(|f| f.0).sum::<usize>()
+    );
+}
+
+#[test]
+fn engine_server_corpus_and_mutations() {
+    let (target, entry) = ENGINE_TARGETS[0];
+    engine_corpus_and_mutations(target, entry, 0x2545_f491_4f6c_dd1d);
+}
+
+#[test]
+fn engine_client_corpus_and_mutations() {
+    let (target, entry) = ENGINE_TARGETS[1];
+    engine_corpus_and_mutations(target, entry, 0x5851_f42d_4c95_7f2d);
 }
