@@ -8,6 +8,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "installing test dependencies"
 ./scripts/install-test-deps.sh
+./scripts/build-proton-examples.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

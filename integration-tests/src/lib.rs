@@ -1,1 +1,8 @@
 //! Cross-crate and interop tests for nucleon; the tests live in `tests/`.
+//!
+//! The library part holds what those tests share:
+//!
+//! * [`driver`]: a blocking, runtime-free driver that runs a `nucleon_protocol` engine over a real TCP socket,
+//!   used by `tests/engine_interop.rs` to talk to Qpid Proton.
+
+pub mod driver;
