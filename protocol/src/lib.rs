@@ -24,5 +24,5 @@ pub mod frame;
 pub mod fuzzing;
 pub mod message;
 
-pub use codec::{DecodeError, Decode, Encode, Value};
+pub use codec::{Decode, DecodeError, Encode, Value};
 pub use message::{Body, Message, MessageBuilder};

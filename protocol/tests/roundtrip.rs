@@ -84,9 +84,7 @@ fn scalar(ty: Type) -> BoxedStrategy<Value> {
         Type::Timestamp => any::<i64>()
             .prop_map(|t| Value::Timestamp(Timestamp(t)))
             .boxed(),
-        Type::Uuid => any::<[u8; 16]>()
-            .prop_map(|b| Value::Uuid(Uuid(b)))
-            .boxed(),
+        Type::Uuid => any::<[u8; 16]>().prop_map(|b| Value::Uuid(Uuid(b))).boxed(),
         Type::Binary => prop_oneof![vec(any::<u8>(), 0..20), vec(any::<u8>(), 250..300)]
             .prop_map(|b| Value::Binary(Bytes::from(b)))
             .boxed(),
@@ -250,10 +248,19 @@ fn performative() -> impl Strategy<Value = Performative> {
                 .into()
             }
         ),
-        (any::<bool>(), any::<u32>(), proptest::option::of(any::<u32>()), any::<u64>()).prop_map(
-            |(receiver, first, last, offset)| {
+        (
+            any::<bool>(),
+            any::<u32>(),
+            proptest::option::of(any::<u32>()),
+            any::<u64>()
+        )
+            .prop_map(|(receiver, first, last, offset)| {
                 Disposition {
-                    role: if receiver { Role::Receiver } else { Role::Sender },
+                    role: if receiver {
+                        Role::Receiver
+                    } else {
+                        Role::Sender
+                    },
                     first,
                     last,
                     settled: receiver,
@@ -264,8 +271,7 @@ fn performative() -> impl Strategy<Value = Performative> {
                     batchable: false,
                 }
                 .into()
-            }
-        ),
+            }),
     ]
 }
 

@@ -174,7 +174,9 @@ impl Decoder {
     pub fn read_descriptor(&mut self) -> Result<Descriptor, DecodeError> {
         let code = self.read_u8()?;
         match code {
-            c::ULONG | c::SMALL_ULONG | c::ULONG_0 => Ok(Descriptor::Code(u64::decode_with(self, code)?)),
+            c::ULONG | c::SMALL_ULONG | c::ULONG_0 => {
+                Ok(Descriptor::Code(u64::decode_with(self, code)?))
+            }
             c::SYM8 | c::SYM32 => Ok(Descriptor::Symbol(Symbol::decode_with(self, code)?)),
             _ => Err(self.error_at(self.pos - 1, DecodeErrorKind::InvalidDescriptor)),
         }
@@ -279,7 +281,9 @@ impl Decoder {
                 Value::Described(Box::new(Described { descriptor, value }))
             }
             c::NULL => Value::Null,
-            c::BOOLEAN | c::BOOLEAN_TRUE | c::BOOLEAN_FALSE => Value::Bool(bool::decode_with(self, code)?),
+            c::BOOLEAN | c::BOOLEAN_TRUE | c::BOOLEAN_FALSE => {
+                Value::Bool(bool::decode_with(self, code)?)
+            }
             c::UBYTE => Value::Ubyte(self.read_u8()?),
             c::USHORT => Value::Ushort(self.read_u16()?),
             c::UINT | c::SMALL_UINT | c::UINT_0 => Value::Uint(u32::decode_with(self, code)?),
@@ -307,9 +311,7 @@ impl Decoder {
             }
             c::MAP8 | c::MAP32 => Value::Map(Map::decode_with(self, code)?),
             c::ARRAY8 | c::ARRAY32 => Value::Array(Array::decode_with(self, code)?),
-            _ => {
-                return Err(self.error_at(self.pos - 1, DecodeErrorKind::InvalidFormatCode(code)))
-            }
+            _ => return Err(self.error_at(self.pos - 1, DecodeErrorKind::InvalidFormatCode(code))),
         })
     }
 
@@ -396,7 +398,12 @@ fn element_type(code: u8) -> Option<Type> {
 fn fixed_width(code: u8) -> Option<usize> {
     Some(match code {
         c::NULL | c::BOOLEAN_TRUE | c::BOOLEAN_FALSE | c::UINT_0 | c::ULONG_0 | c::LIST0 => 0,
-        c::BOOLEAN | c::UBYTE | c::BYTE | c::SMALL_UINT | c::SMALL_ULONG | c::SMALL_INT
+        c::BOOLEAN
+        | c::UBYTE
+        | c::BYTE
+        | c::SMALL_UINT
+        | c::SMALL_ULONG
+        | c::SMALL_INT
         | c::SMALL_LONG => 1,
         c::USHORT | c::SHORT => 2,
         c::UINT | c::INT | c::FLOAT | c::DECIMAL32 | c::CHAR => 4,

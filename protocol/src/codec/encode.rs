@@ -126,7 +126,11 @@ impl Encode for bool {
         1
     }
     fn encode<B: BufMut>(&self, buf: &mut B) {
-        buf.put_u8(if *self { c::BOOLEAN_TRUE } else { c::BOOLEAN_FALSE });
+        buf.put_u8(if *self {
+            c::BOOLEAN_TRUE
+        } else {
+            c::BOOLEAN_FALSE
+        });
     }
 }
 

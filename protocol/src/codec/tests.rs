@@ -54,7 +54,10 @@ fn unsigned_integers_use_the_smallest_form() {
     both_ways(Value::Uint(256), &[0x70, 0, 0, 1, 0]);
     both_ways(Value::Ulong(0), &[0x44]);
     both_ways(Value::Ulong(7), &[0x53, 7]);
-    both_ways(Value::Ulong(u64::MAX), &[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    both_ways(
+        Value::Ulong(u64::MAX),
+        &[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    );
     // Every form is accepted, however wasteful.
     assert_eq!(dec(&[0x70, 0, 0, 0, 0]), Value::Uint(0));
     assert_eq!(dec(&[0x80, 0, 0, 0, 0, 0, 0, 0, 5]), Value::Ulong(5));
@@ -76,7 +79,10 @@ fn signed_integers_use_the_smallest_form() {
 fn floats_decimals_char_timestamp_uuid() {
     both_ways(Value::Float(1.5), &[0x72, 0x3f, 0xc0, 0, 0]);
     both_ways(Value::Double(-2.0), &[0x82, 0xc0, 0, 0, 0, 0, 0, 0, 0]);
-    both_ways(Value::Decimal32(Decimal32([1, 2, 3, 4])), &[0x74, 1, 2, 3, 4]);
+    both_ways(
+        Value::Decimal32(Decimal32([1, 2, 3, 4])),
+        &[0x74, 1, 2, 3, 4],
+    );
     both_ways(
         Value::Decimal64(Decimal64([1, 2, 3, 4, 5, 6, 7, 8])),
         &[0x84, 1, 2, 3, 4, 5, 6, 7, 8],
@@ -106,7 +112,10 @@ fn floats_decimals_char_timestamp_uuid() {
 
 #[test]
 fn variable_width_types_switch_to_32_bit_sizes_past_255() {
-    both_ways(Value::Binary(Bytes::from_static(b"ab")), &[0xa0, 2, b'a', b'b']);
+    both_ways(
+        Value::Binary(Bytes::from_static(b"ab")),
+        &[0xa0, 2, b'a', b'b'],
+    );
     both_ways(Value::String("hi".into()), &[0xa1, 2, b'h', b'i']);
     both_ways(sym("ab"), &[0xa3, 2, b'a', b'b']);
     for (v, code) in [
@@ -323,7 +332,9 @@ fn invalid_format_codes_and_trailing_bytes_are_errors_with_offsets() {
 
 #[test]
 fn typed_decoding_accepts_every_form_and_rejects_other_types() {
-    let mut d = Decoder::new(Bytes::from_static(&[0x43, 0x52, 9, 0x70, 0, 0, 1, 0, 0xa1, 0]));
+    let mut d = Decoder::new(Bytes::from_static(&[
+        0x43, 0x52, 9, 0x70, 0, 0, 1, 0, 0xa1, 0,
+    ]));
     assert_eq!(u32::decode(&mut d).unwrap(), 0);
     assert_eq!(u32::decode(&mut d).unwrap(), 9);
     assert_eq!(u32::decode(&mut d).unwrap(), 256);
@@ -343,5 +354,8 @@ fn typed_decoding_accepts_every_form_and_rejects_other_types() {
         Vec::<Symbol>::decode_from(Bytes::from_static(&[0xe0, 6, 2, 0xa3, 1, b'a', 1, b'b']))
             .unwrap();
     assert_eq!(many.len(), 2);
-    assert_eq!(Option::<u32>::decode_from(Bytes::from_static(&[0x40])).unwrap(), None);
+    assert_eq!(
+        Option::<u32>::decode_from(Bytes::from_static(&[0x40])).unwrap(),
+        None
+    );
 }

@@ -165,7 +165,10 @@ mod tests {
             assert_eq!(ErrorCondition::from_symbol(c.symbol()), c);
         }
         let custom = ErrorCondition::from_symbol(Symbol::from_static("x:custom"));
-        assert_eq!(custom, ErrorCondition::Custom(Symbol::from_static("x:custom")));
+        assert_eq!(
+            custom,
+            ErrorCondition::Custom(Symbol::from_static("x:custom"))
+        );
     }
 
     #[test]

@@ -69,7 +69,11 @@ fn restricted_values_outside_their_set_are_rejected() {
     };
     let mut bytes = attach.to_bytes().to_vec();
     let at = bytes.len() - 1;
-    assert_eq!(&bytes[at - 1..], &[0x50, 1], "snd-settle-mode is the last field");
+    assert_eq!(
+        &bytes[at - 1..],
+        &[0x50, 1],
+        "snd-settle-mode is the last field"
+    );
     bytes[at] = 7;
     let e = decode::<Attach>(&bytes).unwrap_err();
     assert!(matches!(
@@ -98,9 +102,15 @@ fn symbolic_descriptors_and_extra_trailing_fields_are_accepted() {
 #[test]
 fn unknown_descriptors_are_reported() {
     let e = decode::<Performative>(&[0x00, 0x53, 0x99, 0x45]).unwrap_err();
-    assert!(matches!(e.kind, DecodeErrorKind::UnexpectedDescriptor { .. }));
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::UnexpectedDescriptor { .. }
+    ));
     let e = decode::<Open>(&[0x00, 0x53, 0x11, 0x45]).unwrap_err();
-    assert!(matches!(e.kind, DecodeErrorKind::UnexpectedDescriptor { .. }));
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::UnexpectedDescriptor { .. }
+    ));
 }
 
 #[test]
@@ -254,7 +264,9 @@ fn empty_frames_sasl_frames_and_extended_headers() {
     assert_eq!(heartbeat.body, FrameBody::Empty);
     // doff = 3: four bytes of extended header are skipped [AMQP 1.0 §2.3.1].
     let extended = Frame::decode(
-        Bytes::from_static(&[0, 0, 0, 16, 3, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x53, 0x18, 0x45]),
+        Bytes::from_static(&[
+            0, 0, 0, 16, 3, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x53, 0x18, 0x45,
+        ]),
         0,
     )
     .unwrap();
