@@ -2,9 +2,36 @@
 //!
 //! AMQP 1.0 messaging for Rust with the threading model of Apache Qpid Proton, built on actix.
 //!
-//! Today this crate re-exports the sans-IO protocol crate: the complete AMQP 1.0 type system codec, the typed
-//! frames and [`Message`]. The actix runtime (container, connection actors, handlers, work queues) builds on it.
+//! * A [`Container`] (a supervisor actor plus a pool of worker arbiters) connects, listens, schedules and
+//!   stops. Its [`ContainerHandle`] is `Send + Sync + Clone` and works from any thread at any time.
+//! * Each connection is an actor on one worker. Its [`MessagingHandler`] gets synchronous `on_*` callbacks,
+//!   never two at once for one connection; different connections run in parallel.
+//! * Connection objects ([`Connection`], [`Sender`], [`Receiver`], [`Delivery`], [`Tracker`]) are borrowed,
+//!   `!Send` views that exist only inside a callback. To act on a connection from another thread, use its
+//!   [`WorkQueue`] (closures run in the connection's context) or [`ConnectionHandle::wake`].
+//!
+//! The protocol itself is the sans-IO engine of [`nucleon_protocol`], re-exported as [`protocol`].
 #![warn(missing_docs)]
 
+mod connection;
+mod container;
+mod dispatch;
+mod error;
+mod handler;
+mod options;
+mod url;
+mod views;
+
+pub use connection::{ConnectionHandle, WorkQueue};
+pub use container::{Container, ContainerBuilder, ContainerHandle, ListenOptions, Listener};
+pub use error::Error;
+pub use handler::{ListenHandler, MessagingHandler};
 pub use nucleon_protocol as protocol;
 pub use nucleon_protocol::{Body, Message, MessageBuilder, Value};
+pub use options::{
+    ConnectionOptions, DeliveryMode, ReceiverOptions, ReconnectOptions, SenderOptions,
+};
+pub use url::Address;
+pub use views::{
+    Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId, Session, Tracker,
+};

@@ -1,0 +1,106 @@
+//! The runtime end to end over loopback: a listener whose handlers receive, a client whose handler sends,
+//! outcomes flowing back, and the container stopping by itself when the last connection is gone.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use nucleon::{
+    Connection, ConnectionOptions, Container, Delivery, ListenHandler, Message, MessagingHandler,
+    Receiver, Sender, SenderOptions, Tracker,
+};
+
+const N: usize = 1000;
+
+struct Sink {
+    got: mpsc::Sender<Message>,
+}
+
+impl MessagingHandler for Sink {
+    fn on_message(&mut self, _d: &mut Delivery<'_>, m: Message) {
+        let _ = self.got.send(m);
+    }
+    fn on_receiver_open(&mut self, _r: &mut Receiver<'_>) {}
+}
+
+struct SinkFactory(mpsc::Sender<Message>);
+
+impl ListenHandler for SinkFactory {
+    type Handler = Sink;
+    fn on_accept(&self, _peer: std::net::SocketAddr) -> Sink {
+        Sink {
+            got: self.0.clone(),
+        }
+    }
+}
+
+struct Source {
+    sent: usize,
+    accepted: usize,
+    done: mpsc::Sender<usize>,
+}
+
+impl MessagingHandler for Source {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        c.open_sender("queue", SenderOptions::default())
+            .expect("sender opens");
+    }
+    fn on_sendable(&mut self, s: &mut Sender<'_>) {
+        while s.credit() > 0 && self.sent < N {
+            let m = Message::builder().body(self.sent as i64).build();
+            s.send(&m).expect("send with credit");
+            self.sent += 1;
+        }
+    }
+    fn on_tracker_accept(&mut self, t: &mut Tracker<'_>) {
+        self.accepted += 1;
+        if self.accepted == N {
+            let _ = self.done.send(self.accepted);
+            t.sender().connection().close();
+        }
+    }
+}
+
+#[test]
+fn messages_flow_from_a_client_to_a_listener_and_outcomes_flow_back() {
+    let container = Container::builder().id("basic").threads(2).build();
+    let handle = container.handle();
+    let (got_tx, got_rx) = mpsc::channel();
+    let listener = handle
+        .listen("127.0.0.1:0", SinkFactory(got_tx))
+        .expect("listens");
+    let (done_tx, done_rx) = mpsc::channel();
+    let url = format!("amqp://127.0.0.1:{}", listener.port());
+    handle
+        .connect(
+            &url,
+            ConnectionOptions::default(),
+            Source {
+                sent: 0,
+                accepted: 0,
+                done: done_tx,
+            },
+        )
+        .expect("connects");
+    let runner = thread::spawn(move || {
+        let accepted = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("all messages accepted in time");
+        let bodies: Vec<i64> = (0..N)
+            .map(|_| {
+                got_rx
+                    .recv_timeout(Duration::from_secs(5))
+                    .expect("message received")
+                    .body_value()
+                    .and_then(nucleon::Value::as_i64)
+                    .expect("long body")
+            })
+            .collect();
+        listener.stop();
+        (accepted, bodies)
+    });
+    container.run().expect("the container runs until auto-stop");
+    let (accepted, bodies) = runner.join().expect("checker thread");
+    assert_eq!(accepted, N);
+    assert_eq!(bodies, (0..N as i64).collect::<Vec<_>>());
+}

@@ -1,0 +1,576 @@
+//! The connection actor: one per AMQP connection, on one worker arbiter. It owns the socket, the sans-IO
+//! engine and the user's handler; its mailbox serializes callbacks, work items and wakes.
+//!
+//! Inside the actor: bytes read from the socket go to `engine.handle_input`, then the actor drains
+//! `engine.poll_event()` into the handler, then appends what `engine.poll_transmit()` produced to one write
+//! buffer (all frames of a pass are written together), then re-arms a single timer at `engine.poll_timeout()`.
+//! Backpressure: the reader stops reading while the write buffer is above a high watermark, and resumes below
+//! a low one, so a connection never buffers without bound; AMQP credit and windows do the rest.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Buf, BytesMut};
+use nucleon_protocol::engine::{self, ConnectionConfig, Event};
+use nucleon_protocol::frame::Error as AmqpError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::container::{ContainerHandle, Unregister};
+use crate::dispatch;
+use crate::error::Error;
+use crate::handler::MessagingHandler;
+use crate::views::{Connection, Core};
+
+/// Stop reading from the socket while this much output is waiting to be written.
+const HIGH_WATERMARK: usize = 1 << 20;
+/// Resume reading once the output is below this.
+const LOW_WATERMARK: usize = 256 << 10;
+/// Bytes read per socket read.
+const READ_CHUNK: usize = 64 << 10;
+/// How long a closing connection waits for the peer's `close` before dropping the transport.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State shared between a connection actor and its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Set (under the lock) once the connection is finished; work is refused from then on.
+    finished: Mutex<bool>,
+    /// A wake is pending: set by `wake()`, cleared by the actor before `on_connection_wake`.
+    wake_pending: AtomicBool,
+}
+
+/// A unit of work for a connection: runs inside the connection's context.
+type WorkFn<H> = Box<dyn FnOnce(&mut H, &mut Connection<'_>) + Send>;
+
+/// A work item: an actor message carrying a closure.
+pub(crate) struct Work<H: MessagingHandler>(WorkFn<H>);
+
+impl<H: MessagingHandler> Message for Work<H> {
+    type Result = ();
+}
+
+/// A work item to run after a delay.
+pub(crate) struct Scheduled<H: MessagingHandler>(Duration, WorkFn<H>);
+
+impl<H: MessagingHandler> Message for Scheduled<H> {
+    type Result = ();
+}
+
+/// The zero-payload wake message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Wake;
+
+/// Close the connection (from the container, on stop).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown(pub(crate) Option<AmqpError>);
+
+/// The last message an actor handles: every work item queued before the connection finished precedes it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Finish;
+
+/// The thread-safe handle of a connection: wake it, queue work on it, close it. `Send + Sync + Clone`.
+pub struct ConnectionHandle<H: MessagingHandler> {
+    addr: Addr<ConnectionActor<H>>,
+    shared: Arc<Shared>,
+}
+
+impl<H: MessagingHandler> Clone for ConnectionHandle<H> {
+    fn clone(&self) -> Self {
+        ConnectionHandle {
+            addr: self.addr.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<H: MessagingHandler> ConnectionHandle<H> {
+    /// Wakes the connection: `on_connection_wake` follows. Calls coalesce: an atomic pending flag, and one
+    /// zero-payload actor message sent only when the flag goes from clear to set. Spurious wakes are allowed.
+    /// After the connection has finished this does nothing.
+    pub fn wake(&self) {
+        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
+            // A closed mailbox means the connection is finished, where a wake is a no-op by definition.
+            let _ = self.addr.try_send(Wake);
+        }
+    }
+
+    /// The connection's work queue.
+    pub fn work_queue(&self) -> WorkQueue<H> {
+        WorkQueue {
+            addr: self.addr.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub(crate) fn shutdown_recipient(&self) -> Recipient<Shutdown> {
+        self.addr.clone().recipient()
+    }
+
+    /// True once the connection is finished (its final `on_transport_close` has run).
+    pub fn is_finished(&self) -> bool {
+        *self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the connection (from any thread).
+    pub fn close(&self) -> Result<(), Error> {
+        self.work_queue().add(|_, c| c.close())
+    }
+}
+
+/// Runs closures inside a connection's context, from any thread. `Send + Sync + Clone`.
+pub struct WorkQueue<H: MessagingHandler> {
+    addr: Addr<ConnectionActor<H>>,
+    shared: Arc<Shared>,
+}
+
+impl<H: MessagingHandler> Clone for WorkQueue<H> {
+    fn clone(&self) -> Self {
+        WorkQueue {
+            addr: self.addr.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<H: MessagingHandler> WorkQueue<H> {
+    /// Queues `f` to run serialized with the connection's callbacks, before its next event. Fails with
+    /// [`Error::ConnectionClosed`] once the connection is finished: work is never dropped silently.
+    pub fn add<F>(&self, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    {
+        let finished = self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *finished {
+            return Err(Error::ConnectionClosed);
+        }
+        // The actor sets `finished` under this lock before queueing its final message, so work queued here
+        // lands in the mailbox ahead of it and runs. The mailbox has no capacity limit.
+        self.addr
+            .try_send(Work(Box::new(f)))
+            .map_err(|_| Error::ConnectionClosed)
+    }
+
+    /// Runs `f` in the connection's context after `delay`. The delay is measured on the connection's
+    /// thread; if the connection finishes first, `f` does not run.
+    pub fn schedule<F>(&self, delay: Duration, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    {
+        let finished = self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *finished {
+            return Err(Error::ConnectionClosed);
+        }
+        self.addr
+            .try_send(Scheduled(delay, Box::new(f)))
+            .map_err(|_| Error::ConnectionClosed)
+    }
+}
+
+/// Where a connection's transport comes from.
+pub(crate) enum Origin {
+    /// We connect to `host:port`.
+    Client { host_port: String },
+    /// We accepted this socket.
+    Server { stream: std::net::TcpStream },
+}
+
+struct Io {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    out: BytesMut,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+/// The actor behind one connection.
+pub(crate) struct ConnectionActor<H: MessagingHandler> {
+    id: u64,
+    core: Core,
+    handler: Box<H>,
+    shared: Arc<Shared>,
+    origin: Option<Origin>,
+    io: Option<Io>,
+    read_buf: Vec<u8>,
+    timer: Option<(Instant, SpawnHandle)>,
+    /// When a closing connection gives up waiting for the peer's `close`.
+    close_deadline: Option<Instant>,
+    /// `on_transport_close` has run: flush, close the socket, finish.
+    transport_closed: bool,
+    finished: bool,
+}
+
+impl<H: MessagingHandler> ConnectionActor<H> {
+    /// Starts a connection actor on `arbiter`. The handler is made there, by `make`.
+    pub(crate) fn start<F>(
+        arbiter: &ArbiterHandle,
+        id: u64,
+        config: ConnectionConfig,
+        origin: Origin,
+        container: ContainerHandle,
+        make: F,
+    ) -> ConnectionHandle<H>
+    where
+        F: FnOnce() -> H + Send + 'static,
+    {
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let addr = ConnectionActor::start_in_arbiter(arbiter, move |ctx| {
+            ctx.set_mailbox_capacity(usize::MAX);
+            let engine = engine::Connection::new(config, Instant::now());
+            ConnectionActor {
+                id,
+                core: Core::new(engine, container),
+                handler: Box::new(make()),
+                shared: s,
+                origin: Some(origin),
+                io: None,
+                read_buf: vec![0; READ_CHUNK],
+                timer: None,
+                close_deadline: None,
+                transport_closed: false,
+                finished: false,
+            }
+        });
+        ConnectionHandle { addr, shared }
+    }
+
+    fn attach_stream(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        self.io = Some(Io {
+            read,
+            write,
+            out: BytesMut::with_capacity(64 << 10),
+            read_waker: None,
+            write_waker: None,
+        });
+        ctx.spawn(Reader);
+        ctx.spawn(Writer);
+        self.handler
+            .on_transport_open(&mut Connection::new(&mut self.core));
+        if self.core.engine.config().side == engine::Side::Client {
+            let _ = self.core.engine.open();
+        }
+        self.pump(ctx);
+    }
+
+    /// Drains events into the handler and output into the write buffer, then re-arms the timer.
+    pub(crate) fn pump(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let mut any = false;
+            while let Some(event) = self.core.engine.poll_event() {
+                any = true;
+                if event == Event::TransportClosed {
+                    self.transport_closed = true;
+                }
+                dispatch::event(&mut *self.handler, &mut self.core, event);
+            }
+            let now = Instant::now();
+            if let Some(bytes) = self.core.engine.poll_transmit(now) {
+                any = true;
+                if let Some(io) = self.io.as_mut() {
+                    io.out.extend_from_slice(&bytes);
+                    if let Some(w) = io.write_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        self.rearm(ctx);
+        if self.transport_closed && self.io.is_none() {
+            self.finish(ctx);
+        }
+    }
+
+    fn rearm(&mut self, ctx: &mut Context<Self>) {
+        if self.core.closing && self.close_deadline.is_none() {
+            self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+        }
+        let close = self.close_deadline.filter(|_| !self.transport_closed);
+        let deadline = match (self.core.engine.poll_timeout(), close) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if self.timer.as_ref().map(|(d, _)| *d) == deadline {
+            return;
+        }
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(at) = deadline {
+            let delay = at.saturating_duration_since(Instant::now());
+            let handle = ctx.run_later(delay, move |act, ctx| {
+                act.timer = None;
+                let now = Instant::now();
+                let overdue = act.close_deadline.is_some_and(|d| now >= d);
+                if overdue && !act.transport_closed {
+                    act.core
+                        .engine
+                        .handle_disconnected("the peer did not answer close in time");
+                }
+                act.core.engine.handle_timeout(now);
+                act.pump(ctx);
+            });
+            self.timer = Some((at, handle));
+        }
+    }
+
+    /// Marks the connection finished and queues the final message behind any work already queued.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        *self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        ctx.address().do_send(Finish);
+    }
+
+    /// Closes the socket once the output is flushed (called by the writer).
+    fn io_done(&mut self, ctx: &mut Context<Self>) {
+        self.io = None;
+        if !self.transport_closed {
+            self.core.engine.handle_disconnected("the transport closed");
+        }
+        self.pump(ctx);
+    }
+}
+
+impl<H: MessagingHandler> Actor for ConnectionActor<H> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        match self.origin.take() {
+            Some(Origin::Server { stream }) => match TcpStream::from_std(stream) {
+                Ok(s) => self.attach_stream(s, ctx),
+                Err(e) => {
+                    self.core.engine.handle_disconnected(e.to_string());
+                    self.pump(ctx);
+                }
+            },
+            Some(Origin::Client { host_port }) => {
+                ctx.spawn(
+                    actix::fut::wrap_future::<_, Self>(TcpStream::connect(host_port)).map(
+                        |result, act, ctx| match result {
+                            Ok(s) => act.attach_stream(s, ctx),
+                            Err(e) => {
+                                act.core
+                                    .engine
+                                    .handle_disconnected(format!("connect failed: {e}"));
+                                act.pump(ctx);
+                            }
+                        },
+                    ),
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.core.container.unregister(Unregister(self.id));
+    }
+}
+
+impl<H: MessagingHandler> Handler<Work<H>> for ConnectionActor<H> {
+    type Result = ();
+
+    fn handle(&mut self, work: Work<H>, ctx: &mut Context<Self>) {
+        (work.0)(&mut self.handler, &mut Connection::new(&mut self.core));
+        self.pump(ctx);
+    }
+}
+
+impl<H: MessagingHandler> Handler<Scheduled<H>> for ConnectionActor<H> {
+    type Result = ();
+
+    fn handle(&mut self, Scheduled(delay, work): Scheduled<H>, ctx: &mut Context<Self>) {
+        ctx.run_later(delay, move |act, ctx| {
+            if !act.finished {
+                work(&mut act.handler, &mut Connection::new(&mut act.core));
+                act.pump(ctx);
+            }
+        });
+    }
+}
+
+impl<H: MessagingHandler> Handler<Wake> for ConnectionActor<H> {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.shared.wake_pending.store(false, Ordering::Release);
+        if self.transport_closed {
+            return;
+        }
+        self.handler
+            .on_connection_wake(&mut Connection::new(&mut self.core));
+        self.pump(ctx);
+    }
+}
+
+impl<H: MessagingHandler> Handler<Shutdown> for ConnectionActor<H> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.transport_closed {
+            return;
+        }
+        if self.io.is_none() {
+            self.core
+                .engine
+                .handle_disconnected("the container stopped");
+        } else {
+            Connection::new(&mut self.core).close_with(msg.0);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl<H: MessagingHandler> Handler<Finish> for ConnectionActor<H> {
+    type Result = ();
+
+    fn handle(&mut self, _: Finish, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Reads from the socket into the engine while the write side keeps up.
+struct Reader;
+
+impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Reader {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut ConnectionActor<H>,
+        ctx: &mut Context<ConnectionActor<H>>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        // Yield after a few reads so one busy connection cannot starve the others on its arbiter.
+        for _ in 0..16 {
+            if act.transport_closed {
+                return Poll::Ready(());
+            }
+            let Some(io) = act.io.as_mut() else {
+                return Poll::Ready(());
+            };
+            if io.out.len() > HIGH_WATERMARK {
+                io.read_waker = Some(task.waker().clone());
+                return Poll::Pending;
+            }
+            let mut buf = ReadBuf::new(&mut act.read_buf);
+            match Pin::new(&mut io.read).poll_read(task, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    if n == 0 {
+                        act.core.engine.handle_read_closed();
+                        act.pump(ctx);
+                        return Poll::Ready(());
+                    }
+                    act.core
+                        .engine
+                        .handle_input(&act.read_buf[..n], Instant::now());
+                    act.pump(ctx);
+                }
+                Poll::Ready(Err(e)) => {
+                    act.core.engine.handle_disconnected(e.to_string());
+                    act.pump(ctx);
+                    return Poll::Ready(());
+                }
+            }
+        }
+        task.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Writes the output buffer to the socket; closes the socket once the transport is done and flushed.
+struct Writer;
+
+impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Writer {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut ConnectionActor<H>,
+        ctx: &mut Context<ConnectionActor<H>>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        loop {
+            let Some(io) = act.io.as_mut() else {
+                return Poll::Ready(());
+            };
+            if io.out.is_empty() {
+                if !act.transport_closed {
+                    io.write_waker = Some(task.waker().clone());
+                    return Poll::Pending;
+                }
+                return match Pin::new(&mut io.write).poll_shutdown(task) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(_) => {
+                        act.io_done(ctx);
+                        Poll::Ready(())
+                    }
+                };
+            }
+            match Pin::new(&mut io.write).poll_write(task, &io.out) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    io.out.advance(n);
+                    if io.out.len() < LOW_WATERMARK {
+                        if let Some(w) = io.read_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                Poll::Ready(result) => {
+                    io.out.clear();
+                    let reason = match result {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the socket accepted no bytes".to_string(),
+                    };
+                    act.core.engine.handle_disconnected(reason);
+                    act.pump(ctx);
+                    act.io_done(ctx);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+impl<H: MessagingHandler> std::fmt::Debug for ConnectionHandle<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}

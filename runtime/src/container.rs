@@ -1,0 +1,579 @@
+//! The container: a supervisor actor plus a pool of worker arbiters, and [`ContainerHandle`], its thread-safe
+//! face. Like Proton's `proton::container`, it connects, listens, schedules and stops, from any thread at any
+//! time, including while `run` is going on.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use nucleon_protocol::engine::{
+    Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslServerConfig,
+};
+use nucleon_protocol::frame::Error as AmqpError;
+use tokio::sync::Notify;
+
+use crate::connection::{ConnectionActor, ConnectionHandle, Origin, Shutdown};
+use crate::error::Error;
+use crate::handler::{ListenHandler, MessagingHandler};
+use crate::options::ConnectionOptions;
+use crate::url::Address;
+
+/// Builds a [`Container`].
+#[derive(Debug, Clone)]
+pub struct ContainerBuilder {
+    id: Option<String>,
+    threads: Option<usize>,
+    auto_stop: bool,
+}
+
+impl Default for ContainerBuilder {
+    fn default() -> Self {
+        ContainerBuilder {
+            id: None,
+            threads: None,
+            auto_stop: true,
+        }
+    }
+}
+
+impl ContainerBuilder {
+    /// The container id (default: a random UUID).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The number of worker threads (default: the available cores).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Stop when the last connection and listener are gone, once any existed (default true).
+    pub fn auto_stop(mut self, auto_stop: bool) -> Self {
+        self.auto_stop = auto_stop;
+        self
+    }
+
+    fn parts(&self) -> (String, usize) {
+        let id = self
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        (id, threads)
+    }
+
+    /// A stand-alone container; [`Container::run`] blocks the calling thread until it stops.
+    pub fn build(self) -> Container {
+        let system = actix::System::new();
+        let (id, threads) = self.parts();
+        let auto_stop = self.auto_stop;
+        let handle = system.block_on(async move { start(id, threads, auto_stop, true) });
+        Container { system, handle }
+    }
+
+    /// Starts the container inside the actix System already running on this thread (e.g. under
+    /// actix-web), on that System's arbiter plus its own workers. Must be called from within the System.
+    pub fn start(self) -> ContainerHandle {
+        let (id, threads) = self.parts();
+        start(id, threads, self.auto_stop, false)
+    }
+}
+
+fn start(id: String, threads: usize, auto_stop: bool, standalone: bool) -> ContainerHandle {
+    let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let handles = workers.iter().map(Arbiter::handle).collect();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let supervisor = Supervisor {
+        stopping_flag: stopping.clone(),
+        connections: HashMap::new(),
+        exited_early: HashSet::new(),
+        listeners: HashMap::new(),
+        ever: false,
+        auto_stop,
+        stopping: None,
+        standalone,
+        workers,
+        done: false,
+    }
+    .start();
+    ContainerHandle {
+        inner: Arc::new(Inner {
+            id,
+            supervisor,
+            home: Arbiter::current(),
+            workers: handles,
+            next_worker: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            stopping,
+        }),
+    }
+}
+
+/// A stand-alone container, like `proton::container`.
+pub struct Container {
+    system: actix::SystemRunner,
+    handle: ContainerHandle,
+}
+
+impl Container {
+    /// A container with this id and the default settings.
+    pub fn new(id: impl Into<String>) -> Container {
+        Container::builder().id(id).build()
+    }
+
+    /// A builder.
+    pub fn builder() -> ContainerBuilder {
+        ContainerBuilder::default()
+    }
+
+    /// The thread-safe handle, for use from any thread before and during `run`.
+    pub fn handle(&self) -> ContainerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs the container on the calling thread until it stops (by `stop()`, or by `auto_stop` once the last
+    /// connection and listener are gone).
+    pub fn run(self) -> Result<(), Error> {
+        self.system.run().map_err(Error::from)
+    }
+}
+
+struct Inner {
+    id: String,
+    supervisor: Addr<Supervisor>,
+    home: ArbiterHandle,
+    workers: Vec<ArbiterHandle>,
+    next_worker: AtomicUsize,
+    next_id: AtomicU64,
+    stopping: Arc<AtomicBool>,
+}
+
+/// The container's thread-safe handle: `Send + Sync + Clone`, usable from any thread at any time.
+#[derive(Clone)]
+pub struct ContainerHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ContainerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerHandle")
+            .field("id", &self.inner.id)
+            .field("workers", &self.inner.workers.len())
+            .finish()
+    }
+}
+
+impl ContainerHandle {
+    /// The container id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            Err(Error::ContainerStopping)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Connections are spread over the workers round robin.
+    fn next_worker(&self) -> &ArbiterHandle {
+        let i = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
+        &self.inner.workers[i % self.inner.workers.len()]
+    }
+
+    /// Connects to `url` (`amqp://[user:password@]host[:port]`); `handler` gets the connection's callbacks
+    /// on its worker thread. Returns at once; the connection's progress arrives as callbacks.
+    pub fn connect<H: MessagingHandler>(
+        &self,
+        url: &str,
+        options: ConnectionOptions,
+        handler: H,
+    ) -> Result<ConnectionHandle<H>, Error> {
+        self.check_running()?;
+        let address = Address::parse(url)?;
+        let config = self.client_config(&address, &options);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let handle = ConnectionActor::start(
+            self.next_worker(),
+            id,
+            config,
+            Origin::Client {
+                host_port: address.host_port(),
+            },
+            self.clone(),
+            move || handler,
+        );
+        self.register(id, handle.shutdown_recipient());
+        Ok(handle)
+    }
+
+    fn client_config(&self, address: &Address, o: &ConnectionOptions) -> ConnectionConfig {
+        let mut c = ConnectionConfig::client(
+            o.container_id
+                .clone()
+                .unwrap_or_else(|| self.inner.id.clone()),
+        );
+        c.hostname = Some(
+            o.virtual_host
+                .clone()
+                .unwrap_or_else(|| address.host.clone()),
+        );
+        if let Some(m) = o.max_frame_size {
+            c.max_frame_size = m;
+        }
+        if let Some(m) = o.max_sessions {
+            c.channel_max = m;
+        }
+        c.idle_timeout = o.idle_timeout;
+        c.properties = o.properties.clone();
+        c.offered_capabilities = o.offered_capabilities.clone();
+        c.desired_capabilities = o.desired_capabilities.clone();
+        if !o.sasl_disabled {
+            let user = o.user.clone().or_else(|| address.user.clone());
+            let password = o.password.clone().or_else(|| address.password.clone());
+            let mut mechanisms = o.sasl_allowed_mechs.clone();
+            if mechanisms.is_empty() {
+                // As Proton: PLAIN only where allowed (TLS, or insecure mechanisms explicitly allowed).
+                if user.is_some() && (address.is_tls() || o.sasl_allow_insecure_mechs) {
+                    mechanisms.push("PLAIN".into());
+                }
+                mechanisms.push("ANONYMOUS".into());
+            }
+            c.sasl_client = Some(SaslClientConfig {
+                mechanisms,
+                username: user,
+                password,
+            });
+        }
+        c
+    }
+
+    /// Listens on `addr` (`host:port`; port 0 picks a free port). Each accepted connection gets a handler
+    /// from `handler.on_accept`, made on that connection's worker thread.
+    pub fn listen<L: ListenHandler>(&self, addr: &str, handler: L) -> Result<Listener, Error> {
+        self.listen_with(addr, ListenOptions::default(), handler)
+    }
+
+    /// [`listen`](Self::listen) with server options (authentication, limits).
+    pub fn listen_with<L: ListenHandler>(
+        &self,
+        addr: &str,
+        options: ListenOptions,
+        handler: L,
+    ) -> Result<Listener, Error> {
+        self.check_running()?;
+        let std = StdListener::bind(addr)?;
+        std.set_nonblocking(true)?;
+        let local = std.local_addr()?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let stop = Arc::new(Notify::new());
+        let listener = Listener {
+            addr: local,
+            stop: stop.clone(),
+        };
+        self.inner.supervisor.do_send(ListenerUp(id, stop.clone()));
+        let container = self.clone();
+        let handler = Arc::new(handler);
+        self.inner.home.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(std) {
+                Ok(l) => l,
+                Err(e) => {
+                    handler.on_error(&e.into());
+                    container.inner.supervisor.do_send(ListenerDown(id));
+                    return;
+                }
+            };
+            handler.on_open(local);
+            loop {
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => container.accept(stream, peer, &options, handler.clone()),
+                        Err(e) => handler.on_error(&e.into()),
+                    },
+                }
+            }
+            handler.on_close();
+            container.inner.supervisor.do_send(ListenerDown(id));
+        });
+        Ok(listener)
+    }
+
+    fn accept<L: ListenHandler>(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        options: &ListenOptions,
+        handler: Arc<L>,
+    ) {
+        if self.check_running().is_err() {
+            return;
+        }
+        let Ok(std) = stream.into_std() else {
+            return;
+        };
+        let mut config = ConnectionConfig::server(self.inner.id.clone());
+        config.idle_timeout = options.idle_timeout;
+        if let Some(m) = options.max_frame_size {
+            config.max_frame_size = m;
+        }
+        config.sasl_server = Some(SaslServerConfig {
+            authenticator: options
+                .authenticator
+                .clone()
+                .unwrap_or_else(|| Arc::new(PlainAuthenticator::anonymous())),
+            allow_skip: options.allow_skip_sasl || options.authenticator.is_none(),
+        });
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let handle = ConnectionActor::start(
+            self.next_worker(),
+            id,
+            config,
+            Origin::Server { stream: std },
+            self.clone(),
+            move || handler.on_accept(peer),
+        );
+        self.register(id, handle.shutdown_recipient());
+    }
+
+    fn register(&self, id: u64, shutdown: Recipient<Shutdown>) {
+        self.inner.supervisor.do_send(Register(id, shutdown));
+    }
+
+    pub(crate) fn unregister(&self, msg: Unregister) {
+        self.inner.supervisor.do_send(msg);
+    }
+
+    /// Runs `f` on the container's own thread after `delay`.
+    pub fn schedule<F: FnOnce() + Send + 'static>(
+        &self,
+        delay: Duration,
+        f: F,
+    ) -> Result<(), Error> {
+        self.check_running()?;
+        self.inner
+            .supervisor
+            .try_send(Schedule(delay, Box::new(f)))
+            .map_err(|_| Error::ContainerStopping)
+    }
+
+    /// Stops the container: every connection is closed (each gets `on_transport_close` exactly once),
+    /// listeners stop, and `run` returns. New calls fail with [`Error::ContainerStopping`].
+    pub fn stop(&self) {
+        self.stop_with(None);
+    }
+
+    /// [`stop`](Self::stop), closing connections with `error`.
+    pub fn stop_with(&self, error: Option<AmqpError>) {
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.supervisor.do_send(Stop(error));
+    }
+
+    /// True once `stop` was called or the container stopped by itself.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// Server-side options for a listener.
+#[derive(Clone, Default)]
+pub struct ListenOptions {
+    /// Who may connect (default: anyone, with SASL ANONYMOUS).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Also accept clients that skip SASL and send the AMQP header directly. Always allowed when no
+    /// authenticator is set (everyone is anonymous then); otherwise off by default.
+    pub allow_skip_sasl: bool,
+    /// Close connections that are silent this long.
+    pub idle_timeout: Option<Duration>,
+    /// The largest frame we accept.
+    pub max_frame_size: Option<u32>,
+}
+
+impl std::fmt::Debug for ListenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenOptions")
+            .field("allow_skip_sasl", &self.allow_skip_sasl)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A listening socket. Dropping it does not stop it; call [`Listener::stop`].
+#[derive(Debug, Clone)]
+pub struct Listener {
+    addr: SocketAddr,
+    stop: Arc<Notify>,
+}
+
+impl Listener {
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting. Connections already accepted go on.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+}
+
+// ----- the supervisor actor -----
+
+struct Supervisor {
+    stopping_flag: Arc<AtomicBool>,
+    connections: HashMap<u64, Recipient<Shutdown>>,
+    /// Connections that finished before their registration arrived.
+    exited_early: HashSet<u64>,
+    listeners: HashMap<u64, Arc<Notify>>,
+    ever: bool,
+    auto_stop: bool,
+    stopping: Option<Option<AmqpError>>,
+    standalone: bool,
+    workers: Vec<Arbiter>,
+    done: bool,
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+impl Supervisor {
+    fn check_done(&mut self) {
+        let quiet = self.connections.is_empty() && self.listeners.is_empty();
+        let wanted = self.stopping.is_some() || (self.auto_stop && self.ever);
+        if self.done || !quiet || !wanted {
+            return;
+        }
+        self.done = true;
+        self.stopping_flag.store(true, Ordering::Release);
+        for w in &self.workers {
+            w.stop();
+        }
+        if self.standalone {
+            System::current().stop();
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Register(u64, Recipient<Shutdown>);
+
+/// A connection finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unregister(pub(crate) u64);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ListenerUp(u64, Arc<Notify>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ListenerDown(u64);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop(Option<AmqpError>);
+
+type ScheduledFn = Box<dyn FnOnce() + Send>;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Schedule(Duration, ScheduledFn);
+
+impl Handler<Register> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, Register(id, shutdown): Register, _: &mut Context<Self>) {
+        self.ever = true;
+        if self.exited_early.remove(&id) {
+            self.check_done();
+            return;
+        }
+        if let Some(error) = &self.stopping {
+            let _ = shutdown.try_send(Shutdown(error.clone()));
+        }
+        self.connections.insert(id, shutdown);
+    }
+}
+
+impl Handler<Unregister> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, Unregister(id): Unregister, _: &mut Context<Self>) {
+        if self.connections.remove(&id).is_none() {
+            self.exited_early.insert(id);
+        }
+        self.check_done();
+    }
+}
+
+impl Handler<ListenerUp> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, ListenerUp(id, stop): ListenerUp, _: &mut Context<Self>) {
+        self.ever = true;
+        if self.stopping.is_some() {
+            stop.notify_one();
+        }
+        self.listeners.insert(id, stop);
+    }
+}
+
+impl Handler<ListenerDown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, ListenerDown(id): ListenerDown, _: &mut Context<Self>) {
+        self.listeners.remove(&id);
+        self.check_done();
+    }
+}
+
+impl Handler<Stop> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, Stop(error): Stop, _: &mut Context<Self>) {
+        if self.stopping.is_none() {
+            for c in self.connections.values() {
+                let _ = c.try_send(Shutdown(error.clone()));
+            }
+            for l in self.listeners.values() {
+                l.notify_one();
+            }
+            self.stopping = Some(error);
+        }
+        self.check_done();
+    }
+}
+
+impl Handler<Schedule> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, Schedule(delay, f): Schedule, ctx: &mut Context<Self>) {
+        ctx.run_later(delay, move |_, _| f());
+    }
+}

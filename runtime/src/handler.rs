@@ -1,0 +1,129 @@
+//! [`MessagingHandler`]: the synchronous callbacks of one connection, named as in Proton's
+//! `messaging_handler`; and [`ListenHandler`], which makes one handler per accepted connection.
+//!
+//! Callbacks of one connection never overlap: they run one at a time on that connection's worker thread,
+//! serialized with its work items and wakes. Callbacks of different connections run in parallel.
+//!
+//! Proton's defaults are applied by the runtime around the callbacks, whatever the handler does:
+//! remote-opened endpoints are opened in reply; receivers keep a credit window (default 10) refilled as
+//! messages are consumed; messages are accepted when `on_message` returns without settling them (unless the
+//! receiver's options say otherwise); senders settle a delivery when its outcome arrives.
+
+use std::net::SocketAddr;
+
+use nucleon_protocol::frame::Error as AmqpError;
+use nucleon_protocol::Message;
+
+use crate::container::ContainerHandle;
+use crate::error::Error;
+use crate::views::{Connection, Delivery, Receiver, Sender, Session, Tracker};
+
+/// The callbacks of one connection. Every method has a default: do nothing, or for the `*_error` methods,
+/// call [`on_error`](MessagingHandler::on_error).
+#[allow(unused_variables)]
+pub trait MessagingHandler: Send + 'static {
+    /// The container started (called for the handler given to `Container::run_with`).
+    fn on_container_start(&mut self, container: &ContainerHandle) {}
+    /// The container stopped (called for the handler given to `Container::run_with`).
+    fn on_container_stop(&mut self, container: &ContainerHandle) {}
+
+    /// The transport (socket) is connected; the AMQP handshake follows.
+    fn on_transport_open(&mut self, connection: &mut Connection<'_>) {}
+    /// The transport failed. `on_transport_close` follows.
+    fn on_transport_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
+        self.on_error(&Error::Amqp(error.clone()));
+    }
+    /// The transport closed: always the last callback of a connection (or of one attempt, when reconnecting),
+    /// exactly once.
+    fn on_transport_close(&mut self, connection: &mut Connection<'_>) {}
+
+    /// The connection is open at both ends. [`Connection::reconnected`] tells a reconnect.
+    fn on_connection_open(&mut self, connection: &mut Connection<'_>) {}
+    /// The peer closed the connection.
+    fn on_connection_close(&mut self, connection: &mut Connection<'_>) {}
+    /// The peer closed the connection with an error (before `on_connection_close`).
+    fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
+        self.on_error(&Error::Amqp(error.clone()));
+    }
+    /// Someone called `ConnectionHandle::wake`. Wakes coalesce, and spurious wakes may happen.
+    fn on_connection_wake(&mut self, connection: &mut Connection<'_>) {}
+
+    /// A session is open at both ends.
+    fn on_session_open(&mut self, session: &mut Session<'_>) {}
+    /// The peer ended a session.
+    fn on_session_close(&mut self, session: &mut Session<'_>) {}
+    /// The peer ended a session with an error (before `on_session_close`).
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.on_error(&Error::Amqp(error.clone()));
+    }
+
+    /// A sender is attached at both ends.
+    fn on_sender_open(&mut self, sender: &mut Sender<'_>) {}
+    /// The peer closed a sender's link.
+    fn on_sender_close(&mut self, sender: &mut Sender<'_>) {}
+    /// The peer detached a sender's link without closing it.
+    fn on_sender_detach(&mut self, sender: &mut Sender<'_>) {}
+    /// The peer closed or detached a sender's link with an error (before the close/detach callback).
+    fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {
+        self.on_error(&Error::Amqp(error.clone()));
+    }
+    /// The sender has credit: it may send.
+    fn on_sendable(&mut self, sender: &mut Sender<'_>) {}
+    /// The receiver asked this sender to drain. When the handler has sent what it had, the runtime gives
+    /// back the remaining credit.
+    fn on_sender_drain_start(&mut self, sender: &mut Sender<'_>) {}
+
+    /// A receiver is attached at both ends.
+    fn on_receiver_open(&mut self, receiver: &mut Receiver<'_>) {}
+    /// The peer closed a receiver's link.
+    fn on_receiver_close(&mut self, receiver: &mut Receiver<'_>) {}
+    /// The peer detached a receiver's link without closing it.
+    fn on_receiver_detach(&mut self, receiver: &mut Receiver<'_>) {}
+    /// The peer closed or detached a receiver's link with an error.
+    fn on_receiver_error(&mut self, receiver: &mut Receiver<'_>, error: &AmqpError) {
+        self.on_error(&Error::Amqp(error.clone()));
+    }
+    /// A drain this receiver asked for has completed.
+    fn on_receiver_drain_finish(&mut self, receiver: &mut Receiver<'_>) {}
+
+    /// A message arrived. Unless the receiver's `auto_accept` is off, it is accepted when this returns
+    /// without the delivery having been settled.
+    fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {}
+    /// The peer settled a delivery we received (e.g. in receiver-settle-mode second).
+    fn on_delivery_settle(&mut self, delivery: &mut Delivery<'_>) {}
+
+    /// The peer accepted a message we sent.
+    fn on_tracker_accept(&mut self, tracker: &mut Tracker<'_>) {}
+    /// The peer rejected a message we sent.
+    fn on_tracker_reject(&mut self, tracker: &mut Tracker<'_>) {}
+    /// The peer released (or modified) a message we sent.
+    fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {}
+    /// A message we sent is settled at both ends.
+    fn on_tracker_settle(&mut self, tracker: &mut Tracker<'_>) {}
+
+    /// Where the default `*_error` callbacks end up. The default logs the error.
+    fn on_error(&mut self, error: &Error) {
+        log::error!("unhandled AMQP error: {error}");
+    }
+}
+
+/// Makes one [`MessagingHandler`] per accepted connection, on that connection's worker thread.
+#[allow(unused_variables)]
+pub trait ListenHandler: Send + Sync + 'static {
+    /// The handler type for accepted connections.
+    type Handler: MessagingHandler;
+
+    /// A connection was accepted from `peer`: make its handler.
+    fn on_accept(&self, peer: SocketAddr) -> Self::Handler;
+
+    /// The listener is bound and accepting.
+    fn on_open(&self, addr: SocketAddr) {}
+
+    /// Accepting failed; the listener goes on unless the error is fatal.
+    fn on_error(&self, error: &Error) {
+        log::warn!("listener error: {error}");
+    }
+
+    /// The listener stopped.
+    fn on_close(&self) {}
+}

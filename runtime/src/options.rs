@@ -1,0 +1,115 @@
+//! Options for connections, senders and receivers, with Proton's defaults.
+
+use std::time::Duration;
+
+use nucleon_protocol::codec::{Map, Symbol};
+use nucleon_protocol::frame::{Source, Target};
+
+/// How a connection is opened [AMQP 1.0 §2.7.1, §5.3].
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionOptions {
+    /// Our container id for this connection (default: the container's id).
+    pub container_id: Option<String>,
+    /// The virtual host (sent as `hostname` in `open` and `sasl-init`; default: the URL's host).
+    pub virtual_host: Option<String>,
+    /// The user for SASL PLAIN (default: the URL's user).
+    pub user: Option<String>,
+    /// The password for SASL PLAIN (default: the URL's password).
+    pub password: Option<String>,
+    /// SASL mechanisms we may use, in order of preference (default: PLAIN when there is a user, then
+    /// ANONYMOUS).
+    pub sasl_allowed_mechs: Vec<Symbol>,
+    /// Allow PLAIN over an unencrypted transport (Proton refuses by default; so does nucleon).
+    pub sasl_allow_insecure_mechs: bool,
+    /// Skip SASL entirely and send the AMQP header directly.
+    pub sasl_disabled: bool,
+    /// Close the connection when the peer is silent this long; heartbeats are sent at half the peer's.
+    pub idle_timeout: Option<Duration>,
+    /// The largest frame we accept (default 64 KiB).
+    pub max_frame_size: Option<u32>,
+    /// The highest channel number we accept (the number of sessions, minus one).
+    pub max_sessions: Option<u16>,
+    /// Connection properties.
+    pub properties: Option<Map>,
+    /// Offered capabilities.
+    pub offered_capabilities: Vec<Symbol>,
+    /// Desired capabilities.
+    pub desired_capabilities: Vec<Symbol>,
+    /// Reconnect after a lost transport (clients only).
+    pub reconnect: Option<ReconnectOptions>,
+}
+
+/// Reconnect policy: exponential backoff with jitter over the main URL and failover URLs.
+#[derive(Clone, Debug)]
+pub struct ReconnectOptions {
+    /// The first delay.
+    pub delay: Duration,
+    /// Each further delay is multiplied by this.
+    pub multiplier: f64,
+    /// The longest delay.
+    pub max_delay: Duration,
+    /// Give up after this many attempts in a row (None: never).
+    pub max_attempts: Option<u32>,
+    /// Randomize each delay by up to this fraction (0.0 - 1.0).
+    pub jitter: f64,
+    /// Further URLs to try in turn after the main one.
+    pub failover_urls: Vec<String>,
+}
+
+impl Default for ReconnectOptions {
+    fn default() -> Self {
+        ReconnectOptions {
+            delay: Duration::from_millis(10),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(10),
+            max_attempts: None,
+            jitter: 0.2,
+            failover_urls: Vec::new(),
+        }
+    }
+}
+
+/// How deliveries on a link are settled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// The peer decides per link (`mixed`); nucleon senders send unsettled and settle on the outcome.
+    #[default]
+    AtLeastOnce,
+    /// Pre-settled: fire and forget (`snd-settle-mode = settled`).
+    AtMostOnce,
+}
+
+/// Options for a sender [AMQP 1.0 §2.7.3].
+#[derive(Clone, Debug, Default)]
+pub struct SenderOptions {
+    /// The link name (default: generated).
+    pub name: Option<String>,
+    /// The source terminus (default: empty).
+    pub source: Option<Source>,
+    /// The target terminus (default: the address given to `open_sender`).
+    pub target: Option<Target>,
+    /// Settlement.
+    pub delivery_mode: DeliveryMode,
+    /// Settle our deliveries when the peer's outcome arrives (default true, as in Proton).
+    pub auto_settle: Option<bool>,
+}
+
+/// Options for a receiver [AMQP 1.0 §2.7.3].
+#[derive(Clone, Debug, Default)]
+pub struct ReceiverOptions {
+    /// The link name (default: generated).
+    pub name: Option<String>,
+    /// The source terminus (default: the address given to `open_receiver`).
+    pub source: Option<Source>,
+    /// The target terminus (default: empty).
+    pub target: Option<Target>,
+    /// Settlement.
+    pub delivery_mode: DeliveryMode,
+    /// Credit kept open to the sender, refilled as messages are consumed (default 10; 0 means the application
+    /// grants credit itself).
+    pub credit_window: Option<u32>,
+    /// Accept each message when `on_message` returns without settling it (default true).
+    pub auto_accept: Option<bool>,
+    /// Ask for a dynamic source: the peer creates a node and tells us its address.
+    pub dynamic: bool,
+}

@@ -1,0 +1,577 @@
+//! Borrowed views of a connection's objects, valid only inside a callback or work item of that connection.
+//!
+//! [`Connection`], [`Session`], [`Sender`], [`Receiver`], [`Delivery`] and [`Tracker`] borrow the connection's
+//! state for the duration of one callback and are `!Send`, so using them from another thread, or keeping them
+//! past the callback, does not compile. To act on a connection from elsewhere, keep a `Send` id
+//! ([`SenderId`], [`ReceiverId`]) and use the connection's `WorkQueue`.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use nucleon_protocol::codec::Map;
+use nucleon_protocol::engine::{self, DeliveryId, LinkConfig, LinkId, SessionId};
+use nucleon_protocol::frame::{
+    Accepted, DeliveryState, Error as AmqpError, Modified, Rejected, Released, Role,
+    SenderSettleMode, Source, Target,
+};
+use nucleon_protocol::Message;
+
+use crate::container::ContainerHandle;
+use crate::error::Error;
+use crate::options::{DeliveryMode, ReceiverOptions, SenderOptions};
+
+/// Identifies a sender of a connection; `Copy + Send`, for use in work items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SenderId(pub(crate) LinkId);
+
+/// Identifies a receiver of a connection; `Copy + Send`, for use in work items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReceiverId(pub(crate) LinkId);
+
+/// Identifies a delivery (received) or tracker (sent); `Copy + Send`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeliveryRef(pub(crate) DeliveryId);
+
+/// Per-link runtime settings.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkState {
+    pub(crate) auto_settle: bool,
+    pub(crate) auto_accept: bool,
+    pub(crate) credit_window: u32,
+    pub(crate) address: Option<String>,
+    /// The application asked for the link to close (so a remote detach is an answer, not news).
+    pub(crate) closing: bool,
+}
+
+/// The state of one connection that callbacks may touch, owned by the connection actor.
+pub(crate) struct Core {
+    pub(crate) engine: engine::Connection,
+    pub(crate) links: HashMap<LinkId, LinkState>,
+    pub(crate) default_session: Option<SessionId>,
+    pub(crate) container: ContainerHandle,
+    pub(crate) next_tag: u64,
+    pub(crate) next_name: u64,
+    pub(crate) reconnected: bool,
+    pub(crate) closing: bool,
+}
+
+impl Core {
+    pub(crate) fn new(engine: engine::Connection, container: ContainerHandle) -> Self {
+        Core {
+            engine,
+            links: HashMap::new(),
+            default_session: None,
+            container,
+            next_tag: 0,
+            next_name: 0,
+            reconnected: false,
+            closing: false,
+        }
+    }
+
+    fn link_name(&mut self, kind: &str) -> String {
+        self.next_name += 1;
+        format!(
+            "{}-{kind}-{}",
+            self.engine.config().container_id,
+            self.next_name
+        )
+    }
+
+    fn session(&mut self) -> Result<SessionId, Error> {
+        if let Some(s) = self.default_session {
+            if self.engine.is_session_open(s) {
+                return Ok(s);
+            }
+        }
+        let s = self.engine.begin()?;
+        self.default_session = Some(s);
+        Ok(s)
+    }
+
+    pub(crate) fn open_sender(
+        &mut self,
+        address: Option<&str>,
+        opts: SenderOptions,
+    ) -> Result<LinkId, Error> {
+        let session = self.session()?;
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| self.link_name("sender"));
+        let target = opts.target.clone().unwrap_or(Target {
+            address: address.map(str::to_owned),
+            ..Target::default()
+        });
+        let config = LinkConfig {
+            name,
+            role: Role::Sender,
+            source: Some(opts.source.clone().unwrap_or_default()),
+            target: Some(target.clone()),
+            snd_settle_mode: match opts.delivery_mode {
+                DeliveryMode::AtMostOnce => SenderSettleMode::Settled,
+                DeliveryMode::AtLeastOnce => SenderSettleMode::Unsettled,
+            },
+            ..LinkConfig::default()
+        };
+        let link = self.engine.attach(session, config)?;
+        self.links.insert(
+            link,
+            LinkState {
+                auto_settle: opts.auto_settle.unwrap_or(true),
+                auto_accept: true,
+                credit_window: 0,
+                address: target.address,
+                closing: false,
+            },
+        );
+        Ok(link)
+    }
+
+    pub(crate) fn open_receiver(
+        &mut self,
+        address: Option<&str>,
+        opts: ReceiverOptions,
+    ) -> Result<LinkId, Error> {
+        let session = self.session()?;
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| self.link_name("receiver"));
+        let source = opts.source.clone().unwrap_or(Source {
+            address: if opts.dynamic {
+                None
+            } else {
+                address.map(str::to_owned)
+            },
+            dynamic: opts.dynamic,
+            ..Source::default()
+        });
+        let config = LinkConfig {
+            name,
+            role: Role::Receiver,
+            source: Some(source.clone()),
+            target: Some(opts.target.clone().unwrap_or_default()),
+            snd_settle_mode: match opts.delivery_mode {
+                DeliveryMode::AtMostOnce => SenderSettleMode::Settled,
+                DeliveryMode::AtLeastOnce => SenderSettleMode::Unsettled,
+            },
+            ..LinkConfig::default()
+        };
+        let link = self.engine.attach(session, config)?;
+        let window = opts.credit_window.unwrap_or(10);
+        self.links.insert(
+            link,
+            LinkState {
+                auto_settle: true,
+                auto_accept: opts.auto_accept.unwrap_or(true),
+                credit_window: window,
+                address: source.address,
+                closing: false,
+            },
+        );
+        if window > 0 {
+            self.engine.add_credit(link, window)?;
+        }
+        Ok(link)
+    }
+
+    /// Keeps a receiver's credit near its window: top up once half of it is used.
+    pub(crate) fn refill_credit(&mut self, link: LinkId) {
+        let Some(window) = self.links.get(&link).map(|l| l.credit_window) else {
+            return;
+        };
+        if window == 0 {
+            return;
+        }
+        if let Ok(credit) = self.engine.credit(link) {
+            if credit <= window / 2 {
+                let _ = self.engine.add_credit(link, window - credit);
+            }
+        }
+    }
+
+    pub(crate) fn send(&mut self, link: LinkId, message: &Message) -> Result<DeliveryId, Error> {
+        self.next_tag += 1;
+        let tag = Bytes::copy_from_slice(&self.next_tag.to_be_bytes());
+        Ok(self.engine.send(link, tag, message.to_bytes(), false)?)
+    }
+
+    fn close_link(
+        &mut self,
+        link: LinkId,
+        closed: bool,
+        error: Option<AmqpError>,
+    ) -> Result<(), Error> {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.closing = true;
+        }
+        Ok(self.engine.detach(link, closed, error)?)
+    }
+}
+
+/// Marks a view `!Send` (and `!Sync`): it borrows connection state that belongs to one thread.
+type NotSend = PhantomData<*const ()>;
+
+/// The connection, inside one of its callbacks or work items.
+pub struct Connection<'a> {
+    pub(crate) core: &'a mut Core,
+    _not_send: NotSend,
+}
+
+impl<'a> Connection<'a> {
+    pub(crate) fn new(core: &'a mut Core) -> Self {
+        Connection {
+            core,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Our container id on this connection.
+    pub fn container_id(&self) -> &str {
+        &self.core.engine.config().container_id
+    }
+
+    /// The peer's container id, once its `open` has arrived.
+    pub fn remote_container_id(&self) -> Option<&str> {
+        self.core
+            .engine
+            .remote_open()
+            .map(|o| o.container_id.as_str())
+    }
+
+    /// The peer's connection properties.
+    pub fn remote_properties(&self) -> Option<&Map> {
+        self.core
+            .engine
+            .remote_open()
+            .and_then(|o| o.properties.as_ref())
+    }
+
+    /// True when this connection was re-established by reconnect.
+    pub fn reconnected(&self) -> bool {
+        self.core.reconnected
+    }
+
+    /// The container, for cross-connection work (`connect`, `schedule`, ...).
+    pub fn container(&self) -> &ContainerHandle {
+        &self.core.container
+    }
+
+    /// Opens a sender to `address` on the connection's default session.
+    pub fn open_sender(&mut self, address: &str, opts: SenderOptions) -> Result<Sender<'_>, Error> {
+        let link = self.core.open_sender(Some(address), opts)?;
+        Ok(Sender::new(self.core, link))
+    }
+
+    /// Opens a receiver from `address` on the connection's default session.
+    pub fn open_receiver(
+        &mut self,
+        address: &str,
+        opts: ReceiverOptions,
+    ) -> Result<Receiver<'_>, Error> {
+        let link = self.core.open_receiver(Some(address), opts)?;
+        Ok(Receiver::new(self.core, link))
+    }
+
+    /// A sender of this connection by id, if it is still attached.
+    pub fn sender(&mut self, id: SenderId) -> Option<Sender<'_>> {
+        self.core
+            .links
+            .contains_key(&id.0)
+            .then(|| Sender::new(self.core, id.0))
+    }
+
+    /// A receiver of this connection by id, if it is still attached.
+    pub fn receiver(&mut self, id: ReceiverId) -> Option<Receiver<'_>> {
+        self.core
+            .links
+            .contains_key(&id.0)
+            .then(|| Receiver::new(self.core, id.0))
+    }
+
+    /// Closes the connection.
+    pub fn close(&mut self) {
+        self.close_with(None);
+    }
+
+    /// Closes the connection with an error condition.
+    pub fn close_with(&mut self, error: Option<AmqpError>) {
+        self.core.closing = true;
+        let _ = self.core.engine.close(error);
+    }
+}
+
+/// A session, inside a callback.
+pub struct Session<'a> {
+    pub(crate) core: &'a mut Core,
+    pub(crate) id: SessionId,
+    _not_send: NotSend,
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(core: &'a mut Core, id: SessionId) -> Self {
+        Session {
+            core,
+            id,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The connection the session belongs to.
+    pub fn connection(&mut self) -> Connection<'_> {
+        Connection::new(self.core)
+    }
+
+    /// Ends the session.
+    pub fn close(&mut self) {
+        let _ = self.core.engine.end(self.id, None);
+    }
+}
+
+/// A sending link, inside a callback.
+pub struct Sender<'a> {
+    pub(crate) core: &'a mut Core,
+    pub(crate) link: LinkId,
+    _not_send: NotSend,
+}
+
+impl<'a> Sender<'a> {
+    pub(crate) fn new(core: &'a mut Core, link: LinkId) -> Self {
+        Sender {
+            core,
+            link,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// This sender's id, to find it again from a work item.
+    pub fn id(&self) -> SenderId {
+        SenderId(self.link)
+    }
+
+    /// The target address.
+    pub fn address(&self) -> Option<&str> {
+        self.core
+            .links
+            .get(&self.link)
+            .and_then(|l| l.address.as_deref())
+    }
+
+    /// Credit available: how many messages may be sent now.
+    pub fn credit(&self) -> u32 {
+        self.core.engine.credit(self.link).unwrap_or(0)
+    }
+
+    /// Sends a message; fails without credit. The outcome arrives as `on_tracker_*`.
+    pub fn send(&mut self, message: &Message) -> Result<DeliveryRef, Error> {
+        self.core.send(self.link, message).map(DeliveryRef)
+    }
+
+    /// The connection the sender belongs to.
+    pub fn connection(&mut self) -> Connection<'_> {
+        Connection::new(self.core)
+    }
+
+    /// Closes the link.
+    pub fn close(&mut self) {
+        let _ = self.core.close_link(self.link, true, None);
+    }
+
+    /// Detaches the link without closing it.
+    pub fn detach(&mut self) {
+        let _ = self.core.close_link(self.link, false, None);
+    }
+}
+
+/// A receiving link, inside a callback.
+pub struct Receiver<'a> {
+    pub(crate) core: &'a mut Core,
+    pub(crate) link: LinkId,
+    _not_send: NotSend,
+}
+
+impl<'a> Receiver<'a> {
+    pub(crate) fn new(core: &'a mut Core, link: LinkId) -> Self {
+        Receiver {
+            core,
+            link,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// This receiver's id, to find it again from a work item.
+    pub fn id(&self) -> ReceiverId {
+        ReceiverId(self.link)
+    }
+
+    /// The source address (for a dynamic source, the address the peer assigned).
+    pub fn address(&self) -> Option<String> {
+        let remote = self
+            .core
+            .engine
+            .remote_attach(self.link)
+            .ok()
+            .flatten()
+            .and_then(|a| a.source.as_ref())
+            .and_then(|s| s.address.clone());
+        remote.or_else(|| {
+            self.core
+                .links
+                .get(&self.link)
+                .and_then(|l| l.address.clone())
+        })
+    }
+
+    /// Credit currently granted to the sender.
+    pub fn credit(&self) -> u32 {
+        self.core.engine.credit(self.link).unwrap_or(0)
+    }
+
+    /// Grants `n` more messages to the sender (for receivers with credit window 0).
+    pub fn add_credit(&mut self, n: u32) -> Result<(), Error> {
+        Ok(self.core.engine.add_credit(self.link, n)?)
+    }
+
+    /// Asks the sender to use or give back its credit; `on_receiver_drain_finish` follows.
+    pub fn drain(&mut self) -> Result<(), Error> {
+        Ok(self.core.engine.drain(self.link)?)
+    }
+
+    /// The connection the receiver belongs to.
+    pub fn connection(&mut self) -> Connection<'_> {
+        Connection::new(self.core)
+    }
+
+    /// Closes the link.
+    pub fn close(&mut self) {
+        let _ = self.core.close_link(self.link, true, None);
+    }
+
+    /// Detaches the link without closing it.
+    pub fn detach(&mut self) {
+        let _ = self.core.close_link(self.link, false, None);
+    }
+}
+
+/// A received delivery, inside a callback.
+pub struct Delivery<'a> {
+    pub(crate) core: &'a mut Core,
+    pub(crate) id: DeliveryId,
+    /// Settled already: by the sender (pre-settled) or by us in this callback.
+    pub(crate) settled: bool,
+    _not_send: NotSend,
+}
+
+impl<'a> Delivery<'a> {
+    pub(crate) fn new(core: &'a mut Core, id: DeliveryId, settled: bool) -> Self {
+        Delivery {
+            core,
+            id,
+            settled,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// This delivery's id, to settle it later from a work item.
+    pub fn id(&self) -> DeliveryRef {
+        DeliveryRef(self.id)
+    }
+
+    /// True once the delivery is settled (by the sender, or by us).
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
+
+    fn settle_with(&mut self, state: DeliveryState) {
+        if !self.settled {
+            self.settled = true;
+            let _ = self.core.engine.disposition(self.id, Some(state), true);
+        }
+    }
+
+    /// Accepts and settles the message.
+    pub fn accept(&mut self) {
+        self.settle_with(DeliveryState::Accepted(Accepted {}));
+    }
+
+    /// Rejects and settles the message.
+    pub fn reject(&mut self, error: Option<AmqpError>) {
+        self.settle_with(DeliveryState::Rejected(Rejected { error }));
+    }
+
+    /// Releases and settles the message (it may be redelivered).
+    pub fn release(&mut self) {
+        self.settle_with(DeliveryState::Released(Released {}));
+    }
+
+    /// Modifies and settles the message [AMQP 1.0 §3.4.5].
+    pub fn modify(&mut self, delivery_failed: bool, undeliverable_here: bool) {
+        self.settle_with(DeliveryState::Modified(Modified {
+            delivery_failed,
+            undeliverable_here,
+            message_annotations: None,
+        }));
+    }
+
+    /// Leaves the delivery unsettled past the callback (no auto-accept); settle it later through
+    /// [`Connection::settle`] from a work item.
+    pub fn defer(&mut self) {
+        self.settled = true;
+    }
+
+    /// The receiver the delivery arrived on.
+    pub fn receiver(&mut self) -> Receiver<'_> {
+        Receiver::new(self.core, self.id.link)
+    }
+}
+
+impl Connection<'_> {
+    /// Settles a deferred delivery with an outcome.
+    pub fn settle(&mut self, delivery: DeliveryRef, state: DeliveryState) -> Result<(), Error> {
+        Ok(self
+            .core
+            .engine
+            .disposition(delivery.0, Some(state), true)?)
+    }
+}
+
+/// A delivery we sent, inside an `on_tracker_*` callback.
+pub struct Tracker<'a> {
+    pub(crate) core: &'a mut Core,
+    pub(crate) id: DeliveryId,
+    pub(crate) state: Option<DeliveryState>,
+    _not_send: NotSend,
+}
+
+impl<'a> Tracker<'a> {
+    pub(crate) fn new(core: &'a mut Core, id: DeliveryId, state: Option<DeliveryState>) -> Self {
+        Tracker {
+            core,
+            id,
+            state,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The tracker's id (as returned by `Sender::send`).
+    pub fn id(&self) -> DeliveryRef {
+        DeliveryRef(self.id)
+    }
+
+    /// The peer's delivery state.
+    pub fn state(&self) -> Option<&DeliveryState> {
+        self.state.as_ref()
+    }
+
+    /// Settles the delivery (when the sender's `auto_settle` is off).
+    pub fn settle(&mut self) {
+        let _ = self.core.engine.settle(self.id);
+    }
+
+    /// The sender the delivery was sent on.
+    pub fn sender(&mut self) -> Sender<'_> {
+        Sender::new(self.core, self.id.link)
+    }
+}
