@@ -35,6 +35,10 @@ const LOW_WATERMARK: usize = 256 << 10;
 const READ_CHUNK: usize = 64 << 10;
 /// How long a closing connection waits for the peer's `close` before dropping the transport.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The mailbox capacity of our actors: unbounded in effect. This is actix's own largest buffer size; anything
+/// above it (`usize::MAX` in particular) overflows actix's `max_senders` arithmetic every time an address is
+/// cloned, which panics with overflow checks on.
+pub(crate) const UNBOUNDED_MAILBOX: usize = usize::MAX >> 2;
 
 /// State shared between a connection actor and its handles.
 #[derive(Debug, Default)]
@@ -236,7 +240,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         let addr = ConnectionActor::start_in_arbiter(arbiter, move |ctx| {
-            ctx.set_mailbox_capacity(usize::MAX);
+            ctx.set_mailbox_capacity(UNBOUNDED_MAILBOX);
             let engine = engine::Connection::new(config, Instant::now());
             ConnectionActor {
                 id,
@@ -286,10 +290,10 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 }
                 dispatch::event(&mut *self.handler, &mut self.core, event);
             }
-            let now = Instant::now();
-            if let Some(bytes) = self.core.engine.poll_transmit(now) {
-                any = true;
-                if let Some(io) = self.io.as_mut() {
+            // Output waits in the engine until there is a socket to write it to.
+            if let Some(io) = self.io.as_mut() {
+                if let Some(bytes) = self.core.engine.poll_transmit(Instant::now()) {
+                    any = true;
                     io.out.extend_from_slice(&bytes);
                     if let Some(w) = io.write_waker.take() {
                         w.wake();

@@ -15,7 +15,7 @@ use nucleon_protocol::engine::{
 use nucleon_protocol::frame::Error as AmqpError;
 use tokio::sync::Notify;
 
-use crate::connection::{ConnectionActor, ConnectionHandle, Origin, Shutdown};
+use crate::connection::{ConnectionActor, ConnectionHandle, Origin, Shutdown, UNBOUNDED_MAILBOX};
 use crate::error::Error;
 use crate::handler::{ListenHandler, MessagingHandler};
 use crate::options::ConnectionOptions;
@@ -456,7 +456,7 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(UNBOUNDED_MAILBOX);
     }
 }
 
