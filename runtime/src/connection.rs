@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::{Buf, BytesMut};
 use nucleon_protocol::engine::{self, ConnectionConfig, Event};
-use nucleon_protocol::frame::Error as AmqpError;
+use nucleon_protocol::frame::{Error as AmqpError, ErrorCondition};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -25,6 +25,7 @@ use crate::container::{ContainerHandle, Unregister};
 use crate::dispatch;
 use crate::error::Error;
 use crate::handler::MessagingHandler;
+use crate::options::ReconnectOptions;
 use crate::views::{Connection, Core};
 
 /// Stop reading from the socket while this much output is waiting to be written.
@@ -35,10 +36,10 @@ const LOW_WATERMARK: usize = 256 << 10;
 const READ_CHUNK: usize = 64 << 10;
 /// How long a closing connection waits for the peer's `close` before dropping the transport.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The mailbox capacity of our actors: unbounded in effect. This is actix's own largest buffer size; anything
-/// above it (`usize::MAX` in particular) overflows actix's `max_senders` arithmetic every time an address is
-/// cloned, which panics with overflow checks on.
-pub(crate) const UNBOUNDED_MAILBOX: usize = usize::MAX >> 2;
+/// The mailbox capacity of our actors: unbounded in effect. This is just below actix's own largest buffer size
+/// (`actix::dev::channel::channel` asserts that); anything above it (`usize::MAX` in particular) overflows
+/// actix's `max_senders` arithmetic every time an address is cloned, which panics with overflow checks on.
+pub(crate) const UNBOUNDED_MAILBOX: usize = (usize::MAX >> 2) - 1;
 
 /// State shared between a connection actor and its handles.
 #[derive(Debug, Default)]
@@ -193,8 +194,12 @@ impl<H: MessagingHandler> WorkQueue<H> {
 
 /// Where a connection's transport comes from.
 pub(crate) enum Origin {
-    /// We connect to `host:port`.
-    Client { host_port: String },
+    /// We connect to the first target; with a reconnect policy, to each in turn after a lost transport.
+    Client {
+        /// `(host:port, engine configuration)` for the main URL and each failover URL.
+        targets: Vec<(String, ConnectionConfig)>,
+        reconnect: Option<ReconnectOptions>,
+    },
     /// We accepted this socket.
     Server { stream: std::net::TcpStream },
 }
@@ -214,6 +219,7 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     handler: Box<H>,
     shared: Arc<Shared>,
     origin: Option<Origin>,
+    reconnect: Option<Reconnect>,
     io: Option<Io>,
     read_buf: Vec<u8>,
     timer: Option<(Instant, SpawnHandle)>,
@@ -239,24 +245,33 @@ impl<H: MessagingHandler> ConnectionActor<H> {
     {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
-        let addr = ConnectionActor::start_in_arbiter(arbiter, move |ctx| {
-            ctx.set_mailbox_capacity(UNBOUNDED_MAILBOX);
+        // The mailbox is made here, unbounded from the start. With `start_in_arbiter` it would have actix's
+        // default capacity (16) until the actor started on its arbiter; past that, actix parks the sending
+        // address, and its next `try_send` fails: `add` would report `ConnectionClosed` on an open connection
+        // and a `wake` would be lost for good (its pending flag stays set with no message in flight).
+        let (tx, rx) = actix::dev::channel::channel(UNBOUNDED_MAILBOX);
+        arbiter.spawn_fn(move || {
             let engine = engine::Connection::new(config, Instant::now());
-            ConnectionActor {
+            let actor = ConnectionActor {
                 id,
                 core: Core::new(engine, container),
                 handler: Box::new(make()),
                 shared: s,
                 origin: Some(origin),
+                reconnect: None,
                 io: None,
                 read_buf: vec![0; READ_CHUNK],
                 timer: None,
                 close_deadline: None,
                 transport_closed: false,
                 finished: false,
-            }
+            };
+            Context::with_receiver(rx).run(actor);
         });
-        ConnectionHandle { addr, shared }
+        ConnectionHandle {
+            addr: Addr::new(tx),
+            shared,
+        }
     }
 
     fn attach_stream(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
@@ -275,6 +290,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             .on_transport_open(&mut Connection::new(&mut self.core));
         if self.core.engine.config().side == engine::Side::Client {
             let _ = self.core.engine.open();
+            self.core.reattach();
         }
         self.pump(ctx);
     }
@@ -285,8 +301,21 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             let mut any = false;
             while let Some(event) = self.core.engine.poll_event() {
                 any = true;
-                if event == Event::TransportClosed {
-                    self.transport_closed = true;
+                match &event {
+                    Event::TransportClosed => self.transport_closed = true,
+                    Event::TransportError(e) | Event::ConnectionRemoteClose(Some(e))
+                        if e.condition == ErrorCondition::UnauthorizedAccess =>
+                    {
+                        if let Some(r) = self.reconnect.as_mut() {
+                            r.refused = true;
+                        }
+                    }
+                    Event::ConnectionRemoteOpen(_) => {
+                        if let Some(r) = self.reconnect.as_mut() {
+                            r.succeeded();
+                        }
+                    }
+                    _ => {}
                 }
                 dispatch::event(&mut *self.handler, &mut self.core, event);
             }
@@ -305,7 +334,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             }
         }
         self.rearm(ctx);
-        if self.transport_closed && self.io.is_none() {
+        if self.transport_closed && self.io.is_none() && !self.try_reconnect(ctx) {
             self.finish(ctx);
         }
     }
@@ -341,6 +370,55 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             });
             self.timer = Some((at, handle));
         }
+    }
+
+    fn connect(&mut self, host_port: String, ctx: &mut Context<Self>) {
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(TcpStream::connect(host_port)).map(
+                |result, act, ctx| match result {
+                    Ok(s) => act.attach_stream(s, ctx),
+                    Err(e) => {
+                        act.core
+                            .engine
+                            .handle_disconnected(format!("connect failed: {e}"));
+                        act.pump(ctx);
+                    }
+                },
+            ),
+        );
+    }
+
+    /// After a lost transport: with a reconnect policy that allows it, set up a fresh engine (keeping the
+    /// links, to re-attach them) and connect again after the backoff delay. False when the connection is
+    /// done for good: closed by the application, the container stopping, authentication refused (never
+    /// retried), or attempts exhausted.
+    fn try_reconnect(&mut self, ctx: &mut Context<Self>) -> bool {
+        let stopping = self.core.closing || self.core.container.is_stopping();
+        let Some(r) = self.reconnect.as_mut() else {
+            return false;
+        };
+        if stopping || r.refused || r.options.max_attempts.is_some_and(|m| r.attempts >= m) {
+            return false;
+        }
+        let delay = r.next_delay();
+        let (host_port, config) = r.next_target();
+        self.core
+            .reset(engine::Connection::new(config, Instant::now()));
+        self.transport_closed = false;
+        self.close_deadline = None;
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        log::info!("reconnecting to {host_port} in {delay:?}");
+        ctx.run_later(delay, move |act, ctx| {
+            if act.core.container.is_stopping() {
+                act.core.engine.handle_disconnected("the container stopped");
+                act.pump(ctx);
+            } else {
+                act.connect(host_port, ctx);
+            }
+        });
+        true
     }
 
     /// Marks the connection finished and queues the final message behind any work already queued.
@@ -379,20 +457,13 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
                     self.pump(ctx);
                 }
             },
-            Some(Origin::Client { host_port }) => {
-                ctx.spawn(
-                    actix::fut::wrap_future::<_, Self>(TcpStream::connect(host_port)).map(
-                        |result, act, ctx| match result {
-                            Ok(s) => act.attach_stream(s, ctx),
-                            Err(e) => {
-                                act.core
-                                    .engine
-                                    .handle_disconnected(format!("connect failed: {e}"));
-                                act.pump(ctx);
-                            }
-                        },
-                    ),
-                );
+            Some(Origin::Client { targets, reconnect }) => {
+                let host_port = targets
+                    .first()
+                    .map(|(hp, _)| hp.clone())
+                    .unwrap_or_default();
+                self.reconnect = reconnect.map(|options| Reconnect::new(options, targets));
+                self.connect(host_port, ctx);
             }
             None => {}
         }
@@ -447,6 +518,7 @@ impl<H: MessagingHandler> Handler<Shutdown> for ConnectionActor<H> {
             return;
         }
         if self.io.is_none() {
+            self.core.closing = true;
             self.core
                 .engine
                 .handle_disconnected("the container stopped");
@@ -576,5 +648,51 @@ impl<H: MessagingHandler> std::fmt::Debug for ConnectionHandle<H> {
         f.debug_struct("ConnectionHandle")
             .field("finished", &self.is_finished())
             .finish()
+    }
+}
+
+/// A client's reconnect state: the policy, the targets in turn, and the attempts so far.
+struct Reconnect {
+    options: ReconnectOptions,
+    targets: Vec<(String, ConnectionConfig)>,
+    next: usize,
+    attempts: u32,
+    /// Authentication was refused: never retry.
+    refused: bool,
+}
+
+impl Reconnect {
+    fn new(options: ReconnectOptions, targets: Vec<(String, ConnectionConfig)>) -> Self {
+        Reconnect {
+            options,
+            targets,
+            next: 1,
+            attempts: 0,
+            refused: false,
+        }
+    }
+
+    /// The connection opened: the next loss starts the backoff from the beginning.
+    fn succeeded(&mut self) {
+        self.attempts = 0;
+    }
+
+    /// `delay * multiplier^attempts`, capped at `max_delay`, randomized by up to `jitter` either way.
+    fn next_delay(&mut self) -> Duration {
+        let o = &self.options;
+        let exp = o.multiplier.max(1.0).powi(self.attempts.min(64) as i32);
+        let base = o.delay.as_secs_f64() * exp;
+        let capped = base.min(o.max_delay.as_secs_f64());
+        let jitter = o.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 + jitter * (rand::random::<f64>() * 2.0 - 1.0);
+        self.attempts += 1;
+        Duration::from_secs_f64((capped * factor).max(0.0))
+    }
+
+    /// The main URL first, then each failover URL, round and round.
+    fn next_target(&mut self) -> (String, ConnectionConfig) {
+        let i = self.next % self.targets.len().max(1);
+        self.next = self.next.wrapping_add(1);
+        self.targets[i].clone()
     }
 }

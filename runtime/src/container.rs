@@ -205,15 +205,18 @@ impl ContainerHandle {
     ) -> Result<ConnectionHandle<H>, Error> {
         self.check_running()?;
         let address = Address::parse(url)?;
-        let config = self.client_config(&address, &options);
+        let mut targets = vec![(address.host_port(), self.client_config(&address, &options))];
+        let reconnect = options.reconnect.clone();
+        for failover in reconnect.iter().flat_map(|r| r.failover_urls.iter()) {
+            let a = Address::parse(failover)?;
+            targets.push((a.host_port(), self.client_config(&a, &options)));
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let handle = ConnectionActor::start(
             self.next_worker(),
             id,
-            config,
-            Origin::Client {
-                host_port: address.host_port(),
-            },
+            targets[0].1.clone(),
+            Origin::Client { targets, reconnect },
             self.clone(),
             move || handler,
         );

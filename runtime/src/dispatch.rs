@@ -83,9 +83,7 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
             }
             let _ = core.engine.detach(link, closed, None);
         }
-        Event::LinkClosed(link) => {
-            core.links.remove(&link);
-        }
+        Event::LinkClosed(link) => core.remove_link(link),
         Event::LinkCredit { link, credit } if credit > 0 => {
             h.on_sendable(&mut Sender::new(core, link));
         }
@@ -190,14 +188,16 @@ fn answer_attach(core: &mut Core, link: nucleon_protocol::engine::LinkId) {
         Role::Receiver => remote.target.as_ref().and_then(|t| t.address.clone()),
     };
     let window = if role == Role::Receiver { 10 } else { 0 };
-    core.links.insert(
+    core.add_link(
         link,
         LinkState {
+            key: 0,
             auto_settle: true,
             auto_accept: true,
             credit_window: window,
             address,
             closing: false,
+            config: None,
         },
     );
     if core.engine.attach_reply(link, config).is_ok() && window > 0 {

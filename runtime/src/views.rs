@@ -21,13 +21,15 @@ use crate::container::ContainerHandle;
 use crate::error::Error;
 use crate::options::{DeliveryMode, ReceiverOptions, SenderOptions};
 
-/// Identifies a sender of a connection; `Copy + Send`, for use in work items.
+/// Identifies a sender of a connection; `Copy + Send`, for use in work items. It stays valid across
+/// reconnects: the link attached again on the new transport answers to the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SenderId(pub(crate) LinkId);
+pub struct SenderId(pub(crate) u64);
 
-/// Identifies a receiver of a connection; `Copy + Send`, for use in work items.
+/// Identifies a receiver of a connection; `Copy + Send`, for use in work items. It stays valid across
+/// reconnects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ReceiverId(pub(crate) LinkId);
+pub struct ReceiverId(pub(crate) u64);
 
 /// Identifies a delivery (received) or tracker (sent); `Copy + Send`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,12 +38,16 @@ pub struct DeliveryRef(pub(crate) DeliveryId);
 /// Per-link runtime settings.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkState {
+    /// The link's stable id (see [`SenderId`]).
+    pub(crate) key: u64,
     pub(crate) auto_settle: bool,
     pub(crate) auto_accept: bool,
     pub(crate) credit_window: u32,
     pub(crate) address: Option<String>,
     /// The application asked for the link to close (so a remote detach is an answer, not news).
     pub(crate) closing: bool,
+    /// Our terms, to attach the link again after a reconnect.
+    pub(crate) config: Option<LinkConfig>,
 }
 
 /// The state of one connection that callbacks may touch, owned by the connection actor.
@@ -54,6 +60,9 @@ pub(crate) struct Core {
     pub(crate) next_name: u64,
     pub(crate) reconnected: bool,
     pub(crate) closing: bool,
+    /// Stable link ids to the current engine links.
+    keys: HashMap<u64, LinkId>,
+    next_key: u64,
 }
 
 impl Core {
@@ -67,7 +76,68 @@ impl Core {
             next_name: 0,
             reconnected: false,
             closing: false,
+            keys: HashMap::new(),
+            next_key: 0,
         }
+    }
+
+    /// Records a new link and gives it a stable id.
+    pub(crate) fn add_link(&mut self, link: LinkId, mut state: LinkState) {
+        self.next_key += 1;
+        state.key = self.next_key;
+        self.keys.insert(state.key, link);
+        self.links.insert(link, state);
+    }
+
+    /// Forgets a link that closed.
+    pub(crate) fn remove_link(&mut self, link: LinkId) {
+        if let Some(state) = self.links.remove(&link) {
+            self.keys.remove(&state.key);
+        }
+    }
+
+    /// The stable id of a current link.
+    pub(crate) fn key_of(&self, link: LinkId) -> u64 {
+        self.links.get(&link).map_or(0, |l| l.key)
+    }
+
+    /// A fresh engine for a new transport (reconnect). Links are kept, to be attached again.
+    pub(crate) fn reset(&mut self, engine: engine::Connection) {
+        self.engine = engine;
+        self.default_session = None;
+        self.reconnected = true;
+    }
+
+    /// Attaches every link of the previous transport again, with the same terms, on a new session. The
+    /// application's ids keep working: they are mapped to the new links.
+    pub(crate) fn reattach(&mut self) {
+        if !self.reconnected {
+            return;
+        }
+        let mut old: Vec<_> = std::mem::take(&mut self.links).into_values().collect();
+        old.sort_by_key(|l| l.key);
+        self.keys.clear();
+        for state in old {
+            let Some(config) = state.config.clone().filter(|_| !state.closing) else {
+                continue;
+            };
+            let Ok(session) = self.session() else {
+                return;
+            };
+            let Ok(link) = self.engine.attach(session, config) else {
+                continue;
+            };
+            if state.credit_window > 0 {
+                let _ = self.engine.add_credit(link, state.credit_window);
+            }
+            self.keys.insert(state.key, link);
+            self.links.insert(link, state);
+        }
+    }
+
+    /// The current link for a stable id.
+    pub(crate) fn resolve(&self, key: u64) -> Option<LinkId> {
+        self.keys.get(&key).copied()
     }
 
     fn link_name(&mut self, kind: &str) -> String {
@@ -115,15 +185,17 @@ impl Core {
             },
             ..LinkConfig::default()
         };
-        let link = self.engine.attach(session, config)?;
-        self.links.insert(
+        let link = self.engine.attach(session, config.clone())?;
+        self.add_link(
             link,
             LinkState {
+                key: 0,
                 auto_settle: opts.auto_settle.unwrap_or(true),
                 auto_accept: true,
                 credit_window: 0,
                 address: target.address,
                 closing: false,
+                config: Some(config),
             },
         );
         Ok(link)
@@ -159,16 +231,18 @@ impl Core {
             },
             ..LinkConfig::default()
         };
-        let link = self.engine.attach(session, config)?;
+        let link = self.engine.attach(session, config.clone())?;
         let window = opts.credit_window.unwrap_or(10);
-        self.links.insert(
+        self.add_link(
             link,
             LinkState {
+                key: 0,
                 auto_settle: true,
                 auto_accept: opts.auto_accept.unwrap_or(true),
                 credit_window: window,
                 address: source.address,
                 closing: false,
+                config: Some(config),
             },
         );
         if window > 0 {
@@ -277,18 +351,14 @@ impl<'a> Connection<'a> {
 
     /// A sender of this connection by id, if it is still attached.
     pub fn sender(&mut self, id: SenderId) -> Option<Sender<'_>> {
-        self.core
-            .links
-            .contains_key(&id.0)
-            .then(|| Sender::new(self.core, id.0))
+        let link = self.core.resolve(id.0)?;
+        Some(Sender::new(self.core, link))
     }
 
     /// A receiver of this connection by id, if it is still attached.
     pub fn receiver(&mut self, id: ReceiverId) -> Option<Receiver<'_>> {
-        self.core
-            .links
-            .contains_key(&id.0)
-            .then(|| Receiver::new(self.core, id.0))
+        let link = self.core.resolve(id.0)?;
+        Some(Receiver::new(self.core, link))
     }
 
     /// Closes the connection.
@@ -348,7 +418,7 @@ impl<'a> Sender<'a> {
 
     /// This sender's id, to find it again from a work item.
     pub fn id(&self) -> SenderId {
-        SenderId(self.link)
+        SenderId(self.core.key_of(self.link))
     }
 
     /// The target address.
@@ -403,7 +473,7 @@ impl<'a> Receiver<'a> {
 
     /// This receiver's id, to find it again from a work item.
     pub fn id(&self) -> ReceiverId {
-        ReceiverId(self.link)
+        ReceiverId(self.core.key_of(self.link))
     }
 
     /// The source address (for a dynamic source, the address the peer assigned).

@@ -1,0 +1,241 @@
+//! Reconnect: a client with `ReconnectOptions` reaches its server through a failover URL, survives the server
+//! being killed and restarted on the same port (its sender attached again, its `SenderId` still valid), and
+//! does not retry after `amqp:unauthorized-access`.
+
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use nucleon::protocol::engine::PlainAuthenticator;
+use nucleon::{
+    Connection, ConnectionHandle, ConnectionOptions, Container, ContainerHandle, Delivery,
+    ListenHandler, ListenOptions, Message, MessagingHandler, ReconnectOptions, Sender, SenderId,
+    SenderOptions,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A server whose handlers report every message body.
+#[derive(Clone)]
+struct Collect(mpsc::Sender<String>);
+
+struct Collector(mpsc::Sender<String>);
+
+impl MessagingHandler for Collector {
+    fn on_message(&mut self, _d: &mut Delivery<'_>, m: Message) {
+        let _ = self.0.send(
+            m.body_value()
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+}
+
+impl ListenHandler for Collect {
+    type Handler = Collector;
+    fn on_accept(&self, _: std::net::SocketAddr) -> Collector {
+        Collector(self.0.clone())
+    }
+}
+
+/// Builds and runs a container on its own thread (a `Container` stays on the thread that built it).
+fn spawn_container(
+    id: &'static str,
+    auto_stop: bool,
+) -> (
+    ContainerHandle,
+    thread::JoinHandle<Result<(), nucleon::Error>>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        let c = Container::builder()
+            .id(id)
+            .threads(1)
+            .auto_stop(auto_stop)
+            .build();
+        tx.send(c.handle()).expect("report");
+        c.run()
+    });
+    (rx.recv_timeout(WAIT).expect("container started"), t)
+}
+
+/// Runs a server container on its own thread; returns its handle and the thread.
+fn server(addr: &str, got: mpsc::Sender<String>) -> (ContainerHandle, u16, thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let addr = addr.to_string();
+    let t = thread::spawn(move || {
+        let c = Container::builder()
+            .id("server")
+            .threads(1)
+            .auto_stop(false)
+            .build();
+        let h = c.handle();
+        let l = h.listen(&addr, Collect(got)).expect("server listens");
+        tx.send((h, l.port())).expect("report");
+        c.run().expect("server runs");
+    });
+    let (h, port) = rx.recv_timeout(WAIT).expect("server started");
+    (h, port, t)
+}
+
+/// The client: reports each open (and whether it was a reconnect); sends whatever work asks.
+struct Client {
+    opened: mpsc::Sender<(bool, Option<SenderId>)>,
+    sender: Option<SenderId>,
+    closes: mpsc::Sender<()>,
+}
+
+impl MessagingHandler for Client {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        if self.sender.is_none() {
+            let s = c
+                .open_sender("q", SenderOptions::default())
+                .expect("sender opens");
+            self.sender = Some(s.id());
+        }
+    }
+    fn on_sender_open(&mut self, s: &mut Sender<'_>) {
+        let reconnected = s.connection().reconnected();
+        let _ = self.opened.send((reconnected, self.sender));
+    }
+    fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
+        let _ = self.closes.send(());
+    }
+}
+
+fn send_text(conn: &ConnectionHandle<Client>, id: SenderId, text: &'static str) {
+    conn.work_queue()
+        .add(move |_, c| {
+            if let Some(mut s) = c.sender(id) {
+                if s.credit() > 0 {
+                    s.send(&Message::with_body(text)).expect("sends");
+                }
+            }
+        })
+        .expect("work queued");
+}
+
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn a_client_fails_over_and_survives_a_server_restart() {
+    let (got_tx, got_rx) = mpsc::channel();
+    let (server1, port, t1) = server("127.0.0.1:0", got_tx.clone());
+
+    let (handle, runner) = spawn_container("client", false);
+    let (opened_tx, opened_rx) = mpsc::channel();
+    let (closes_tx, closes_rx) = mpsc::channel();
+    let options = ConnectionOptions {
+        reconnect: Some(ReconnectOptions {
+            delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(100),
+            failover_urls: vec![format!("amqp://127.0.0.1:{port}")],
+            ..ReconnectOptions::default()
+        }),
+        ..ConnectionOptions::default()
+    };
+    // The main URL has nothing listening: the client must get through the failover URL.
+    let conn = handle
+        .connect(
+            &format!("amqp://127.0.0.1:{}", dead_port()),
+            options,
+            Client {
+                opened: opened_tx,
+                sender: None,
+                closes: closes_tx,
+            },
+        )
+        .expect("connects");
+
+    let (reconnected, id) = opened_rx.recv_timeout(WAIT).expect("first open");
+    let id = id.expect("a sender id");
+    assert!(reconnected, "reached only after the main URL failed");
+    send_text(&conn, id, "before");
+    assert_eq!(got_rx.recv_timeout(WAIT).expect("first message"), "before");
+
+    // Kill the server, and wait until the client has lost it (earlier closes were the failed attempts).
+    let _ = closes_rx.try_iter().count();
+    server1.stop();
+    t1.join().expect("server 1 stopped");
+    closes_rx
+        .recv_timeout(WAIT)
+        .expect("the client saw the transport close");
+
+    // Restart it on the same port: the client comes back, re-attaches, and its old SenderId still works.
+    let (server2, port2, t2) = server(&format!("127.0.0.1:{port}"), got_tx);
+    assert_eq!(port2, port);
+    let (reconnected, same_id) = opened_rx.recv_timeout(WAIT).expect("reopened");
+    assert!(reconnected);
+    assert_eq!(same_id, Some(id));
+    send_text(&conn, id, "after");
+    assert_eq!(
+        got_rx.recv_timeout(WAIT).expect("message after restart"),
+        "after"
+    );
+
+    handle.stop();
+    runner.join().expect("client thread").expect("client ran");
+    server2.stop();
+    t2.join().expect("server 2 stopped");
+}
+
+struct Refused(mpsc::Sender<()>);
+
+impl MessagingHandler for Refused {
+    fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
+        let _ = self.0.send(());
+    }
+}
+
+#[test]
+fn no_retry_after_unauthorized_access() {
+    let (sh, server_thread) = spawn_container("auth", false);
+    let (got_tx, _got_rx) = mpsc::channel();
+    let listener = sh
+        .listen_with(
+            "127.0.0.1:0",
+            ListenOptions {
+                authenticator: Some(Arc::new(PlainAuthenticator::new([("user", "right")]))),
+                ..ListenOptions::default()
+            },
+            Collect(got_tx),
+        )
+        .expect("listens");
+
+    let (client, client_thread) = spawn_container("c", true);
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let conn = client
+        .connect(
+            &format!("amqp://user:wrong@127.0.0.1:{}", listener.port()),
+            ConnectionOptions {
+                sasl_allow_insecure_mechs: true,
+                reconnect: Some(ReconnectOptions {
+                    delay: Duration::from_millis(1),
+                    ..ReconnectOptions::default()
+                }),
+                ..ConnectionOptions::default()
+            },
+            Refused(closed_tx),
+        )
+        .expect("connects");
+    // auto_stop ends the client container once its only connection is finished: no retry.
+    client_thread
+        .join()
+        .expect("client thread")
+        .expect("client stops by itself");
+    assert!(conn.is_finished());
+    assert_eq!(closed_rx.try_iter().count(), 1, "one transport, no retries");
+    sh.stop();
+    server_thread
+        .join()
+        .expect("server thread")
+        .expect("server ran");
+}
