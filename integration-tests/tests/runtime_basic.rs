@@ -104,3 +104,62 @@ fn messages_flow_from_a_client_to_a_listener_and_outcomes_flow_back() {
     assert_eq!(accepted, N);
     assert_eq!(bodies, (0..N as i64).collect::<Vec<_>>());
 }
+
+/// Counts container callbacks and checks `opened()` from inside the container.
+struct Lifecycle {
+    events: mpsc::Sender<&'static str>,
+    url: String,
+}
+
+impl MessagingHandler for Lifecycle {
+    fn on_container_start(&mut self, container: &nucleon::ContainerHandle) {
+        let _ = self.events.send("start");
+        let conn = container
+            .connect(&self.url, ConnectionOptions::default(), Quiet)
+            .expect("connects");
+        let events = self.events.clone();
+        let c = container.clone();
+        actix_rt::spawn(async move {
+            if conn.opened().await.is_ok() {
+                let _ = events.send("opened");
+            }
+            c.stop();
+        });
+    }
+    fn on_container_stop(&mut self, _container: &nucleon::ContainerHandle) {
+        let _ = self.events.send("stop");
+    }
+}
+
+struct Quiet;
+impl MessagingHandler for Quiet {}
+
+#[test]
+fn run_with_reports_start_and_stop_and_opened_resolves() {
+    let server = Container::builder()
+        .id("lifecycle-server")
+        .threads(1)
+        .build();
+    let (got_tx, _got_rx) = mpsc::channel();
+    let listener = server
+        .handle()
+        .listen("127.0.0.1:0", SinkFactory(got_tx))
+        .expect("listens");
+    let port = listener.port();
+    let server_handle = server.handle();
+    let server_thread = thread::spawn(move || {
+        let client = Container::builder().id("lifecycle").threads(1).build();
+        let (tx, rx) = mpsc::channel();
+        client
+            .run_with(Lifecycle {
+                events: tx,
+                url: format!("amqp://127.0.0.1:{port}"),
+            })
+            .expect("runs");
+        server_handle.stop();
+        rx.try_iter().collect::<Vec<_>>()
+    });
+    server.run().expect("server runs");
+    let events = server_thread.join().expect("client thread");
+    assert_eq!(events, ["start", "opened", "stop"]);
+}

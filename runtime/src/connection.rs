@@ -48,6 +48,20 @@ pub(crate) struct Shared {
     finished: Mutex<bool>,
     /// A wake is pending: set by `wake()`, cleared by the actor before `on_connection_wake`.
     wake_pending: AtomicBool,
+    /// Where the connection is, for [`ConnectionHandle::opened`].
+    state: tokio::sync::watch::Sender<Lifecycle>,
+}
+
+/// Where a connection is in its life, as its handles see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Lifecycle {
+    /// Not open yet.
+    #[default]
+    Connecting,
+    /// Open at both ends (at least once).
+    Open,
+    /// Finished without ever opening, or finished after opening.
+    Finished,
 }
 
 /// A unit of work for a connection: runs inside the connection's context.
@@ -118,6 +132,21 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
 
     pub(crate) fn shutdown_recipient(&self) -> Recipient<Shutdown> {
         self.addr.clone().recipient()
+    }
+
+    /// Resolves once the connection is open at both ends (`Ok`), or finished without opening
+    /// ([`Error::ConnectionClosed`]). Usable from any async context.
+    pub async fn opened(&self) -> Result<(), Error> {
+        let mut rx = self.shared.state.subscribe();
+        let state = rx
+            .wait_for(|s| *s != Lifecycle::Connecting)
+            .await
+            .map(|s| *s)
+            .unwrap_or(Lifecycle::Finished);
+        match state {
+            Lifecycle::Open => Ok(()),
+            _ => Err(Error::ConnectionClosed),
+        }
     }
 
     /// True once the connection is finished (its final `on_transport_close` has run).
@@ -314,6 +343,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                         if let Some(r) = self.reconnect.as_mut() {
                             r.succeeded();
                         }
+                        self.shared.state.send_replace(Lifecycle::Open);
                     }
                     _ => {}
                 }
@@ -427,6 +457,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             return;
         }
         self.finished = true;
+        self.shared.state.send_replace(Lifecycle::Finished);
         *self
             .shared
             .finished

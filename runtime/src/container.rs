@@ -90,6 +90,9 @@ fn start(id: String, threads: usize, auto_stop: bool, standalone: bool) -> Conta
     let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let handles = workers.iter().map(Arbiter::handle).collect();
     let stopping = Arc::new(AtomicBool::new(false));
+    // The mailbox is unbounded from the start: the supervisor only starts (and could raise its capacity)
+    // once `run` runs, and before that actix's default capacity of 16 would make `schedule` fail.
+    let (tx, rx) = actix::dev::channel::channel(UNBOUNDED_MAILBOX);
     let supervisor = Supervisor {
         stopping_flag: stopping.clone(),
         connections: HashMap::new(),
@@ -101,12 +104,12 @@ fn start(id: String, threads: usize, auto_stop: bool, standalone: bool) -> Conta
         standalone,
         workers,
         done: false,
-    }
-    .start();
+    };
+    Context::with_receiver(rx).run(supervisor);
     ContainerHandle {
         inner: Arc::new(Inner {
             id,
-            supervisor,
+            supervisor: Addr::new(tx),
             home: Arbiter::current(),
             workers: handles,
             next_worker: AtomicUsize::new(0),
@@ -142,6 +145,17 @@ impl Container {
     /// connection and listener are gone).
     pub fn run(self) -> Result<(), Error> {
         self.system.run().map_err(Error::from)
+    }
+
+    /// [`run`](Self::run), calling `handler.on_container_start` on the container's thread once it runs and
+    /// `handler.on_container_stop` after it has stopped.
+    pub fn run_with<H: MessagingHandler>(self, mut handler: H) -> Result<(), Error> {
+        let handle = self.handle.clone();
+        self.system
+            .block_on(async { handler.on_container_start(&handle) });
+        let result = self.system.run();
+        handler.on_container_stop(&handle);
+        result.map_err(Error::from)
     }
 }
 
@@ -457,10 +471,6 @@ struct Supervisor {
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(UNBOUNDED_MAILBOX);
-    }
 }
 
 impl Supervisor {
