@@ -504,6 +504,19 @@ impl<'a> Receiver<'a> {
         Ok(self.core.engine.add_credit(self.link, n)?)
     }
 
+    /// Changes the credit window kept open to the sender (refilled as messages are consumed), and tops the
+    /// credit up to it now. 0 hands credit over to the application ([`add_credit`](Self::add_credit)).
+    pub fn set_credit_window(&mut self, window: u32) -> Result<(), Error> {
+        if let Some(l) = self.core.links.get_mut(&self.link) {
+            l.credit_window = window;
+        }
+        let credit = self.core.engine.credit(self.link)?;
+        if window > credit {
+            self.core.engine.add_credit(self.link, window - credit)?;
+        }
+        Ok(())
+    }
+
     /// Asks the sender to use or give back its credit; `on_receiver_drain_finish` follows.
     pub fn drain(&mut self) -> Result<(), Error> {
         Ok(self.core.engine.drain(self.link)?)
