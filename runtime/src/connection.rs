@@ -494,6 +494,9 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
                     .map(|(hp, _)| hp.clone())
                     .unwrap_or_default();
                 self.reconnect = reconnect.map(|options| Reconnect::new(options, targets));
+                // Open at once, as Proton does on connect: work queued before the socket connects may then
+                // open sessions and links; the engine holds their frames until the transport is up.
+                let _ = self.core.engine.open();
                 self.connect(host_port, ctx);
             }
             None => {}
@@ -531,7 +534,12 @@ impl<H: MessagingHandler> Handler<Wake> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        self.shared.wake_pending.store(false, Ordering::Release);
+        // A read-modify-write, not a store: it reads the `true` written by the latest `wake()` that sent no
+        // message, and (Acquire) makes everything that thread did before calling `wake()` visible to the
+        // callback. A plain store lets the callback's reads overtake it (store-load reordering, even on
+        // x86), so a `wake()` could find the flag still set, send nothing, and have its data missed by this
+        // callback: a lost wake.
+        self.shared.wake_pending.swap(false, Ordering::AcqRel);
         if self.transport_closed {
             return;
         }
