@@ -631,8 +631,9 @@ impl MessagingHandler for Firehose {
 }
 
 #[test]
-#[ignore = "known issue: actix handles every queued mailbox message before it polls the connection's \
-            socket reader and writer, so a sustained stream of work items stalls the connection's I/O"]
+#[ignore = "known issue: on 2 cores, three threads adding work as fast as they can still slow the \
+            connection's messages about 15x (6k against 96k msgs/s); work now runs in batches with a socket \
+            turn between them, but add() has no backpressure, so the mailbox outgrows the worker"]
 fn a_stream_of_work_items_does_not_starve_the_connections_io() {
     // A connection streams messages while three threads add no-op work to it as fast as they can for a
     // second. Its messages must keep flowing meanwhile.

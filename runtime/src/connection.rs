@@ -7,6 +7,7 @@
 //! Backpressure: the reader stops reading while the write buffer is above a high watermark, and resumes below
 //! a low one, so a connection never buffers without bound; AMQP credit and windows do the rest.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -257,6 +258,12 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     /// `on_transport_close` has run: flush, close the socket, finish.
     transport_closed: bool,
     finished: bool,
+    /// Work items moved out of the mailbox, run in batches by `WorkRunner` (and all of them before any input
+    /// is handled), so a flood of work cannot starve the socket.
+    work: VecDeque<WorkFn<H>>,
+    work_waker: Option<Waker>,
+    /// An `IoTurn` is scheduled.
+    io_turn: bool,
 }
 
 impl<H: MessagingHandler> ConnectionActor<H> {
@@ -294,6 +301,9 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 close_deadline: None,
                 transport_closed: false,
                 finished: false,
+                work: VecDeque::new(),
+                work_waker: None,
+                io_turn: false,
             };
             Context::with_receiver(rx).run(actor);
         });
@@ -451,6 +461,20 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         true
     }
 
+    /// Runs up to `limit` queued work items, then handles what they produced.
+    fn run_work(&mut self, limit: usize, ctx: &mut Context<Self>) {
+        if self.work.is_empty() {
+            return;
+        }
+        for _ in 0..limit {
+            let Some(work) = self.work.pop_front() else {
+                break;
+            };
+            work(&mut self.handler, &mut Connection::new(&mut self.core));
+        }
+        self.pump(ctx);
+    }
+
     /// Marks the connection finished and queues the final message behind any work already queued.
     fn finish(&mut self, ctx: &mut Context<Self>) {
         if self.finished {
@@ -480,6 +504,7 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(WorkRunner);
         match self.origin.take() {
             Some(Origin::Server { stream }) => match TcpStream::from_std(stream) {
                 Ok(s) => self.attach_stream(s, ctx),
@@ -512,8 +537,16 @@ impl<H: MessagingHandler> Handler<Work<H>> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, work: Work<H>, ctx: &mut Context<Self>) {
-        (work.0)(&mut self.handler, &mut Connection::new(&mut self.core));
-        self.pump(ctx);
+        self.work.push_back(work.0);
+        if let Some(w) = self.work_waker.take() {
+            w.wake();
+        }
+        // actix drains the whole mailbox before it polls anything else; under a stream of work that could
+        // starve the socket. Every batch, pause the mailbox for one turn of work, writing and reading.
+        if self.work.len() >= WORK_BATCH && !self.io_turn {
+            self.io_turn = true;
+            ctx.wait(IoTurn);
+        }
     }
 }
 
@@ -534,6 +567,7 @@ impl<H: MessagingHandler> Handler<Wake> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.run_work(usize::MAX, ctx);
         // A read-modify-write, not a store: it reads the `true` written by the latest `wake()` that sent no
         // message, and (Acquire) makes everything that thread did before calling `wake()` visible to the
         // callback. A plain store lets the callback's reads overtake it (store-load reordering, even on
@@ -553,6 +587,7 @@ impl<H: MessagingHandler> Handler<Shutdown> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        self.run_work(usize::MAX, ctx);
         if self.transport_closed {
             return;
         }
@@ -572,6 +607,8 @@ impl<H: MessagingHandler> Handler<Finish> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, _: Finish, ctx: &mut Context<Self>) {
+        // Work accepted before the connection finished still runs: it sees the connection closed.
+        self.run_work(usize::MAX, ctx);
         ctx.stop();
     }
 }
@@ -588,8 +625,20 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Reader {
         ctx: &mut Context<ConnectionActor<H>>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
-        // Yield after a few reads so one busy connection cannot starve the others on its arbiter.
-        for _ in 0..16 {
+        read_pass(act, ctx, task)
+    }
+}
+
+/// One turn of reading: a few socket reads fed to the engine. `Ready` once reading is over for good.
+fn read_pass<H: MessagingHandler>(
+    act: &mut ConnectionActor<H>,
+    ctx: &mut Context<ConnectionActor<H>>,
+    task: &mut TaskContext<'_>,
+) -> Poll<()> {
+    {
+        // Yield after a few reads so one busy connection cannot starve the others on its arbiter, and so
+        // the mailbox (work, wakes) is looked at between reads.
+        for _ in 0..4 {
             if act.transport_closed {
                 return Poll::Ready(());
             }
@@ -610,6 +659,8 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Reader {
                         act.pump(ctx);
                         return Poll::Ready(());
                     }
+                    // Work queued before these bytes were read runs before the events they cause.
+                    act.run_work(usize::MAX, ctx);
                     act.core
                         .engine
                         .handle_input(&act.read_buf[..n], Instant::now());
@@ -639,6 +690,17 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Writer {
         ctx: &mut Context<ConnectionActor<H>>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
+        write_pass(act, ctx, task)
+    }
+}
+
+/// One turn of writing: the output buffer to the socket. `Ready` once the socket is closed.
+fn write_pass<H: MessagingHandler>(
+    act: &mut ConnectionActor<H>,
+    ctx: &mut Context<ConnectionActor<H>>,
+    task: &mut TaskContext<'_>,
+) -> Poll<()> {
+    {
         loop {
             let Some(io) = act.io.as_mut() else {
                 return Poll::Ready(());
@@ -733,5 +795,51 @@ impl Reconnect {
         let i = self.next % self.targets.len().max(1);
         self.next = self.next.wrapping_add(1);
         self.targets[i].clone()
+    }
+}
+
+/// Runs queued work items in batches, yielding between batches so the socket gets its turn.
+struct WorkRunner;
+
+/// Work items run per batch.
+const WORK_BATCH: usize = 64;
+
+impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for WorkRunner {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut ConnectionActor<H>,
+        ctx: &mut Context<ConnectionActor<H>>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        act.run_work(WORK_BATCH, ctx);
+        if act.work.is_empty() {
+            act.work_waker = Some(task.waker().clone());
+        } else {
+            task.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+/// A pause in mailbox processing for one batch of work and one turn of writing and reading.
+struct IoTurn;
+
+impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for IoTurn {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut ConnectionActor<H>,
+        ctx: &mut Context<ConnectionActor<H>>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        act.io_turn = false;
+        act.run_work(WORK_BATCH, ctx);
+        // The Reader and Writer items stay in charge; this only gives them a turn (whatever they return).
+        let _ = write_pass(act, ctx, task);
+        let _ = read_pass(act, ctx, task);
+        Poll::Ready(())
     }
 }

@@ -84,7 +84,10 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
             let _ = core.engine.detach(link, closed, None);
         }
         Event::LinkClosed(link) => core.remove_link(link),
-        Event::LinkCredit { link, credit } if credit > 0 => {
+        // As Proton: only a link attached at both ends is sendable.
+        Event::LinkCredit { link, credit }
+            if credit > 0 && core.engine.is_attached_locally(link) =>
+        {
             h.on_sendable(&mut Sender::new(core, link));
         }
         Event::DrainRequested(link) => {
