@@ -245,3 +245,77 @@ async fn an_actor_receives_with_credit_that_follows_its_pace() {
     listener.stop();
     container.stop();
 }
+
+/// The facade from plain threads (no async runtime of their own): 8 threads open senders and receivers at
+/// once while `run` is active on the test thread, send and receive, and the container then stops.
+#[test]
+fn the_facade_works_from_eight_plain_threads_while_the_container_runs() {
+    let container = nucleon::Container::builder()
+        .id("facade-threads")
+        .threads(2)
+        .auto_stop(false)
+        .build();
+    let handle = container.handle();
+    let judged = handle.listen("127.0.0.1:0", Judges).expect("listens");
+    let feeders = Feeders::default();
+    let fed = handle
+        .listen("127.0.0.1:0", feeders.clone())
+        .expect("listens");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let handle = handle.clone();
+            let done = done_tx.clone();
+            let send_url = format!("amqp://127.0.0.1:{}/judged", judged.port());
+            let recv_url = format!("amqp://127.0.0.1:{}/feed", fed.port());
+            std::thread::spawn(move || {
+                futures::executor::block_on(async {
+                    let sender = handle
+                        .open_sender(&send_url, SenderOptions::default())
+                        .await
+                        .expect("sender opens");
+                    let mut receiver = handle
+                        .open_receiver(&recv_url, ReceiverOptions::default())
+                        .await
+                        .expect("receiver opens");
+                    // Index 0 is accepted by the judge.
+                    let outcome = sender
+                        .send(Message::builder().body(0i64).build())
+                        .await
+                        .expect("an outcome");
+                    assert_eq!(outcome, Outcome::Accepted, "thread {t}");
+                    for _ in 0..100 {
+                        receiver
+                            .next()
+                            .await
+                            .expect("a message")
+                            .accept()
+                            .expect("accepts");
+                    }
+                    sender.close().expect("closes");
+                    receiver.close().expect("closes");
+                });
+                let _ = done.send(t);
+            })
+        })
+        .collect();
+    let stopper = handle.clone();
+    let checker = std::thread::spawn(move || {
+        let finished: Vec<_> = (0..8)
+            .map(|_| {
+                done_rx
+                    .recv_timeout(TIMEOUT)
+                    .expect("every thread finishes")
+            })
+            .collect();
+        stopper.stop();
+        finished
+    });
+    container.run().expect("runs until stopped");
+    let mut finished = checker.join().expect("checker");
+    finished.sort();
+    assert_eq!(finished, (0..8).collect::<Vec<_>>());
+    for t in threads {
+        t.join().expect("worker thread");
+    }
+}
