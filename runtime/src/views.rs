@@ -4,6 +4,26 @@
 //! state for the duration of one callback and are `!Send`, so using them from another thread, or keeping them
 //! past the callback, does not compile. To act on a connection from elsewhere, keep a `Send` id
 //! ([`SenderId`], [`ReceiverId`]) and use the connection's `WorkQueue`.
+//!
+//! ```compile_fail
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Connection<'static>>(); // a view cannot leave its thread
+//! ```
+//!
+//! ```compile_fail
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Sender<'static>>();
+//! ```
+//!
+//! ```
+//! fn needs_send<T: Send + Sync + Clone>() {}
+//! struct Handler;
+//! impl nucleon::MessagingHandler for Handler {}
+//! needs_send::<nucleon::SenderId>();
+//! needs_send::<nucleon::ContainerHandle>();
+//! needs_send::<nucleon::WorkQueue<Handler>>();
+//! needs_send::<nucleon::ConnectionHandle<Handler>>();
+//! ```
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
