@@ -323,8 +323,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             read_waker: None,
             write_waker: None,
         });
-        ctx.spawn(Reader);
-        ctx.spawn(Writer);
+        ctx.spawn(IoPass(read_pass::<H>));
+        ctx.spawn(IoPass(write_pass::<H>));
         self.handler
             .on_transport_open(&mut Connection::new(&mut self.core));
         if self.core.engine.config().side == engine::Side::Client {
@@ -613,10 +613,13 @@ impl<H: MessagingHandler> Handler<Finish> for ConnectionActor<H> {
     }
 }
 
-/// Reads from the socket into the engine while the write side keeps up.
-struct Reader;
+/// Drives one side of the socket, [`read_pass`] or [`write_pass`], until that side is over.
+struct IoPass<H: MessagingHandler>(PassFn<H>);
 
-impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Reader {
+type PassFn<H> =
+    fn(&mut ConnectionActor<H>, &mut Context<ConnectionActor<H>>, &mut TaskContext<'_>) -> Poll<()>;
+
+impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for IoPass<H> {
     type Output = ();
 
     fn poll(
@@ -625,120 +628,101 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Reader {
         ctx: &mut Context<ConnectionActor<H>>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
-        read_pass(act, ctx, task)
+        (self.0)(act, ctx, task)
     }
 }
 
-/// One turn of reading: a few socket reads fed to the engine. `Ready` once reading is over for good.
+/// One turn of reading: a few socket reads fed to the engine, while the write side keeps up. `Ready` once reading is over for good.
 fn read_pass<H: MessagingHandler>(
     act: &mut ConnectionActor<H>,
     ctx: &mut Context<ConnectionActor<H>>,
     task: &mut TaskContext<'_>,
 ) -> Poll<()> {
-    {
-        // Yield after a few reads so one busy connection cannot starve the others on its arbiter, and so
-        // the mailbox (work, wakes) is looked at between reads.
-        for _ in 0..4 {
-            if act.transport_closed {
-                return Poll::Ready(());
-            }
-            let Some(io) = act.io.as_mut() else {
-                return Poll::Ready(());
-            };
-            if io.out.len() > HIGH_WATERMARK {
-                io.read_waker = Some(task.waker().clone());
-                return Poll::Pending;
-            }
-            let mut buf = ReadBuf::new(&mut act.read_buf);
-            match Pin::new(&mut io.read).poll_read(task, &mut buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => {
-                    let n = buf.filled().len();
-                    if n == 0 {
-                        act.core.engine.handle_read_closed();
-                        act.pump(ctx);
-                        return Poll::Ready(());
-                    }
-                    // Work queued before these bytes were read runs before the events they cause.
-                    act.run_work(usize::MAX, ctx);
-                    act.core
-                        .engine
-                        .handle_input(&act.read_buf[..n], Instant::now());
-                    act.pump(ctx);
-                }
-                Poll::Ready(Err(e)) => {
-                    act.core.engine.handle_disconnected(e.to_string());
+    // Yield after a few reads so one busy connection cannot starve the others on its arbiter, and so
+    // the mailbox (work, wakes) is looked at between reads.
+    for _ in 0..4 {
+        if act.transport_closed {
+            return Poll::Ready(());
+        }
+        let Some(io) = act.io.as_mut() else {
+            return Poll::Ready(());
+        };
+        if io.out.len() > HIGH_WATERMARK {
+            io.read_waker = Some(task.waker().clone());
+            return Poll::Pending;
+        }
+        let mut buf = ReadBuf::new(&mut act.read_buf);
+        match Pin::new(&mut io.read).poll_read(task, &mut buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                if n == 0 {
+                    act.core.engine.handle_read_closed();
                     act.pump(ctx);
                     return Poll::Ready(());
                 }
+                // Work queued before these bytes were read runs before the events they cause.
+                act.run_work(usize::MAX, ctx);
+                act.core
+                    .engine
+                    .handle_input(&act.read_buf[..n], Instant::now());
+                act.pump(ctx);
+            }
+            Poll::Ready(Err(e)) => {
+                act.core.engine.handle_disconnected(e.to_string());
+                act.pump(ctx);
+                return Poll::Ready(());
             }
         }
-        task.waker().wake_by_ref();
-        Poll::Pending
     }
+    task.waker().wake_by_ref();
+    Poll::Pending
 }
 
-/// Writes the output buffer to the socket; closes the socket once the transport is done and flushed.
-struct Writer;
-
-impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for Writer {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut ConnectionActor<H>,
-        ctx: &mut Context<ConnectionActor<H>>,
-        task: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        write_pass(act, ctx, task)
-    }
-}
-
-/// One turn of writing: the output buffer to the socket. `Ready` once the socket is closed.
+/// One turn of writing: the output buffer to the socket; the socket is closed once the transport is done
+/// and flushed. `Ready` once the socket is closed.
 fn write_pass<H: MessagingHandler>(
     act: &mut ConnectionActor<H>,
     ctx: &mut Context<ConnectionActor<H>>,
     task: &mut TaskContext<'_>,
 ) -> Poll<()> {
-    {
-        loop {
-            let Some(io) = act.io.as_mut() else {
-                return Poll::Ready(());
-            };
-            if io.out.is_empty() {
-                if !act.transport_closed {
-                    io.write_waker = Some(task.waker().clone());
-                    return Poll::Pending;
-                }
-                return match Pin::new(&mut io.write).poll_shutdown(task) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(_) => {
-                        act.io_done(ctx);
-                        Poll::Ready(())
-                    }
-                };
+    loop {
+        let Some(io) = act.io.as_mut() else {
+            return Poll::Ready(());
+        };
+        if io.out.is_empty() {
+            if !act.transport_closed {
+                io.write_waker = Some(task.waker().clone());
+                return Poll::Pending;
             }
-            match Pin::new(&mut io.write).poll_write(task, &io.out) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    io.out.advance(n);
-                    if io.out.len() < LOW_WATERMARK {
-                        if let Some(w) = io.read_waker.take() {
-                            w.wake();
-                        }
+            return match Pin::new(&mut io.write).poll_shutdown(task) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(_) => {
+                    act.io_done(ctx);
+                    Poll::Ready(())
+                }
+            };
+        }
+        match Pin::new(&mut io.write).poll_write(task, &io.out) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(n)) if n > 0 => {
+                io.out.advance(n);
+                if io.out.len() < LOW_WATERMARK {
+                    if let Some(w) = io.read_waker.take() {
+                        w.wake();
                     }
                 }
-                Poll::Ready(result) => {
-                    io.out.clear();
-                    let reason = match result {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "the socket accepted no bytes".to_string(),
-                    };
-                    act.core.engine.handle_disconnected(reason);
-                    act.pump(ctx);
-                    act.io_done(ctx);
-                    return Poll::Ready(());
-                }
+            }
+            Poll::Ready(result) => {
+                io.out.clear();
+                let reason = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the socket accepted no bytes".to_string(),
+                };
+                act.core.engine.handle_disconnected(reason);
+                act.pump(ctx);
+                act.io_done(ctx);
+                return Poll::Ready(());
             }
         }
     }
@@ -837,7 +821,7 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for IoTurn {
     ) -> Poll<()> {
         act.io_turn = false;
         act.run_work(WORK_BATCH, ctx);
-        // The Reader and Writer items stay in charge; this only gives them a turn (whatever they return).
+        // The reading and writing `IoPass` items stay in charge; this only gives them a turn.
         let _ = write_pass(act, ctx, task);
         let _ = read_pass(act, ctx, task);
         Poll::Ready(())
