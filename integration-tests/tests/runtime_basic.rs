@@ -163,3 +163,119 @@ fn run_with_reports_start_and_stop_and_opened_resolves() {
     let events = server_thread.join().expect("client thread");
     assert_eq!(events, ["start", "opened", "stop"]);
 }
+
+/// A server handler that panics on the message "boom".
+struct Fragile(mpsc::Sender<String>);
+
+impl MessagingHandler for Fragile {
+    fn on_message(&mut self, _d: &mut Delivery<'_>, m: Message) {
+        let text = m
+            .body_value()
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        assert!(text != "boom", "the handler was asked to panic");
+        let _ = self.0.send(text);
+    }
+}
+
+struct FragileFactory(mpsc::Sender<String>);
+
+impl ListenHandler for FragileFactory {
+    type Handler = Fragile;
+    fn on_accept(&self, _peer: std::net::SocketAddr) -> Fragile {
+        Fragile(self.0.clone())
+    }
+}
+
+/// Sends one text and reports how its connection ended.
+struct OneShot {
+    text: &'static str,
+    sent: bool,
+    ended: mpsc::Sender<(
+        &'static str,
+        Option<nucleon::protocol::frame::ErrorCondition>,
+    )>,
+    error: Option<nucleon::protocol::frame::ErrorCondition>,
+}
+
+impl MessagingHandler for OneShot {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        c.open_sender("q", SenderOptions::default()).expect("opens");
+    }
+    fn on_sendable(&mut self, s: &mut Sender<'_>) {
+        if !self.sent {
+            self.sent = true;
+            s.send(&Message::with_body(self.text)).expect("sends");
+        }
+    }
+    fn on_tracker_accept(&mut self, t: &mut Tracker<'_>) {
+        t.sender().connection().close();
+    }
+    fn on_connection_error(
+        &mut self,
+        _c: &mut Connection<'_>,
+        e: &nucleon::protocol::frame::Error,
+    ) {
+        self.error = Some(e.condition.clone());
+    }
+    fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
+        let _ = self.ended.send((self.text, self.error.clone()));
+    }
+}
+
+#[test]
+fn a_panicking_handler_closes_only_its_own_connection() {
+    let container = Container::builder().id("fragile").threads(1).build();
+    let handle = container.handle();
+    let (got_tx, got_rx) = mpsc::channel();
+    let listener = handle
+        .listen("127.0.0.1:0", FragileFactory(got_tx))
+        .expect("listens");
+    let url = format!("amqp://127.0.0.1:{}", listener.port());
+    let (ended_tx, ended_rx) = mpsc::channel();
+    for text in ["boom", "fine"] {
+        handle
+            .connect(
+                &url,
+                ConnectionOptions::default(),
+                OneShot {
+                    text,
+                    sent: false,
+                    ended: ended_tx.clone(),
+                    error: None,
+                },
+            )
+            .expect("connects");
+    }
+    let checker = thread::spawn(move || {
+        let mut ends: Vec<_> = (0..2)
+            .map(|_| {
+                ended_rx
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("both end")
+            })
+            .collect();
+        ends.sort_by_key(|(t, _)| *t);
+        let fine = got_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the other connection's message");
+        listener.stop();
+        (ends, fine)
+    });
+    container
+        .run()
+        .expect("the container carries on and stops by itself");
+    let (ends, fine) = checker.join().expect("checker");
+    assert_eq!(fine, "fine");
+    assert_eq!(
+        ends,
+        [
+            (
+                "boom",
+                Some(nucleon::protocol::frame::ErrorCondition::InternalError)
+            ),
+            ("fine", None)
+        ]
+    );
+}

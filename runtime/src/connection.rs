@@ -325,8 +325,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         });
         ctx.spawn(IoPass(read_pass::<H>));
         ctx.spawn(IoPass(write_pass::<H>));
-        self.handler
-            .on_transport_open(&mut Connection::new(&mut self.core));
+        self.guarded(|h, c| h.on_transport_open(&mut Connection::new(c)));
         if self.core.engine.config().side == engine::Side::Client {
             let _ = self.core.engine.open();
             self.core.reattach();
@@ -357,7 +356,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                     }
                     _ => {}
                 }
-                dispatch::event(&mut *self.handler, &mut self.core, event);
+                self.guarded(|h, c| dispatch::event(h, c, event));
             }
             // Output waits in the engine until there is a socket to write it to.
             if let Some(io) = self.io.as_mut() {
@@ -461,6 +460,26 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         true
     }
 
+    /// Runs handler code. A panic stays inside this connection: it is logged and the connection is closed
+    /// with `amqp:internal-error`; the worker thread and every other connection carry on.
+    fn guarded(&mut self, f: impl FnOnce(&mut H, &mut Core)) {
+        let (handler, core) = (&mut *self.handler, &mut self.core);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(handler, core)));
+        if let Err(panic) = result {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            log::error!("a handler panicked ({what}); closing its connection");
+            self.core.closing = true;
+            let _ = self.core.engine.close(Some(AmqpError::new(
+                ErrorCondition::InternalError,
+                format!("the application's handler panicked: {what}"),
+            )));
+        }
+    }
+
     /// Runs up to `limit` queued work items, then handles what they produced.
     fn run_work(&mut self, limit: usize, ctx: &mut Context<Self>) {
         if self.work.is_empty() {
@@ -470,7 +489,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             let Some(work) = self.work.pop_front() else {
                 break;
             };
-            work(&mut self.handler, &mut Connection::new(&mut self.core));
+            self.guarded(|h, c| work(h, &mut Connection::new(c)));
         }
         self.pump(ctx);
     }
@@ -556,7 +575,7 @@ impl<H: MessagingHandler> Handler<Scheduled<H>> for ConnectionActor<H> {
     fn handle(&mut self, Scheduled(delay, work): Scheduled<H>, ctx: &mut Context<Self>) {
         ctx.run_later(delay, move |act, ctx| {
             if !act.finished {
-                work(&mut act.handler, &mut Connection::new(&mut act.core));
+                act.guarded(|h, c| work(h, &mut Connection::new(c)));
                 act.pump(ctx);
             }
         });
@@ -577,8 +596,7 @@ impl<H: MessagingHandler> Handler<Wake> for ConnectionActor<H> {
         if self.transport_closed {
             return;
         }
-        self.handler
-            .on_connection_wake(&mut Connection::new(&mut self.core));
+        self.guarded(|h, c| h.on_connection_wake(&mut Connection::new(c)));
         self.pump(ctx);
     }
 }
