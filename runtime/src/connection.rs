@@ -27,7 +27,7 @@ use crate::dispatch;
 use crate::error::Error;
 use crate::handler::MessagingHandler;
 use crate::options::ReconnectOptions;
-use crate::views::{Connection, Core};
+use crate::views::{Connection, Core, CoreWaker};
 
 /// Stop reading from the socket while this much output is waiting to be written.
 const HIGH_WATERMARK: usize = 1 << 20;
@@ -286,11 +286,17 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         // address, and its next `try_send` fails: `add` would report `ConnectionClosed` on an open connection
         // and a `wake` would be lost for good (its pending flag stays set with no message in flight).
         let (tx, rx) = actix::dev::channel::channel(UNBOUNDED_MAILBOX);
+        let me = ConnectionHandle::<H> {
+            addr: Addr::new(tx.clone()),
+            shared: shared.clone(),
+        };
         arbiter.spawn_fn(move || {
             let engine = engine::Connection::new(config, Instant::now());
+            let mut core = Core::new(engine, container);
+            core.waker = Some(CoreWaker(Arc::new(move || me.wake())));
             let actor = ConnectionActor {
                 id,
-                core: Core::new(engine, container),
+                core,
                 handler: Box::new(make()),
                 shared: s,
                 origin: Some(origin),

@@ -5,7 +5,9 @@ use nucleon_protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition,
 use nucleon_protocol::Message;
 
 use crate::handler::MessagingHandler;
-use crate::views::{Connection, Core, Delivery, LinkState, Receiver, Sender, Session, Tracker};
+use crate::views::{
+    AttachReply, Connection, Core, Delivery, LinkState, Receiver, Sender, Session, Tracker,
+};
 
 /// Delivers one engine event to the handler.
 pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Event) {
@@ -39,7 +41,7 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
         }
         Event::LinkRemoteAttach(link) => {
             if !core.links.contains_key(&link) {
-                answer_attach(core, link);
+                answer_attach(h, core, link);
             }
             let Ok(config) = core.engine.link_config(link) else {
                 return;
@@ -168,8 +170,12 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
 }
 
 /// Proton's default for a link the peer attached: attach in reply, mirroring its terms; a receiver gets the
-/// default credit window.
-fn answer_attach(core: &mut Core, link: nucleon_protocol::engine::LinkId) {
+/// default credit window. The handler may change the reply first (`on_link_attach_request`).
+fn answer_attach<H: MessagingHandler>(
+    h: &mut H,
+    core: &mut Core,
+    link: nucleon_protocol::engine::LinkId,
+) {
     let Ok(Some(remote)) = core.engine.remote_attach(link) else {
         return;
     };
@@ -177,20 +183,34 @@ fn answer_attach(core: &mut Core, link: nucleon_protocol::engine::LinkId) {
         return;
     };
     let role = ours.role;
-    let config = LinkConfig {
-        name: remote.name.clone(),
+    let mut reply = AttachReply {
         role,
         source: remote.source.clone(),
         target: remote.target.clone(),
+        credit_window: if role == Role::Receiver { 10 } else { 0 },
+    };
+    let config = LinkConfig {
+        name: remote.name.clone(),
+        role,
         snd_settle_mode: remote.snd_settle_mode,
         rcv_settle_mode: remote.rcv_settle_mode,
         ..LinkConfig::default()
     };
+    h.on_link_attach_request(&mut reply);
     let address = match role {
-        Role::Sender => remote.source.as_ref().and_then(|s| s.address.clone()),
-        Role::Receiver => remote.target.as_ref().and_then(|t| t.address.clone()),
+        Role::Sender => reply.source.as_ref().and_then(|s| s.address.clone()),
+        Role::Receiver => reply.target.as_ref().and_then(|t| t.address.clone()),
     };
-    let window = if role == Role::Receiver { 10 } else { 0 };
+    let window = if role == Role::Receiver {
+        reply.credit_window
+    } else {
+        0
+    };
+    let config = LinkConfig {
+        source: reply.source,
+        target: reply.target,
+        ..config
+    };
     core.add_link(
         link,
         LinkState {

@@ -16,7 +16,7 @@ use nucleon_protocol::Message;
 
 use crate::container::ContainerHandle;
 use crate::error::Error;
-use crate::views::{Connection, Delivery, Receiver, Sender, Session, Tracker};
+use crate::views::{AttachReply, Connection, Delivery, Receiver, Sender, Session, Tracker};
 
 /// The callbacks of one connection. Every method has a default: do nothing, or for the `*_error` methods,
 /// call [`on_error`](MessagingHandler::on_error).
@@ -56,6 +56,11 @@ pub trait MessagingHandler: Send + 'static {
     fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
         self.on_error(&Error::Amqp(error.clone()));
     }
+
+    /// The peer attached a link: `reply` is the answer about to be sent, by default mirroring the peer's
+    /// terms (Proton's default). Change it here, e.g. set the address of a dynamic source, or a receiver's
+    /// credit window to 0 to grant credit yourself. `on_sender_open`/`on_receiver_open` follow.
+    fn on_link_attach_request(&mut self, reply: &mut AttachReply) {}
 
     /// A sender is attached at both ends.
     fn on_sender_open(&mut self, sender: &mut Sender<'_>) {}

@@ -13,6 +13,8 @@
 //! The protocol itself is the sans-IO engine of [`nucleon_protocol`], re-exported as [`protocol`].
 #![warn(missing_docs)]
 
+#[cfg(feature = "broker")]
+pub mod broker;
 mod connection;
 mod container;
 mod dispatch;
@@ -35,5 +37,6 @@ pub use options::{
 };
 pub use url::Address;
 pub use views::{
-    Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId, Session, Tracker,
+    AttachReply, Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId,
+    Session, Tracker,
 };

@@ -55,6 +55,39 @@ pub struct ReceiverId(pub(crate) u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DeliveryRef(pub(crate) DeliveryId);
 
+/// A type-erased, thread-safe `ConnectionHandle::wake` of one connection (crate-internal).
+#[derive(Clone)]
+pub(crate) struct CoreWaker(pub(crate) std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl CoreWaker {
+    /// Wakes the connection: `on_connection_wake` follows (coalesced, a no-op once it is finished).
+    pub(crate) fn wake(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for CoreWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CoreWaker")
+    }
+}
+
+/// Our answer to a link the peer attached, before it is sent. Proton's default mirrors the peer's terms;
+/// [`MessagingHandler::on_link_attach_request`](crate::MessagingHandler::on_link_attach_request) may change
+/// it, e.g. to give a dynamic source its address, or to take over a receiver's credit.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AttachReply {
+    /// Our role on the link (the opposite of the peer's); changing it has no effect.
+    pub role: Role,
+    /// Our source terminus (default: the peer's). For a dynamic source, set the address of the node made.
+    pub source: Option<Source>,
+    /// Our target terminus (default: the peer's).
+    pub target: Option<Target>,
+    /// For a receiver, the credit window kept open (default 10; 0: the handler grants credit itself).
+    pub credit_window: u32,
+}
+
 /// Per-link runtime settings.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkState {
@@ -80,6 +113,9 @@ pub(crate) struct Core {
     pub(crate) next_name: u64,
     pub(crate) reconnected: bool,
     pub(crate) closing: bool,
+    /// Wakes this connection (as `ConnectionHandle::wake`), for in-crate code that only has a view, such as
+    /// the broker registering a consumer. Set by the connection actor when it starts.
+    pub(crate) waker: Option<CoreWaker>,
     /// Stable link ids to the current engine links.
     keys: HashMap<u64, LinkId>,
     next_key: u64,
@@ -96,6 +132,7 @@ impl Core {
             next_name: 0,
             reconnected: false,
             closing: false,
+            waker: None,
             keys: HashMap::new(),
             next_key: 0,
         }

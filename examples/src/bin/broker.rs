@@ -1,0 +1,128 @@
+//! `broker`: an at-least-once AMQP 1.0 broker, a thin command line over `nucleon::broker`.
+//!
+//! ```text
+//! broker [-a|--address HOST:PORT] [-t|--threads N] [--user NAME:PASSWORD ...] [--allow-anonymous]
+//!        [--max-queue-depth N]
+//! ```
+//!
+//! It listens on 127.0.0.1:5672 by default (port 0 picks a free port) and prints one line,
+//! `broker listening on HOST:PORT`, once it accepts connections. SIGINT or SIGTERM stop it: connections
+//! are closed and it exits 0. Exit status 1 when it cannot listen, 2 on a bad argument.
+//! `--user` switches authentication from ANONYMOUS to SASL PLAIN with these users, and requires it unless
+//! `--allow-anonymous` is given. Logs go to stderr at info level (`RUST_LOG` overrides it;
+//! `RUST_LOG=nucleon::frame=trace` traces frames).
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::protocol::engine::PlainAuthenticator;
+use nucleon::{Container, ListenOptions};
+
+/// An at-least-once AMQP 1.0 broker.
+#[derive(Parser, Debug)]
+#[command(name = "broker")]
+struct Args {
+    /// The address to listen on (port 0 picks a free port).
+    #[arg(short, long, default_value = "127.0.0.1:5672")]
+    address: String,
+    /// Worker threads (default: the available cores).
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// A user for SASL PLAIN, as NAME:PASSWORD (repeatable); makes PLAIN required.
+    #[arg(long, value_parser = parse_user)]
+    user: Vec<(String, String)>,
+    /// With --user, also admit ANONYMOUS clients.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// The most messages a queue holds before its producers get no more credit.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_queue_depth: Option<u64>,
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, password)) if !name.is_empty() => Ok((name.to_owned(), password.to_owned())),
+        _ => Err(format!("expected NAME:PASSWORD, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut builder = Container::builder().id("broker").auto_stop(false);
+    if let Some(n) = args.threads {
+        builder = builder.threads(usize::from(n));
+    }
+    let container = builder.build();
+    let handle = container.handle();
+    let broker = Broker::new(BrokerOptions {
+        max_queue_depth: args
+            .max_queue_depth
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    });
+    let options = if args.user.is_empty() {
+        ListenOptions::default()
+    } else {
+        ListenOptions {
+            authenticator: Some(Arc::new(
+                PlainAuthenticator::new(args.user).allow_anonymous(args.allow_anonymous),
+            )),
+            ..ListenOptions::default()
+        }
+    };
+    let listener = match broker.listen(&handle, &args.address, options) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("broker: cannot listen on {}: {e}", args.address);
+            return ExitCode::from(1);
+        }
+    };
+    let stopper = handle.clone();
+    // Signal handlers live inside the container's actix System, on its own thread.
+    let scheduled = handle.schedule(Duration::ZERO, move || watch_signals(stopper));
+    if let Err(e) = scheduled {
+        eprintln!("broker: {e}");
+        return ExitCode::from(1);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "broker listening on {}", listener.local_addr());
+    let _ = out.flush();
+    drop(out);
+    match container.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Stops the container on SIGINT or (on Unix) SIGTERM.
+fn watch_signals(container: nucleon::ContainerHandle) {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        let stopper = container.clone();
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                actix_rt::spawn(async move {
+                    if term.recv().await.is_some() {
+                        log::info!("SIGTERM: stopping");
+                        stopper.stop();
+                    }
+                });
+            }
+            Err(e) => log::warn!("cannot watch SIGTERM: {e}"),
+        }
+    }
+    actix_rt::spawn(async move {
+        if actix_rt::signal::ctrl_c().await.is_ok() {
+            log::info!("SIGINT: stopping");
+            container.stop();
+        }
+    });
+}

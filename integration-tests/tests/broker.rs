@@ -1,0 +1,367 @@
+//! The in-process broker (`nucleon::broker`) over loopback, with clients on the async facade: round trip,
+//! competing consumers, redelivery after a lost consumer, release to the head, reject, dynamic sources,
+//! anonymous relay, SASL PLAIN and queue-depth backpressure.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::protocol::engine::PlainAuthenticator;
+use nucleon::protocol::frame::Target;
+use nucleon::{
+    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, ListenOptions, Message,
+    MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverOptions, SenderOptions, Value,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn container() -> ContainerHandle {
+    ContainerBuilder::default()
+        .threads(4)
+        .auto_stop(false)
+        .start()
+}
+
+/// A broker on a free port: its state and its base URL.
+fn broker(container: &ContainerHandle, options: BrokerOptions) -> (Broker, String) {
+    let broker = Broker::new(options);
+    let listener = broker
+        .listen(container, "127.0.0.1:0", ListenOptions::default())
+        .expect("broker listens");
+    (broker, format!("amqp://127.0.0.1:{}", listener.port()))
+}
+
+fn numbered(i: i64) -> Message {
+    Message::builder().body(i).build()
+}
+
+fn number(m: &Message) -> i64 {
+    m.body_value().and_then(Value::as_i64).unwrap_or(-1)
+}
+
+async fn send_all(container: &ContainerHandle, url: &str, range: std::ops::Range<i64>) {
+    let sender = container
+        .open_sender(url, SenderOptions::default())
+        .await
+        .expect("sender opens");
+    for i in range {
+        let outcome = tokio::time::timeout(TIMEOUT, sender.send(numbered(i)))
+            .await
+            .expect("in time")
+            .expect("an outcome");
+        assert_eq!(outcome, Outcome::Accepted, "message {i}");
+    }
+    sender.close().expect("closes");
+}
+
+async fn recv(r: &mut ReceiverHandle) -> nucleon::Received {
+    tokio::time::timeout(TIMEOUT, r.recv())
+        .await
+        .expect("a message in time")
+        .expect("the receiver is open")
+}
+
+async fn receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
+    container
+        .open_receiver(
+            url,
+            ReceiverOptions {
+                credit_window: Some(window),
+                ..ReceiverOptions::default()
+            },
+        )
+        .await
+        .expect("receiver opens")
+}
+
+#[actix_rt::test]
+async fn messages_sent_to_a_queue_are_received_in_order() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/orders");
+    send_all(&container, &url, 0..100).await;
+    assert_eq!(broker.queue_depth("orders"), Some(100));
+    let mut r = receiver(&container, &url, 10).await;
+    for i in 0..100 {
+        let m = recv(&mut r).await;
+        assert_eq!(number(&m.message), i);
+        m.accept().expect("accepts");
+    }
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn competing_consumers_get_every_message_once() {
+    let container = container();
+    let (_broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/work");
+    let mut a = receiver(&container, &url, 10).await;
+    let mut b = receiver(&container, &url, 10).await;
+    const N: i64 = 1000;
+    let sending = send_all(&container, &url, 0..N);
+    let receiving = async {
+        let mut seen = Vec::new();
+        let (mut from_a, mut from_b) = (0, 0);
+        while seen.len() < N as usize {
+            tokio::select! {
+                m = recv(&mut a) => { from_a += 1; seen.push(number(&m.message)); m.accept().expect("accepts"); }
+                m = recv(&mut b) => { from_b += 1; seen.push(number(&m.message)); m.accept().expect("accepts"); }
+            }
+        }
+        (seen, from_a, from_b)
+    };
+    let ((), (seen, from_a, from_b)) = futures::join!(sending, receiving);
+    let unique: HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), N as usize, "no duplicates");
+    assert_eq!(unique, (0..N).collect(), "no loss");
+    assert!(
+        from_a > 0 && from_b > 0,
+        "both consumers got work: {from_a}/{from_b}"
+    );
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn a_lost_consumer_connection_gives_its_unsettled_messages_to_another() {
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/jobs");
+    send_all(&container, &url, 0..20).await;
+    let mut a = receiver(&container, &url, 10).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(recv(&mut a).await);
+    }
+    // Closing the connection with deliveries unsettled: the broker must put them back.
+    a.close().expect("closes");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while broker.queue_depth("jobs") != Some(20) {
+        assert!(tokio::time::Instant::now() < deadline, "messages came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(held);
+    let mut b = receiver(&container, &url, 10).await;
+    for i in 0..20 {
+        let m = recv(&mut b).await;
+        assert_eq!(number(&m.message), i, "nothing lost, original order");
+        m.accept().expect("accepts");
+    }
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn release_puts_a_message_back_at_the_head_and_reject_drops_it() {
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/retry");
+    send_all(&container, &url, 0..4).await;
+    let mut r = receiver(&container, &url, 1).await;
+    let first = recv(&mut r).await;
+    assert_eq!(number(&first.message), 0);
+    first.release().expect("releases");
+    let second = recv(&mut r).await;
+    assert_eq!(number(&second.message), 1);
+    second.accept().expect("accepts");
+    // Back at the head: before 2 and 3.
+    let again = recv(&mut r).await;
+    assert_eq!(number(&again.message), 0);
+    // Taking it gave credit back: 2 is on its way before the modified 0 returns to the head.
+    again.modify(true, false).expect("modifies");
+    let third = recv(&mut r).await;
+    assert_eq!(number(&third.message), 2);
+    third.accept().expect("accepts");
+    let failed = recv(&mut r).await;
+    assert_eq!(number(&failed.message), 0);
+    assert_eq!(
+        failed.message.delivery_count(),
+        1,
+        "delivery-failed counted"
+    );
+    failed.reject(None).expect("rejects");
+    let next = recv(&mut r).await;
+    assert_eq!(number(&next.message), 3, "the rejected message is gone");
+    next.accept().expect("accepts");
+    assert_eq!(broker.rejected(), 1);
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn anonymous_relay_routes_by_to() {
+    let container = container();
+    let (_broker, base) = broker(&container, BrokerOptions::default());
+    let sender = container
+        .open_sender(
+            &base,
+            SenderOptions {
+                target: Some(Target::default()),
+                ..SenderOptions::default()
+            },
+        )
+        .await
+        .expect("sender opens");
+    let m = Message::builder().to("relayed").body(7i64).build();
+    assert_eq!(sender.send(m).await.expect("an outcome"), Outcome::Accepted);
+    let m = Message::builder().body(8i64).build();
+    assert!(
+        matches!(
+            sender.send(m).await.expect("an outcome"),
+            Outcome::Rejected(_)
+        ),
+        "no target and no `to`: rejected"
+    );
+    let mut r = receiver(&container, &format!("{base}/relayed"), 10).await;
+    let got = recv(&mut r).await;
+    assert_eq!(number(&got.message), 7);
+    got.accept().expect("accepts");
+    container.stop();
+}
+
+/// Opens a dynamic receiver and reports the address the broker gave it.
+struct DynamicClient(Option<tokio::sync::oneshot::Sender<String>>);
+
+impl MessagingHandler for DynamicClient {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let opts = ReceiverOptions {
+            dynamic: true,
+            ..ReceiverOptions::default()
+        };
+        c.open_receiver("", opts).expect("receiver opens");
+    }
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        if let (Some(tx), Some(address)) = (self.0.take(), r.address()) {
+            let _ = tx.send(address);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_dynamic_source_gets_a_unique_temporary_queue() {
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let mut addresses = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        handles.push(
+            container
+                .connect(&base, ConnectionOptions::default(), DynamicClient(Some(tx)))
+                .expect("connects"),
+        );
+        let address = tokio::time::timeout(TIMEOUT, rx)
+            .await
+            .expect("in time")
+            .expect("an address");
+        addresses.push(address);
+    }
+    assert_ne!(addresses[0], addresses[1], "unique addresses");
+    assert_eq!(broker.queue_depth(&addresses[0]), Some(0));
+    handles[0].close().expect("closes");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while broker.queue_depth(&addresses[0]).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deleted with its link"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(broker.queue_depth(&addresses[1]), Some(0));
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn sasl_plain_is_required_when_users_are_configured() {
+    let container = container();
+    let broker = Broker::new(BrokerOptions::default());
+    let options = ListenOptions {
+        authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
+        ..ListenOptions::default()
+    };
+    let listener = broker
+        .listen(&container, "127.0.0.1:0", options)
+        .expect("listens");
+    let port = listener.port();
+    let insecure = || ConnectionOptions {
+        sasl_allow_insecure_mechs: true,
+        ..ConnectionOptions::default()
+    };
+    let ok = container
+        .open_sender_with(
+            &format!("amqp://alice:secret@127.0.0.1:{port}/q"),
+            insecure(),
+            SenderOptions::default(),
+        )
+        .await
+        .expect("the right password is accepted");
+    assert_eq!(
+        ok.send(numbered(1)).await.expect("an outcome"),
+        Outcome::Accepted
+    );
+    let wrong = container
+        .open_sender_with(
+            &format!("amqp://alice:wrong@127.0.0.1:{port}/q"),
+            insecure(),
+            SenderOptions::default(),
+        )
+        .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    let anonymous = container
+        .open_sender(
+            &format!("amqp://127.0.0.1:{port}/q"),
+            SenderOptions::default(),
+        )
+        .await;
+    assert!(anonymous.is_err(), "anonymous is refused");
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn a_full_queue_holds_its_producers_back_until_it_drains() {
+    let container = container();
+    let (broker, base) = broker(
+        &container,
+        BrokerOptions {
+            max_queue_depth: Some(5),
+        },
+    );
+    let url = format!("{base}/bounded");
+    let sender = container
+        .open_sender(&url, SenderOptions::default())
+        .await
+        .expect("sender opens");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sends: Vec<_> = (0..20)
+        .map(|i| {
+            let sender = sender.clone();
+            let accepted = accepted.clone();
+            actix_rt::spawn(async move {
+                let outcome = sender.send(numbered(i)).await.expect("an outcome");
+                assert_eq!(outcome, Outcome::Accepted);
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "the producer is held at the queue's depth"
+    );
+    assert_eq!(broker.queue_depth("bounded"), Some(5));
+    let mut r = receiver(&container, &url, 10).await;
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let m = recv(&mut r).await;
+        seen.insert(number(&m.message));
+        m.accept().expect("accepts");
+    }
+    assert_eq!(seen.len(), 20, "the producer resumed as the queue drained");
+    for s in sends {
+        tokio::time::timeout(TIMEOUT, s)
+            .await
+            .expect("in time")
+            .expect("the send task ends");
+    }
+    container.stop();
+}

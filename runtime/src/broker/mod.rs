@@ -1,0 +1,473 @@
+//! An at-least-once AMQP broker that runs in-process: [`Broker`] is a [`ListenHandler`], so
+//! `container.listen(addr, broker.clone())` serves it, and the `broker` example binary is a thin CLI over it.
+//!
+//! * A queue is made on demand for each address named by an attaching link's source (consumers) or target
+//!   (producers). A producer link with no target address (anonymous relay) routes each message by its `to`.
+//! * A message from an unsettled producer is accepted only once it is enqueued. Consumers with credit get
+//!   messages round robin. A message leaves the broker when its consumer accepts it; released, or modified
+//!   (with or without delivery-failed, which counts a delivery attempt in its header), it goes back to its
+//!   place at the head of the queue; rejected, it is dropped and counted ([`Broker::rejected`]). When a
+//!   consumer's link or connection is lost, its unsettled messages go back to the queue. Consumers whose link
+//!   is pre-settled get at-most-once delivery.
+//! * A dynamic source gets a temporary queue with a unique address, deleted when its link closes.
+//!   Distribution mode `copy` browses a queue without consuming it. Drain is honoured.
+//! * With [`BrokerOptions::max_queue_depth`], producers of a full queue get no more credit until it drains.
+//!
+//! Threading follows Proton's rules: each connection's [`BrokerHandler`] touches only its own connection.
+//! Queues are shared behind a mutex; a message for a consumer on another connection is assigned to it under
+//! the queue's lock, and that connection is woken to send it from its own `on_connection_wake`.
+//!
+//! Not yet: the `ANONYMOUS-RELAY` capability is not offered in `open` (the listener has no option for
+//! offered capabilities), though anonymous relay works; modified with undeliverable-here is treated like
+//! released.
+
+mod queue;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use nucleon_protocol::frame::{
+    DeliveryState, Error as AmqpError, ErrorCondition, Role, SenderSettleMode,
+};
+use nucleon_protocol::Message;
+
+use self::queue::{ConsumerKey, Entry, Queue};
+use crate::container::{ContainerHandle, ListenOptions, Listener};
+use crate::error::Error;
+use crate::handler::{ListenHandler, MessagingHandler};
+use crate::views::{
+    AttachReply, Connection, Core, CoreWaker, Delivery, DeliveryRef, Receiver, ReceiverId, Sender,
+    SenderId, Tracker,
+};
+
+/// The credit a producer link gets at a time (Proton's default window).
+const PRODUCER_WINDOW: u32 = 10;
+
+/// Broker settings.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerOptions {
+    /// The most messages a queue holds before its producers get no more credit (default: unbounded).
+    pub max_queue_depth: Option<usize>,
+}
+
+/// The broker's shared state: its queues by address. `Send + Sync + Clone`; each accepted connection gets
+/// a [`BrokerHandler`] over the same queues.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: BrokerOptions,
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    next_connection: AtomicU64,
+    next_dynamic: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Broker {
+    /// A broker with no queues yet.
+    pub fn new(options: BrokerOptions) -> Broker {
+        Broker {
+            inner: Arc::new(Inner {
+                options,
+                queues: Mutex::new(HashMap::new()),
+                next_connection: AtomicU64::new(1),
+                next_dynamic: AtomicU64::new(1),
+                rejected: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Serves this broker on `addr` (`host:port`; port 0 picks a free port) in `container`.
+    pub fn listen(
+        &self,
+        container: &ContainerHandle,
+        addr: &str,
+        options: ListenOptions,
+    ) -> Result<Listener, Error> {
+        container.listen_with(addr, options, self.clone())
+    }
+
+    /// The messages waiting in the queue at `address` (not counting those sent and not yet settled), or
+    /// `None` when there is no such queue.
+    pub fn queue_depth(&self, address: &str) -> Option<usize> {
+        self.queues().get(address).map(|q| q.depth())
+    }
+
+    /// How many messages consumers rejected (and the broker therefore dropped).
+    pub fn rejected(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Queue>>> {
+        self.inner.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue at `address`, made if it does not exist.
+    fn queue(&self, address: &str) -> Arc<Queue> {
+        let mut queues = self.queues();
+        if let Some(q) = queues.get(address) {
+            return q.clone();
+        }
+        log::info!("queue {address} created");
+        let q = Arc::new(Queue::new(
+            address.to_owned(),
+            false,
+            self.inner.options.max_queue_depth,
+        ));
+        queues.insert(address.to_owned(), q.clone());
+        q
+    }
+
+    /// A new temporary queue with a unique address, for a dynamic source.
+    fn temporary_queue(&self) -> Arc<Queue> {
+        let n = self.inner.next_dynamic.fetch_add(1, Ordering::Relaxed);
+        let address = format!("dynamic-{}-{n}", uuid::Uuid::new_v4().simple());
+        log::info!("temporary queue {address} created");
+        let q = Arc::new(Queue::new(
+            address.clone(),
+            true,
+            self.inner.options.max_queue_depth,
+        ));
+        self.queues().insert(address, q.clone());
+        q
+    }
+
+    /// Deletes a temporary queue (its messages go with it).
+    fn delete(&self, q: &Queue) {
+        let mut queues = self.queues();
+        if queues.get(&q.name).is_some_and(|x| std::ptr::eq(&**x, q)) {
+            queues.remove(&q.name);
+            log::info!(
+                "temporary queue {} deleted ({} messages dropped)",
+                q.name,
+                q.depth()
+            );
+        }
+    }
+}
+
+impl ListenHandler for Broker {
+    type Handler = BrokerHandler;
+
+    fn on_accept(&self, peer: SocketAddr) -> BrokerHandler {
+        let conn = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        log::info!("connection {conn} from {peer} accepted");
+        BrokerHandler {
+            broker: self.clone(),
+            conn,
+            peer,
+            consumers: HashMap::new(),
+            producers: HashMap::new(),
+        }
+    }
+
+    fn on_open(&self, addr: SocketAddr) {
+        log::info!("broker listening on {addr}");
+    }
+}
+
+/// A consumer link of this connection.
+#[derive(Debug)]
+struct ConsumerLink {
+    queue: Arc<Queue>,
+    /// The link is pre-settled (at-most-once) or browses (COPY): nothing to track.
+    fire_and_forget: bool,
+    /// Sent and not yet settled: back to the queue if the link is lost.
+    unsettled: HashMap<DeliveryRef, Entry>,
+}
+
+/// The broker's handler for one connection (made by [`Broker`] as a [`ListenHandler`]).
+#[derive(Debug)]
+pub struct BrokerHandler {
+    broker: Broker,
+    conn: u64,
+    peer: SocketAddr,
+    consumers: HashMap<SenderId, ConsumerLink>,
+    /// Producer links and their queue (`None`: anonymous relay, routed by each message's `to`).
+    producers: HashMap<ReceiverId, Option<Arc<Queue>>>,
+}
+
+fn waker(core: &Core) -> Option<CoreWaker> {
+    core.waker.clone()
+}
+
+impl BrokerHandler {
+    fn key(&self, link: SenderId) -> ConsumerKey {
+        ConsumerKey {
+            conn: self.conn,
+            link,
+        }
+    }
+
+    /// Sends what the consumer's queue has for it, as far as `credit` goes; what cannot be sent goes back.
+    fn pull(&mut self, s: &mut Sender<'_>, credit: u32) {
+        let key = self.key(s.id());
+        let Some(c) = self.consumers.get_mut(&key.link) else {
+            return;
+        };
+        let mut back = Vec::new();
+        for e in c.queue.take(key, credit) {
+            if s.credit() == 0 {
+                back.push(e);
+            } else if c.fire_and_forget {
+                if let Err(err) = send_settled(s, &e.message) {
+                    log::warn!("send on {} failed: {err}", c.queue.name);
+                    back.push(e);
+                }
+            } else {
+                match s.send(&e.message) {
+                    Ok(d) => {
+                        c.unsettled.insert(d, e);
+                    }
+                    Err(err) => {
+                        log::warn!("send on {} failed: {err}", c.queue.name);
+                        back.push(e);
+                    }
+                }
+            }
+        }
+        if !c.fire_and_forget {
+            c.queue.requeue(back, self.conn);
+        }
+    }
+
+    /// The consumer link is gone: what it held goes back to its queue.
+    fn drop_consumer(&mut self, id: SenderId) {
+        let key = self.key(id);
+        if let Some(c) = self.consumers.remove(&id) {
+            c.queue
+                .remove_consumer(key, c.unsettled.into_values().collect());
+            if c.queue.temporary {
+                self.broker.delete(&c.queue);
+            }
+        }
+    }
+
+    /// Keeps a bounded queue's producer link at the credit the queue has room for.
+    fn top_up(r: &mut Receiver<'_>, queue: &Queue) {
+        let Some(room) = queue.room() else {
+            return;
+        };
+        let want = u32::try_from(room).unwrap_or(u32::MAX).min(PRODUCER_WINDOW);
+        let have = r.credit();
+        if want > have {
+            let _ = r.add_credit(want - have);
+        }
+    }
+
+    fn settled_entry(&mut self, t: &mut Tracker<'_>) -> Option<(Arc<Queue>, Entry)> {
+        let id = t.id();
+        let sid = t.sender().id();
+        let c = self.consumers.get_mut(&sid)?;
+        let e = c.unsettled.remove(&id)?;
+        Some((c.queue.clone(), e))
+    }
+}
+
+/// Sends a message pre-settled (at-most-once), forwarding its encoded bytes.
+fn send_settled(s: &mut Sender<'_>, m: &Message) -> Result<(), Error> {
+    s.core.next_tag += 1;
+    let tag = Bytes::copy_from_slice(&s.core.next_tag.to_be_bytes());
+    s.core.engine.send(s.link, tag, m.to_bytes(), true)?;
+    Ok(())
+}
+
+impl MessagingHandler for BrokerHandler {
+    fn on_link_attach_request(&mut self, reply: &mut AttachReply) {
+        match reply.role {
+            Role::Sender => {
+                if let Some(source) = reply.source.as_mut().filter(|s| s.dynamic) {
+                    source.address = Some(self.broker.temporary_queue().name.clone());
+                }
+            }
+            Role::Receiver => {
+                let named = reply.target.as_ref().and_then(|t| t.address.as_ref());
+                if named.is_some() && self.broker.inner.options.max_queue_depth.is_some() {
+                    // Credit follows the queue's room (`top_up`).
+                    reply.credit_window = 0;
+                }
+            }
+        }
+    }
+
+    fn on_sender_open(&mut self, s: &mut Sender<'_>) {
+        let Some(address) = s.address().map(str::to_owned) else {
+            log::info!(
+                "connection {}: consumer with no source address refused",
+                self.conn
+            );
+            let _ = s.core.engine.detach(
+                s.link,
+                true,
+                Some(AmqpError::new(
+                    ErrorCondition::NotFound,
+                    "a source address (or a dynamic source) is required",
+                )),
+            );
+            return;
+        };
+        let remote = s.core.engine.remote_attach(s.link).ok().flatten();
+        let browse = remote
+            .and_then(|a| a.source.as_ref())
+            .and_then(|src| src.distribution_mode.as_ref())
+            .is_some_and(|m| m.as_str() == "copy");
+        let presettled = s
+            .core
+            .engine
+            .link_config(s.link)
+            .is_ok_and(|c| c.snd_settle_mode == SenderSettleMode::Settled);
+        let queue = self.broker.queue(&address);
+        let id = s.id();
+        queue.add_consumer(self.key(id), waker(s.core), browse);
+        self.consumers.insert(
+            id,
+            ConsumerLink {
+                queue,
+                fire_and_forget: browse || presettled,
+                unsettled: HashMap::new(),
+            },
+        );
+        let credit = s.credit();
+        self.pull(s, credit);
+    }
+
+    fn on_sendable(&mut self, s: &mut Sender<'_>) {
+        let credit = s.credit();
+        self.pull(s, credit);
+    }
+
+    fn on_sender_drain_start(&mut self, s: &mut Sender<'_>) {
+        let credit = s.credit();
+        self.pull(s, credit);
+        // The runtime gives back what is left: the queue must not count on it.
+        self.pull(s, 0);
+    }
+
+    fn on_sender_close(&mut self, s: &mut Sender<'_>) {
+        self.drop_consumer(s.id());
+    }
+
+    fn on_sender_detach(&mut self, s: &mut Sender<'_>) {
+        self.drop_consumer(s.id());
+    }
+
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        let address = r
+            .core
+            .engine
+            .remote_attach(r.link)
+            .ok()
+            .flatten()
+            .and_then(|a| a.target.as_ref())
+            .and_then(|t| t.address.clone());
+        let queue = address.map(|a| self.broker.queue(&a));
+        if let Some(q) = &queue {
+            q.add_producer(self.conn, waker(r.core));
+            Self::top_up(r, q);
+        }
+        self.producers.insert(r.id(), queue);
+    }
+
+    fn on_receiver_close(&mut self, r: &mut Receiver<'_>) {
+        self.producers.remove(&r.id());
+    }
+
+    fn on_receiver_detach(&mut self, r: &mut Receiver<'_>) {
+        self.producers.remove(&r.id());
+    }
+
+    fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
+        let rid = d.receiver().id();
+        let queue = match self.producers.get(&rid) {
+            Some(Some(q)) => q.clone(),
+            _ => match message.to() {
+                Some(to) => self.broker.queue(to),
+                None => {
+                    d.reject(Some(AmqpError::new(
+                        ErrorCondition::NotFound,
+                        "the link has no target address and the message no `to`",
+                    )));
+                    return;
+                }
+            },
+        };
+        queue.enqueue(message, self.conn);
+        // Accepted only now that it is enqueued (a no-op for a pre-settled transfer).
+        d.accept();
+        if queue.room().is_some() && matches!(self.producers.get(&rid), Some(Some(_))) {
+            // Credit is topped up in `on_connection_wake`, once every transfer already read is enqueued:
+            // the link's credit does not count those yet, and topping up now would overfill the queue.
+            if let Some(w) = waker(d.core) {
+                w.wake();
+            }
+        }
+    }
+
+    fn on_tracker_accept(&mut self, t: &mut Tracker<'_>) {
+        // The message leaves the broker.
+        self.settled_entry(t);
+    }
+
+    fn on_tracker_reject(&mut self, t: &mut Tracker<'_>) {
+        if let Some((q, _)) = self.settled_entry(t) {
+            let n = self.broker.inner.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+            log::info!(
+                "a message on {} was rejected and dropped ({n} so far)",
+                q.name
+            );
+        }
+    }
+
+    fn on_tracker_release(&mut self, t: &mut Tracker<'_>) {
+        let failed = matches!(t.state(), Some(DeliveryState::Modified(m)) if m.delivery_failed);
+        if let Some((q, mut e)) = self.settled_entry(t) {
+            if failed {
+                e.message.header_mut().delivery_count += 1;
+            }
+            q.requeue(vec![e], self.conn);
+        }
+    }
+
+    fn on_tracker_settle(&mut self, t: &mut Tracker<'_>) {
+        // Settled by the peer with no outcome: not consumed, so it goes back.
+        if let Some((q, e)) = self.settled_entry(t) {
+            q.requeue(vec![e], self.conn);
+        }
+    }
+
+    fn on_connection_wake(&mut self, c: &mut Connection<'_>) {
+        let ids: Vec<SenderId> = self.consumers.keys().copied().collect();
+        for id in ids {
+            if let Some(mut s) = c.sender(id) {
+                let credit = s.credit();
+                self.pull(&mut s, credit);
+            }
+        }
+        for (id, q) in &self.producers {
+            if let (Some(q), Some(mut r)) = (q, c.receiver(*id)) {
+                Self::top_up(&mut r, q);
+            }
+        }
+    }
+
+    fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
+        let ids: Vec<SenderId> = self.consumers.keys().copied().collect();
+        for id in ids {
+            self.drop_consumer(id);
+        }
+        for q in self.producers.drain().filter_map(|(_, q)| q) {
+            q.remove_producer(self.conn);
+        }
+        log::info!("connection {} from {} closed", self.conn, self.peer);
+    }
+
+    fn on_error(&mut self, error: &Error) {
+        log::info!("connection {} from {}: {error}", self.conn, self.peer);
+    }
+}
