@@ -284,6 +284,8 @@ impl Connection {
         error: Option<Error>,
     ) -> Result<(), EngineError> {
         self.check_transport()?;
+        // Dispositions queued before the detach go out before it.
+        self.flush_dispositions();
         let l = self.link_mut(link)?;
         if l.local != Half::Open {
             return Err(EngineError::IllegalState("the link is not attached"));

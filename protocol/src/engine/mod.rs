@@ -352,6 +352,8 @@ impl Connection {
         if !self.open_written {
             self.write_open();
         }
+        // Dispositions queued before the close go out before it.
+        self.flush_dispositions();
         self.local = Half::Closed;
         self.write_frame(0, &Performative::Close(Close { error }), &[]);
         if self.remote == Half::Closed {

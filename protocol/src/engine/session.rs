@@ -182,6 +182,8 @@ impl Connection {
     /// Ends a session, with an optional error. Its links are detached with it.
     pub fn end(&mut self, session: SessionId, error: Option<Error>) -> Result<(), EngineError> {
         self.check_transport()?;
+        // Dispositions queued before the end go out before it.
+        self.flush_dispositions();
         let s = self.session_mut(session)?;
         if s.local != Half::Open {
             return Err(EngineError::IllegalState("the session is not open"));

@@ -400,12 +400,11 @@ impl MessagingHandler for BrokerHandler {
         queue.enqueue(message, self.conn);
         // Accepted only now that it is enqueued (a no-op for a pre-settled transfer).
         d.accept();
-        if queue.room().is_some() && matches!(self.producers.get(&rid), Some(Some(_))) {
-            // Credit is topped up in `on_connection_wake`, once every transfer already read is enqueued:
-            // the link's credit does not count those yet, and topping up now would overfill the queue.
-            if let Some(w) = waker(d.core) {
-                w.wake();
-            }
+        // Wake this connection too (coalesced): `on_connection_wake` sends to its own consumers, which
+        // `enqueue` does not wake, and tops up producer credit once every transfer already read is enqueued
+        // (the link's credit does not count those yet; topping up now would overfill a bounded queue).
+        if let Some(w) = waker(d.core) {
+            w.wake();
         }
     }
 

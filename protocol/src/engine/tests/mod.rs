@@ -426,3 +426,30 @@ fn idle_timeout_expires_with_resource_limit_exceeded() {
         Event::TransportError(err) if err.condition == ErrorCondition::ResourceLimitExceeded)));
     assert_eq!(p.client_events.last(), Some(&Event::TransportClosed));
 }
+
+#[test]
+fn dispositions_queued_before_close_end_or_detach_go_out_first() {
+    for ending in ["close", "end", "detach"] {
+        let (mut p, s) = Pair::connected();
+        let (c, sv) = p.attach(s, LinkConfig::sender("l", "q"));
+        p.server.add_credit(sv, 1).unwrap();
+        p.drive();
+        let d = p.client_send(c, 1, Bytes::from_static(b"x"));
+        p.drive();
+        let got = deliveries(&p.server_events);
+        p.server
+            .disposition(got[0].0, Some(DeliveryState::Accepted(Accepted {})), true)
+            .unwrap();
+        match ending {
+            "close" => p.server.close(None).unwrap(),
+            "end" => p.server.end(s.1, None).unwrap(),
+            _ => p.server.detach(sv, true, None).unwrap(),
+        }
+        p.drive();
+        assert!(
+            has(&p.client_events, |e| matches!(e,
+                Event::RemoteDisposition { delivery, settled: true, .. } if *delivery == d)),
+            "the accept went out before the {ending}"
+        );
+    }
+}

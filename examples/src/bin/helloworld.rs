@@ -1,0 +1,155 @@
+//! `helloworld`: sends "Hello World!" to itself through a broker and prints it, as Proton's `helloworld`.
+//!
+//! ```text
+//! helloworld [-a|--address URL]
+//! ```
+//!
+//! The URL defaults to `amqp://127.0.0.1:5672/examples`; its path is the queue. Exit status 1 when the
+//! connection fails, 2 on a bad argument.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use nucleon::protocol::frame::Error as AmqpError;
+use nucleon::{
+    Address, Body, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
+    Receiver, ReceiverOptions, Sender, SenderOptions, Value,
+};
+
+/// Sends "Hello World!" to itself through a broker.
+#[derive(Parser, Debug)]
+#[command(name = "helloworld")]
+struct Args {
+    /// The URL to use; its path is the queue.
+    #[arg(short, long, default_value = "amqp://127.0.0.1:5672/examples", value_parser = parse_url)]
+    address: String,
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    Address::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Where the handler leaves the reason the program failed, for `main`.
+type Failure = Arc<Mutex<Option<String>>>;
+
+struct HelloWorld {
+    url: String,
+    queue: String,
+    sent: bool,
+    received: bool,
+    failure: Failure,
+}
+
+impl HelloWorld {
+    fn fail(&mut self, connection: &mut Connection<'_>, why: String) {
+        self.failure.lock().expect("lock").get_or_insert(why);
+        connection.close();
+    }
+}
+
+impl MessagingHandler for HelloWorld {
+    fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
+        // The receiver first, so the queue exists (and has a consumer) before the message is sent.
+        if let Err(e) = connection.open_receiver(&self.queue, ReceiverOptions::default()) {
+            return self.fail(connection, format!("cannot open a receiver: {e}"));
+        }
+        if let Err(e) = connection.open_sender(&self.queue, SenderOptions::default()) {
+            self.fail(connection, format!("cannot open a sender: {e}"));
+        }
+    }
+
+    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
+        if self.sent {
+            return;
+        }
+        if let Err(e) = sender.send(&Message::with_body("Hello World!")) {
+            let why = format!("cannot send: {e}");
+            return self.fail(&mut sender.connection(), why);
+        }
+        self.sent = true;
+        sender.close();
+    }
+
+    fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
+        if self.received {
+            delivery.release();
+            return;
+        }
+        self.received = true;
+        delivery.accept();
+        match message.body() {
+            Body::Value(Value::String(s)) => println!("{s}"),
+            Body::Value(v) => println!("{v}"),
+            other => println!("{other:?}"),
+        }
+        // Stopping the container closes the connection once the acceptance is written; closing it here
+        // would drop the acceptance.
+        delivery.receiver().connection().container().stop();
+    }
+
+    fn on_transport_error(&mut self, _connection: &mut Connection<'_>, error: &AmqpError) {
+        let why = format!("cannot connect to {}: {error}", self.url);
+        self.failure.lock().expect("lock").get_or_insert(why);
+    }
+
+    fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
+        self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {
+        let why = format!("the sender was closed: {error}");
+        self.fail(&mut sender.connection(), why);
+    }
+
+    fn on_receiver_error(&mut self, receiver: &mut Receiver<'_>, error: &AmqpError) {
+        let why = format!("the receiver was closed: {error}");
+        self.fail(&mut receiver.connection(), why);
+    }
+
+    fn on_transport_close(&mut self, _connection: &mut Connection<'_>) {
+        if !self.received {
+            let why = "the connection closed before the message came back".to_owned();
+            self.failure.lock().expect("lock").get_or_insert(why);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
+    let queue = Address::parse(&args.address)
+        .ok()
+        .and_then(|a| a.address)
+        .unwrap_or_else(|| "examples".to_owned());
+    let failure = Failure::default();
+    let handler = HelloWorld {
+        url: args.address.clone(),
+        queue,
+        sent: false,
+        received: false,
+        failure: failure.clone(),
+    };
+    let container = Container::builder().threads(1).build();
+    if let Err(e) = container
+        .handle()
+        .connect(&args.address, ConnectionOptions::default(), handler)
+    {
+        eprintln!("helloworld: cannot connect to {}: {e}", args.address);
+        return ExitCode::from(1);
+    }
+    if let Err(e) = container.run() {
+        eprintln!("helloworld: {e}");
+        return ExitCode::from(1);
+    }
+    let failure = failure.lock().expect("lock").take();
+    match failure {
+        Some(why) => {
+            eprintln!("helloworld: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}

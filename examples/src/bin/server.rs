@@ -1,0 +1,201 @@
+//! `server`: the server half of request/reply through a broker, as Proton's `server` example. It receives
+//! requests from a queue and sends each reply, the request's body in upper case, to the request's `reply_to`
+//! with its correlation id.
+//!
+//! ```text
+//! server [-a|--address URL] [-q|--quiet]
+//! ```
+//!
+//! The URL defaults to `amqp://127.0.0.1:5672/examples`; its path is the request queue. Prints
+//! `server listening on QUEUE` once it receives, then `request => reply` for each request (unless `--quiet`).
+//! Runs until killed. Exit status 1 when the connection fails or is lost, 2 on a bad argument.
+
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use nucleon::protocol::frame::{Error as AmqpError, MessageId, Target};
+use nucleon::{
+    Address, Body, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
+    Receiver, ReceiverOptions, Sender, SenderId, SenderOptions, Value,
+};
+
+/// Replies to requests with their body in upper case.
+#[derive(Parser, Debug)]
+#[command(name = "server")]
+struct Args {
+    /// The URL to receive requests from; its path is the queue.
+    #[arg(short, long, default_value = "amqp://127.0.0.1:5672/examples", value_parser = parse_url)]
+    address: String,
+    /// Print only the ready line.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    Address::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A message body as text: a string as is, any other value in AMQP notation.
+fn body_text(message: &Message) -> String {
+    match message.body() {
+        Body::Value(Value::String(s)) => s.clone(),
+        Body::Value(v) => v.to_string(),
+        Body::Data(sections) => sections
+            .iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect(),
+        Body::Sequence(sections) => format!("{sections:?}"),
+        Body::Empty => String::new(),
+    }
+}
+
+/// Where the handler leaves the reason the program failed, for `main`.
+type Failure = Arc<Mutex<Option<String>>>;
+
+struct Server {
+    url: String,
+    queue: String,
+    quiet: bool,
+    /// The anonymous sender replies go out on, each addressed by its `to`.
+    replies: Option<SenderId>,
+    /// Replies waiting for credit.
+    pending: VecDeque<Message>,
+    failure: Failure,
+}
+
+impl Server {
+    fn fail(&mut self, connection: &mut Connection<'_>, why: String) {
+        self.failure.lock().expect("lock").get_or_insert(why);
+        connection.close();
+    }
+
+    fn send_pending(&mut self, sender: &mut Sender<'_>) {
+        while sender.credit() > 0 {
+            let Some(reply) = self.pending.pop_front() else {
+                break;
+            };
+            if let Err(e) = sender.send(&reply) {
+                let why = format!("cannot send a reply: {e}");
+                return self.fail(&mut sender.connection(), why);
+            }
+        }
+    }
+}
+
+impl MessagingHandler for Server {
+    fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
+        // Replies go to many addresses: one sender with no target (anonymous relay) serves them all.
+        let anonymous = SenderOptions {
+            target: Some(Target::default()),
+            ..SenderOptions::default()
+        };
+        match connection.open_sender("", anonymous) {
+            Ok(sender) => self.replies = Some(sender.id()),
+            Err(e) => return self.fail(connection, format!("cannot open a sender: {e}")),
+        }
+        if let Err(e) = connection.open_receiver(&self.queue, ReceiverOptions::default()) {
+            self.fail(connection, format!("cannot open a receiver: {e}"));
+        }
+    }
+
+    fn on_receiver_open(&mut self, _receiver: &mut Receiver<'_>) {
+        println!("server listening on {}", self.queue);
+    }
+
+    fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
+        let request = body_text(&message);
+        let Some(reply_to) = message.reply_to() else {
+            eprintln!("server: a request with no reply_to: {request}");
+            delivery.reject(None);
+            return;
+        };
+        let reply = request.to_uppercase();
+        if !self.quiet {
+            println!("{request} => {reply}");
+        }
+        let mut builder = Message::builder().to(reply_to).body(reply);
+        let correlation: Option<MessageId> = message
+            .correlation_id()
+            .or_else(|| message.message_id())
+            .cloned();
+        if let Some(id) = correlation {
+            builder = builder.correlation_id(id);
+        }
+        self.pending.push_back(builder.build());
+        let mut receiver = delivery.receiver();
+        let mut connection = receiver.connection();
+        if let Some(mut sender) = self.replies.and_then(|id| connection.sender(id)) {
+            self.send_pending(&mut sender);
+        }
+    }
+
+    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
+        self.send_pending(sender);
+    }
+
+    fn on_transport_error(&mut self, _connection: &mut Connection<'_>, error: &AmqpError) {
+        let why = format!("connection to {} failed: {error}", self.url);
+        self.failure.lock().expect("lock").get_or_insert(why);
+    }
+
+    fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
+        self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {
+        let why = format!("the reply sender was closed: {error}");
+        self.fail(&mut sender.connection(), why);
+    }
+
+    fn on_receiver_error(&mut self, receiver: &mut Receiver<'_>, error: &AmqpError) {
+        let why = format!("the receiver was closed: {error}");
+        self.fail(&mut receiver.connection(), why);
+    }
+
+    fn on_transport_close(&mut self, _connection: &mut Connection<'_>) {
+        let why = format!("the connection to {} closed", self.url);
+        self.failure.lock().expect("lock").get_or_insert(why);
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
+    let queue = Address::parse(&args.address)
+        .ok()
+        .and_then(|a| a.address)
+        .unwrap_or_else(|| "examples".to_owned());
+    let failure = Failure::default();
+    let handler = Server {
+        url: args.address.clone(),
+        queue,
+        quiet: args.quiet,
+        replies: None,
+        pending: VecDeque::new(),
+        failure: failure.clone(),
+    };
+    let container = Container::builder().threads(1).build();
+    if let Err(e) = container
+        .handle()
+        .connect(&args.address, ConnectionOptions::default(), handler)
+    {
+        eprintln!("server: cannot connect to {}: {e}", args.address);
+        return ExitCode::from(1);
+    }
+    if let Err(e) = container.run() {
+        eprintln!("server: {e}");
+        return ExitCode::from(1);
+    }
+    let failure = failure.lock().expect("lock").take();
+    match failure {
+        Some(why) => {
+            eprintln!("server: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}

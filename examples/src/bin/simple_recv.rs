@@ -1,0 +1,168 @@
+//! `simple_recv`: receives messages from a queue and prints their bodies, as Proton's `simple_recv` example.
+//!
+//! ```text
+//! simple_recv [-a|--address URL] [-m|--messages N] [-q|--quiet]
+//! ```
+//!
+//! The URL defaults to `amqp://127.0.0.1:5672/examples`; its path is the queue. Prints each body (unless
+//! `--quiet`), then `N messages received`, and exits after N messages (`-m 0`: never). Exit status 1 when the
+//! connection fails, 2 on a bad argument.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use nucleon::protocol::frame::Error as AmqpError;
+use nucleon::{
+    Address, Body, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
+    Receiver, ReceiverOptions, Value,
+};
+
+/// Receives N messages and prints them.
+#[derive(Parser, Debug)]
+#[command(name = "simple_recv")]
+struct Args {
+    /// The URL to receive from; its path is the queue.
+    #[arg(short, long, default_value = "amqp://127.0.0.1:5672/examples", value_parser = parse_url)]
+    address: String,
+    /// How many messages to receive (0: no limit).
+    #[arg(short, long, default_value_t = 100)]
+    messages: u64,
+    /// Print only the summary line.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    Address::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A message body as text: a string as is, any other value in AMQP notation.
+fn body_text(message: &Message) -> String {
+    match message.body() {
+        Body::Value(Value::String(s)) => s.clone(),
+        Body::Value(v) => v.to_string(),
+        Body::Data(sections) => sections
+            .iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect(),
+        Body::Sequence(sections) => format!("{sections:?}"),
+        Body::Empty => String::new(),
+    }
+}
+
+/// Where the handler leaves the reason the program failed, for `main`.
+type Failure = Arc<Mutex<Option<String>>>;
+
+struct SimpleRecv {
+    url: String,
+    queue: String,
+    expected: u64,
+    quiet: bool,
+    received: u64,
+    failure: Failure,
+}
+
+impl SimpleRecv {
+    fn fail(&mut self, connection: &mut Connection<'_>, why: String) {
+        self.failure.lock().expect("lock").get_or_insert(why);
+        connection.close();
+    }
+
+    fn done(&self) -> bool {
+        self.expected != 0 && self.received >= self.expected
+    }
+}
+
+impl MessagingHandler for SimpleRecv {
+    fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
+        if let Err(e) = connection.open_receiver(&self.queue, ReceiverOptions::default()) {
+            self.fail(connection, format!("cannot open a receiver: {e}"));
+        }
+    }
+
+    fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
+        if self.done() {
+            // Credit granted before the last message may bring more: leave them on the queue.
+            delivery.release();
+            return;
+        }
+        self.received += 1;
+        if !self.quiet {
+            println!("{}", body_text(&message));
+        }
+        if self.done() {
+            delivery.accept();
+            println!("{} messages received", self.received);
+            // Stopping the container closes the connection from a later turn of its mailbox, once this
+            // acceptance is written: closing it here would drop the acceptance.
+            delivery.receiver().connection().container().stop();
+        }
+    }
+
+    fn on_transport_error(&mut self, _connection: &mut Connection<'_>, error: &AmqpError) {
+        let why = format!("cannot connect to {}: {error}", self.url);
+        self.failure.lock().expect("lock").get_or_insert(why);
+    }
+
+    fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
+        self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    fn on_receiver_error(&mut self, receiver: &mut Receiver<'_>, error: &AmqpError) {
+        self.fail(
+            &mut receiver.connection(),
+            format!("the receiver was closed: {error}"),
+        );
+    }
+
+    fn on_transport_close(&mut self, _connection: &mut Connection<'_>) {
+        if !self.done() {
+            let why = format!(
+                "the connection closed after {} messages were received",
+                self.received
+            );
+            self.failure.lock().expect("lock").get_or_insert(why);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
+    let queue = Address::parse(&args.address)
+        .ok()
+        .and_then(|a| a.address)
+        .unwrap_or_else(|| "examples".to_owned());
+    let failure = Failure::default();
+    let handler = SimpleRecv {
+        url: args.address.clone(),
+        queue,
+        expected: args.messages,
+        quiet: args.quiet,
+        received: 0,
+        failure: failure.clone(),
+    };
+    let container = Container::builder().threads(1).build();
+    if let Err(e) = container
+        .handle()
+        .connect(&args.address, ConnectionOptions::default(), handler)
+    {
+        eprintln!("simple_recv: cannot connect to {}: {e}", args.address);
+        return ExitCode::from(1);
+    }
+    if let Err(e) = container.run() {
+        eprintln!("simple_recv: {e}");
+        return ExitCode::from(1);
+    }
+    let failure = failure.lock().expect("lock").take();
+    match failure {
+        Some(why) => {
+            eprintln!("simple_recv: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
