@@ -380,7 +380,8 @@ impl<'a> Connection<'a> {
             .and_then(|o| o.properties.as_ref())
     }
 
-    /// True when this connection was re-established by reconnect.
+    /// True when this transport is not the connection's first attempt: a reconnect after a lost transport,
+    /// or a failover after failed first attempts.
     pub fn reconnected(&self) -> bool {
         self.core.reconnected
     }

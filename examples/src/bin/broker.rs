@@ -82,16 +82,19 @@ fn main() -> ExitCode {
         }
     };
     let stopper = handle.clone();
-    // Signal handlers live inside the container's actix System, on its own thread.
-    let scheduled = handle.schedule(Duration::ZERO, move || watch_signals(stopper));
+    let addr = listener.local_addr();
+    // Signal handlers live inside the container's actix System, on its own thread; the ready line is
+    // printed only once they are in place, so a signal sent right after it is handled.
+    let scheduled = handle.schedule(Duration::ZERO, move || {
+        watch_signals(stopper);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "broker listening on {addr}");
+        let _ = out.flush();
+    });
     if let Err(e) = scheduled {
         eprintln!("broker: {e}");
         return ExitCode::from(1);
     }
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "broker listening on {}", listener.local_addr());
-    let _ = out.flush();
-    drop(out);
     match container.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

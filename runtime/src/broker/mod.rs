@@ -197,6 +197,14 @@ fn waker(core: &Core) -> Option<CoreWaker> {
     core.waker.clone()
 }
 
+/// Messages went back to a queue from this connection's own callback: the queue woke the other
+/// connections' consumers, and this wakes this connection's, which may want them too.
+fn wake_self(core: &Core) {
+    if let Some(w) = waker(core) {
+        w.wake();
+    }
+}
+
 impl BrokerHandler {
     fn key(&self, link: SenderId) -> ConsumerKey {
         ConsumerKey {
@@ -351,10 +359,12 @@ impl MessagingHandler for BrokerHandler {
 
     fn on_sender_close(&mut self, s: &mut Sender<'_>) {
         self.drop_consumer(s.id());
+        wake_self(s.core);
     }
 
     fn on_sender_detach(&mut self, s: &mut Sender<'_>) {
         self.drop_consumer(s.id());
+        wake_self(s.core);
     }
 
     fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
