@@ -1,6 +1,7 @@
 //! The in-process broker (`nucleon::broker`) over loopback, with clients on the async facade: round trip,
 //! competing consumers, redelivery after a lost consumer, release to the head, reject, dynamic sources,
-//! anonymous relay, SASL PLAIN and queue-depth backpressure.
+//! anonymous relay (and its offered capability), SASL PLAIN, queue-depth backpressure, drain, COPY
+//! browsing and pre-settled consumers.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,11 +9,14 @@ use std::time::Duration;
 
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::PlainAuthenticator;
-use nucleon::protocol::frame::Target;
+use nucleon::protocol::frame::definitions::DISTRIBUTION_MODE_COPY;
+use nucleon::protocol::frame::{Source, Target};
 use nucleon::{
-    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, ListenOptions, Message,
-    MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverOptions, SenderOptions, Value,
+    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
+    ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverOptions,
+    SenderOptions, Value,
 };
+use tokio::sync::mpsc;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -153,37 +157,51 @@ async fn a_lost_consumer_connection_gives_its_unsettled_messages_to_another() {
 
 #[actix_rt::test]
 async fn release_puts_a_message_back_at_the_head_and_reject_drops_it() {
+    // Where exactly a returned message lands relative to messages already on their way depends on when the
+    // consumer's credit reaches the broker, so this checks what is certain over the wire: a released or
+    // modified message comes back (delivery-failed counted), a rejected one never does, nothing is lost.
+    // The queue's own test checks that returned messages go back to the head in their original order.
     let container = container();
     let (broker, base) = broker(&container, BrokerOptions::default());
     let url = format!("{base}/retry");
     send_all(&container, &url, 0..4).await;
     let mut r = receiver(&container, &url, 1).await;
-    let first = recv(&mut r).await;
-    assert_eq!(number(&first.message), 0);
-    first.release().expect("releases");
-    let second = recv(&mut r).await;
-    assert_eq!(number(&second.message), 1);
-    second.accept().expect("accepts");
-    // Back at the head: before 2 and 3.
-    let again = recv(&mut r).await;
-    assert_eq!(number(&again.message), 0);
-    // Taking it gave credit back: 2 is on its way before the modified 0 returns to the head.
-    again.modify(true, false).expect("modifies");
-    let third = recv(&mut r).await;
-    assert_eq!(number(&third.message), 2);
-    third.accept().expect("accepts");
-    let failed = recv(&mut r).await;
-    assert_eq!(number(&failed.message), 0);
+    let mut zero_seen = 0;
+    let mut accepted = Vec::new();
+    while accepted.len() < 3 || zero_seen < 3 {
+        let m = recv(&mut r).await;
+        match number(&m.message) {
+            0 => {
+                zero_seen += 1;
+                match zero_seen {
+                    1 => m.release().expect("releases"),
+                    2 => m.modify(true, false).expect("modifies"),
+                    _ => {
+                        assert_eq!(m.message.delivery_count(), 1, "delivery-failed counted");
+                        m.reject(None).expect("rejects");
+                    }
+                }
+            }
+            n => {
+                accepted.push(n);
+                m.accept().expect("accepts");
+            }
+        }
+    }
+    accepted.sort();
+    assert_eq!(accepted, [1, 2, 3], "each other message exactly once");
     assert_eq!(
-        failed.message.delivery_count(),
-        1,
-        "delivery-failed counted"
+        zero_seen, 3,
+        "released and modified came back; rejected did not"
     );
-    failed.reject(None).expect("rejects");
-    let next = recv(&mut r).await;
-    assert_eq!(number(&next.message), 3, "the rejected message is gone");
-    next.accept().expect("accepts");
-    assert_eq!(broker.rejected(), 1);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while broker.rejected() != 1 || broker.queue_depth("retry") != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reject counted, the queue empty"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     container.stop();
 }
 
@@ -363,5 +381,231 @@ async fn a_full_queue_holds_its_producers_back_until_it_drains() {
             .expect("in time")
             .expect("the send task ends");
     }
+    container.stop();
+}
+
+/// Reports the capabilities the broker offered in its `open`.
+struct CapabilitiesClient(Option<tokio::sync::oneshot::Sender<Vec<String>>>);
+
+impl MessagingHandler for CapabilitiesClient {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let offered = c
+            .remote_offered_capabilities()
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(offered);
+        }
+        c.close();
+    }
+}
+
+#[actix_rt::test]
+async fn the_broker_offers_anonymous_relay() {
+    let container = container();
+    let (_broker, base) = broker(&container, BrokerOptions::default());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    container
+        .connect(
+            &base,
+            ConnectionOptions::default(),
+            CapabilitiesClient(Some(tx)),
+        )
+        .expect("connects");
+    let offered = tokio::time::timeout(TIMEOUT, rx)
+        .await
+        .expect("in time")
+        .expect("the capabilities");
+    assert!(
+        offered.iter().any(|c| c == "ANONYMOUS-RELAY"),
+        "offered: {offered:?}"
+    );
+    container.stop();
+}
+
+/// What a [`ReceivingClient`] saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// A message's number, and whether it arrived settled.
+    Message(i64, bool),
+    /// The drain finished, leaving this much credit.
+    DrainFinished(u32),
+}
+
+/// Opens one receiver with the given options; with `drain`, grants that much credit and drains at once.
+struct ReceivingClient {
+    address: String,
+    options: ReceiverOptions,
+    drain: Option<u32>,
+    tx: mpsc::UnboundedSender<Seen>,
+}
+
+impl MessagingHandler for ReceivingClient {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        c.open_receiver(&self.address, self.options.clone())
+            .expect("receiver opens");
+    }
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        if let Some(n) = self.drain {
+            r.add_credit(n).expect("grants credit");
+            r.drain().expect("drains");
+        }
+    }
+    fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
+        let _ = self.tx.send(Seen::Message(number(&message), d.settled()));
+    }
+    fn on_receiver_drain_finish(&mut self, r: &mut Receiver<'_>) {
+        let _ = self.tx.send(Seen::DrainFinished(r.credit()));
+    }
+}
+
+async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .expect("an event in time")
+        .expect("the client runs")
+}
+
+#[actix_rt::test]
+async fn drain_sends_what_the_queue_has_and_gives_back_the_rest_of_the_credit() {
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    send_all(&container, &format!("{base}/drained"), 0..3).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let client = ReceivingClient {
+        address: "drained".into(),
+        options: ReceiverOptions {
+            credit_window: Some(0),
+            ..ReceiverOptions::default()
+        },
+        drain: Some(10),
+        tx,
+    };
+    let handle = container
+        .connect(&base, ConnectionOptions::default(), client)
+        .expect("connects");
+    for i in 0..3 {
+        assert_eq!(next_seen(&mut rx).await, Seen::Message(i, false));
+    }
+    assert_eq!(
+        next_seen(&mut rx).await,
+        Seen::DrainFinished(0),
+        "the drain finished with no credit left"
+    );
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while broker.queue_depth("drained") != Some(0) {
+        assert!(tokio::time::Instant::now() < deadline, "the queue emptied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.close().expect("closes");
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn copy_distribution_browses_without_consuming() {
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/browsed");
+    send_all(&container, &url, 0..5).await;
+    let mut browser = container
+        .open_receiver(
+            &url,
+            ReceiverOptions {
+                source: Some(Source {
+                    address: Some("browsed".into()),
+                    distribution_mode: Some(DISTRIBUTION_MODE_COPY),
+                    ..Source::default()
+                }),
+                credit_window: Some(10),
+                ..ReceiverOptions::default()
+            },
+        )
+        .await
+        .expect("browser opens");
+    for i in 0..5 {
+        let m = recv(&mut browser).await;
+        assert_eq!(number(&m.message), i, "browsed in order");
+        m.accept().expect("accepts");
+    }
+    browser.close().expect("closes");
+    assert_eq!(broker.queue_depth("browsed"), Some(5), "nothing consumed");
+    let mut r = receiver(&container, &url, 10).await;
+    for i in 0..5 {
+        let m = recv(&mut r).await;
+        assert_eq!(number(&m.message), i, "every message is still there");
+        m.accept().expect("accepts");
+    }
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn a_pre_settled_consumer_gets_messages_settled_and_they_leave_the_queue() {
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    send_all(&container, &format!("{base}/fire"), 0..5).await;
+    assert_eq!(broker.queue_depth("fire"), Some(5));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let client = ReceivingClient {
+        address: "fire".into(),
+        options: ReceiverOptions {
+            delivery_mode: DeliveryMode::AtMostOnce,
+            credit_window: Some(10),
+            ..ReceiverOptions::default()
+        },
+        drain: None,
+        tx,
+    };
+    let handle = container
+        .connect(&base, ConnectionOptions::default(), client)
+        .expect("connects");
+    for i in 0..5 {
+        assert_eq!(
+            next_seen(&mut rx).await,
+            Seen::Message(i, true),
+            "arrived settled"
+        );
+    }
+    // Nothing unsettled to give back: closing the consumer leaves the queue empty.
+    handle.close().expect("closes");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(broker.queue_depth("fire"), Some(0), "at most once: gone");
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn modified_undeliverable_here_is_not_sent_to_the_same_consumer_again() {
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/elsewhere");
+    send_all(&container, &url, 0..3).await;
+    let mut a = receiver(&container, &url, 1).await;
+    let first = recv(&mut a).await;
+    assert_eq!(number(&first.message), 0);
+    first.modify(false, true).expect("modifies");
+    for i in 1..3 {
+        let m = recv(&mut a).await;
+        assert_eq!(number(&m.message), i, "the refused message is skipped");
+        m.accept().expect("accepts");
+    }
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while broker.queue_depth("elsewhere") != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "0 waits in the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut b = receiver(&container, &url, 1).await;
+    let again = recv(&mut b).await;
+    assert_eq!(number(&again.message), 0, "another consumer gets it");
+    assert_eq!(again.message.delivery_count(), 0, "not a delivery failure");
+    again.accept().expect("accepts");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.recv())
+            .await
+            .is_err(),
+        "nothing more for the consumer that refused it"
+    );
     container.stop();
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::engine::{
     Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslServerConfig,
 };
@@ -345,6 +346,7 @@ impl ContainerHandle {
         };
         let mut config = ConnectionConfig::server(self.inner.id.clone());
         config.idle_timeout = options.idle_timeout;
+        config.offered_capabilities = options.offered_capabilities.clone();
         if let Some(m) = options.max_frame_size {
             config.max_frame_size = m;
         }
@@ -418,6 +420,8 @@ pub struct ListenOptions {
     pub idle_timeout: Option<Duration>,
     /// The largest frame we accept.
     pub max_frame_size: Option<u32>,
+    /// Capabilities offered to each client in the server's `open` (for example `ANONYMOUS-RELAY`).
+    pub offered_capabilities: Vec<Symbol>,
 }
 
 impl std::fmt::Debug for ListenOptions {
@@ -425,6 +429,8 @@ impl std::fmt::Debug for ListenOptions {
         f.debug_struct("ListenOptions")
             .field("allow_skip_sasl", &self.allow_skip_sasl)
             .field("idle_timeout", &self.idle_timeout)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("offered_capabilities", &self.offered_capabilities)
             .finish_non_exhaustive()
     }
 }

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use nucleon_protocol::codec::Map;
+use nucleon_protocol::codec::{Map, Symbol};
 use nucleon_protocol::engine::{self, DeliveryId, LinkConfig, LinkId, SessionId};
 use nucleon_protocol::frame::{
     Accepted, DeliveryState, Error as AmqpError, Modified, Rejected, Released, Role,
@@ -378,6 +378,17 @@ impl<'a> Connection<'a> {
             .engine
             .remote_open()
             .and_then(|o| o.properties.as_ref())
+    }
+
+    /// The capabilities the peer offered in its `open` (for example `ANONYMOUS-RELAY` from a broker that
+    /// routes messages sent on a link with no target address by their `to`). Empty before the peer's
+    /// `open` arrives, or when it offered none.
+    pub fn remote_offered_capabilities(&self) -> &[Symbol] {
+        self.core
+            .engine
+            .remote_open()
+            .and_then(|o| o.offered_capabilities.as_deref())
+            .unwrap_or(&[])
     }
 
     /// True when this transport is not the connection's first attempt: a reconnect after a lost transport,

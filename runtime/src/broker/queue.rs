@@ -18,6 +18,8 @@ pub(crate) struct Entry {
     /// Arrival order in this queue; released messages go back to their place by it.
     pub(crate) seq: u64,
     pub(crate) message: Message,
+    /// Consumers that gave it back as undeliverable-here: it is not sent to them again.
+    pub(crate) refused: Vec<ConsumerKey>,
 }
 
 /// A consumer: a sending link of one connection.
@@ -91,17 +93,24 @@ impl Queue {
             let mut s = self.lock();
             let seq = s.next_seq;
             s.next_seq += 1;
-            s.messages.push_back(Entry { seq, message });
+            s.messages.push_back(Entry {
+                seq,
+                message,
+                refused: Vec::new(),
+            });
             self.dispatch(&mut s, from_conn)
         };
         wake_all(wake);
     }
 
     /// Puts messages back at their place near the head of the queue (in their original order).
-    pub(crate) fn requeue(&self, entries: Vec<Entry>, from_conn: u64) {
+    pub(crate) fn requeue(&self, mut entries: Vec<Entry>, from_conn: u64) {
         if entries.is_empty() {
             return;
         }
+        // Newest first: each one then lands in front of the ones just put back, which for the usual case
+        // (all of them older than everything queued) is an O(1) insert at the head instead of O(k) shifts.
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
         let wake = {
             let mut s = self.lock();
             for e in entries {
@@ -202,14 +211,8 @@ impl Queue {
         }
         let n = consumers.len();
         let mut moved = false;
-        while !messages.is_empty() {
-            let next = (0..n)
-                .map(|k| (*cursor + k) % n)
-                .find(|&i| consumers[i].browse.is_none() && consumers[i].credit > 0);
-            let Some(i) = next else {
-                break;
-            };
-            let Some(e) = messages.pop_front() else {
+        while let Some((pos, i)) = next_assignment(messages, consumers, *cursor) {
+            let Some(e) = messages.remove(pos) else {
                 break;
             };
             let c = &mut consumers[i];
@@ -235,6 +238,31 @@ impl Queue {
         }
         wake
     }
+}
+
+/// The next message to hand out and the consumer to get it: the first message, in queue order, that a
+/// consumer with credit (round robin from `cursor`) has not refused. Only messages refused as
+/// undeliverable-here are ever skipped, so this looks past the head only while such messages wait there.
+fn next_assignment(
+    messages: &VecDeque<Entry>,
+    consumers: &[Consumer],
+    cursor: usize,
+) -> Option<(usize, usize)> {
+    let n = consumers.len();
+    for (pos, e) in messages.iter().enumerate() {
+        let pick = (0..n).map(|k| (cursor + k) % n).find(|&i| {
+            let c = &consumers[i];
+            c.browse.is_none() && c.credit > 0 && !e.refused.contains(&c.key)
+        });
+        if let Some(i) = pick {
+            return Some((pos, i));
+        }
+        if e.refused.is_empty() {
+            // No consumer has credit at all.
+            return None;
+        }
+    }
+    None
 }
 
 /// Inserts `e` where its sequence number belongs (the queue is kept in arrival order).
@@ -297,6 +325,29 @@ mod tests {
         q.requeue(got, 1);
         let all: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
         assert_eq!(all, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_message_refused_as_undeliverable_here_goes_to_another_consumer() {
+        let q = Queue::new("q".into(), false, None);
+        for i in 0..3 {
+            q.enqueue(Message::with_body(i as i64), 9);
+        }
+        q.add_consumer(key(1, 1), None, false);
+        let mut first = q.take(key(1, 1), 1);
+        assert_eq!(first.iter().map(body).collect::<Vec<_>>(), vec![0]);
+        first[0].refused.push(key(1, 1));
+        q.requeue(first, 1);
+        let rest: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
+        assert_eq!(
+            rest,
+            vec![1, 2],
+            "not sent back to the consumer that refused it"
+        );
+        assert_eq!(q.depth(), 1);
+        q.add_consumer(key(2, 1), None, false);
+        let other: Vec<_> = q.take(key(2, 1), 10).iter().map(body).collect();
+        assert_eq!(other, vec![0]);
     }
 
     #[test]
