@@ -1,7 +1,7 @@
 //! The in-process broker (`nucleon::broker`) over loopback, with clients on the async facade: round trip,
 //! competing consumers, redelivery after a lost consumer, release to the head, reject, dynamic sources,
 //! anonymous relay (and its offered capability), SASL PLAIN, queue-depth backpressure, drain, COPY
-//! browsing and pre-settled consumers.
+//! browsing, pre-settled consumers, and a consumer killed while it holds unsettled deliveries.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -607,5 +607,67 @@ async fn modified_undeliverable_here_is_not_sent_to_the_same_consumer_again() {
             .is_err(),
         "nothing more for the consumer that refused it"
     );
+    container.stop();
+}
+
+/// A consumer whose process dies (its socket just goes away, no `close`) while it holds unsettled
+/// deliveries: the broker puts them back and another consumer gets every message, in order.
+#[actix_rt::test]
+async fn a_killed_consumer_connection_loses_nothing() {
+    use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig};
+    use nucleon_integration_tests::driver::Driver;
+
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/fragile");
+    send_all(&container, &url, 0..20).await;
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut d =
+            Driver::connect(addr, ConnectionConfig::client("doomed"), TIMEOUT).expect("connects");
+        d.conn().open().expect("opens");
+        let s = d.conn().begin().expect("begins");
+        let l = d
+            .conn()
+            .attach(s, LinkConfig::receiver("doomed", "fragile"))
+            .expect("attaches");
+        d.conn().add_credit(l, 5).expect("grants credit");
+        let mut held = 0;
+        d.run_until("five unsettled deliveries", |_, e| {
+            if matches!(e, Event::Delivery { settled: false, .. }) {
+                held += 1;
+            }
+            (held == 5).then_some(())
+        })
+        .expect("five deliveries");
+        // The process "dies": the socket goes away with no close frame and nothing settled.
+        drop(d);
+        let _ = done_tx.send(held);
+    });
+    let held = tokio::time::timeout(TIMEOUT, done_rx)
+        .await
+        .expect("in time")
+        .expect("the doomed consumer ran");
+    assert_eq!(held, 5);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while broker.queue_depth("fragile") != Some(20) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held messages came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut r = receiver(&container, &url, 10).await;
+    for i in 0..20 {
+        let m = recv(&mut r).await;
+        assert_eq!(number(&m.message), i, "nothing lost, original order");
+        m.accept().expect("accepts");
+    }
     container.stop();
 }
