@@ -11,14 +11,14 @@
 //! last reply and exits. Exit status 1 when the connection fails, 2 on a bad argument.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use nucleon::protocol::frame::{Error as AmqpError, MessageId};
 use nucleon::{
-    Address, Body, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions, Sender, SenderId, SenderOptions, Value,
+    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
+    Receiver, ReceiverOptions, Sender, SenderId, SenderOptions,
 };
+use nucleon_examples::{body_text, parse_url, Failure};
 
 const DEFAULT_REQUESTS: [&str; 4] = [
     "Twas brillig, and the slithy toves",
@@ -40,29 +40,6 @@ struct Args {
     /// The requests to send (default: four lines of Jabberwocky).
     requests: Vec<String>,
 }
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
-}
-
-/// A message body as text: a string as is, any other value in AMQP notation.
-fn body_text(message: &Message) -> String {
-    match message.body() {
-        Body::Value(Value::String(s)) => s.clone(),
-        Body::Value(v) => v.to_string(),
-        Body::Data(sections) => sections
-            .iter()
-            .map(|d| String::from_utf8_lossy(d).into_owned())
-            .collect(),
-        Body::Sequence(sections) => format!("{sections:?}"),
-        Body::Empty => String::new(),
-    }
-}
-
-/// Where the handler leaves the reason the program failed, for `main`.
-type Failure = Arc<Mutex<Option<String>>>;
 
 struct Client {
     url: String,

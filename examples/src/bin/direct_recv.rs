@@ -16,9 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
-use nucleon::{
-    Address, Body, Connection, Container, Delivery, ListenHandler, Message, MessagingHandler, Value,
-};
+use nucleon::{Address, Connection, Container, Delivery, ListenHandler, Message, MessagingHandler};
+use nucleon_examples::{body_text, parse_url};
 
 /// Receives N messages from a sender that connects.
 #[derive(Parser, Debug)]
@@ -33,26 +32,6 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
-}
-
-/// A message body as text: a string as is, any other value in AMQP notation.
-fn body_text(message: &Message) -> String {
-    match message.body() {
-        Body::Value(Value::String(s)) => s.clone(),
-        Body::Value(v) => v.to_string(),
-        Body::Data(sections) => sections
-            .iter()
-            .map(|d| String::from_utf8_lossy(d).into_owned())
-            .collect(),
-        Body::Sequence(sections) => format!("{sections:?}"),
-        Body::Empty => String::new(),
-    }
 }
 
 /// What all accepted connections share.

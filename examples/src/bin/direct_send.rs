@@ -22,6 +22,7 @@ use nucleon::{
     Address, Connection, Container, ListenHandler, Message, MessagingHandler, Sender, Tracker,
     Value,
 };
+use nucleon_examples::parse_url;
 
 /// Serves N messages to a receiver that connects.
 #[derive(Parser, Debug)]
@@ -36,12 +37,6 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
 }
 
 /// What all accepted connections share.

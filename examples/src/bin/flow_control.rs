@@ -24,6 +24,7 @@ use nucleon::{
     Address, Connection, ConnectionOptions, Container, Delivery, ListenHandler, Listener, Message,
     MessagingHandler, Receiver, ReceiverOptions, Sender,
 };
+use nucleon_examples::parse_url;
 
 /// Shows credit and drain on a direct link.
 #[derive(Parser, Debug)]
@@ -41,12 +42,6 @@ struct Args {
     /// Print only the rounds and the summary, not each message.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
 }
 
 // ----- the sending side (accepted connections) -----

@@ -8,7 +8,6 @@
 //! connection fails, 2 on a bad argument.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
@@ -16,6 +15,7 @@ use nucleon::{
     Address, Body, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
     Receiver, ReceiverOptions, Sender, SenderOptions, Value,
 };
+use nucleon_examples::{parse_url, Failure};
 
 /// Sends "Hello World!" to itself through a broker.
 #[derive(Parser, Debug)]
@@ -25,15 +25,6 @@ struct Args {
     #[arg(short, long, default_value = "amqp://127.0.0.1:5672/examples", value_parser = parse_url)]
     address: String,
 }
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
-}
-
-/// Where the handler leaves the reason the program failed, for `main`.
-type Failure = Arc<Mutex<Option<String>>>;
 
 struct HelloWorld {
     url: String,

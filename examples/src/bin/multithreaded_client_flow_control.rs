@@ -23,6 +23,7 @@ use nucleon::{
     Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
     Receiver, ReceiverId, ReceiverOptions, Sender, SenderId, SenderOptions, WorkQueue,
 };
+use nucleon_examples::{body_text, parse_url};
 
 /// Sends and receives N messages from user threads, granting credit one message at a time.
 #[derive(Parser, Debug)]
@@ -40,12 +41,6 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
 }
 
 /// What the handler and the user threads share, under one lock.
@@ -253,13 +248,6 @@ fn receive(shared: &Shared, work: &WorkQueue<Client>, total: u64) -> Option<Mess
             return None;
         }
         state = shared.wait(state);
-    }
-}
-
-fn body_text(message: &Message) -> String {
-    match message.body_value() {
-        Some(v) => v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-        None => format!("{message}"),
     }
 }
 

@@ -21,6 +21,7 @@ use nucleon::{
     Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
     Receiver, ReceiverOptions,
 };
+use nucleon_examples::{body_text, parse_url};
 
 /// Browses a queue without consuming its messages.
 #[derive(Parser, Debug)]
@@ -35,12 +36,6 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
 }
 
 /// What `main` reports: how many were browsed, or why it failed.
@@ -69,13 +64,6 @@ impl QueueBrowser {
     fn failed(&mut self, why: String) {
         let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         o.failure.get_or_insert(why);
-    }
-}
-
-fn body_text(message: &Message) -> String {
-    match message.body_value() {
-        Some(v) => v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-        None => format!("{message}"),
     }
 }
 

@@ -25,6 +25,7 @@ use nucleon::{
     Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
     ReceiverOptions, ReconnectOptions, Sender, SenderId, SenderOptions, WorkQueue,
 };
+use nucleon_examples::parse_url;
 
 /// Sends and receives N messages through a broker, reconnecting when the connection is lost.
 #[derive(Parser, Debug)]
@@ -48,12 +49,6 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {

@@ -23,6 +23,7 @@ use nucleon::{
     Address, Connection, ConnectionOptions, Container, Message, MessagingHandler, Sender, SenderId,
     SenderOptions, Tracker, WorkQueue,
 };
+use nucleon_examples::parse_url;
 
 /// Sends messages at intervals until the time runs out.
 #[derive(Parser, Debug)]
@@ -43,12 +44,6 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {

@@ -9,14 +9,14 @@
 //! connection fails, 2 on a bad argument.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Address, Body, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions, Value,
+    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
+    Receiver, ReceiverOptions,
 };
+use nucleon_examples::{body_text, parse_url, Failure};
 
 /// Receives N messages and prints them.
 #[derive(Parser, Debug)]
@@ -32,29 +32,6 @@ struct Args {
     #[arg(short, long)]
     quiet: bool,
 }
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
-}
-
-/// A message body as text: a string as is, any other value in AMQP notation.
-fn body_text(message: &Message) -> String {
-    match message.body() {
-        Body::Value(Value::String(s)) => s.clone(),
-        Body::Value(v) => v.to_string(),
-        Body::Data(sections) => sections
-            .iter()
-            .map(|d| String::from_utf8_lossy(d).into_owned())
-            .collect(),
-        Body::Sequence(sections) => format!("{sections:?}"),
-        Body::Empty => String::new(),
-    }
-}
-
-/// Where the handler leaves the reason the program failed, for `main`.
-type Failure = Arc<Mutex<Option<String>>>;
 
 struct SimpleRecv {
     url: String,

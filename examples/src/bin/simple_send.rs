@@ -10,7 +10,6 @@
 //! bad argument.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use nucleon::protocol::codec::Map;
@@ -19,6 +18,7 @@ use nucleon::{
     Address, Connection, ConnectionOptions, Container, Message, MessagingHandler, Sender,
     SenderOptions, Tracker, Value,
 };
+use nucleon_examples::{parse_url, Failure};
 
 /// Sends N messages and waits for them all to be accepted.
 #[derive(Parser, Debug)]
@@ -34,15 +34,6 @@ struct Args {
     #[arg(short, long)]
     quiet: bool,
 }
-
-fn parse_url(s: &str) -> Result<String, String> {
-    Address::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
-}
-
-/// Where the handler leaves the reason the program failed, for `main`.
-type Failure = Arc<Mutex<Option<String>>>;
 
 struct SimpleSend {
     url: String,
