@@ -4,5 +4,7 @@
 //!
 //! * [`driver`]: a blocking, runtime-free driver that runs a `nucleon_protocol` engine over a real TCP socket,
 //!   used by `tests/engine_interop.rs` to talk to Qpid Proton.
+//! * [`python`]: Debian's Python with Qpid Proton, and the check that it is there.
 
 pub mod driver;
+pub mod python;

@@ -12,18 +12,16 @@
 //! Nothing is skipped: without Proton's Python binding the tests fail and say to run
 //! `scripts/install-test-deps.sh`. A failing script fails the test with everything it printed.
 
+use nucleon_integration_tests::python::{require_proton, PYTHON};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::{Container, ContainerHandle, ListenOptions};
-
-/// Debian's Python, the only one that can import `proton` (a pyenv `python3` may come first on `PATH`).
-const PYTHON: &str = "/usr/bin/python3";
 
 /// The Python scripts give up after this many seconds (their `--timeout`)...
 const SCRIPT_TIMEOUT_S: u64 = 30;
@@ -119,27 +117,6 @@ impl Drop for InProcessBroker {
 // The Python clients
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Fails the test unless `/usr/bin/python3` can import `proton`.
-fn require_python_proton() {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    let check = CHECK.get_or_init(|| {
-        let out = Command::new(PYTHON)
-            .args(["-c", "import proton; print(proton.VERSION)"])
-            .output()
-            .map_err(|e| format!("cannot run {PYTHON}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(e) = check {
-        panic!(
-            "{PYTHON} cannot import proton (python3-qpid-proton); run scripts/install-test-deps.sh.\n{e}"
-        );
-    }
-}
-
 /// A running Python client; its stdout and stderr are collected line by line. Killed (by PID) on drop.
 struct Script {
     child: Child,
@@ -182,7 +159,7 @@ impl ScriptOutput {
 impl Script {
     /// Runs `integration-tests/proton/SCRIPT URL ADDRESS COUNT ARGS... --timeout N`.
     fn start(script: &str, url: &str, address: &str, count: usize, args: &[&str]) -> Script {
-        require_python_proton();
+        require_proton();
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("proton")
             .join(script);

@@ -23,6 +23,7 @@
 //! Nothing is skipped: without Proton's packages the tests fail and say to run
 //! `scripts/install-test-deps.sh`.
 
+use nucleon_integration_tests::python::{require_proton, PYTHON};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -45,9 +46,6 @@ use nucleon_protocol::frame::{
     SenderSettleMode,
 };
 use nucleon_protocol::{Message, Value};
-
-/// Debian's Python, the only one that can import `proton` (a pyenv `python3` may come first on `PATH`).
-const PYTHON: &str = "/usr/bin/python3";
 
 /// How long one connection may take in total before its test fails (a safety net: tests take far less).
 const BUDGET: Duration = Duration::from_secs(30);
@@ -241,27 +239,6 @@ fn proton_examples() -> &'static Path {
     match dir {
         Ok(d) => d,
         Err(e) => panic!("Proton's C examples are not available: {e}"),
-    }
-}
-
-/// Fails the test unless `/usr/bin/python3` can import `proton`.
-fn require_python_proton() {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    let check = CHECK.get_or_init(|| {
-        let out = Command::new(PYTHON)
-            .args(["-c", "import proton; print(proton.VERSION)"])
-            .output()
-            .map_err(|e| format!("cannot run {PYTHON}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(e) = check {
-        panic!(
-            "{PYTHON} cannot import proton (python3-qpid-proton); run scripts/install-test-deps.sh.\n{e}"
-        );
     }
 }
 
@@ -496,7 +473,7 @@ impl Client {
 
     /// Runs `integration-tests/proton/SCRIPT URL ARGS...` against our listener.
     fn python(listener: &TcpListener, script: &str, args: &[&str]) -> Client {
-        require_python_proton();
+        require_proton();
         let port = listener.local_addr().expect("listener address").port();
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("proton")
