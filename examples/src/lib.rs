@@ -1,9 +1,10 @@
-//! Helpers shared by the example binaries: URL checking for clap, message bodies as text, and the slot
-//! where a handler leaves the reason its program failed.
+//! Helpers shared by the example binaries: URL checking for clap, the queue a URL names, message bodies as
+//! text, the slot where a handler leaves the reason its program failed, and running one client connection.
 
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use nucleon::{Address, Body, Message, Value};
+use nucleon::{Address, Body, ConnectionOptions, Container, Message, MessagingHandler, Value};
 
 /// Checks an AMQP URL for clap (`value_parser`): the URL as given, or why it does not parse.
 pub fn parse_url(s: &str) -> Result<String, String> {
@@ -28,3 +29,42 @@ pub fn body_text(message: &Message) -> String {
 
 /// Where a handler leaves the reason the program failed, for `main`.
 pub type Failure = Arc<Mutex<Option<String>>>;
+
+/// The node a URL names (its path), or `examples`.
+pub fn queue_of(url: &str) -> String {
+    Address::parse(url)
+        .ok()
+        .and_then(|a| a.address)
+        .unwrap_or_else(|| "examples".to_owned())
+}
+
+/// Runs one client connection to `url` with `handler` on a one-thread container until the container stops,
+/// then reports: exit 0, or 1 with one line `program: why` (a connect error, or what the handler left in
+/// `failure`).
+pub fn run_client<H: MessagingHandler>(
+    program: &str,
+    url: &str,
+    handler: H,
+    failure: &Failure,
+) -> ExitCode {
+    let container = Container::builder().threads(1).build();
+    if let Err(e) = container
+        .handle()
+        .connect(url, ConnectionOptions::default(), handler)
+    {
+        eprintln!("{program}: cannot connect to {url}: {e}");
+        return ExitCode::from(1);
+    }
+    if let Err(e) = container.run() {
+        eprintln!("{program}: {e}");
+        return ExitCode::from(1);
+    }
+    let why = failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match why {
+        Some(why) => {
+            eprintln!("{program}: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}

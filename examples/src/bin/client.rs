@@ -15,10 +15,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use nucleon::protocol::frame::{Error as AmqpError, MessageId};
 use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions, Sender, SenderId, SenderOptions,
+    Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender, SenderId,
+    SenderOptions,
 };
-use nucleon_examples::{body_text, parse_url, Failure};
+use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure};
 
 const DEFAULT_REQUESTS: [&str; 4] = [
     "Twas brillig, and the slithy toves",
@@ -166,10 +166,7 @@ impl MessagingHandler for Client {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let requests = if args.requests.is_empty() {
         DEFAULT_REQUESTS.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -187,24 +184,5 @@ fn main() -> ExitCode {
         replies: 0,
         failure: failure.clone(),
     };
-    let container = Container::builder().threads(1).build();
-    if let Err(e) = container
-        .handle()
-        .connect(&args.address, ConnectionOptions::default(), handler)
-    {
-        eprintln!("client: cannot connect to {}: {e}", args.address);
-        return ExitCode::from(1);
-    }
-    if let Err(e) = container.run() {
-        eprintln!("client: {e}");
-        return ExitCode::from(1);
-    }
-    let failure = failure.lock().expect("lock").take();
-    match failure {
-        Some(why) => {
-            eprintln!("client: {why}");
-            ExitCode::from(1)
-        }
-        None => ExitCode::SUCCESS,
-    }
+    run_client("client", &args.address, handler, &failure)
 }

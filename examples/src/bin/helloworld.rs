@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Address, Body, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions, Sender, SenderOptions, Value,
+    Body, Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender,
+    SenderOptions, Value,
 };
-use nucleon_examples::{parse_url, Failure};
+use nucleon_examples::{parse_url, queue_of, run_client, Failure};
 
 /// Sends "Hello World!" to itself through a broker.
 #[derive(Parser, Debug)]
@@ -111,10 +111,7 @@ impl MessagingHandler for HelloWorld {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let failure = Failure::default();
     let handler = HelloWorld {
         url: args.address.clone(),
@@ -123,24 +120,5 @@ fn main() -> ExitCode {
         received: false,
         failure: failure.clone(),
     };
-    let container = Container::builder().threads(1).build();
-    if let Err(e) = container
-        .handle()
-        .connect(&args.address, ConnectionOptions::default(), handler)
-    {
-        eprintln!("helloworld: cannot connect to {}: {e}", args.address);
-        return ExitCode::from(1);
-    }
-    if let Err(e) = container.run() {
-        eprintln!("helloworld: {e}");
-        return ExitCode::from(1);
-    }
-    let failure = failure.lock().expect("lock").take();
-    match failure {
-        Some(why) => {
-            eprintln!("helloworld: {why}");
-            ExitCode::from(1)
-        }
-        None => ExitCode::SUCCESS,
-    }
+    run_client("helloworld", &args.address, handler, &failure)
 }

@@ -20,10 +20,10 @@ use std::thread;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions, Sender, SenderId, SenderOptions, WorkQueue,
+    Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler, Receiver,
+    ReceiverOptions, Sender, SenderId, SenderOptions, WorkQueue,
 };
-use nucleon_examples::{body_text, parse_url};
+use nucleon_examples::{body_text, parse_url, queue_of};
 
 /// Sends and receives N messages from user threads.
 #[derive(Parser, Debug)]
@@ -217,10 +217,7 @@ fn receive(shared: &Shared, total: u64) -> Option<Message> {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let shared = Arc::new(Shared::default());
     let client = Client {
         url: args.address.clone(),

@@ -18,10 +18,10 @@ use clap::Parser;
 use nucleon::protocol::frame::definitions::DISTRIBUTION_MODE_COPY;
 use nucleon::protocol::frame::{Error as AmqpError, Source};
 use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions,
+    Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler, Receiver,
+    ReceiverOptions,
 };
-use nucleon_examples::{body_text, parse_url};
+use nucleon_examples::{body_text, parse_url, queue_of};
 
 /// Browses a queue without consuming its messages.
 #[derive(Parser, Debug)]
@@ -136,10 +136,7 @@ impl MessagingHandler for QueueBrowser {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     let handler = QueueBrowser {
         url: args.address.clone(),

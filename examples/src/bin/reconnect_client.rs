@@ -22,10 +22,10 @@ use std::time::Duration;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    ReceiverOptions, ReconnectOptions, Sender, SenderId, SenderOptions, WorkQueue,
+    Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler, ReceiverOptions,
+    ReconnectOptions, Sender, SenderId, SenderOptions, WorkQueue,
 };
-use nucleon_examples::parse_url;
+use nucleon_examples::{parse_url, queue_of};
 
 /// Sends and receives N messages through a broker, reconnecting when the connection is lost.
 #[derive(Parser, Debug)]
@@ -205,10 +205,7 @@ impl MessagingHandler for ReconnectClient {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     let handler = ReconnectClient {
         queue,

@@ -20,10 +20,10 @@ use std::time::Duration;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Message, MessagingHandler, Sender, SenderId,
+    Connection, ConnectionOptions, Container, Message, MessagingHandler, Sender, SenderId,
     SenderOptions, Tracker, WorkQueue,
 };
-use nucleon_examples::parse_url;
+use nucleon_examples::{parse_url, queue_of};
 
 /// Sends messages at intervals until the time runs out.
 #[derive(Parser, Debug)]
@@ -221,10 +221,7 @@ impl MessagingHandler for ScheduledSend {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
     let handler = ScheduledSend {
         url: args.address.clone(),

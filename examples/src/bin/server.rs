@@ -16,10 +16,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use nucleon::protocol::frame::{Error as AmqpError, MessageId, Target};
 use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions, Sender, SenderId, SenderOptions,
+    Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender, SenderId,
+    SenderOptions,
 };
-use nucleon_examples::{body_text, parse_url, Failure};
+use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure};
 
 /// Replies to requests with their body in upper case.
 #[derive(Parser, Debug)]
@@ -142,10 +142,7 @@ impl MessagingHandler for Server {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let failure = Failure::default();
     let handler = Server {
         url: args.address.clone(),
@@ -155,24 +152,5 @@ fn main() -> ExitCode {
         pending: VecDeque::new(),
         failure: failure.clone(),
     };
-    let container = Container::builder().threads(1).build();
-    if let Err(e) = container
-        .handle()
-        .connect(&args.address, ConnectionOptions::default(), handler)
-    {
-        eprintln!("server: cannot connect to {}: {e}", args.address);
-        return ExitCode::from(1);
-    }
-    if let Err(e) = container.run() {
-        eprintln!("server: {e}");
-        return ExitCode::from(1);
-    }
-    let failure = failure.lock().expect("lock").take();
-    match failure {
-        Some(why) => {
-            eprintln!("server: {why}");
-            ExitCode::from(1)
-        }
-        None => ExitCode::SUCCESS,
-    }
+    run_client("server", &args.address, handler, &failure)
 }

@@ -12,11 +12,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
-use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler,
-    Receiver, ReceiverOptions,
-};
-use nucleon_examples::{body_text, parse_url, Failure};
+use nucleon::{Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions};
+use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure};
 
 /// Receives N messages and prints them.
 #[derive(Parser, Debug)]
@@ -109,10 +106,7 @@ impl MessagingHandler for SimpleRecv {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let failure = Failure::default();
     let handler = SimpleRecv {
         url: args.address.clone(),
@@ -122,24 +116,5 @@ fn main() -> ExitCode {
         received: 0,
         failure: failure.clone(),
     };
-    let container = Container::builder().threads(1).build();
-    if let Err(e) = container
-        .handle()
-        .connect(&args.address, ConnectionOptions::default(), handler)
-    {
-        eprintln!("simple_recv: cannot connect to {}: {e}", args.address);
-        return ExitCode::from(1);
-    }
-    if let Err(e) = container.run() {
-        eprintln!("simple_recv: {e}");
-        return ExitCode::from(1);
-    }
-    let failure = failure.lock().expect("lock").take();
-    match failure {
-        Some(why) => {
-            eprintln!("simple_recv: {why}");
-            ExitCode::from(1)
-        }
-        None => ExitCode::SUCCESS,
-    }
+    run_client("simple_recv", &args.address, handler, &failure)
 }

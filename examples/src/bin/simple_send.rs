@@ -14,11 +14,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use nucleon::protocol::codec::Map;
 use nucleon::protocol::frame::Error as AmqpError;
-use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Message, MessagingHandler, Sender,
-    SenderOptions, Tracker, Value,
-};
-use nucleon_examples::{parse_url, Failure};
+use nucleon::{Connection, Message, MessagingHandler, Sender, SenderOptions, Tracker, Value};
+use nucleon_examples::{parse_url, queue_of, run_client, Failure};
 
 /// Sends N messages and waits for them all to be accepted.
 #[derive(Parser, Debug)]
@@ -137,10 +134,7 @@ impl MessagingHandler for SimpleSend {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let queue = Address::parse(&args.address)
-        .ok()
-        .and_then(|a| a.address)
-        .unwrap_or_else(|| "examples".to_owned());
+    let queue = queue_of(&args.address);
     let failure = Failure::default();
     let handler = SimpleSend {
         url: args.address.clone(),
@@ -151,24 +145,5 @@ fn main() -> ExitCode {
         confirmed: 0,
         failure: failure.clone(),
     };
-    let container = Container::builder().threads(1).build();
-    if let Err(e) = container
-        .handle()
-        .connect(&args.address, ConnectionOptions::default(), handler)
-    {
-        eprintln!("simple_send: cannot connect to {}: {e}", args.address);
-        return ExitCode::from(1);
-    }
-    if let Err(e) = container.run() {
-        eprintln!("simple_send: {e}");
-        return ExitCode::from(1);
-    }
-    let failure = failure.lock().expect("lock").take();
-    match failure {
-        Some(why) => {
-            eprintln!("simple_send: {why}");
-            ExitCode::from(1)
-        }
-        None => ExitCode::SUCCESS,
-    }
+    run_client("simple_send", &args.address, handler, &failure)
 }
