@@ -341,6 +341,7 @@ async fn a_full_queue_holds_its_producers_back_until_it_drains() {
         &container,
         BrokerOptions {
             max_queue_depth: Some(5),
+            ..BrokerOptions::default()
         },
     );
     let url = format!("{base}/bounded");

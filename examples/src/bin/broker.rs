@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! broker [-a|--address HOST:PORT] [-t|--threads N] [--user NAME:PASSWORD ...] [--allow-anonymous]
-//!        [--max-queue-depth N]
+//!        [--max-queue-depth N] [--topic PREFIX ...]
 //! ```
 //!
 //! It listens on 127.0.0.1:5672 by default (port 0 picks a free port) and prints one line,
 //! `broker listening on HOST:PORT`, once it accepts connections. SIGINT or SIGTERM stop it: connections
 //! are closed and it exits 0. Exit status 1 when it cannot listen, 2 on a bad argument.
 //! `--user` switches authentication from ANONYMOUS to SASL PLAIN with these users, and requires it unless
-//! `--allow-anonymous` is given. Logs go to stderr at info level (`RUST_LOG` overrides it;
+//! `--allow-anonymous` is given. Addresses starting with a `--topic` prefix are topics (every consumer gets
+//! every message; one published with no consumer is dropped); clients may also declare a topic with the
+//! `topic` terminus capability. Logs go to stderr at info level (`RUST_LOG` overrides it;
 //! `RUST_LOG=nucleon::frame=trace` traces frames).
 
 use std::io::Write as _;
@@ -41,6 +43,9 @@ struct Args {
     /// The most messages a queue holds before its producers get no more credit.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_queue_depth: Option<u64>,
+    /// Addresses starting with PREFIX are topics: every consumer gets every message (repeatable).
+    #[arg(long = "topic", value_name = "PREFIX")]
+    topics: Vec<String>,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         max_queue_depth: args
             .max_queue_depth
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        topic_prefixes: args.topics,
     });
     let options = if args.user.is_empty() {
         ListenOptions::default()

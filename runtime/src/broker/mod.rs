@@ -15,6 +15,19 @@
 //! * A dynamic source gets a temporary queue with a unique address, deleted when its link closes.
 //!   Distribution mode `copy` browses a queue without consuming it. Drain is honoured.
 //! * With [`BrokerOptions::max_queue_depth`], producers of a full queue get no more credit until it drains.
+//! * Topics (publish/subscribe, as Artemis and Qpid JMS clients expect): an address is a topic when it starts
+//!   with one of [`BrokerOptions::topic_prefixes`], or once a link attaches to it with the [`TOPIC`]
+//!   capability on its terminus (the consumer's source, the producer's target) [AMQP 1.0 §3.5.3, §3.5.4];
+//!   from then on the broker remembers it as a topic, so anonymous-relay messages whose `to` names it are
+//!   published too. The broker's attach reply carries the `topic` capability for a topic address. Each
+//!   consumer of a topic gets its own subscription, a private queue with everything above (round robin,
+//!   release and modify, drain, pre-settled delivery; `copy` distribution is an ordinary subscription), which
+//!   [`Broker::queue_depth`] does not show and which is deleted with its messages when its link or
+//!   connection goes. A message published to a topic is put in every subscription there is at that moment,
+//!   then accepted; with no subscriber it is accepted and dropped (topic semantics, counted by
+//!   [`Broker::dropped_without_subscribers`]). Subscriptions are not bounded by `max_queue_depth`: producers
+//!   of a topic always get the normal credit window. Each subscription gets one producer's messages in the
+//!   order they were published.
 //!
 //! Threading follows Proton's rules: each connection's [`BrokerHandler`] touches only its own connection.
 //! Queues are shared behind a mutex; a message for a consumer on another connection is assigned to it under
@@ -25,7 +38,7 @@ mod queue;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
@@ -46,14 +59,23 @@ use crate::views::{
 /// The connection capability saying that a link with no target address routes by each message's `to`.
 pub const ANONYMOUS_RELAY: &str = "ANONYMOUS-RELAY";
 
+/// The terminus capability saying that an address is a topic (every consumer gets every message): on a
+/// consumer's source or a producer's target when attaching, and in the broker's reply for a topic address.
+pub const TOPIC: &str = "topic";
+
 /// The credit a producer link gets at a time (Proton's default window).
 const PRODUCER_WINDOW: u32 = 10;
 
 /// Broker settings.
 #[derive(Clone, Debug, Default)]
 pub struct BrokerOptions {
-    /// The most messages a queue holds before its producers get no more credit (default: unbounded).
+    /// The most messages a queue holds before its producers get no more credit (default: unbounded). Topic
+    /// subscriptions are never bounded: producers of a topic always get the normal credit window.
     pub max_queue_depth: Option<usize>,
+    /// Addresses starting with any of these are topics (default: none; an empty prefix makes every address
+    /// a topic). Each consumer of a topic gets every message published after it attached; a message
+    /// published with no consumer attached is accepted and dropped.
+    pub topic_prefixes: Vec<String>,
 }
 
 /// The broker's shared state: its queues by address. `Send + Sync + Clone`; each accepted connection gets
@@ -67,9 +89,74 @@ pub struct Broker {
 struct Inner {
     options: BrokerOptions,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
+    /// Every address known as a topic (by prefix, once used, or declared by capability).
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
     next_connection: AtomicU64,
     next_dynamic: AtomicU64,
     rejected: AtomicU64,
+    dropped_without_subscribers: AtomicU64,
+}
+
+/// A topic: one private queue (subscription) per consumer link.
+#[derive(Debug)]
+struct Topic {
+    name: String,
+    subscriptions: Mutex<Vec<Arc<Queue>>>,
+    next_subscription: AtomicU64,
+}
+
+impl Topic {
+    fn new(name: String) -> Topic {
+        Topic {
+            name,
+            subscriptions: Mutex::new(Vec::new()),
+            next_subscription: AtomicU64::new(1),
+        }
+    }
+
+    fn subscriptions(&self) -> MutexGuard<'_, Vec<Arc<Queue>>> {
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new subscription: an unbounded private queue, not among the broker's named queues.
+    fn subscribe(&self) -> Arc<Queue> {
+        let n = self.next_subscription.fetch_add(1, Ordering::Relaxed);
+        let q = Arc::new(Queue::new(format!("{}#{n}", self.name), true, None));
+        log::info!("subscription {} created", q.name);
+        self.subscriptions().push(q.clone());
+        q
+    }
+
+    /// Deletes a subscription (its messages go with it).
+    fn unsubscribe(&self, q: &Arc<Queue>) {
+        self.subscriptions().retain(|s| !Arc::ptr_eq(s, q));
+        log::info!(
+            "subscription {} deleted ({} messages dropped)",
+            q.name,
+            q.depth()
+        );
+    }
+
+    /// Puts the message in every subscription there is now and returns how many. The topic's lock is held
+    /// throughout, so each subscription gets one producer's messages in publish order.
+    fn publish(&self, message: Message, from_conn: u64) -> usize {
+        let subscriptions = self.subscriptions();
+        if let Some((last, others)) = subscriptions.split_last() {
+            for q in others {
+                // A cheap clone: the message keeps its encoded bytes.
+                q.enqueue(message.clone(), from_conn);
+            }
+            last.enqueue(message, from_conn);
+        }
+        subscriptions.len()
+    }
+}
+
+/// Where a producer's messages go.
+#[derive(Clone, Debug)]
+enum Destination {
+    Queue(Arc<Queue>),
+    Topic(Arc<Topic>),
 }
 
 impl Broker {
@@ -79,9 +166,11 @@ impl Broker {
             inner: Arc::new(Inner {
                 options,
                 queues: Mutex::new(HashMap::new()),
+                topics: Mutex::new(HashMap::new()),
                 next_connection: AtomicU64::new(1),
                 next_dynamic: AtomicU64::new(1),
                 rejected: AtomicU64::new(0),
+                dropped_without_subscribers: AtomicU64::new(0),
             }),
         }
     }
@@ -102,7 +191,7 @@ impl Broker {
     }
 
     /// The messages waiting in the queue at `address` (not counting those sent and not yet settled), or
-    /// `None` when there is no such queue.
+    /// `None` when there is no such queue (a topic's subscriptions are not queues by name).
     pub fn queue_depth(&self, address: &str) -> Option<usize> {
         self.queues().get(address).map(|q| q.depth())
     }
@@ -112,8 +201,89 @@ impl Broker {
         self.inner.rejected.load(Ordering::Relaxed)
     }
 
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Queue>>> {
+    /// How many subscriptions (consumer links) the topic at `address` has, or `None` when `address` is not
+    /// a topic.
+    pub fn subscriptions(&self, address: &str) -> Option<usize> {
+        let known = self.topics().get(address).cloned();
+        match known {
+            Some(t) => Some(t.subscriptions().len()),
+            None => self.prefixed(address).then_some(0),
+        }
+    }
+
+    /// How many messages were published to a topic with no subscriber (accepted, and dropped).
+    pub fn dropped_without_subscribers(&self) -> u64 {
+        self.inner
+            .dropped_without_subscribers
+            .load(Ordering::Relaxed)
+    }
+
+    fn queues(&self) -> MutexGuard<'_, HashMap<String, Arc<Queue>>> {
         self.inner.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn topics(&self) -> MutexGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.inner.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `address` starts with one of the configured topic prefixes.
+    fn prefixed(&self, address: &str) -> bool {
+        self.inner
+            .options
+            .topic_prefixes
+            .iter()
+            .any(|p| address.starts_with(p.as_str()))
+    }
+
+    /// `address` is a topic: by prefix, or remembered.
+    fn is_topic(&self, address: &str) -> bool {
+        self.prefixed(address) || self.topics().contains_key(address)
+    }
+
+    /// The topic at `address`, made (and from then on remembered) if it does not exist.
+    fn topic(&self, address: &str) -> Arc<Topic> {
+        self.topics()
+            .entry(address.to_owned())
+            .or_insert_with(|| {
+                log::info!("topic {address} created");
+                Arc::new(Topic::new(address.to_owned()))
+            })
+            .clone()
+    }
+
+    /// Where a message for `address` goes: its topic if it is one, else its queue (made if needed).
+    fn destination(&self, address: &str) -> Destination {
+        if self.is_topic(address) {
+            Destination::Topic(self.topic(address))
+        } else {
+            Destination::Queue(self.queue(address))
+        }
+    }
+
+    /// Whether the terminus of an attaching link names a topic. A [`TOPIC`] capability declares it one
+    /// (remembered); a topic address gets the capability added, so the reply says so.
+    fn topic_terminus(
+        &self,
+        address: Option<&str>,
+        capabilities: &mut Option<Vec<Symbol>>,
+    ) -> bool {
+        let Some(address) = address else {
+            return false;
+        };
+        let declared = capabilities
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|s| s == TOPIC));
+        if declared {
+            self.topic(address);
+            true
+        } else if self.is_topic(address) {
+            capabilities
+                .get_or_insert_with(Vec::new)
+                .push(Symbol::from_static(TOPIC));
+            true
+        } else {
+            false
+        }
     }
 
     /// The queue at `address`, made if it does not exist.
@@ -183,7 +353,9 @@ impl ListenHandler for Broker {
 /// A consumer link of this connection.
 #[derive(Debug)]
 struct ConsumerLink {
+    /// Its queue, or its subscription to `topic`.
     queue: Arc<Queue>,
+    topic: Option<Arc<Topic>>,
     /// The link is pre-settled (at-most-once) or browses (COPY): nothing to track.
     fire_and_forget: bool,
     /// Sent and not yet settled: back to the queue if the link is lost.
@@ -197,8 +369,8 @@ pub struct BrokerHandler {
     conn: u64,
     peer: SocketAddr,
     consumers: HashMap<SenderId, ConsumerLink>,
-    /// Producer links and their queue (`None`: anonymous relay, routed by each message's `to`).
-    producers: HashMap<ReceiverId, Option<Arc<Queue>>>,
+    /// Producer links and where their messages go (`None`: anonymous relay, routed by each message's `to`).
+    producers: HashMap<ReceiverId, Option<Destination>>,
 }
 
 fn waker(core: &Core) -> Option<CoreWaker> {
@@ -253,13 +425,16 @@ impl BrokerHandler {
         }
     }
 
-    /// The consumer link is gone: what it held goes back to its queue.
+    /// The consumer link is gone: what it held goes back to its queue; a subscription is deleted.
     fn drop_consumer(&mut self, id: SenderId) {
         let key = self.key(id);
         if let Some(c) = self.consumers.remove(&id) {
+            if let Some(t) = &c.topic {
+                t.unsubscribe(&c.queue);
+            }
             c.queue
                 .remove_consumer(key, c.unsettled.into_values().collect());
-            if c.queue.temporary {
+            if c.queue.temporary && c.topic.is_none() {
                 self.broker.delete(&c.queue);
             }
         }
@@ -298,14 +473,25 @@ impl MessagingHandler for BrokerHandler {
     fn on_link_attach_request(&mut self, reply: &mut AttachReply) {
         match reply.role {
             Role::Sender => {
-                if let Some(source) = reply.source.as_mut().filter(|s| s.dynamic) {
-                    source.address = Some(self.broker.temporary_queue().name.clone());
+                if let Some(source) = reply.source.as_mut() {
+                    if source.dynamic {
+                        source.address = Some(self.broker.temporary_queue().name.clone());
+                    } else {
+                        self.broker
+                            .topic_terminus(source.address.as_deref(), &mut source.capabilities);
+                    }
                 }
             }
             Role::Receiver => {
-                let named = reply.target.as_ref().and_then(|t| t.address.as_ref());
-                if named.is_some() && self.broker.inner.options.max_queue_depth.is_some() {
-                    // Credit follows the queue's room (`top_up`).
+                let Some(target) = reply.target.as_mut() else {
+                    return;
+                };
+                let topic = self
+                    .broker
+                    .topic_terminus(target.address.as_deref(), &mut target.capabilities);
+                let bounded = self.broker.inner.options.max_queue_depth.is_some();
+                if target.address.is_some() && !topic && bounded {
+                    // Credit follows the queue's room (`top_up`); topics keep the normal window.
                     reply.credit_window = 0;
                 }
             }
@@ -338,13 +524,20 @@ impl MessagingHandler for BrokerHandler {
             .engine
             .link_config(s.link)
             .is_ok_and(|c| c.snd_settle_mode == SenderSettleMode::Settled);
-        let queue = self.broker.queue(&address);
+        let (queue, topic, browse) = if self.broker.is_topic(&address) {
+            // Every subscriber gets every message anyway: browsing a subscription is consuming it.
+            let topic = self.broker.topic(&address);
+            (topic.subscribe(), Some(topic), false)
+        } else {
+            (self.broker.queue(&address), None, browse)
+        };
         let id = s.id();
         queue.add_consumer(self.key(id), waker(s.core), browse);
         self.consumers.insert(
             id,
             ConsumerLink {
                 queue,
+                topic,
                 fire_and_forget: browse || presettled,
                 unsettled: HashMap::new(),
             },
@@ -384,12 +577,12 @@ impl MessagingHandler for BrokerHandler {
             .flatten()
             .and_then(|a| a.target.as_ref())
             .and_then(|t| t.address.clone());
-        let queue = address.map(|a| self.broker.queue(&a));
-        if let Some(q) = &queue {
+        let destination = address.map(|a| self.broker.destination(&a));
+        if let Some(Destination::Queue(q)) = &destination {
             q.add_producer(self.conn, waker(r.core));
             Self::top_up(r, q);
         }
-        self.producers.insert(r.id(), queue);
+        self.producers.insert(r.id(), destination);
     }
 
     fn on_receiver_close(&mut self, r: &mut Receiver<'_>) {
@@ -402,10 +595,10 @@ impl MessagingHandler for BrokerHandler {
 
     fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
         let rid = d.receiver().id();
-        let queue = match self.producers.get(&rid) {
-            Some(Some(q)) => q.clone(),
+        let destination = match self.producers.get(&rid) {
+            Some(Some(d)) => d.clone(),
             _ => match message.to() {
-                Some(to) => self.broker.queue(to),
+                Some(to) => self.broker.destination(to),
                 None => {
                     d.reject(Some(AmqpError::new(
                         ErrorCondition::NotFound,
@@ -415,7 +608,18 @@ impl MessagingHandler for BrokerHandler {
                 }
             },
         };
-        queue.enqueue(message, self.conn);
+        match destination {
+            Destination::Queue(q) => q.enqueue(message, self.conn),
+            Destination::Topic(t) => {
+                if t.publish(message, self.conn) == 0 {
+                    self.broker
+                        .inner
+                        .dropped_without_subscribers
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::debug!("a message on topic {} had no subscriber", t.name);
+                }
+            }
+        }
         // Accepted only now that it is enqueued (a no-op for a pre-settled transfer).
         d.accept();
         // Wake this connection too (coalesced): `on_connection_wake` sends to its own consumers, which
@@ -474,8 +678,8 @@ impl MessagingHandler for BrokerHandler {
                 self.pull(&mut s, credit);
             }
         }
-        for (id, q) in &self.producers {
-            if let (Some(q), Some(mut r)) = (q, c.receiver(*id)) {
+        for (id, d) in &self.producers {
+            if let (Some(Destination::Queue(q)), Some(mut r)) = (d, c.receiver(*id)) {
                 Self::top_up(&mut r, q);
             }
         }
@@ -486,8 +690,10 @@ impl MessagingHandler for BrokerHandler {
         for id in ids {
             self.drop_consumer(id);
         }
-        for q in self.producers.drain().filter_map(|(_, q)| q) {
-            q.remove_producer(self.conn);
+        for d in self.producers.drain().filter_map(|(_, d)| d) {
+            if let Destination::Queue(q) = d {
+                q.remove_producer(self.conn);
+            }
         }
         log::info!("connection {} from {} closed", self.conn, self.peer);
     }

@@ -56,7 +56,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Queue {
     pub(crate) name: String,
-    /// Made for a dynamic source: deleted when its link closes.
+    /// Made for a dynamic source or as a topic subscription: deleted when its link closes.
     pub(crate) temporary: bool,
     max_depth: Option<usize>,
     state: Mutex<State>,
