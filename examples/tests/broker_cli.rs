@@ -1,4 +1,5 @@
-//! The `broker` binary: the ready line on a free port, exit 2 on a bad argument, a clean exit on SIGTERM.
+//! The `broker` binary: the ready line on a free port, exit 2 on a bad argument, `--topic` in its help, a
+//! clean exit on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -13,6 +14,17 @@ fn a_bad_argument_exits_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("NAME:PASSWORD"), "clear error: {err}");
+}
+
+#[test]
+fn help_lists_the_topic_prefix_option() {
+    let out = Command::new(env!("CARGO_BIN_EXE_broker"))
+        .arg("--help")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--topic <PREFIX>"), "listed: {help}");
 }
 
 #[cfg(unix)]

@@ -1,13 +1,16 @@
 //! The in-process broker (`nucleon::broker`) over loopback, with clients on the async facade: round trip,
 //! competing consumers, redelivery after a lost consumer, release to the head, reject, dynamic sources,
 //! anonymous relay (and its offered capability), SASL PLAIN, queue-depth backpressure, drain, COPY
-//! browsing, pre-settled consumers, and a consumer killed while it holds unsettled deliveries.
+//! browsing, pre-settled consumers, a consumer killed while it holds unsettled deliveries, and topics
+//! (by prefix and by capability; subscriptions made and deleted with their links; release within one
+//! subscription; producers of a topic keep their credit when queues are bounded).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::broker::{Broker, BrokerOptions, TOPIC};
+use nucleon::protocol::codec::Symbol;
 use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::definitions::DISTRIBUTION_MODE_COPY;
 use nucleon::protocol::frame::{Source, Target};
@@ -670,5 +673,292 @@ async fn a_killed_consumer_connection_loses_nothing() {
         assert_eq!(number(&m.message), i, "nothing lost, original order");
         m.accept().expect("accepts");
     }
+    container.stop();
+}
+
+/// Options whose addresses starting with `chat/` are topics (and, with `max_queue_depth`, bounded queues).
+fn topic_options(max_queue_depth: Option<usize>) -> BrokerOptions {
+    BrokerOptions {
+        max_queue_depth,
+        topic_prefixes: vec!["chat/".into()],
+    }
+}
+
+/// Waits (bounded) until the topic at `address` has `n` subscriptions.
+async fn until_subscriptions(broker: &Broker, address: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while broker.subscriptions(address) != Some(n) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{address} has {n} subscriptions (now {:?})",
+            broker.subscriptions(address)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Receives and accepts `range`, in order.
+async fn expect_in_order(r: &mut ReceiverHandle, range: std::ops::Range<i64>, who: &str) {
+    for i in range {
+        let m = recv(r).await;
+        assert_eq!(number(&m.message), i, "{who}: every message, in order");
+        m.accept().expect("accepts");
+    }
+}
+
+/// The `topic` capability, for a terminus.
+fn topic_capability() -> Option<Vec<Symbol>> {
+    Some(vec![Symbol::from_static(TOPIC)])
+}
+
+#[actix_rt::test]
+async fn every_subscriber_of_a_topic_gets_every_message_and_a_queue_still_splits_them() {
+    let container = container();
+    let (broker, base) = broker(&container, topic_options(None));
+    const N: i64 = 100;
+    let topic = format!("{base}/chat/lobby");
+    let mut a = receiver(&container, &topic, 10).await;
+    let mut b = receiver(&container, &topic, 10).await;
+    assert_eq!(broker.subscriptions("chat/lobby"), Some(2));
+    send_all(&container, &topic, 0..N).await;
+    expect_in_order(&mut a, 0..N, "a").await;
+    expect_in_order(&mut b, 0..N, "b").await;
+    assert_eq!(
+        broker.queue_depth("chat/lobby"),
+        None,
+        "subscriptions are not queues"
+    );
+    assert_eq!(broker.dropped_without_subscribers(), 0);
+    a.close().expect("closes");
+    b.close().expect("closes");
+
+    let queue = format!("{base}/work");
+    let mut a = receiver(&container, &queue, 10).await;
+    let mut b = receiver(&container, &queue, 10).await;
+    assert_eq!(broker.subscriptions("work"), None, "not a topic");
+    send_all(&container, &queue, 0..N).await;
+    let mut seen = Vec::new();
+    let (mut from_a, mut from_b) = (0, 0);
+    while seen.len() < N as usize {
+        tokio::select! {
+            m = recv(&mut a) => { from_a += 1; seen.push(number(&m.message)); m.accept().expect("accepts"); }
+            m = recv(&mut b) => { from_b += 1; seen.push(number(&m.message)); m.accept().expect("accepts"); }
+        }
+    }
+    let unique: HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(unique, (0..N).collect(), "each message once");
+    assert_eq!(seen.len(), N as usize, "no duplicates");
+    assert!(
+        from_a > 0 && from_b > 0,
+        "a queue's consumers share: {from_a}/{from_b}"
+    );
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn a_topic_declared_by_capability_reaches_every_subscriber_also_through_the_anonymous_relay()
+{
+    let container = container();
+    let (broker, base) = broker(&container, BrokerOptions::default());
+    let url = format!("{base}/news");
+    let subscriber = || ReceiverOptions {
+        source: Some(Source {
+            address: Some("news".into()),
+            capabilities: topic_capability(),
+            ..Source::default()
+        }),
+        credit_window: Some(10),
+        ..ReceiverOptions::default()
+    };
+    let mut a = container
+        .open_receiver(&url, subscriber())
+        .await
+        .expect("subscribes");
+    let mut b = container
+        .open_receiver(&url, subscriber())
+        .await
+        .expect("subscribes");
+    assert_eq!(broker.subscriptions("news"), Some(2));
+    // Once declared, the address stays a topic: a consumer without the capability subscribes too.
+    let mut c = receiver(&container, &url, 10).await;
+    assert_eq!(broker.subscriptions("news"), Some(3));
+
+    let producer = container
+        .open_sender(
+            &url,
+            SenderOptions {
+                target: Some(Target {
+                    address: Some("news".into()),
+                    capabilities: topic_capability(),
+                    ..Target::default()
+                }),
+                ..SenderOptions::default()
+            },
+        )
+        .await
+        .expect("producer opens");
+    for i in 0..10 {
+        let outcome = tokio::time::timeout(TIMEOUT, producer.send(numbered(i)))
+            .await
+            .expect("in time")
+            .expect("an outcome");
+        assert_eq!(outcome, Outcome::Accepted);
+    }
+    let relay = container
+        .open_sender(
+            &base,
+            SenderOptions {
+                target: Some(Target::default()),
+                ..SenderOptions::default()
+            },
+        )
+        .await
+        .expect("relay sender opens");
+    let m = Message::builder().to("news").body(10i64).build();
+    assert_eq!(relay.send(m).await.expect("an outcome"), Outcome::Accepted);
+    for (r, who) in [(&mut a, "a"), (&mut b, "b"), (&mut c, "c")] {
+        expect_in_order(r, 0..11, who).await;
+    }
+    assert_eq!(broker.queue_depth("news"), None, "never a queue");
+
+    // A producer's capability declares a topic too; with no subscriber its message is dropped.
+    let alerts = container
+        .open_sender(
+            &format!("{base}/alerts"),
+            SenderOptions {
+                target: Some(Target {
+                    address: Some("alerts".into()),
+                    capabilities: topic_capability(),
+                    ..Target::default()
+                }),
+                ..SenderOptions::default()
+            },
+        )
+        .await
+        .expect("producer opens");
+    assert_eq!(
+        alerts.send(numbered(0)).await.expect("an outcome"),
+        Outcome::Accepted
+    );
+    assert_eq!(broker.subscriptions("alerts"), Some(0));
+    assert_eq!(broker.queue_depth("alerts"), None);
+    assert_eq!(broker.dropped_without_subscribers(), 1);
+    container.stop();
+}
+
+/// Subscribes to one address and closes its link (not its connection) after the first message.
+struct OneShotSubscriber {
+    address: String,
+    tx: mpsc::UnboundedSender<i64>,
+}
+
+impl MessagingHandler for OneShotSubscriber {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        c.open_receiver(&self.address, ReceiverOptions::default())
+            .expect("receiver opens");
+    }
+    fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
+        let _ = self.tx.send(number(&message));
+        d.accept();
+        d.receiver().close();
+    }
+}
+
+#[actix_rt::test]
+async fn a_subscription_goes_with_its_link_or_connection_and_a_new_one_starts_empty() {
+    let container = container();
+    let (broker, base) = broker(&container, topic_options(None));
+    let url = format!("{base}/chat/room");
+    let mut a = receiver(&container, &url, 10).await;
+    let (tx, mut one_shot) = mpsc::unbounded_channel();
+    let one_shot_connection = container
+        .connect(
+            &base,
+            ConnectionOptions::default(),
+            OneShotSubscriber {
+                address: "chat/room".into(),
+                tx,
+            },
+        )
+        .expect("connects");
+    until_subscriptions(&broker, "chat/room", 2).await;
+    send_all(&container, &url, 0..5).await;
+    let first = tokio::time::timeout(TIMEOUT, one_shot.recv())
+        .await
+        .expect("in time")
+        .expect("the subscriber runs");
+    assert_eq!(first, 0);
+    // Its link closed: its subscription (and what was still in it) is gone, its connection stays.
+    until_subscriptions(&broker, "chat/room", 1).await;
+    send_all(&container, &url, 5..10).await;
+    expect_in_order(&mut a, 0..10, "a").await;
+
+    let mut late = receiver(&container, &url, 10).await;
+    assert_eq!(broker.subscriptions("chat/room"), Some(2));
+    send_all(&container, &url, 10..15).await;
+    expect_in_order(
+        &mut late,
+        10..15,
+        "a later subscriber gets only later messages",
+    )
+    .await;
+    expect_in_order(&mut a, 10..15, "a").await;
+    assert!(
+        one_shot.try_recv().is_err(),
+        "nothing was kept for the closed subscription"
+    );
+
+    // A lost connection deletes its subscription too.
+    a.close().expect("closes");
+    until_subscriptions(&broker, "chat/room", 1).await;
+    one_shot_connection.close().expect("closes");
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn a_released_message_comes_back_to_its_own_subscriber_only() {
+    let container = container();
+    let (broker, base) = broker(&container, topic_options(None));
+    let url = format!("{base}/chat/retry");
+    let mut a = receiver(&container, &url, 1).await;
+    let mut b = receiver(&container, &url, 1).await;
+    assert_eq!(broker.subscriptions("chat/retry"), Some(2));
+    send_all(&container, &url, 0..3).await;
+    let mut released = false;
+    let mut accepted = Vec::new();
+    while accepted.len() < 3 {
+        let m = recv(&mut a).await;
+        let n = number(&m.message);
+        if n == 0 && !released {
+            released = true;
+            m.release().expect("releases");
+        } else {
+            accepted.push(n);
+            m.accept().expect("accepts");
+        }
+    }
+    accepted.sort();
+    assert_eq!(accepted, [0, 1, 2], "the released message came back to a");
+    expect_in_order(&mut b, 0..3, "b, once each").await;
+    // Next for both is the next message published: b got no copy of a's release, a no extra one.
+    send_all(&container, &url, 3..4).await;
+    expect_in_order(&mut a, 3..4, "a").await;
+    expect_in_order(&mut b, 3..4, "b").await;
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn a_topic_producer_keeps_its_credit_when_queues_are_bounded() {
+    let container = container();
+    let (broker, base) = broker(&container, topic_options(Some(1)));
+    let url = format!("{base}/chat/busy");
+    // No subscriber: every message is accepted (send_all fails on a send that gets no credit in time).
+    send_all(&container, &url, 0..20).await;
+    assert_eq!(broker.dropped_without_subscribers(), 20);
+    // A subscriber that reads nothing yet: its subscription takes more than the queues' bound.
+    let mut r = receiver(&container, &url, 1).await;
+    send_all(&container, &url, 20..40).await;
+    expect_in_order(&mut r, 20..40, "the subscriber").await;
+    assert_eq!(broker.dropped_without_subscribers(), 20);
     container.stop();
 }
