@@ -429,12 +429,11 @@ impl BrokerHandler {
     fn drop_consumer(&mut self, id: SenderId) {
         let key = self.key(id);
         if let Some(c) = self.consumers.remove(&id) {
-            if let Some(t) = &c.topic {
-                t.unsubscribe(&c.queue);
-            }
             c.queue
                 .remove_consumer(key, c.unsettled.into_values().collect());
-            if c.queue.temporary && c.topic.is_none() {
+            if let Some(t) = &c.topic {
+                t.unsubscribe(&c.queue);
+            } else if c.queue.temporary {
                 self.broker.delete(&c.queue);
             }
         }
