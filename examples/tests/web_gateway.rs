@@ -359,6 +359,8 @@ fn bad_arguments_exit_2() {
     let bin = env!("CARGO_BIN_EXE_web_gateway");
     for args in [
         &["--bogus"][..],
+        &["--listen", "nonsense"],
+        &["--listen", "127.0.0.1:99999"],
         &["--broker", "http://127.0.0.1:1"],
         &["--broker", "amqp://127.0.0.1:1/queue"],
     ] {
@@ -366,4 +368,28 @@ fn bad_arguments_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: a message on stderr");
     }
+}
+
+#[test]
+fn a_cached_sender_whose_broker_restarted_is_replaced_and_the_post_succeeds() {
+    let first = support::Broker::start();
+    let port = first.port;
+    let gw = Gateway::start(&["--broker", &format!("amqp://127.0.0.1:{port}")]);
+    // This caches a sender on the first broker's connection.
+    assert_created(&gw.post_json("again", &json!("before")));
+    drop(first);
+    let mut second = Running::spawn(
+        env!("CARGO_BIN_EXE_broker"),
+        &["-a", &format!("127.0.0.1:{port}")],
+    );
+    second.wait_for_line("broker listening on ", READY_TIMEOUT);
+    // The cached sender's connection is gone: the gateway drops it and sends once more on a fresh one.
+    assert_created(&gw.post_json("again", &json!("after")));
+    let bodies: Vec<Json> = gw
+        .get("again", "max=10&timeout_ms=500")
+        .into_iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    // The first broker's message went with it.
+    assert_eq!(bodies, vec![json!("after")]);
 }

@@ -56,7 +56,7 @@ use serde_json::{json, Value as Json};
 
 /// The largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
-/// The most addresses with a cached sender; a new one beyond that closes an older one.
+/// The most addresses with a cached sender; a new one beyond that closes one of the others.
 const MAX_SENDERS: usize = 64;
 /// How long opening a link or waiting for an outcome may take before the broker counts as unreachable.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,8 +64,9 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The credit window of an event stream's receiver.
 const STREAM_WINDOW: u32 = 10;
-/// The bounds of `GET .../messages`.
+/// The largest `max` of `GET .../messages`.
 const MAX_MAX: u32 = 1000;
+/// The largest `timeout_ms` of `GET .../messages`.
 const MAX_TIMEOUT_MS: u64 = 60_000;
 
 /// An HTTP gateway to AMQP queues.
@@ -73,11 +74,19 @@ const MAX_TIMEOUT_MS: u64 = 60_000;
 #[command(name = "web_gateway")]
 struct Args {
     /// The HTTP address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(long, default_value = "127.0.0.1:8081", value_parser = parse_listen)]
     listen: String,
     /// The broker to use, as amqp://HOST:PORT (default: an in-process broker on a free loopback port).
     #[arg(long, value_parser = parse_broker_url)]
     broker: Option<String>,
+}
+
+/// `HOST:PORT` with a non-empty host and a port number (the host is resolved when binding).
+fn parse_listen(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_owned()),
+        _ => Err(format!("expected HOST:PORT, got {s:?}")),
+    }
 }
 
 /// A broker URL with no address: the gateway appends each queue's address to it.
