@@ -1,5 +1,8 @@
 //! Helpers shared by the example binaries: URL checking for clap, the queue a URL names, message bodies as
-//! text, the slot where a handler leaves the reason its program failed, and running one client connection.
+//! text, the slot where a handler leaves the reason its program failed, running one client connection, and
+//! AMQP values and messages as JSON ([`json`]) for the web examples.
+
+pub mod json;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};

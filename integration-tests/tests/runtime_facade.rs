@@ -319,3 +319,56 @@ fn the_facade_works_from_eight_plain_threads_while_the_container_runs() {
         t.join().expect("worker thread");
     }
 }
+
+#[actix_rt::test]
+async fn dropping_a_receiver_handle_closes_its_connection_and_the_broker_gets_its_messages_back() {
+    let container = container();
+    let broker = nucleon::broker::Broker::new(nucleon::broker::BrokerOptions::default());
+    let listener = broker
+        .listen(&container, "127.0.0.1:0", nucleon::ListenOptions::default())
+        .expect("listens");
+    let url = format!("amqp://127.0.0.1:{}/dropped", listener.port());
+    let sender = container
+        .open_sender(&url, SenderOptions::default())
+        .await
+        .expect("sender opens");
+    for i in 0..2i64 {
+        let outcome = tokio::time::timeout(TIMEOUT, sender.send(Message::with_body(i)))
+            .await
+            .expect("an outcome in time")
+            .expect("an outcome");
+        assert_eq!(outcome, Outcome::Accepted);
+    }
+    let mut first = container
+        .open_receiver(&url, ReceiverOptions::default())
+        .await
+        .expect("first receiver opens");
+    // The broker gives both messages to the first consumer (it has credit for ten); it takes one, unsettled.
+    let taken = tokio::time::timeout(TIMEOUT, first.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream goes on");
+    drop(taken);
+    // Without closing its connection, the broker would keep the second message for this consumer forever.
+    drop(first);
+    let mut second = container
+        .open_receiver(&url, ReceiverOptions::default())
+        .await
+        .expect("second receiver opens");
+    let bodies = tokio::time::timeout(TIMEOUT, async {
+        let mut bodies = Vec::new();
+        while bodies.len() < 2 {
+            let r = second.next().await.expect("the stream goes on");
+            bodies.push(r.message.body_value().and_then(Value::as_i64));
+            r.accept().expect("accepts");
+        }
+        bodies
+    })
+    .await
+    .expect("the second receiver gets both messages in time");
+    assert_eq!(bodies, vec![Some(0), Some(1)]);
+    sender.close().expect("closes");
+    drop(second);
+    listener.stop();
+    container.stop();
+}

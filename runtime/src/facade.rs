@@ -487,6 +487,20 @@ impl ReceiverHandle {
     }
 }
 
+impl Drop for ReceiverHandle {
+    /// Closes the connection, as [`close`](ReceiverHandle::close) does, so that the peer sees the consumer
+    /// go. Messages already delivered to the stream but not taken are released first (each [`Received`]
+    /// does so when dropped), so their dispositions go out before the connection's `close`. An already
+    /// closed connection is not an error here.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(pending) = self.rx.try_recv() {
+            drop(pending);
+        }
+        let _ = self.close();
+    }
+}
+
 impl Stream for ReceiverHandle {
     type Item = Received;
 

@@ -246,3 +246,194 @@ pub fn assert_success(output: &Output) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// An HTTP/1.1 response read by [`http_request`].
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The header fields, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The value of header `name` (lowercase), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics (showing the body) if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// How long an HTTP helper waits on its socket before the test fails.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one HTTP/1.1 request to `host_port` with `Connection: close` and reads the whole response, each
+/// socket operation bounded by [`HTTP_TIMEOUT`]. Panics on a socket error or a malformed response.
+pub fn http_request(
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    http_exchange(host_port, &head, body)
+}
+
+/// Writes `head` (a request line and header fields, ending with the blank line) and `body` to
+/// `host_port`, and reads the whole response as [`http_request`] does. For requests `http_request` cannot
+/// make, e.g. a `Content-Length` the body does not match.
+pub fn http_exchange(host_port: &str, head: &str, body: &[u8]) -> HttpReply {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(host_port)
+        .unwrap_or_else(|e| panic!("cannot connect to {host_port}: {e}"));
+    stream
+        .set_read_timeout(Some(HTTP_TIMEOUT))
+        .expect("sets a read timeout");
+    stream
+        .set_write_timeout(Some(HTTP_TIMEOUT))
+        .expect("sets a write timeout");
+    stream
+        .write_all(head.as_bytes())
+        .expect("writes the request");
+    stream.write_all(body).expect("writes the body");
+    let mut reader = BufReader::new(stream);
+    let (status, headers) = read_head(&mut reader);
+    let mut raw = Vec::new();
+    reader
+        .read_to_end(&mut raw)
+        .expect("reads the response body in time");
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(&raw) } else { raw };
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Reads a status line and header fields, up to the blank line.
+fn read_head<R: BufRead>(reader: &mut R) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .expect("reads the status line in time");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line, got {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .expect("reads a header line in time");
+        let field = line.trim_end();
+        if field.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = field.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    (status, headers)
+}
+
+/// The payload of a chunked body [RFC 9112 §7.1].
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size_line = String::from_utf8_lossy(&raw[..end]);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("a chunk size, got {size_line:?}"));
+        raw = &raw[end + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[(size + 2).min(raw.len())..];
+    }
+    out
+}
+
+/// An open Server-Sent Events response, read line by line.
+pub struct EventStream {
+    reader: BufReader<std::net::TcpStream>,
+    /// The response's status code.
+    pub status: u16,
+    /// The response's header fields, names lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+impl EventStream {
+    /// Sends `GET path` to `host_port` and reads the response head; the events follow.
+    pub fn open(host_port: &str, path: &str) -> EventStream {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(host_port)
+            .unwrap_or_else(|e| panic!("cannot connect to {host_port}: {e}"));
+        stream
+            .set_read_timeout(Some(HTTP_TIMEOUT))
+            .expect("sets a read timeout");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .expect("writes the request");
+        let mut reader = BufReader::new(stream);
+        let (status, headers) = read_head(&mut reader);
+        EventStream {
+            reader,
+            status,
+            headers,
+        }
+    }
+
+    /// The payload of the next `data:` line; panics if none comes within `timeout` or the stream ends.
+    /// Other lines (chunk sizes, blank lines, comments) are skipped.
+    pub fn next_data(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut line = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no data event within {timeout:?}");
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .expect("sets a read timeout");
+            line.clear();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("no data event within {timeout:?}: {e}"));
+            assert!(n > 0, "the event stream ended");
+            if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                return data.to_owned();
+            }
+        }
+    }
+}
