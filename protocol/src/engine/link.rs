@@ -135,6 +135,8 @@ pub(super) struct Link {
     pub(super) credit: u32,
     pub(super) available: u32,
     pub(super) drain: bool,
+    /// Transfers the peer sent beyond our credit (tolerated, see `transfer_in`).
+    overshoot: u64,
     incoming: Option<Partial>,
 }
 
@@ -152,6 +154,7 @@ impl Link {
             credit: 0,
             available: 0,
             drain: false,
+            overshoot: 0,
             incoming: None,
         }
     }
@@ -735,16 +738,20 @@ impl Connection {
                     return;
                 };
                 if l.credit == 0 {
-                    self.link_error(
-                        id,
-                        Error::new(
-                            ErrorCondition::TransferLimitExceeded,
-                            "transfer received without link credit",
-                        ),
-                    );
-                    return;
+                    // [AMQP 1.0 §2.6.7] allows ending the link with transfer-limit-exceeded here. Proton
+                    // does not, and RabbitMQ 3.10 sends a few transfers beyond the credit it was given
+                    // when flows cross, so the delivery is taken (the session's incoming window still
+                    // bounds what a peer can send) and the first overshoot of a link is logged.
+                    if l.overshoot == 0 {
+                        log::warn!(
+                            "link {:?}: the peer sent a transfer without link credit; accepted as Proton does",
+                            l.config.name
+                        );
+                    }
+                    l.overshoot += 1;
+                } else {
+                    l.credit -= 1;
                 }
-                l.credit -= 1;
                 l.delivery_count = l.delivery_count.wrapping_add(1);
                 Partial {
                     id: delivery_id,
