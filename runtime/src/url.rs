@@ -52,7 +52,8 @@ impl Address {
         };
         let user = (!url.username().is_empty()).then(|| decode(url.username()));
         let password = url.password().map(decode);
-        let path = url.path().trim_start_matches('/');
+        // Only the separator goes: `amqp://host//queue/x` names the address `/queue/x`, as in Proton.
+        let path = url.path().strip_prefix('/').unwrap_or(url.path());
         Ok(Address {
             scheme,
             user,
@@ -94,6 +95,8 @@ mod tests {
         assert_eq!(a.password.as_deref(), Some("p@ss"));
         assert_eq!(a.address.as_deref(), Some("a/b"));
         assert_eq!(Address::parse("amqps://h").unwrap().port, 5671);
+        let rabbit = Address::parse("amqp://h:5672//queue/q1").unwrap();
+        assert_eq!(rabbit.address.as_deref(), Some("/queue/q1"));
         let bare = Address::parse("127.0.0.1:5673").unwrap();
         assert_eq!(
             (bare.host_port().as_str(), bare.address),
