@@ -28,7 +28,7 @@ use crate::handler::MessagingHandler;
 use crate::options::{ConnectionOptions, DeliveryMode, ReceiverOptions, SenderOptions};
 use crate::url::Address;
 use crate::views::{
-    Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId, Tracker,
+    Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId, Session, Tracker,
 };
 
 /// How many sends a `SenderHandle` lets wait for credit or an outcome at once; further sends wait their turn.
@@ -278,6 +278,16 @@ impl MessagingHandler for Facade {
         r.connection().close();
     }
 
+    fn on_session_error(&mut self, _s: &mut Session<'_>, error: &AmqpError) {
+        // Some peers (RabbitMQ) refuse a link by ending its whole session.
+        self.fail_all(Error::Amqp(error.clone()));
+    }
+
+    fn on_session_close(&mut self, s: &mut Session<'_>) {
+        self.fail_all(Error::LinkClosed);
+        s.connection().close();
+    }
+
     fn on_connection_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
         self.fail_all(Error::Amqp(error.clone()));
     }
@@ -357,14 +367,28 @@ impl ContainerHandle {
         url: &str,
         options: ReceiverOptions,
     ) -> Result<ReceiverHandle, Error> {
+        self.open_receiver_with(url, ConnectionOptions::default(), options)
+            .await
+    }
+
+    /// [`open_receiver`](Self::open_receiver) with connection options.
+    pub async fn open_receiver_with(
+        &self,
+        url: &str,
+        connection: ConnectionOptions,
+        options: ReceiverOptions,
+    ) -> Result<ReceiverHandle, Error> {
         let (tx, rx) = mpsc::unbounded_channel();
         let window = options.credit_window.unwrap_or(10).max(1);
-        let wq = self.open_receiving(url, options, Sink::Stream(tx)).await?;
+        let wq = self
+            .open_receiving(url, connection, options, Sink::Stream(tx))
+            .await?;
         Ok(ReceiverHandle {
             wq,
             rx,
             consumed: 0,
             window,
+            budget: None,
         })
     }
 
@@ -378,7 +402,12 @@ impl ContainerHandle {
         recipient: Recipient<Received>,
     ) -> Result<LinkHandle, Error> {
         let wq = self
-            .open_receiving(url, options, Sink::Actor(recipient))
+            .open_receiving(
+                url,
+                ConnectionOptions::default(),
+                options,
+                Sink::Actor(recipient),
+            )
             .await?;
         Ok(LinkHandle { wq })
     }
@@ -386,6 +415,7 @@ impl ContainerHandle {
     async fn open_receiving(
         &self,
         url: &str,
+        connection: ConnectionOptions,
         options: ReceiverOptions,
         sink: Sink,
     ) -> Result<WorkQueue<Facade>, Error> {
@@ -394,7 +424,7 @@ impl ContainerHandle {
             receiver: None,
             sink,
         };
-        open_facade(self, url, ConnectionOptions::default(), role).await
+        open_facade(self, url, connection, role).await
     }
 }
 
@@ -465,6 +495,8 @@ pub struct ReceiverHandle {
     rx: mpsc::UnboundedReceiver<Received>,
     consumed: u32,
     window: u32,
+    /// Credit that may still be granted beyond the first window (`None`: no limit).
+    budget: Option<u64>,
 }
 
 impl std::fmt::Debug for ReceiverHandle {
@@ -484,6 +516,13 @@ impl ReceiverHandle {
     /// Closes the receiver's connection.
     pub fn close(&self) -> Result<(), Error> {
         self.wq.add(|_, c| c.close())
+    }
+
+    /// Limits the credit this receiver ever grants to `total` messages (counting the first window), so a
+    /// consumer that wants exactly `total` messages is never sent more. Call it before consuming.
+    pub fn limit(mut self, total: u64) -> Self {
+        self.budget = Some(total.saturating_sub(u64::from(self.window)));
+        self
     }
 }
 
@@ -510,8 +549,14 @@ impl Stream for ReceiverHandle {
             self.consumed += 1;
             // Give credit back in batches of half the window.
             if self.consumed >= (self.window / 2).max(1) {
-                let n = std::mem::take(&mut self.consumed);
-                let _ = self.wq.add(move |h, c| h.add_credit(c, n));
+                let mut n = std::mem::take(&mut self.consumed);
+                if let Some(budget) = &mut self.budget {
+                    n = n.min(u32::try_from(*budget).unwrap_or(u32::MAX));
+                    *budget -= u64::from(n);
+                }
+                if n > 0 {
+                    let _ = self.wq.add(move |h, c| h.add_credit(c, n));
+                }
             }
         }
         item

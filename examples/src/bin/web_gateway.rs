@@ -441,7 +441,8 @@ async fn get_messages(
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e, None),
     };
     let mut receiver = match open_receiver(&gateway, &address, max).await {
-        Ok(r) => r,
+        // Never more than `max` messages are sent to it, so none wait released behind the next reader.
+        Ok(r) => r.limit(u64::from(max)),
         Err(e) => return broker_error(&e),
     };
     let deadline = tokio::time::Instant::now() + timeout;
@@ -456,7 +457,7 @@ async fn get_messages(
             Ok(None) | Err(_) => break,
         }
     }
-    // Dropping the receiver releases anything it was sent beyond `max` and closes its connection.
+    // Dropping the receiver closes its connection (releasing what arrived after the timeout).
     drop(receiver);
     HttpResponse::Ok().json(json!({ "messages": messages }))
 }
