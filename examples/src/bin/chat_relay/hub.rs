@@ -62,7 +62,8 @@ pub struct FromBroker {
     pub event: Wire,
 }
 
-/// The receiver of a room attached (first time or after a reconnect): ask the other relays who is there.
+/// The receiver of a room attached (first time or after a reconnect): ask the other relays who is there,
+/// and send the room's member list to its sessions again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Linked(pub String);
@@ -438,6 +439,8 @@ impl Handler<Linked> for Hub {
 
     fn handle(&mut self, Linked(room): Linked, _: &mut Context<Self>) {
         self.presence(&room, true);
+        // After a reconnect the browsers see the room is live again.
+        self.broadcast_members(&room);
     }
 }
 
