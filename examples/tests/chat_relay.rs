@@ -329,6 +329,46 @@ fn a_relay_reconnects_after_a_broker_restart() {
 }
 
 #[test]
+fn a_browser_that_reads_nothing_is_disconnected_and_the_room_goes_on() {
+    let a = Relay::embedded();
+    run(async {
+        let mut fast = Client::open(&a).await;
+        let mut slow = Client::open(&a).await;
+        fast.join("fast", "r1").await;
+        slow.join("slow", "r1").await;
+        fast.members(&["fast", "slow"]).await;
+        // From here on `slow` reads nothing: its socket buffers, then its session's bounded buffer, fill
+        // up. `fast` sends one message at a time and reads each back, until the relay drops `slow`.
+        let filler = "x".repeat(1994);
+        let mut sent = 0u32;
+        loop {
+            assert!(
+                sent < 20_000,
+                "slow was not disconnected after {sent} messages"
+            );
+            let text = format!("{sent:05} {filler}");
+            fast.send(json!({"type": "send", "text": text})).await;
+            let got = fast
+                .until("my message back, or slow gone", |v| {
+                    (v["type"] == "message" && v["text"] == text.as_str())
+                        || (v["type"] == "members" && v["members"] == json!(["fast"]))
+                })
+                .await;
+            fast.seen.clear();
+            if got["type"] == "members" {
+                break;
+            }
+            sent += 1;
+        }
+        eprintln!("slow was disconnected after {sent} messages");
+        fast.send(json!({"type": "send", "text": "still here"}))
+            .await;
+        fast.message("fast", "still here").await;
+        drop(slow);
+    });
+}
+
+#[test]
 fn bad_arguments_exit_2_with_a_message() {
     for args in [
         &["--listen", "nowhere"][..],

@@ -6,6 +6,7 @@
 //! session that lets it fill up, and fires its `kick` so this task closes the socket with the reason.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use actix::Addr;
 use actix_ws::{CloseCode, CloseReason, Message as WsMessage, MessageStream, Session};
@@ -20,6 +21,9 @@ use crate::wire::{check_name, check_room, check_text, FromBrowser, ToBrowser, Wi
 pub const OUTBOX: usize = 256;
 /// The largest WebSocket frame a browser may send.
 pub const MAX_FRAME: usize = 16 * 1024;
+
+/// How long the close frame may wait for a browser that does not read.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -61,16 +65,21 @@ pub async fn run(cx: Context, mut ws: Session, stream: MessageStream) {
             tokio::select! {
                 biased;
                 reason = &mut kicked => {
-                    close = Some(CloseReason {
-                        code: CloseCode::Policy,
-                        description: reason.ok(),
-                    });
+                    close = Some(kick_reason(reason.ok()));
                     break;
                 }
                 frame = frames.recv() => {
                     let Some(frame) = frame else { break };
-                    if ws.text(frame).await.is_err() {
-                        break;
+                    // A browser that reads nothing blocks this write; the hub's kick still ends it.
+                    tokio::select! {
+                        biased;
+                        reason = &mut kicked => {
+                            close = Some(kick_reason(reason.ok()));
+                            break;
+                        }
+                        sent = ws.text(frame) => if sent.is_err() {
+                            break;
+                        },
                     }
                 }
                 incoming = stream.recv() => {
@@ -101,7 +110,15 @@ pub async fn run(cx: Context, mut ws: Session, stream: MessageStream) {
         }
     }
     cx.hub.do_send(Disconnect(id));
-    let _ = ws.close(close).await;
+    // The close frame queues behind what the browser has not read: give up on it after a while.
+    let _ = actix_rt::time::timeout(CLOSE_WAIT, ws.close(close)).await;
+}
+
+fn kick_reason(reason: Option<String>) -> CloseReason {
+    CloseReason {
+        code: CloseCode::Policy,
+        description: reason,
+    }
 }
 
 /// Handles one text frame; returns the error to show the browser, if any.
