@@ -17,8 +17,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A running relay and the addresses of its ready line.
 struct Relay {
-    /// Kept to kill the process when the relay is dropped.
-    _process: Running,
+    /// The process, killed when the relay is dropped.
+    process: Running,
     http: String,
     amqp: String,
 }
@@ -38,7 +38,7 @@ impl Relay {
         Relay {
             http: http.to_owned(),
             amqp: amqp.to_owned(),
-            _process: process,
+            process,
         }
     }
 
@@ -369,6 +369,22 @@ fn a_browser_that_reads_nothing_is_disconnected_and_the_room_goes_on() {
 }
 
 #[test]
+fn the_members_of_a_relay_that_went_silent_expire() {
+    let a = Relay::start(&["--amqp-listen", "127.0.0.1:0", "--heartbeat-ms", "100"]);
+    let mut b = Relay::start(&["--broker", &a.amqp, "--heartbeat-ms", "100"]);
+    run(async {
+        let mut ann = Client::open(&a).await;
+        let mut bob = Client::open(&b).await;
+        ann.join("ann", "r1").await;
+        bob.join("bob", "r1").await;
+        ann.members(&["ann", "bob"]).await;
+        // Killed: B sends no leave, only its heartbeats stop.
+        b.process.kill();
+        ann.members(&["ann"]).await;
+    });
+}
+
+#[test]
 fn bad_arguments_exit_2_with_a_message() {
     for args in [
         &["--listen", "nowhere"][..],
@@ -381,6 +397,7 @@ fn bad_arguments_exit_2_with_a_message() {
             "127.0.0.1:0",
         ],
         &["--frobnicate"],
+        &["--heartbeat-ms", "0"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat_relay"))
             .args(args)

@@ -15,10 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::relay::Relay;
 use crate::wire::{LinkState, ToBrowser, Wire};
 
-/// How often a relay announces its members in each of its rooms.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-/// A relay not heard from in this long is gone, with its members.
-pub const EXPIRY: Duration = Duration::from_secs(15);
+/// A relay not heard from in this many heartbeats is gone, with its members.
+pub const MISSED_HEARTBEATS: u32 = 3;
 
 /// Frames for one session, as JSON text.
 pub type Outbox = mpsc::Sender<String>;
@@ -120,6 +118,7 @@ impl Room {
 /// The hub actor.
 pub struct Hub {
     relay_id: String,
+    heartbeat: Duration,
     work: WorkQueue<Relay>,
     state: LinkState,
     sessions: HashMap<u64, Session>,
@@ -127,10 +126,12 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for the relay `relay_id`, whose AMQP connection takes work through `work`.
-    pub fn new(relay_id: String, work: WorkQueue<Relay>) -> Hub {
+    /// A hub for the relay `relay_id`, whose AMQP connection takes work through `work`, announcing its
+    /// members every `heartbeat`.
+    pub fn new(relay_id: String, work: WorkQueue<Relay>, heartbeat: Duration) -> Hub {
         Hub {
             relay_id,
+            heartbeat,
             work,
             state: LinkState::Connecting,
             sessions: HashMap::new(),
@@ -265,6 +266,7 @@ impl Hub {
 
     /// Heartbeat: announce our members in every room, and drop relays that went silent.
     fn tick(&mut self) {
+        let expiry = self.heartbeat * MISSED_HEARTBEATS;
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
             self.presence(&room, false);
@@ -274,7 +276,7 @@ impl Hub {
             let silent: Vec<String> = r
                 .remote
                 .iter()
-                .filter(|(_, remote)| remote.seen.elapsed() > EXPIRY)
+                .filter(|(_, remote)| remote.seen.elapsed() > expiry)
                 .map(|(id, _)| id.clone())
                 .collect();
             for relay in silent {
@@ -289,7 +291,7 @@ impl Actor for Hub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(HEARTBEAT, |hub, _| hub.tick());
+        ctx.run_interval(self.heartbeat, |hub, _| hub.tick());
     }
 }
 

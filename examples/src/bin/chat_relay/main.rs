@@ -1,7 +1,7 @@
 //! `chat_relay`: a browser chat whose every message and presence event goes through AMQP.
 //!
 //! ```text
-//! chat_relay [--listen HOST:PORT] [--amqp-listen HOST:PORT | --broker URL]
+//! chat_relay [--listen HOST:PORT] [--amqp-listen HOST:PORT | --broker URL] [--heartbeat-ms N]
 //! ```
 //!
 //! An actix-web server (default `127.0.0.1:8080`) serves a one-page chat (HTML, CSS and JavaScript embedded
@@ -39,8 +39,9 @@
 //!   Every other relay in the room answers with a `presence`.
 //! * `{"kind":"leave","relay","name","members"}`: `name` left; `members` remain.
 //! * `{"kind":"presence","relay","members","ask"}`: a relay's members in the room. Sent as an answer,
-//!   as a heartbeat every 5 s, and with `ask: true` whenever the receiver (re)attaches, which every other
-//!   relay answers. A relay not heard from for 15 s is dropped with its members.
+//!   as a heartbeat (every `--heartbeat-ms`, default 5000), and with `ask: true` whenever the receiver
+//!   (re)attaches, which every other relay answers. A relay not heard from for three of its own heartbeats
+//!   is dropped with its members (relays sharing a room should use the same heartbeat).
 //!
 //! Events from the broker are checked like browser input; a malformed one is logged and ignored. A relay
 //! ignores presence events stamped with its own id.
@@ -94,6 +95,9 @@ struct Args {
     /// Use this broker (`amqp://HOST:PORT`) instead of an embedded one.
     #[arg(long, value_parser = parse_url, conflicts_with = "amqp_listen")]
     broker: Option<String>,
+    /// Milliseconds between presence heartbeats; a relay silent for three is dropped.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    heartbeat_ms: u64,
 }
 
 /// `HOST:PORT`, for clap.
@@ -148,7 +152,11 @@ async fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-    let hub = hub_context.run(Hub::new(relay_id.clone(), connection.work_queue()));
+    let hub = hub_context.run(Hub::new(
+        relay_id.clone(),
+        connection.work_queue(),
+        Duration::from_millis(args.heartbeat_ms),
+    ));
     let cx = session::Context {
         relay_id,
         hub,
