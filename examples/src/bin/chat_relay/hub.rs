@@ -123,6 +123,8 @@ pub struct Hub {
     state: LinkState,
     sessions: HashMap<u64, Session>,
     rooms: HashMap<String, Room>,
+    /// Sessions to remove: their buffer was full or closed.
+    dropped: Vec<u64>,
 }
 
 impl Hub {
@@ -136,6 +138,7 @@ impl Hub {
             state: LinkState::Connecting,
             sessions: HashMap::new(),
             rooms: HashMap::new(),
+            dropped: Vec::new(),
         }
     }
 
@@ -163,7 +166,8 @@ impl Hub {
         }
     }
 
-    /// Sends `frame` to session `id`; a session whose buffer is full is disconnected.
+    /// Queues `frame` for session `id`. A session whose buffer is full is kicked and marked to be removed
+    /// by [`Hub::reap`], once the frame in hand has gone to everyone it was for.
     fn send_to(&mut self, id: u64, frame: String) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -176,9 +180,18 @@ impl Hub {
                 if let Some(kick) = session.kick.take() {
                     let _ = kick.send(reason);
                 }
+                self.dropped.push(id);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.dropped.push(id),
+        }
+    }
+
+    /// Removes the sessions [`Hub::send_to`] could not reach (which may drop more).
+    fn reap(&mut self) {
+        while !self.dropped.is_empty() {
+            for id in std::mem::take(&mut self.dropped) {
                 self.remove(id);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove(id),
         }
     }
 
@@ -192,6 +205,7 @@ impl Hub {
         for id in ids {
             self.send_to(id, text.clone());
         }
+        self.reap();
     }
 
     fn broadcast_members(&mut self, room: &str) {
@@ -339,6 +353,14 @@ impl Handler<Join> for Hub {
                 log::error!("cannot reach the broker connection: {e}");
             }
         }
+        self.publish(
+            &room,
+            Wire::Join {
+                relay: self.relay_id.clone(),
+                name: name.clone(),
+                members,
+            },
+        );
         self.send_to(
             id,
             ToBrowser::Joined {
@@ -354,14 +376,6 @@ impl Handler<Join> for Hub {
             },
         );
         self.broadcast_members(&room);
-        self.publish(
-            &room,
-            Wire::Join {
-                relay: self.relay_id.clone(),
-                name,
-                members,
-            },
-        );
         Ok(())
     }
 }
@@ -456,6 +470,7 @@ impl Handler<StatusChanged> for Hub {
         for id in ids {
             self.send_to(id, text.clone());
         }
+        self.reap();
     }
 }
 

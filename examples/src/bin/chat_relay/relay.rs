@@ -100,6 +100,10 @@ impl Relay {
             log::warn!("dropped an event for {room}: the room is not open");
             return;
         };
+        if matches!(event, Wire::Presence { .. }) && !entry.receiving {
+            // Stale by the time the link is back, whose attach sends a fresh one.
+            return;
+        }
         if entry.pending.len() >= MAX_PENDING {
             entry.pending.pop_front();
             log::warn!("room {room}: more than {MAX_PENDING} events waiting, dropped the oldest");
