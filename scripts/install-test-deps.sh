@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the system packages needed by nucleon's interop tests
-# (Qpid Proton C library + Python binding, used by integration-tests/proton).
+# Install what nucleon's tests need beyond Rust: the Qpid Proton C library + Python binding (interop tests
+# in integration-tests/proton), Chromium + its driver and the npm packages of examples/tests/browser (the
+# chat_relay browser test, examples/tests/chat_browser.rs; node and npm must be on PATH).
 #
 # Idempotent and non-interactive: safe to run repeatedly, in CI (CI=true, no
 # stdin). Runs `apt-get update` only when a needed package is missing, and
@@ -14,6 +15,8 @@ REQUIRED_PKGS=(
     libqpid-proton11-dev
     libqpid-proton11-dev-examples
     pkg-config
+    chromium
+    chromium-driver
 )
 # Installed only if the package exists in the configured apt sources.
 OPTIONAL_PKGS=(
@@ -50,60 +53,84 @@ is_available() {
     [ -n "$cand" ] && [ "$cand" != "(none)" ]
 }
 
-missing_required=()
-for p in "${REQUIRED_PKGS[@]}"; do
-    is_installed "$p" || missing_required+=("$p")
-done
-missing_optional=()
-for p in "${OPTIONAL_PKGS[@]}"; do
-    is_installed "$p" || missing_optional+=("$p")
-done
+install_apt() {
+    missing_required=()
+    for p in "${REQUIRED_PKGS[@]}"; do
+        is_installed "$p" || missing_required+=("$p")
+    done
+    missing_optional=()
+    for p in "${OPTIONAL_PKGS[@]}"; do
+        is_installed "$p" || missing_optional+=("$p")
+    done
 
-if [ ${#missing_required[@]} -eq 0 ] && [ ${#missing_optional[@]} -eq 0 ]; then
-    log "all packages already installed"
-    exit 0
-fi
-
-updated=0
-apt_update() {
-    if [ "$updated" -eq 0 ]; then
-        log "running apt-get update"
-        "${SUDO[@]}" apt-get update -qq </dev/null
-        updated=1
+    if [ ${#missing_required[@]} -eq 0 ] && [ ${#missing_optional[@]} -eq 0 ]; then
+        log "all packages already installed"
+        return 0
     fi
+
+    updated=0
+    apt_update() {
+        if [ "$updated" -eq 0 ]; then
+            log "running apt-get update"
+            "${SUDO[@]}" apt-get update -qq </dev/null
+            updated=1
+        fi
+    }
+
+    to_install=("${missing_required[@]}")
+
+    if [ ${#missing_required[@]} -gt 0 ]; then
+        # Something required is missing: refresh the package lists once.
+        apt_update
+    fi
+
+    # Optional packages: install only those the apt sources actually provide.
+    # When every required package is already there, do not run `apt-get update`
+    # just to look for an optional one (keeps repeated runs fast and offline).
+    for p in "${missing_optional[@]}"; do
+        if is_available "$p"; then
+            to_install+=("$p")
+        fi
+    done
+
+    if [ ${#to_install[@]} -eq 0 ]; then
+        log "required packages installed; optional package(s) unavailable, skipped: ${missing_optional[*]}"
+        return 0
+    fi
+
+    # Make sure the lists are fresh enough to install the missing packages.
+    apt_update
+
+    log "installing: ${to_install[*]}"
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${to_install[@]}" </dev/null
+
+    for p in "${REQUIRED_PKGS[@]}"; do
+        if ! is_installed "$p"; then
+            log "failed to install $p"
+            exit 1
+        fi
+    done
 }
 
-to_install=("${missing_required[@]}")
-
-if [ ${#missing_required[@]} -gt 0 ]; then
-    # Something required is missing: refresh the package lists once.
-    apt_update
-fi
-
-# Optional packages: install only those the apt sources actually provide.
-# When every required package is already there, do not run `apt-get update`
-# just to look for an optional one (keeps repeated runs fast and offline).
-for p in "${missing_optional[@]}"; do
-    if is_available "$p"; then
-        to_install+=("$p")
-    fi
-done
-
-if [ ${#to_install[@]} -eq 0 ]; then
-    log "required packages installed; optional package(s) unavailable, skipped: ${missing_optional[*]}"
-    exit 0
-fi
-
-# Make sure the lists are fresh enough to install the missing packages.
-apt_update
-
-log "installing: ${to_install[*]}"
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${to_install[@]}" </dev/null
-
-for p in "${REQUIRED_PKGS[@]}"; do
-    if ! is_installed "$p"; then
-        log "failed to install $p"
+# The browser test's npm packages, pinned by examples/tests/browser/package-lock.json. `npm ci` runs only
+# when the installed playwright-core is not the locked version, so repeated runs stay offline.
+install_npm() {
+    local dir want have
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/examples/tests/browser"
+    if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+        log "node and npm are needed for the browser test; install Node.js 20 or newer"
         exit 1
     fi
-done
+    want=$(cd "$dir" && node -p "require('./package-lock.json').packages['node_modules/playwright-core'].version")
+    have=$(cd "$dir" && node -p "try { require('./node_modules/playwright-core/package.json').version } catch { '' }")
+    if [ "$want" = "$have" ]; then
+        log "npm packages of $dir already installed"
+        return 0
+    fi
+    log "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund </dev/null)
+}
+
+install_apt
+install_npm
 log "done"
