@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what nucleon's tests need beyond Rust: the Qpid Proton C library + Python binding (interop tests
 # in integration-tests/proton), Chromium + its driver and the npm packages of examples/tests/browser (the
-# chat_relay browser test, examples/tests/chat_browser.rs; node and npm must be on PATH).
+# chat_relay browser test, examples/tests/chat_browser.rs; node and npm must be on PATH), and RabbitMQ for
+# the interop tests (started privately by scripts/interop/rabbitmq.sh, never as a system service).
 #
 # Idempotent and non-interactive: safe to run repeatedly, in CI (CI=true, no
 # stdin). Runs `apt-get update` only when a needed package is missing, and
@@ -17,6 +18,7 @@ REQUIRED_PKGS=(
     pkg-config
     chromium
     chromium-driver
+    rabbitmq-server
 )
 # Installed only if the package exists in the configured apt sources.
 OPTIONAL_PKGS=(
@@ -102,7 +104,18 @@ install_apt() {
     apt_update
 
     log "installing: ${to_install[*]}"
+    # No package may start a system service (rabbitmq-server would listen on every interface): the tests
+    # start their own, on loopback. A policy-rc.d that denies starts does that, for this install only.
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod +x "$policy"
+        own_policy=1
+    fi
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${to_install[@]}" </dev/null
+    if [ "$own_policy" -eq 1 ]; then
+        "${SUDO[@]}" rm -f "$policy"
+    fi
 
     for p in "${REQUIRED_PKGS[@]}"; do
         if ! is_installed "$p"; then

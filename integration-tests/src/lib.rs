@@ -5,6 +5,8 @@
 //! * [`driver`]: a blocking, runtime-free driver that runs a `nucleon_protocol` engine over a real TCP socket,
 //!   used by `tests/engine_interop.rs` to talk to Qpid Proton.
 //! * [`python`]: Debian's Python with Qpid Proton, and the check that it is there.
+//! * [`peers`]: third-party peers (RabbitMQ, ...) as child processes tied to the test process.
 
 pub mod driver;
+pub mod peers;
 pub mod python;
