@@ -2,11 +2,13 @@
 //!
 //! The library part holds what those tests share:
 //!
+//! * [`corpus`]: the interop corpus, messages using every AMQP type, field and body kind.
 //! * [`driver`]: a blocking, runtime-free driver that runs a `nucleon_protocol` engine over a real TCP socket,
 //!   used by `tests/engine_interop.rs` to talk to Qpid Proton.
 //! * [`python`]: Debian's Python with Qpid Proton, and the check that it is there.
 //! * [`peers`]: third-party peers (RabbitMQ, ...) as child processes tied to the test process.
 
+pub mod corpus;
 pub mod driver;
 pub mod peers;
 pub mod python;
