@@ -320,8 +320,8 @@ pub fn python_script(script: &str, args: &[String]) -> Command {
         .join("proton")
         .join(script);
     let mut command = Command::new(PYTHON);
+    // Not isolated (`-I`): the existing scripts import their neighbours (`interop.py`) from their folder.
     command
-        .arg("-I")
         .arg(path)
         .args(args)
         .env("PYTHONDONTWRITEBYTECODE", "1");
