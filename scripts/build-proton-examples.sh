@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build Qpid Proton's C examples `broker`, `send`, `receive` and `direct` into target/proton-examples/, for
-# nucleon's engine interop tests (integration-tests/tests/engine_interop.rs).
+# nucleon's Proton interop tests (integration-tests/tests/engine_interop.rs and interop_proton_c.rs).
 #
 # The sources come from Debian's libqpid-proton11-dev-examples package. Its Makefile and CMake files expect
 # pkg-config/CMake modules that Debian does not ship, so each example is compiled directly:

@@ -1,0 +1,605 @@
+//! nucleon against Qpid Proton 0.37's C examples (`broker`, `send`, `receive`, `direct`, built by
+//! `scripts/build-proton-examples.sh`; see [`nucleon_integration_tests::peers::proton`]).
+//!
+//! Directions (the second part of each test name):
+//!
+//! * `client`: our clients (the async facade, or a `MessagingHandler`) against Proton's C `broker`, one broker
+//!   per test binary, each test on addresses of its own.
+//! * `our_broker`: Proton's C `send` and `receive` against our in-process `nucleon::broker::Broker`.
+//! * `our_listener`: Proton's C `send` and `receive` against a nucleon listener that receives and sends itself
+//!   (what the `direct_recv` / `direct_send` examples do).
+//! * `their_direct`: our clients against Proton's C `direct`, which listens and receives or sends.
+//!
+//! What the C examples cannot do, so no test pretends they do:
+//!
+//! * The C broker grants 5 credits at a time, sends its deliveries pre-settled, accepts every message (so a
+//!   sender never sees rejected or released), ignores `dynamic` (no request/reply with a dynamic address),
+//!   never answers a drain, offers only SASL ANONYMOUS (no PLAIN), and advertises no idle timeout.
+//! * `send`, `receive` and `direct` have fixed behaviour: they send `{"sequence": n}` maps (message-id n), or
+//!   accept whatever they receive and print its body. They take no credentials, no idle timeout, no
+//!   settlement mode and no message size; so type fidelity, properties, large messages, settlement other
+//!   than accepted, manual credit, drain, request/reply, SASL PLAIN and idle timeouts are not applicable to
+//!   them, as clients or as `direct`. Large messages through `direct` are also not applicable: its
+//!   receiving code writes each incoming batch at the start of its buffer.
+//!
+//! Nothing is skipped: without Proton's packages the tests fail and say to run `scripts/install-test-deps.sh`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::protocol::frame::DeliveryState;
+use nucleon::{
+    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
+    ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverId,
+    ReceiverOptions, Sender, SenderOptions, Tracker, Value,
+};
+use nucleon_integration_tests::corpus;
+use nucleon_integration_tests::peers::proton::{c_direct, run_c_client, CBroker, Finished};
+use tokio::sync::mpsc;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn container() -> ContainerHandle {
+    let _ = env_logger::builder().is_test(true).try_init();
+    ContainerBuilder::default()
+        .id("proton-c-interop")
+        .threads(2)
+        .auto_stop(false)
+        .start()
+}
+
+/// An address no other test of this binary uses.
+fn address(test: &str) -> String {
+    format!("nucleon-{test}")
+}
+
+/// Runs a C client off the actix thread, so that our in-process listeners keep accepting meanwhile.
+async fn c_client(name: &'static str, port: u16, address: &str, count: usize) -> Finished {
+    let address = address.to_owned();
+    tokio::task::spawn_blocking(move || run_c_client(name, port, &address, count, TIMEOUT))
+        .await
+        .expect("the C client's thread")
+}
+
+async fn send_all(
+    c: &ContainerHandle,
+    url: &str,
+    options: ConnectionOptions,
+    mode: DeliveryMode,
+    messages: Vec<Message>,
+) -> Vec<Outcome> {
+    let sender = c
+        .open_sender_with(
+            url,
+            options,
+            SenderOptions {
+                delivery_mode: mode,
+                ..SenderOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("sender to {url}: {e}"));
+    // One at a time: concurrent `send` futures have no defined order among themselves.
+    let outcomes = tokio::time::timeout(TIMEOUT, async {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for m in messages {
+            outcomes.push(sender.send(m).await.expect("an outcome"));
+        }
+        outcomes
+    })
+    .await
+    .expect("every outcome in time");
+    // A peer like `direct` may already have closed the connection once it had every message.
+    let _ = sender.close();
+    outcomes
+}
+
+async fn send(c: &ContainerHandle, url: &str, messages: Vec<Message>) -> Vec<Outcome> {
+    send_all(
+        c,
+        url,
+        ConnectionOptions::default(),
+        DeliveryMode::AtLeastOnce,
+        messages,
+    )
+    .await
+}
+
+async fn receive(c: &ContainerHandle, url: &str, n: usize, window: u32) -> Vec<Message> {
+    let options = ReceiverOptions {
+        credit_window: Some(window),
+        ..ReceiverOptions::default()
+    };
+    let receiver = c
+        .open_receiver(url, options)
+        .await
+        .unwrap_or_else(|e| panic!("receiver from {url}: {e}"));
+    let mut receiver = receiver.limit(n as u64);
+    tokio::time::timeout(TIMEOUT, async {
+        let mut messages = Vec::with_capacity(n);
+        while messages.len() < n {
+            let r = receiver.next().await.expect("the stream goes on");
+            messages.push(r.message.clone());
+            r.accept().expect("accepts");
+        }
+        messages
+    })
+    .await
+    .expect("every message in time")
+}
+
+fn numbered(n: usize) -> Vec<Message> {
+    (0..n as i64).map(Message::with_body).collect()
+}
+
+fn bodies(messages: &[Message]) -> Vec<i64> {
+    messages
+        .iter()
+        .map(|m| m.body_value().and_then(Value::as_i64).expect("a long body"))
+        .collect()
+}
+
+/// What Proton's `receive` and `direct` print for the body of the n-th `{"sequence": n}` message.
+fn sequence_line(n: usize) -> String {
+    format!("{{\"sequence\"={n}}}")
+}
+
+/// The body of the `n`-th message of Proton's `send` and `direct`.
+fn sequence_body(n: usize) -> Value {
+    let mut map = nucleon::protocol::codec::Map::new();
+    map.insert("sequence", Value::Int(n as i32));
+    Value::Map(map)
+}
+
+fn large_body() -> Value {
+    Value::Binary(
+        (0..5 * 1024 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// client: our clients against Proton's C broker
+// ---------------------------------------------------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn protonc_client_type_fidelity() {
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("types"));
+    let all = corpus::messages();
+    let messages: Vec<Message> = all.iter().map(|(_, m)| m.clone()).collect();
+    let outcomes = send(&c, &url, messages).await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Accepted),
+        "{outcomes:?}"
+    );
+    let got = receive(&c, &url, all.len(), 10).await;
+    for ((name, sent), got) in all.iter().zip(&got) {
+        assert_eq!(got, sent, "{name}");
+    }
+}
+
+#[actix_rt::test]
+async fn protonc_client_application_properties() {
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("app-props"));
+    let mut m = Message::builder().body("props").build();
+    if let Some(props) = corpus::full_message().application_properties() {
+        *m.application_properties_mut() = props.clone();
+    }
+    assert!(m.application_properties().is_some_and(|p| p.len() > 5));
+    assert_eq!(send(&c, &url, vec![m.clone()]).await, [Outcome::Accepted]);
+    let got = receive(&c, &url, 1, 1).await;
+    assert_eq!(got[0].application_properties(), m.application_properties());
+    assert_eq!(got[0], m);
+}
+
+#[actix_rt::test]
+async fn protonc_client_header_and_properties() {
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("fields"));
+    let full = corpus::full_message();
+    assert_eq!(
+        send(&c, &url, vec![full.clone()]).await,
+        [Outcome::Accepted]
+    );
+    let got = receive(&c, &url, 1, 1).await;
+    assert_eq!(got[0].header(), full.header());
+    assert_eq!(got[0].properties(), full.properties());
+    assert_eq!(got[0], full);
+}
+
+#[actix_rt::test]
+async fn protonc_client_volume() {
+    const N: usize = 10_000;
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("volume"));
+    // The broker grants 5 credits at a time; each message must still be accepted, in order.
+    let outcomes = send(&c, &url, numbered(N)).await;
+    assert_eq!(outcomes, vec![Outcome::Accepted; N]);
+    let got = receive(&c, &url, N, 500).await;
+    assert_eq!(bodies(&got), (0..N as i64).collect::<Vec<_>>());
+}
+
+#[actix_rt::test]
+async fn protonc_client_large() {
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("large"));
+    let body = large_body();
+    let m = Message::builder().body(body.clone()).build();
+    // The broker's max-frame-size is unlimited, so we send it as one frame; ours is 64 KiB, so it comes back
+    // in 80-odd frames.
+    assert_eq!(send(&c, &url, vec![m]).await, [Outcome::Accepted]);
+    let got = receive(&c, &url, 1, 1).await;
+    assert_eq!(got[0].body_value(), Some(&body));
+}
+
+#[actix_rt::test]
+async fn protonc_client_settlement() {
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("settlement"));
+    let presettled = send_all(
+        &c,
+        &url,
+        ConnectionOptions::default(),
+        DeliveryMode::AtMostOnce,
+        numbered(3),
+    )
+    .await;
+    assert_eq!(presettled, vec![Outcome::Settled; 3]);
+    let accepted = send(&c, &url, vec![Message::with_body(3i64)]).await;
+    assert_eq!(accepted, [Outcome::Accepted]);
+    let got = receive(&c, &url, 4, 4).await;
+    assert_eq!(bodies(&got), [0, 1, 2, 3]);
+}
+
+#[actix_rt::test]
+async fn protonc_client_sasl_anonymous() {
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("anonymous"));
+    let options = ConnectionOptions {
+        sasl_allowed_mechs: vec!["ANONYMOUS".into()],
+        ..ConnectionOptions::default()
+    };
+    let outcomes = send_all(
+        &c,
+        &url,
+        options,
+        DeliveryMode::AtLeastOnce,
+        vec![Message::with_body("anonymous")],
+    )
+    .await;
+    assert_eq!(outcomes, [Outcome::Accepted]);
+    let got = receive(&c, &url, 1, 1).await;
+    assert_eq!(got[0].body_value(), Some(&Value::from("anonymous")));
+}
+
+#[actix_rt::test]
+async fn protonc_client_idle_timeout() {
+    let broker = CBroker::shared();
+    let c = container();
+    let url = broker.url(&address("idle"));
+    // The C broker advertises no idle timeout; we ask for 1 s (advertising 500 ms), so Proton must keep our
+    // quiet connection alive with empty frames, or we close it with resource-limit-exceeded.
+    let options = ConnectionOptions {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..ConnectionOptions::default()
+    };
+    let sender = c
+        .open_sender_with(&url, options, SenderOptions::default())
+        .await
+        .expect("a sender");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outcome = tokio::time::timeout(TIMEOUT, sender.send(Message::with_body("still here")))
+        .await
+        .expect("an outcome in time")
+        .expect("the connection is still up");
+    assert_eq!(outcome, Outcome::Accepted);
+    sender.close().expect("closes");
+}
+
+/// What the manual-credit receiver reports to the test.
+#[derive(Debug)]
+enum Event {
+    Opened(ReceiverId),
+    Message(Box<Message>),
+}
+
+/// A receiver with credit window 0: it grants credit only when the test says so.
+struct ManualCredit {
+    address: String,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl MessagingHandler for ManualCredit {
+    fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
+        let options = ReceiverOptions {
+            credit_window: Some(0),
+            ..ReceiverOptions::default()
+        };
+        if let Err(e) = connection.open_receiver(&self.address, options) {
+            panic!("cannot open the receiver: {e}");
+        }
+    }
+
+    fn on_receiver_open(&mut self, receiver: &mut Receiver<'_>) {
+        let _ = self.events.send(Event::Opened(receiver.id()));
+    }
+
+    fn on_message(&mut self, _delivery: &mut Delivery<'_>, message: Message) {
+        let _ = self.events.send(Event::Message(Box::new(message)));
+    }
+}
+
+async fn next_message(events: &mut mpsc::UnboundedReceiver<Event>) -> i64 {
+    match tokio::time::timeout(TIMEOUT, events.recv()).await {
+        Ok(Some(Event::Message(m))) => m.body_value().and_then(Value::as_i64).expect("a long"),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn protonc_client_credit_manual() {
+    let broker = CBroker::shared();
+    let c = container();
+    let address = address("credit");
+    let url = broker.url(&address);
+    assert_eq!(
+        send(&c, &url, numbered(5)).await,
+        vec![Outcome::Accepted; 5]
+    );
+
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let handle = c
+        .connect(
+            &url,
+            ConnectionOptions::default(),
+            ManualCredit {
+                address,
+                events: tx,
+            },
+        )
+        .expect("connects");
+    let id = match tokio::time::timeout(TIMEOUT, events.recv()).await {
+        Ok(Some(Event::Opened(id))) => id,
+        other => panic!("expected the receiver to open, got {other:?}"),
+    };
+    let wq = handle.work_queue();
+    let grant = move |n: u32| {
+        wq.add(move |_, c| {
+            if let Some(mut r) = c.receiver(id) {
+                r.add_credit(n).expect("adds credit");
+            }
+        })
+        .expect("the connection is up");
+    };
+    grant(2);
+    assert_eq!(next_message(&mut events).await, 0);
+    assert_eq!(next_message(&mut events).await, 1);
+    grant(3);
+    for want in 2..5 {
+        assert_eq!(next_message(&mut events).await, want);
+    }
+    assert!(events.try_recv().is_err(), "nothing beyond the credit");
+    handle.close().expect("closes");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// our_broker: Proton's C clients against our broker
+// ---------------------------------------------------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn protonc_our_broker_volume() {
+    const N: usize = 10_000;
+    let c = container();
+    let broker = Broker::new(BrokerOptions::default());
+    let listener = broker
+        .listen(&c, "127.0.0.1:0", ListenOptions::default())
+        .expect("listens");
+    let sent = c_client("send", listener.port(), "c-volume", N).await;
+    sent.assert_success();
+    assert!(
+        sent.lines()
+            .contains(&format!("{N} messages sent and acknowledged").as_str()),
+        "{sent}"
+    );
+    assert_eq!(broker.queue_depth("c-volume"), Some(N));
+    let received = c_client("receive", listener.port(), "c-volume", N).await;
+    received.assert_success();
+    let mut expected: Vec<String> = (1..=N).map(sequence_line).collect();
+    expected.push(format!("{N} messages received"));
+    assert_eq!(received.lines(), expected, "{received}");
+    assert_eq!(broker.queue_depth("c-volume"), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// our_listener: Proton's C clients against a nucleon listener
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A nucleon listener that receives (accepting) whatever is sent to it, and sends its queued messages to
+/// whoever attaches a receiver, as `direct_recv` / `direct_send` do.
+#[derive(Clone)]
+struct Direct {
+    to_send: Arc<Mutex<VecDeque<Message>>>,
+    events: mpsc::UnboundedSender<DirectEvent>,
+}
+
+#[derive(Debug)]
+enum DirectEvent {
+    Received(Box<Message>),
+    Outcome(Option<DeliveryState>),
+}
+
+impl Direct {
+    fn new(to_send: Vec<Message>) -> (Direct, mpsc::UnboundedReceiver<DirectEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let direct = Direct {
+            to_send: Arc::new(Mutex::new(to_send.into())),
+            events,
+        };
+        (direct, rx)
+    }
+}
+
+impl ListenHandler for Direct {
+    type Handler = Direct;
+
+    fn on_accept(&self, _peer: std::net::SocketAddr) -> Direct {
+        self.clone()
+    }
+}
+
+impl MessagingHandler for Direct {
+    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
+        while sender.credit() > 0 {
+            let Some(m) = self.to_send.lock().expect("lock").pop_front() else {
+                break;
+            };
+            sender.send(&m).expect("sends");
+        }
+    }
+
+    fn on_message(&mut self, _delivery: &mut Delivery<'_>, message: Message) {
+        let _ = self.events.send(DirectEvent::Received(Box::new(message)));
+    }
+
+    fn on_tracker_accept(&mut self, tracker: &mut Tracker<'_>) {
+        let _ = self
+            .events
+            .send(DirectEvent::Outcome(tracker.state().cloned()));
+    }
+
+    fn on_tracker_reject(&mut self, tracker: &mut Tracker<'_>) {
+        let _ = self
+            .events
+            .send(DirectEvent::Outcome(tracker.state().cloned()));
+    }
+
+    fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {
+        let _ = self
+            .events
+            .send(DirectEvent::Outcome(tracker.state().cloned()));
+    }
+}
+
+#[actix_rt::test]
+async fn protonc_our_listener_volume() {
+    const N: usize = 10_000;
+    let c = container();
+    let (direct, mut events) = Direct::new((0..N as i64).map(Message::with_body).collect());
+    let listener = c.listen("127.0.0.1:0", direct).expect("listens");
+
+    // C send -> us: N messages, each accepted by us, in order.
+    let sent = c_client("send", listener.port(), "from-c", N).await;
+    sent.assert_success();
+    assert!(
+        sent.lines()
+            .contains(&format!("{N} messages sent and acknowledged").as_str()),
+        "{sent}"
+    );
+    for n in 1..=N {
+        match events.try_recv() {
+            Ok(DirectEvent::Received(m)) => {
+                assert_eq!(m.body_value(), Some(&sequence_body(n)), "message {n}")
+            }
+            other => panic!("message {n}: {other:?}"),
+        }
+    }
+
+    // us -> C receive: N messages in order, each accepted by Proton.
+    let received = c_client("receive", listener.port(), "to-c", N).await;
+    received.assert_success();
+    let mut expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    expected.push(format!("{N} messages received"));
+    assert_eq!(received.lines(), expected, "{received}");
+    let mut accepted = 0;
+    while accepted < N {
+        match tokio::time::timeout(TIMEOUT, events.recv()).await {
+            Ok(Some(DirectEvent::Outcome(Some(DeliveryState::Accepted(_))))) => accepted += 1,
+            other => panic!("after {accepted} accepted: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// their_direct: our clients against Proton's C direct
+// ---------------------------------------------------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn protonc_their_direct_volume() {
+    const N: usize = 10_000;
+    let c = container();
+
+    // us -> direct: it accepts each message and prints its body.
+    let (direct, port) = c_direct("to-direct", N);
+    let url = format!("amqp://127.0.0.1:{port}/to-direct");
+    let outcomes = send(&c, &url, numbered(N)).await;
+    assert_eq!(outcomes, vec![Outcome::Accepted; N]);
+    let out = tokio::task::spawn_blocking(move || direct.finish(TIMEOUT))
+        .await
+        .expect("joins");
+    let mut expected = vec![format!("listening on {port}")];
+    expected.extend((0..N).map(|i| i.to_string()));
+    expected.push(format!("{N} messages received"));
+    expected.push("exited 0".to_owned());
+    assert_eq!(out.lines(), expected, "{out}");
+
+    // direct -> us: N `{"sequence": n}` messages, which we accept.
+    let (direct, port) = c_direct("from-direct", N);
+    let url = format!("amqp://127.0.0.1:{port}/from-direct");
+    let got = receive(&c, &url, N, 500).await;
+    for (n, m) in (1..=N).zip(&got) {
+        assert_eq!(m.body_value(), Some(&sequence_body(n)), "message {n}");
+    }
+    let out = tokio::task::spawn_blocking(move || direct.finish(TIMEOUT))
+        .await
+        .expect("joins");
+    assert_eq!(
+        out.lines(),
+        [
+            format!("listening on {port}"),
+            format!("{N} messages sent and acknowledged"),
+            "exited 0".to_owned()
+        ],
+        "{out}"
+    );
+}
+
+#[actix_rt::test]
+async fn protonc_their_direct_settlement() {
+    const N: usize = 10;
+    let c = container();
+    // Pre-settled messages count as received for `direct` just as unsettled ones do.
+    let (direct, port) = c_direct("presettled", N);
+    let url = format!("amqp://127.0.0.1:{port}/presettled");
+    let outcomes = send_all(
+        &c,
+        &url,
+        ConnectionOptions::default(),
+        DeliveryMode::AtMostOnce,
+        numbered(N),
+    )
+    .await;
+    assert_eq!(outcomes, vec![Outcome::Settled; N]);
+    let out = tokio::task::spawn_blocking(move || direct.finish(TIMEOUT))
+        .await
+        .expect("joins");
+    out.assert_success();
+    assert!(
+        out.lines()
+            .contains(&format!("{N} messages received").as_str()),
+        "{out}"
+    );
+}
