@@ -1,0 +1,268 @@
+//! nucleon against rhea 3.x, the JavaScript AMQP 1.0 library (`integration-tests/peers/rhea/peer.mjs`, one
+//! `node` process per test binary, see [`Rhea`]), in two directions:
+//!
+//! * `rhea_client_*`: rhea clients against our broker (`nucleon::broker::Broker`, served in-process on
+//!   127.0.0.1:0), with our clients on the broker's other side where a case needs them;
+//! * `rhea_listener_*`: our clients against a rhea listener (`container.listen` on 127.0.0.1:0), which
+//!   stores what it receives by address and sends it back to a receiver attaching to that address.
+//!
+//! Type fidelity goes through rhea's own decoding: the peer re-sends each message exactly as rhea decoded it.
+//! rhea decodes values to plain JavaScript values and encodes them again by JavaScript type, so these AMQP
+//! types do not survive a pass through it (rhea 3.0.5, `lib/types.js` `unwrap` and `wrap`):
+//! ubyte, ushort and char come back as uint; uint 2^32-1 as ulong; ulong up to 2^53 as uint or ulong by
+//! size, above as binary (rhea reads it as an 8-byte buffer); byte, short and small longs as int; int
+//! -2^31 and large longs as long; longs beyond 2^53 as binary; float as double; a double whose value is a
+//! whole number (such as -2.25e300) as a long; decimal32/64/128 and uuid as binary; symbol as string; arrays
+//! as lists; map keys as strings (a map becomes a JavaScript object); an amqp-sequence's ints as uints; and a
+//! binary message-id as a (malformed) uuid; a described body value loses its descriptor. Null, booleans,
+//! small uints, small ints, timestamps, binaries, strings, empty lists, data sections, and ulong and uuid
+//! message-ids survive. rhea also always sends a header and a properties section, empty when no field is
+//! set, which means the same as none [AMQP 1.0 §3.2.1, §3.2.4]; comparisons read an absent one as empty. Every corpus message that
+//! holds a lost type is left out of the type-fidelity cases by name in [`RHEA_LOSES`], with its reason.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::{
+    ConnectionOptions, ContainerBuilder, ContainerHandle, ListenOptions, Message, Outcome,
+    ReceiverOptions, SenderOptions,
+};
+use nucleon_integration_tests::corpus;
+use nucleon_integration_tests::peers::rhea::Rhea;
+use serde_json::{json, Value as Json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Corpus messages that hold an AMQP type rhea does not carry through, with the reason.
+const RHEA_LOSES: &[(&str, &str)] = &[
+    ("value-ubyte", "ubyte comes back as uint"),
+    ("value-ushort", "ushort comes back as uint"),
+    ("value-uint", "uint 2^32-1 comes back as ulong"),
+    ("value-ulong-small", "ulong 200 comes back as uint"),
+    ("value-ulong", "ulong 2^64-1 comes back as an 8-byte binary"),
+    ("value-byte", "byte comes back as int"),
+    ("value-short", "short comes back as int"),
+    ("value-int", "int -2^31 comes back as long"),
+    ("value-long-small", "long -100 comes back as int"),
+    ("value-long", "long -2^63 comes back as an 8-byte binary"),
+    ("value-float", "float comes back as double"),
+    ("value-double", "rhea encodes the whole-valued double -2.25e300 as a long and throws (out of range)"),
+    ("value-decimal32", "decimal32 comes back as binary"),
+    ("value-decimal64", "decimal64 comes back as binary"),
+    ("value-decimal128", "decimal128 comes back as binary"),
+    ("value-char", "char comes back as uint"),
+    ("value-uuid", "uuid comes back as binary"),
+    ("value-symbol", "symbol comes back as string"),
+    ("value-list-scalars", "holds the scalars above"),
+    ("value-map", "keys come back as strings (a JavaScript object), the symbol key as a string"),
+    ("value-map-nested", "keys come back as strings, and it holds the scalars above"),
+    ("value-array-int", "arrays come back as lists"),
+    ("value-array-string", "arrays come back as lists"),
+    ("value-array-list", "arrays come back as lists"),
+    ("value-array-described", "arrays come back as lists"),
+    ("value-described-code", "the descriptor is dropped: the value comes back alone"),
+    ("value-described-symbol-list", "the descriptor is dropped, and the list's int comes back as uint"),
+    ("sequence", "the amqp-sequence's int 1 comes back as uint"),
+    ("id-binary", "a binary message-id is re-encoded as a uuid (rhea's wrap_message_id takes every buffer for one)"),
+    ("full", "application properties long, ulong and uuid, and the footer's int, come back re-typed"),
+];
+
+fn container() -> ContainerHandle {
+    let _ = env_logger::builder().is_test(true).try_init();
+    ContainerBuilder::default()
+        .id("rhea-interop")
+        .threads(2)
+        .auto_stop(false)
+        .start()
+}
+
+/// Our broker on a free loopback port: its state and the port.
+fn broker(c: &ContainerHandle, options: ListenOptions) -> (Broker, u16) {
+    let broker = Broker::new(BrokerOptions::default());
+    let listener = broker
+        .listen(c, "127.0.0.1:0", options)
+        .expect("the broker listens");
+    (broker, listener.port())
+}
+
+/// One operation of the rhea peer, over its own control connection.
+struct Op {
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+}
+
+impl Op {
+    async fn start(command: Json) -> Op {
+        let rhea = Rhea::shared();
+        let stream = TcpStream::connect(("127.0.0.1", rhea.control_port))
+            .await
+            .expect("connects to the rhea peer");
+        let (read, writer) = stream.into_split();
+        let mut op = Op {
+            lines: BufReader::new(read).lines(),
+            writer,
+        };
+        op.instruct(command).await;
+        op
+    }
+
+    async fn instruct(&mut self, line: Json) {
+        let mut text = line.to_string();
+        text.push('\n');
+        self.writer
+            .write_all(text.as_bytes())
+            .await
+            .expect("writes to the rhea peer");
+    }
+
+    /// The next event from the peer.
+    async fn next(&mut self) -> Json {
+        let line = tokio::time::timeout(TIMEOUT, self.lines.next_line())
+            .await
+            .expect("the rhea peer answers in time")
+            .expect("reads from the rhea peer")
+            .expect("the rhea peer keeps the operation open");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Events up to and including the first named `event`; fails on an `error` or `disconnected` event.
+    async fn until(&mut self, event: &str) -> Vec<Json> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.next().await;
+            let name = e["event"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                name == event || (name != "error" && name != "disconnected"),
+                "rhea reported {e} while waiting for {event} (after {seen:?})"
+            );
+            seen.push(e);
+            if name == event {
+                return seen;
+            }
+        }
+    }
+}
+
+fn insecure() -> ConnectionOptions {
+    ConnectionOptions {
+        sasl_allow_insecure_mechs: true,
+        ..ConnectionOptions::default()
+    }
+}
+
+async fn send_all(c: &ContainerHandle, url: &str, messages: Vec<Message>) -> Vec<Outcome> {
+    send_all_with(c, url, messages, SenderOptions::default()).await
+}
+
+async fn send_all_with(
+    c: &ContainerHandle,
+    url: &str,
+    messages: Vec<Message>,
+    options: SenderOptions,
+) -> Vec<Outcome> {
+    let sender = c
+        .open_sender_with(url, insecure(), options)
+        .await
+        .unwrap_or_else(|e| panic!("sender to {url}: {e}"));
+    // One at a time: concurrent `send` futures have no defined order among themselves.
+    let outcomes = tokio::time::timeout(TIMEOUT, async {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for m in messages {
+            outcomes.push(sender.send(m).await.expect("an outcome"));
+        }
+        outcomes
+    })
+    .await
+    .expect("every outcome in time");
+    sender.close().expect("closes");
+    outcomes
+}
+
+async fn receive(c: &ContainerHandle, url: &str, n: usize, window: u32) -> Vec<Message> {
+    let options = ReceiverOptions {
+        credit_window: Some(window),
+        ..ReceiverOptions::default()
+    };
+    let mut receiver = c
+        .open_receiver_with(url, insecure(), options)
+        .await
+        .unwrap_or_else(|e| panic!("receiver from {url}: {e}"))
+        .limit(n as u64);
+    tokio::time::timeout(TIMEOUT, async {
+        let mut messages = Vec::with_capacity(n);
+        while messages.len() < n {
+            let r = receiver.next().await.expect("the stream goes on");
+            messages.push(r.message.clone());
+            r.accept().expect("accepts");
+        }
+        messages
+    })
+    .await
+    .expect("every message in time")
+}
+
+/// The corpus without what rhea loses.
+fn corpus_for_rhea() -> Vec<(String, Message)> {
+    let names: Vec<&str> = RHEA_LOSES.iter().map(|(n, _)| *n).collect();
+    corpus::messages_without(&names)
+}
+
+/// A message's sections, with an absent header or properties section read as the empty one: rhea always
+/// sends both sections, empty when no field is set, which means the same [AMQP 1.0 §3.2.1, §3.2.4].
+fn sections(m: &Message) -> impl PartialEq + std::fmt::Debug + '_ {
+    (
+        m.header().cloned().unwrap_or_default(),
+        m.delivery_annotations(),
+        m.message_annotations(),
+        m.properties().cloned().unwrap_or_default(),
+        m.application_properties(),
+        m.body(),
+        m.footer(),
+    )
+}
+
+fn assert_same(sent: &[(String, Message)], got: &[Message]) {
+    assert_eq!(sent.len(), got.len());
+    let wrong: Vec<String> = sent
+        .iter()
+        .zip(got)
+        .filter(|((_, a), b)| sections(a) != sections(b))
+        .map(|((name, a), b)| format!("{name}:\n  sent {a:?}\n  got  {b:?}"))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// rhea moves `n` messages from `from` to `to` on our broker, each sent back as it decoded it; returns
+/// the outcomes rhea saw for its sends.
+async fn rhea_echo(port: u16, from: &str, to: &str, n: usize) -> Json {
+    let mut op =
+        Op::start(json!({"op": "echo", "port": port, "from": from, "to": to, "count": n})).await;
+    let done = op.until("done").await;
+    done.last().expect("done")["outcomes"].clone()
+}
+
+#[actix_rt::test]
+async fn rhea_client_type_fidelity() {
+    let c = container();
+    let (_broker, port) = broker(&c, ListenOptions::default());
+    let corpus = corpus_for_rhea();
+    let base = format!("amqp://127.0.0.1:{port}");
+    let outcomes = send_all(
+        &c,
+        &format!("{base}/types-in"),
+        corpus.iter().map(|(_, m)| m.clone()).collect(),
+    )
+    .await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Accepted),
+        "{outcomes:?}"
+    );
+    let echoed = rhea_echo(port, "types-in", "types-out", corpus.len()).await;
+    assert_eq!(echoed, json!({"accepted": corpus.len()}));
+    let got = receive(&c, &format!("{base}/types-out"), corpus.len(), 10).await;
+    assert_same(&corpus, &got);
+}
