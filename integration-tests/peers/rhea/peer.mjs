@@ -34,11 +34,12 @@ function client(out, cmd, on_open) {
     const conn = container.connect(options);
     conn.on('connection_open', () => on_open(conn));
     conn.on('connection_error', (ctx) => {
-        const e = ctx.connection.error || {};
-        out({ event: 'error', condition: e.condition ?? null, description: e.description ?? null });
+        const e = ctx.error || ctx.connection.error || {};
+        out({ event: 'error', condition: e.condition ?? null, description: e.description ?? String(e) });
     });
     conn.on('disconnected', (ctx) => {
-        out({ event: 'disconnected', error: ctx.error ? String(ctx.error) : null });
+        const e = ctx.error || {};
+        out({ event: 'disconnected', condition: e.condition ?? null, description: e.message ?? null });
     });
     return conn;
 }
