@@ -25,9 +25,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::PlainAuthenticator;
+use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
-    ConnectionOptions, ContainerBuilder, ContainerHandle, ListenOptions, Message, Outcome,
-    ReceiverOptions, SenderOptions,
+    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
+    ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender,
+    SenderOptions,
 };
 use nucleon_integration_tests::corpus;
 use nucleon_integration_tests::peers::rhea::Rhea;
@@ -608,4 +610,388 @@ async fn rhea_client_idle_timeout() {
         op.until("done").await.last().expect("done")["outcome"],
         json!("accepted")
     );
+}
+
+/// A rhea listener (the peer's `listen` operation with `options`), and its port.
+async fn rhea_listener(options: Json) -> (Op, u16) {
+    let mut command = json!({"op": "listen"});
+    if let (Some(c), Some(o)) = (command.as_object_mut(), options.as_object()) {
+        c.extend(o.clone());
+    }
+    let mut op = Op::start(command).await;
+    let events = op.until("listening").await;
+    let port = events.last().expect("listening")["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a port");
+    (op, port)
+}
+
+/// Our sender sends `messages` to `address` on the rhea listener, which stores them; our receiver then
+/// takes them back from the same address.
+async fn through_rhea_listener(
+    c: &ContainerHandle,
+    address: &str,
+    messages: Vec<Message>,
+    window: u32,
+) -> (Op, Vec<Message>) {
+    let (op, port) = rhea_listener(json!({})).await;
+    let url = format!("amqp://127.0.0.1:{port}/{address}");
+    let n = messages.len();
+    let outcomes = send_all(c, &url, messages).await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Accepted),
+        "{outcomes:?}"
+    );
+    let got = receive(c, &url, n, window).await;
+    (op, got)
+}
+
+#[actix_rt::test]
+async fn rhea_listener_type_fidelity() {
+    let c = container();
+    let corpus = corpus_for_rhea();
+    let (_op, got) = through_rhea_listener(
+        &c,
+        "types",
+        corpus.iter().map(|(_, m)| m.clone()).collect(),
+        10,
+    )
+    .await;
+    assert_same(&corpus, &got);
+}
+
+#[actix_rt::test]
+async fn rhea_listener_application_properties() {
+    let c = container();
+    let sent = typed_properties();
+    let (_op, got) = through_rhea_listener(&c, "props", vec![sent.clone()], 1).await;
+    assert_eq!(
+        got[0].application_properties(),
+        sent.application_properties()
+    );
+}
+
+#[actix_rt::test]
+async fn rhea_listener_header_properties() {
+    let c = container();
+    let sent = full_without_footer();
+    let (_op, got) = through_rhea_listener(&c, "fields", vec![sent.clone()], 1).await;
+    assert_fields(&sent, &got[0]);
+}
+
+#[actix_rt::test]
+async fn rhea_listener_volume() {
+    const N: i64 = 10_000;
+    let c = container();
+    let (mut op, got) = through_rhea_listener(&c, "volume", numbered(N), 500).await;
+    let bodies: Vec<i64> = got
+        .iter()
+        .map(|m| {
+            m.body_value()
+                .and_then(nucleon::Value::as_i64)
+                .expect("a number")
+        })
+        .collect();
+    assert_eq!(bodies, (0..N).collect::<Vec<_>>());
+    // rhea saw every one of its sends accepted, in order.
+    let mut accepted = Vec::new();
+    while accepted.len() < N as usize {
+        let e = op.next().await;
+        if e["event"] == "outcome" {
+            assert_eq!(e["outcome"], json!("accepted"), "{e}");
+            accepted.push(e["index"].as_i64().expect("an index"));
+        }
+    }
+    assert_eq!(accepted, (0..N).collect::<Vec<_>>());
+}
+
+#[actix_rt::test]
+async fn rhea_listener_large_message() {
+    let c = container();
+    let sent = five_mib();
+    let (_op, got) = through_rhea_listener(&c, "large", vec![sent.clone()], 1).await;
+    assert_eq!(got[0].body(), sent.body());
+}
+
+#[actix_rt::test]
+async fn rhea_listener_settlement() {
+    let c = container();
+    let (mut op, port) = rhea_listener(json!({
+        "dispositions": {"settle": ["accept", "reject", "release"]}
+    }))
+    .await;
+    let base = format!("amqp://127.0.0.1:{port}");
+    // Our sender sees rhea's outcomes by index.
+    let outcomes = send_all(&c, &format!("{base}/settle"), numbered(3)).await;
+    assert_eq!(outcomes[0], Outcome::Accepted);
+    match &outcomes[1] {
+        Outcome::Rejected(Some(e)) => assert_eq!(e.condition.to_string(), "amqp:not-allowed"),
+        other => panic!("expected a rejection with an error, got {other:?}"),
+    }
+    assert_eq!(outcomes[2], Outcome::Released);
+    let presettled = SenderOptions {
+        delivery_mode: DeliveryMode::AtMostOnce,
+        ..SenderOptions::default()
+    };
+    let outcomes = send_all_with(&c, &format!("{base}/presettled"), numbered(1), presettled).await;
+    assert_eq!(outcomes, vec![Outcome::Settled]);
+    let received = loop {
+        let e = op.next().await;
+        if e["event"] == "received" && e["address"] == "presettled" {
+            break e;
+        }
+    };
+    assert_eq!(received["presettled"], json!(true), "{received}");
+    // rhea's sends (the three messages it stored) see our receiver's outcomes.
+    let mut receiver = c
+        .open_receiver_with(
+            &format!("{base}/settle"),
+            insecure(),
+            ReceiverOptions::default(),
+        )
+        .await
+        .expect("the receiver opens")
+        .limit(3);
+    for i in 0..3 {
+        let r = tokio::time::timeout(TIMEOUT, receiver.next())
+            .await
+            .expect("in time")
+            .expect("a message");
+        match i {
+            0 => r.accept(),
+            1 => r.reject(None),
+            _ => r.release(),
+        }
+        .expect("settles");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = op.next().await;
+        if e["event"] == "outcome" {
+            seen.push((e["index"].clone(), e["outcome"].clone()));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (json!(0), json!("accepted")),
+            (json!(1), json!("rejected")),
+            (json!(2), json!("released")),
+        ]
+    );
+}
+
+#[actix_rt::test]
+async fn rhea_listener_credit_window_zero() {
+    let c = container();
+    let (mut op, port) = rhea_listener(json!({"credit_window": 0})).await;
+    let url = format!("amqp://127.0.0.1:{port}/credit");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sender_container = c.clone();
+    actix_rt::spawn(async move {
+        let _ = tx.send(send_all(&sender_container, &url, numbered(2)).await);
+    });
+    op.until("receiver_open").await;
+    for i in 0..2 {
+        op.instruct(json!({"flow": 1})).await;
+        let received = op.until("received").await;
+        assert_eq!(received.last().expect("received")["index"], json!(i));
+    }
+    let outcomes = tokio::time::timeout(TIMEOUT, rx)
+        .await
+        .expect("in time")
+        .expect("the sends finish");
+    assert_eq!(outcomes, vec![Outcome::Accepted, Outcome::Accepted]);
+}
+
+/// What our handler-based clients report to the test.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Message(Box<Message>),
+    Drained(u32),
+    Address(String),
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .expect("in time")
+        .expect("the handler reports")
+}
+
+/// Drains a sender: credit window 0, then 10 credits and a drain at once.
+struct Drainer {
+    address: String,
+    tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+}
+
+impl MessagingHandler for Drainer {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let options = ReceiverOptions {
+            credit_window: Some(0),
+            ..ReceiverOptions::default()
+        };
+        c.open_receiver(&self.address, options)
+            .expect("the receiver opens");
+    }
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        r.add_credit(10).expect("adds credit");
+        r.drain().expect("drains");
+    }
+    fn on_message(&mut self, _d: &mut Delivery<'_>, message: Message) {
+        let _ = self.tx.send(Seen::Message(Box::new(message)));
+    }
+    fn on_receiver_drain_finish(&mut self, r: &mut Receiver<'_>) {
+        let _ = self.tx.send(Seen::Drained(r.credit()));
+    }
+}
+
+#[actix_rt::test]
+async fn rhea_listener_drain() {
+    let c = container();
+    let (_op, port) = rhea_listener(json!({})).await;
+    let base = format!("amqp://127.0.0.1:{port}");
+    send_all(&c, &format!("{base}/drain"), numbered(2)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _conn = c
+        .connect(
+            &base,
+            ConnectionOptions::default(),
+            Drainer {
+                address: "drain".into(),
+                tx,
+            },
+        )
+        .expect("connects");
+    let mut seen = Vec::new();
+    while !matches!(seen.last(), Some(Seen::Drained(_))) {
+        seen.push(next(&mut rx).await);
+    }
+    let bodies: Vec<Option<i64>> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Message(m) => Some(m.body_value().and_then(nucleon::Value::as_i64)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, vec![Some(0), Some(1)]);
+    assert_eq!(seen.last(), Some(&Seen::Drained(0)));
+}
+
+/// Sends one request to `requests` with a dynamic receiver's address as its reply-to.
+struct Requester {
+    tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+    request: Option<Message>,
+}
+
+impl MessagingHandler for Requester {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let options = ReceiverOptions {
+            dynamic: true,
+            ..ReceiverOptions::default()
+        };
+        c.open_receiver("", options).expect("the receiver opens");
+    }
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        let Some(address) = r.address() else { return };
+        let _ = self.tx.send(Seen::Address(address.clone()));
+        self.request = Some(
+            Message::builder()
+                .message_id(MessageId::String("request-1".into()))
+                .reply_to(address)
+                .body("ping")
+                .build(),
+        );
+        r.connection()
+            .open_sender("requests", SenderOptions::default())
+            .expect("the sender opens");
+    }
+    fn on_sendable(&mut self, s: &mut Sender<'_>) {
+        if let Some(request) = self.request.take() {
+            s.send(&request).expect("sends the request");
+        }
+    }
+    fn on_message(&mut self, _d: &mut Delivery<'_>, message: Message) {
+        let _ = self.tx.send(Seen::Message(Box::new(message)));
+    }
+}
+
+#[actix_rt::test]
+async fn rhea_listener_request_reply() {
+    let c = container();
+    let (_op, port) = rhea_listener(json!({})).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _conn = c
+        .connect(
+            &format!("amqp://127.0.0.1:{port}"),
+            ConnectionOptions::default(),
+            Requester { tx, request: None },
+        )
+        .expect("connects");
+    let Seen::Address(address) = next(&mut rx).await else {
+        panic!("the dynamic address comes first")
+    };
+    assert!(address.starts_with("dynamic-"), "{address}");
+    let Seen::Message(reply) = next(&mut rx).await else {
+        panic!("a reply")
+    };
+    assert_eq!(reply.body_value(), Some(&nucleon::Value::from("ping")));
+    assert_eq!(
+        reply.properties().and_then(|p| p.correlation_id.clone()),
+        Some(MessageId::String("request-1".into()))
+    );
+}
+
+#[actix_rt::test]
+async fn rhea_listener_sasl() {
+    let c = container();
+    let (_op, port) = rhea_listener(json!({"sasl": {"user": "alice", "password": "secret"}})).await;
+    let good = format!("amqp://alice:secret@127.0.0.1:{port}/sasl");
+    assert_eq!(
+        send_all(&c, &good, numbered(1)).await,
+        vec![Outcome::Accepted]
+    );
+    let bad = format!("amqp://alice:wrong@127.0.0.1:{port}/sasl");
+    let err = c
+        .open_sender_with(&bad, insecure(), SenderOptions::default())
+        .await
+        .expect_err("a wrong password is refused");
+    assert_eq!(
+        err.condition(),
+        Some(&ErrorCondition::UnauthorizedAccess),
+        "{err}"
+    );
+    let (_anonymous_op, anonymous_port) = rhea_listener(json!({"sasl": "anonymous"})).await;
+    let anonymous = format!("amqp://127.0.0.1:{anonymous_port}/sasl");
+    assert_eq!(
+        send_all(&c, &anonymous, numbered(1)).await,
+        vec![Outcome::Accepted]
+    );
+}
+
+#[actix_rt::test]
+async fn rhea_listener_idle_timeout() {
+    let c = container();
+    let (_op, port) = rhea_listener(json!({"idle_time_out": 1000})).await;
+    let options = ConnectionOptions {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..ConnectionOptions::default()
+    };
+    let sender = c
+        .open_sender_with(
+            &format!("amqp://127.0.0.1:{port}/idle"),
+            options,
+            SenderOptions::default(),
+        )
+        .await
+        .expect("the sender opens");
+    // Both sides ask for heartbeats within 1 s; the connection stays quiet for 3 s (no application
+    // traffic), then still carries a message.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outcome = tokio::time::timeout(TIMEOUT, sender.send(Message::with_body("after-quiet")))
+        .await
+        .expect("in time")
+        .expect("the connection is still up");
+    assert_eq!(outcome, Outcome::Accepted);
 }
