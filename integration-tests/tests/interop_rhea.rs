@@ -15,7 +15,7 @@
 //! (a map becomes a JavaScript object); an amqp-sequence's int as uint; a binary message-id as a uuid; a
 //! described body value loses its descriptor. rhea cannot send back the double -2.25e300 at all (a whole
 //! number to JavaScript, so it encodes it as a long and throws), nor any list or map holding it. Null,
-//! booleans, uints, small ints, doubles, timestamps, binaries, strings, empty lists, data sections, and
+//! booleans, uints, small ints, doubles with a fraction, timestamps, binaries, strings, empty lists, data sections, and
 //! ulong and uuid message-ids survive. [`RHEA_LOSES`] names every corpus message left out of the
 //! type-fidelity cases with its reason, and `rhea_client_type_losses_are_as_documented` checks that each
 //! of them really is changed (scalars exactly as said here), so the list cannot hide a message rhea carries.
