@@ -2,7 +2,8 @@
 # Install what nucleon's tests need beyond Rust: the Qpid Proton C library + Python binding (interop tests
 # in integration-tests/proton), Chromium + its driver and the npm packages of examples/tests/browser (the
 # chat_relay browser test, examples/tests/chat_browser.rs; node and npm must be on PATH), and RabbitMQ for
-# the interop tests (started privately by scripts/interop/rabbitmq.sh, never as a system service).
+# the interop tests (started privately by scripts/interop/rabbitmq.sh, never as a system service), and rhea for
+# the rhea interop tests (integration-tests/peers/rhea, run by integration-tests/tests/interop_rhea.rs).
 #
 # Idempotent and non-interactive: safe to run repeatedly, in CI (CI=true, no
 # stdin). Runs `apt-get update` only when a needed package is missing, and
@@ -125,23 +126,31 @@ install_apt() {
     done
 }
 
-# The browser test's npm packages, pinned by examples/tests/browser/package-lock.json. `npm ci` runs only
-# when the installed playwright-core is not the locked version, so repeated runs stay offline.
-install_npm() {
-    local dir want have
-    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/examples/tests/browser"
+# npm packages pinned by a folder's package-lock.json: `npm ci` in DIR runs only when the installed version
+# of PACKAGE is not the locked one, so repeated runs stay offline.
+npm_ci_if_stale() {
+    local dir="$1" package="$2" want have
     if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
-        log "node and npm are needed for the browser test; install Node.js 20 or newer"
+        log "node and npm are needed for $dir; install Node.js 20 or newer"
         exit 1
     fi
-    want=$(cd "$dir" && node -p "require('./package-lock.json').packages['node_modules/playwright-core'].version")
-    have=$(cd "$dir" && node -p "try { require('./node_modules/playwright-core/package.json').version } catch { '' }")
+    want=$(cd "$dir" && node -p "require('./package-lock.json').packages['node_modules/$package'].version")
+    have=$(cd "$dir" && node -p "try { require('./node_modules/$package/package.json').version } catch { '' }")
     if [ "$want" = "$have" ]; then
         log "npm packages of $dir already installed"
         return 0
     fi
     log "npm ci in $dir"
     (cd "$dir" && npm ci --no-audit --no-fund </dev/null)
+}
+
+# The browser test's npm packages (examples/tests/browser) and the rhea interop peer's
+# (integration-tests/peers/rhea).
+install_npm() {
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    npm_ci_if_stale "$root/examples/tests/browser" playwright-core
+    npm_ci_if_stale "$root/integration-tests/peers/rhea" rhea
 }
 
 install_apt

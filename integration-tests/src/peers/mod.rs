@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod proton;
+pub mod rhea;
 
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
