@@ -12,9 +12,16 @@
 //! own raw types (`Message<Body<Value>>`) and encodes it again; what comes back to us must equal the
 //! original, type included.
 //!
-//! What fe2o3 lacks, so no test pretends it passes:
-//! * its `Receiver` has no drain-finished event and does not record the credit a drained sender gives back,
-//!   so the client drain case checks the broker's side (the drained credit is gone) instead;
+//! What fe2o3 lacks or gets wrong, so no test pretends otherwise:
+//! * its `Value` decoder answers `InvalidFormatCode` to an array of lists and to an array with a descriptor
+//!   (both well-formed [AMQP 1.0 §1.6.24]): the corpus messages `value-array-list` and
+//!   `value-array-described` are left out of the type-fidelity cases;
+//! * its `Receiver` reports no drain-finished event and ignores the credit a drained sender gives back, so
+//!   the client drain case checks the broker's side (the unused credit is gone);
+//! * when a drain's answer reaches its link before the transfers sent ahead of it have been read, its
+//!   receiver counts those transfers twice and its next `flow` carries a delivery-count ahead of the
+//!   sender's [AMQP 1.0 §2.6.7] (seen here as 13 after 10 deliveries), which our engine takes as no credit;
+//!   so credit granted to the same fe2o3 receiver after a drain is not tested (a new receiver is);
 //! * a fe2o3 sender does not expose its credit, so in the acceptor's credit cases the flow is observed from
 //!   our receiver only.
 //!
@@ -42,10 +49,11 @@ use fe2o3_amqp::types::primitives::{SimpleValue, Value as FValue};
 use futures::StreamExt;
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::PlainAuthenticator;
-use nucleon::protocol::frame::ErrorCondition;
+use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
-    ConnectionOptions, ContainerBuilder, ContainerHandle, DeliveryMode, ListenOptions, Message,
-    Outcome, ReceiverOptions, SenderOptions, Value,
+    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
+    ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender,
+    SenderOptions, Value,
 };
 use nucleon_integration_tests::corpus;
 use tokio::net::TcpListener;
@@ -1003,5 +1011,377 @@ async fn fe2o3_acceptor_idle_timeout() {
     );
     assert_eq!(raw_long(&m), 1);
     sender.close().expect("closes");
+    c.stop();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Credit, drain and request/reply.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Proves the broker has handled every frame fe2o3 sent before: a message on a second link of the same
+/// session is accepted only after them, as one connection's frames are handled in order.
+async fn fence(session: &mut SessionHandle<()>) {
+    let mut sender = fe2o3_sender(session, "fence").await;
+    let outcome = fe2o3_send(&mut sender, raw_value(FValue::Null)).await;
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    let _ = sender.close().await;
+}
+
+async fn fill(c: &ContainerHandle, base: &str, address: &str, range: std::ops::Range<i64>) {
+    let outcomes = nucleon_send_all(
+        c,
+        &format!("{base}/{address}"),
+        SenderOptions::default(),
+        range.map(Message::with_body).collect(),
+    )
+    .await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Accepted),
+        "{outcomes:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn fe2o3_client_credit() {
+    let c = container();
+    let (broker, port) = broker(&c, ListenOptions::default());
+    let base = format!("amqp://127.0.0.1:{port}");
+    fill(&c, &base, "credit", 0..5).await;
+    let (mut connection, mut session) = fe2o3_connect(&base).await;
+    // Attached with no credit: nothing leaves the queue.
+    let mut receiver = fe2o3_receiver(&mut session, "credit", CreditMode::Manual).await;
+    fence(&mut session).await;
+    assert_eq!(broker.queue_depth("credit"), Some(5));
+    receiver.set_credit(2).await.expect("grants 2");
+    for i in 0..2 {
+        assert_eq!(raw_long(&fe2o3_take(&mut receiver, "credited").await), i);
+    }
+    fence(&mut session).await;
+    assert_eq!(broker.queue_depth("credit"), Some(3), "exactly 2 were sent");
+    receiver.set_credit(3).await.expect("grants 3");
+    for i in 2..5 {
+        assert_eq!(raw_long(&fe2o3_take(&mut receiver, "credited").await), i);
+    }
+    let _ = receiver.close().await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn fe2o3_client_drain() {
+    let c = container();
+    let (broker, port) = broker(&c, ListenOptions::default());
+    let base = format!("amqp://127.0.0.1:{port}");
+    fill(&c, &base, "drained", 0..3).await;
+    let (mut connection, mut session) = fe2o3_connect(&base).await;
+    let mut receiver = fe2o3_receiver(&mut session, "drained", CreditMode::Manual).await;
+    receiver.set_credit(10).await.expect("grants 10");
+    receiver.drain().await.expect("drains");
+    for i in 0..3 {
+        assert_eq!(raw_long(&fe2o3_take(&mut receiver, "drained").await), i);
+    }
+    // The drain used up the 7 credits left: a message queued now stays in the queue...
+    fence(&mut session).await;
+    fill(&c, &base, "drained", 3..4).await;
+    assert_eq!(broker.queue_depth("drained"), Some(1), "no credit was left");
+    // ...for the next consumer. (fe2o3's receiver is not asked for more: when the drain's answer overtakes
+    // the transfers before it, fe2o3 counts those transfers twice and reports a delivery-count ahead of
+    // ours, which our engine reads as no credit; see the module doc.)
+    let _ = receiver.close().await;
+    let mut next = within(
+        "a second fe2o3 receiver attaches",
+        fe2o3_amqp::Receiver::builder()
+            .name("fe2o3-receiver-after-drain")
+            .source("drained")
+            .credit_mode(CreditMode::Auto(1))
+            .attach(&mut session),
+    )
+    .await
+    .expect("a second receiver");
+    assert_eq!(raw_long(&fe2o3_take(&mut next, "after the drain").await), 3);
+    let _ = next.close().await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
+    c.stop();
+}
+
+/// What our [`CreditClient`] saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// A message's number, and whether it arrived settled.
+    Message(i64, bool),
+    /// A drain finished, leaving this much credit.
+    DrainFinished(u32),
+}
+
+/// One receiver with credit window 0: grants `first` credit when attached (and drains it at once with
+/// `drain`), then `then` more after `first` messages, or after the drain finished.
+struct CreditClient {
+    address: String,
+    first: u32,
+    drain: bool,
+    then: u32,
+    received: u32,
+    tx: mpsc::UnboundedSender<Seen>,
+}
+
+impl MessagingHandler for CreditClient {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let options = ReceiverOptions {
+            credit_window: Some(0),
+            ..ReceiverOptions::default()
+        };
+        c.open_receiver(&self.address, options)
+            .expect("receiver opens");
+    }
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        r.add_credit(self.first).expect("grants credit");
+        if self.drain {
+            r.drain().expect("drains");
+        }
+    }
+    fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
+        let n = message.body_value().and_then(Value::as_i64).unwrap_or(-1);
+        let _ = self.tx.send(Seen::Message(n, d.settled()));
+        self.received += 1;
+        if !self.drain && self.received == self.first {
+            d.receiver().add_credit(self.then).expect("grants more");
+        }
+    }
+    fn on_receiver_drain_finish(&mut self, r: &mut Receiver<'_>) {
+        let _ = self.tx.send(Seen::DrainFinished(r.credit()));
+        r.add_credit(self.then).expect("grants more");
+    }
+}
+
+async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    within("our receiver reports", rx.recv())
+        .await
+        .expect("our client runs")
+}
+
+#[actix_rt::test]
+async fn fe2o3_acceptor_credit() {
+    let c = container();
+    let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let client = CreditClient {
+        address: "credit".into(),
+        first: 2,
+        drain: false,
+        then: 3,
+        received: 0,
+        tx,
+    };
+    let handle = c
+        .connect(&server.url(""), ConnectionOptions::default(), client)
+        .expect("connects");
+    let mut sender = server.sender().await;
+    // fe2o3 sends as far as our credit goes: 2 at first, 3 more once we grant them after the second.
+    let sending = async {
+        for i in 0..5 {
+            let outcome = fe2o3_send(&mut sender, raw_value(FValue::Long(i))).await;
+            assert!(is_accepted(&outcome), "message {i}: {outcome:?}");
+        }
+    };
+    let receiving = async {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(next_seen(&mut rx).await);
+        }
+        seen
+    };
+    let ((), seen) = futures::join!(sending, receiving);
+    assert_eq!(
+        seen,
+        (0..5).map(|i| Seen::Message(i, false)).collect::<Vec<_>>()
+    );
+    handle.close().expect("closes");
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn fe2o3_acceptor_drain() {
+    let c = container();
+    let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let client = CreditClient {
+        address: "drained".into(),
+        first: 10,
+        drain: true,
+        then: 1,
+        received: 0,
+        tx,
+    };
+    let handle = c
+        .connect(&server.url(""), ConnectionOptions::default(), client)
+        .expect("connects");
+    let mut sender = server.sender().await;
+    // fe2o3 has nothing to send: it answers the drain at once, giving every credit back.
+    assert_eq!(next_seen(&mut rx).await, Seen::DrainFinished(0));
+    // The credit granted after the drain lets one message through.
+    let (outcome, seen) = futures::join!(
+        fe2o3_send(&mut sender, raw_value(FValue::Long(1))),
+        next_seen(&mut rx)
+    );
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    assert_eq!(seen, Seen::Message(1, false));
+    handle.close().expect("closes");
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn fe2o3_client_request_reply() {
+    let c = container();
+    let (_broker, port) = broker(&c, ListenOptions::default());
+    let base = format!("amqp://127.0.0.1:{port}");
+    let (mut connection, mut session) = fe2o3_connect(&base).await;
+    // fe2o3 asks our broker for a dynamic reply queue.
+    let mut replies = within(
+        "fe2o3 dynamic receiver attaches",
+        fe2o3_amqp::Receiver::builder()
+            .name("fe2o3-replies")
+            .source(FSource::builder().dynamic(true).build())
+            .attach(&mut session),
+    )
+    .await
+    .expect("a dynamic receiver");
+    let reply_to = replies
+        .source()
+        .as_ref()
+        .and_then(|s| s.address.clone())
+        .expect("the broker named the dynamic queue");
+    let mut requests = fe2o3_sender(&mut session, "requests").await;
+    let request = FMessage::builder()
+        .properties(
+            FProperties::builder()
+                .message_id(String::from("req-1"))
+                .reply_to(reply_to.clone())
+                .build(),
+        )
+        .body(Body::Value(AmqpValue(FValue::String("ping".into()))))
+        .build();
+    let outcome = fe2o3_send(&mut requests, request).await;
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    // Our responder answers to the reply address, correlated.
+    let mut served = nucleon_receiver(&c, &format!("{base}/requests"), 1).await;
+    let got = nucleon_take(&mut served).await;
+    assert_eq!(got.reply_to(), Some(reply_to.as_str()));
+    assert_eq!(got.body_value(), Some(&Value::from("ping")));
+    let reply = Message::builder()
+        .correlation_id(got.message_id().cloned().expect("a message id"))
+        .body("pong")
+        .build();
+    let outcomes = nucleon_send_all(
+        &c,
+        &format!("{base}/{reply_to}"),
+        SenderOptions::default(),
+        vec![reply],
+    )
+    .await;
+    assert_eq!(outcomes, [Outcome::Accepted]);
+    let answer = fe2o3_take(&mut replies, "the reply").await;
+    assert_eq!(
+        format!("{:?}", answer.properties.and_then(|p| p.correlation_id)),
+        r#"Some(String("req-1"))"#
+    );
+    assert!(matches!(answer.body, Body::Value(AmqpValue(FValue::String(s))) if s == "pong"));
+    let _ = requests.close().await;
+    let _ = replies.close().await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
+    c.stop();
+}
+
+/// Our requester: a dynamic receiver for replies, then a sender of one request to `requests` that names
+/// the reply address it was given; reports that address and the reply.
+struct Requester {
+    reply_to: Option<String>,
+    tx: mpsc::UnboundedSender<(String, Message)>,
+}
+
+impl MessagingHandler for Requester {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let options = ReceiverOptions {
+            dynamic: true,
+            ..ReceiverOptions::default()
+        };
+        c.open_receiver("", options).expect("receiver opens");
+    }
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        self.reply_to = r.address();
+        r.connection()
+            .open_sender("requests", SenderOptions::default())
+            .expect("sender opens");
+    }
+    fn on_sendable(&mut self, s: &mut Sender<'_>) {
+        if let Some(reply_to) = self.reply_to.take() {
+            let request = Message::builder()
+                .message_id(MessageId::String("req-1".into()))
+                .reply_to(reply_to.clone())
+                .body("ping")
+                .build();
+            s.send(&request).expect("sends");
+            self.reply_to = Some(reply_to);
+            s.close();
+        }
+    }
+    fn on_message(&mut self, _d: &mut Delivery<'_>, message: Message) {
+        let reply_to = self.reply_to.clone().unwrap_or_default();
+        let _ = self.tx.send((reply_to, message));
+    }
+}
+
+#[actix_rt::test]
+async fn fe2o3_acceptor_request_reply() {
+    let c = container();
+    // fe2o3 names each dynamic source it is asked for.
+    let links = LinkAcceptor::builder()
+        .on_dynamic_source(|mut source: FSource| {
+            source.address = Some("fe2o3-reply-queue".into());
+            Some(source)
+        })
+        .build();
+    let mut server = Fe2o3Server::start_with(Auth::Anonymous, None, links).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = c
+        .connect(
+            &server.url(""),
+            ConnectionOptions::default(),
+            Requester { reply_to: None, tx },
+        )
+        .expect("connects");
+    let mut replies = server.sender().await;
+    let reply_address = replies
+        .source()
+        .as_ref()
+        .and_then(|s| s.address.clone())
+        .expect("a dynamic address");
+    let mut requests = server.receiver().await;
+    let request = fe2o3_take(&mut requests, "the request").await;
+    let props = request.properties.expect("request properties");
+    assert_eq!(props.reply_to.as_deref(), Some(reply_address.as_str()));
+    let reply = FMessage::builder()
+        .properties(
+            FProperties::builder()
+                .correlation_id(props.message_id.expect("a message id"))
+                .build(),
+        )
+        .body(Body::Value(AmqpValue(FValue::String("pong".into()))))
+        .build();
+    let (outcome, (reply_to, answer)) = futures::join!(fe2o3_send(&mut replies, reply), async {
+        within("the reply", rx.recv())
+            .await
+            .expect("our client runs")
+    });
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    assert_eq!(reply_to, reply_address, "we learnt fe2o3's dynamic address");
+    assert_eq!(
+        answer.correlation_id(),
+        Some(&MessageId::String("req-1".into()))
+    );
+    assert_eq!(answer.body_value(), Some(&Value::from("pong")));
+    handle.close().expect("closes");
     c.stop();
 }
