@@ -433,13 +433,15 @@ impl Connection {
         if l.is_sender() {
             let their_count = flow.delivery_count.unwrap_or(0);
             let credit = flow.link_credit.unwrap_or(0);
-            l.credit = their_count
-                .wrapping_add(credit)
-                .wrapping_sub(l.delivery_count);
-            if l.credit > credit {
-                // Our deliveries in flight already used that credit.
-                l.credit = 0;
-            }
+            // [AMQP 1.0 §2.6.7]: credit = their delivery-count + their credit - ours, with delivery-counts
+            // as serial numbers. Behind ours: our deliveries in flight used some credit (never below 0).
+            // Ahead of ours (a peer that miscounts): the formula still holds.
+            let ahead = their_count.wrapping_sub(l.delivery_count) as i32;
+            l.credit = if ahead >= 0 {
+                credit.saturating_add(ahead.unsigned_abs())
+            } else {
+                credit.saturating_sub(ahead.unsigned_abs())
+            };
             let newly_draining = flow.drain && !l.drain;
             l.drain = flow.drain;
             let credit = l.credit;

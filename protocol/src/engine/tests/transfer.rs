@@ -351,6 +351,26 @@ fn a_message_over_max_message_size_detaches_the_receiving_link() {
 }
 
 #[test]
+fn a_flow_counting_deliveries_we_never_sent_still_follows_the_credit_formula() {
+    let (mut p, s) = Pair::connected();
+    let (c, sv) = p.attach(s, LinkConfig::sender("l", "q"));
+    // The server says it has seen 3 deliveries (none were sent) and grants 5: 3 + 5 - 0 = 8 [AMQP 1.0 §2.6.7].
+    rewrite_first(&mut p, S2C, |f| match performative(f) {
+        Some(Performative::Flow(flow)) => Some(vec![Frame::amqp(
+            f.channel,
+            Flow {
+                delivery_count: Some(3),
+                ..flow.clone()
+            },
+        )]),
+        _ => None,
+    });
+    p.server.add_credit(sv, 5).unwrap();
+    p.drive();
+    assert_eq!(p.client.credit(c), Ok(8));
+}
+
+#[test]
 fn a_transfer_beyond_credit_is_taken_as_proton_does_and_credit_stays_in_step() {
     let (mut p, s) = Pair::connected();
     let (c, sv) = p.attach(s, LinkConfig::sender("l", "q"));
