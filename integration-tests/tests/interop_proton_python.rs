@@ -782,6 +782,136 @@ async fn pyproton_our_broker_idle_timeout() {
     assert!(out.lines().contains(&"outcome 0 ACCEPTED"), "{out}");
 }
 
+/// The JSON lines (`pyclient.py`'s reports) among what a script printed; fails on an unparsable one.
+fn json_lines(out: &Finished) -> Vec<serde_json::Value> {
+    out.lines()
+        .into_iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{out}")))
+        .collect()
+}
+
+/// The outcome `pyclient.py send` reported for each message, in index order (`rejected` followed by its
+/// condition).
+fn py_outcomes(out: &Finished) -> Vec<String> {
+    let mut outcomes: Vec<(u64, String)> = json_lines(out)
+        .iter()
+        .filter_map(|j| {
+            let index = j["index"].as_u64()?;
+            let outcome = j["outcome"].as_str()?;
+            let text = match j["condition"].as_str() {
+                Some(condition) => format!("{outcome} {condition}"),
+                None => outcome.to_owned(),
+            };
+            Some((index, text))
+        })
+        .collect();
+    outcomes.sort();
+    let indexes: Vec<u64> = outcomes.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        indexes,
+        (0..indexes.len() as u64).collect::<Vec<_>>(),
+        "one outcome per message: {out}"
+    );
+    outcomes.into_iter().map(|(_, o)| o).collect()
+}
+
+/// `pyclient.py recv`'s reports, each as one line of text: `flow N`, `drain N`, `drained C D` (credit left,
+/// credit given back) or `I: BODY`, in the order printed.
+fn py_received(out: &Finished) -> Vec<String> {
+    json_lines(out)
+        .iter()
+        .map(|j| match (j["event"].as_str(), j["index"].as_u64()) {
+            (Some("drained"), _) => format!("drained {} {}", j["credit"], j["drained"]),
+            (Some(event), _) => format!("{event} {}", j["credit"]),
+            (None, Some(i)) if j.get("large").is_some() => format!("{i}: large {}", j["large"]),
+            (None, Some(i)) => format!("{i}: {}", j["body"]),
+            (None, None) => format!("unexpected {j}"),
+        })
+        .collect()
+}
+
+fn py_args(mode: &str, url: &str, address: &str, count: usize, more: &[&str]) -> Vec<String> {
+    let count = count.to_string();
+    let mut args = strings(&[mode, url, address, &count]);
+    args.extend(strings(more));
+    args
+}
+
+#[actix_rt::test]
+async fn pyproton_our_broker_settlement() {
+    const N: usize = 5;
+    let c = container();
+    let (broker, port) = our_broker(&c, ListenOptions::default());
+    let url = format!("amqp://127.0.0.1:{port}");
+    // Pre-settled: Proton settles each delivery as it sends it on its `AtMostOnce` link; all of them
+    // arrive, in order.
+    let out = script(
+        "pyclient.py",
+        py_args("send", &url, "presettled", N, &["--presettled"]),
+    )
+    .await;
+    out.assert_success();
+    assert_eq!(py_outcomes(&out), vec!["presettled"; N], "{out}");
+    assert_eq!(broker.queue_depth("presettled"), Some(N));
+    let got = receive(&c, &format!("{url}/presettled"), N, 10).await;
+    assert_eq!(bodies(&got), (0..N as i64).collect::<Vec<_>>());
+    // Unsettled: our broker accepts what it queues.
+    let out = script("pyclient.py", py_args("send", &url, "unsettled", N, &[])).await;
+    out.assert_success();
+    assert_eq!(py_outcomes(&out), vec!["accepted"; N], "{out}");
+    assert_eq!(broker.queue_depth("unsettled"), Some(N));
+}
+
+#[actix_rt::test]
+async fn pyproton_our_broker_credit_manual() {
+    let c = container();
+    let (broker, port) = our_broker(&c, ListenOptions::default());
+    let url = format!("amqp://127.0.0.1:{port}");
+    assert_eq!(
+        send(&c, &format!("{url}/credit"), numbered(8)).await,
+        vec![Outcome::Accepted; 8]
+    );
+    // Prefetch 0, then flow(2) and, once both arrived, flow(3): exactly 5 of the 8 leave the queue.
+    let out = script(
+        "pyclient.py",
+        py_args("recv", &url, "credit", 5, &["--flow", "2,3"]),
+    )
+    .await;
+    out.assert_success();
+    assert_eq!(
+        py_received(&out),
+        ["flow 2", "0: 0", "1: 1", "flow 3", "2: 2", "3: 3", "4: 4"],
+        "{out}"
+    );
+    assert_eq!(broker.queue_depth("credit"), Some(3));
+}
+
+#[actix_rt::test]
+async fn pyproton_our_broker_drain() {
+    let c = container();
+    let (broker, port) = our_broker(&c, ListenOptions::default());
+    let url = format!("amqp://127.0.0.1:{port}");
+    assert_eq!(
+        send(&c, &format!("{url}/drain"), numbered(3)).await,
+        vec![Outcome::Accepted; 3]
+    );
+    // drain(10) with 3 queued: the broker sends the 3, then gives back the 7 credits it cannot use, with
+    // drain set and credit 0 [AMQP 1.0 §2.6.7].
+    let out = script(
+        "pyclient.py",
+        py_args("recv", &url, "drain", 3, &["--drain", "10"]),
+    )
+    .await;
+    out.assert_success();
+    assert_eq!(
+        py_received(&out),
+        ["drain 10", "0: 0", "1: 1", "2: 2", "drained 0 7"],
+        "{out}"
+    );
+    assert_eq!(broker.queue_depth("drain"), Some(0));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // our_listener: Python clients against a nucleon listener
 // ---------------------------------------------------------------------------------------------------------------
