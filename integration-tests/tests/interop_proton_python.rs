@@ -7,9 +7,18 @@
 //!   `MessagingHandler` (one per test binary; dynamic sources; an `x-outcome` application property of
 //!   `reject` or `release` gets that outcome).
 //! * `our_broker`: Python clients (`echo.py`, `reqrep.py`, `client_send.py`, `broker_send.py`,
-//!   `broker_recv.py`) against our in-process `nucleon::broker::Broker`.
-//! * `our_listener`: `echo.py` against a nucleon listener that sends and receives itself (as the
-//!   `direct_send` / `direct_recv` examples do).
+//!   `broker_recv.py`, `pyclient.py`) against our in-process `nucleon::broker::Broker`: pre-settled (an
+//!   `AtMostOnce` link) and accepted outcomes seen by the Python sender, prefetch 0 with `receiver.flow(n)`,
+//!   and `receiver.drain(n)`, whose drained flow must come back with the unused credit and 0 left.
+//! * `our_listener`: Python clients (`echo.py`, `pyclient.py`, `reqrep.py`) against a nucleon listener that
+//!   sends and receives itself (a `MessagingHandler`, the code path of the `direct_send` / `direct_recv`
+//!   examples): accepted, rejected and released by message index, as the Python sender reports them (JSON
+//!   lines); 10,000 messages in order and a 5 MiB message (multi-frame: 64 KiB frames) both ways; our
+//!   listener as a sender that waits for the Python receiver's `flow`, and that answers a `drain` once it
+//!   has sent what it had (the runtime gives back the rest of the credit); SASL PLAIN (right and wrong password)
+//!   and ANONYMOUS; a connection quiet for 3x the idle timeout of both ends; request/reply where our listener
+//!   names the dynamic source of the Python requester (`reply-N`) and answers on it, as Proton's
+//!   `server_direct` example does.
 //!
 //! Type fidelity goes through Proton's `Message` class (each message is decoded and re-encoded by Proton),
 //! which is lossy in ways that [`PROTON_MESSAGE_LOSSY`] names: those corpus messages are left out, each with
@@ -18,7 +27,8 @@
 //! Not applicable, so no test pretends otherwise: `pybroker.py` offers only SASL ANONYMOUS (Proton's Python
 //! server has no PLAIN without a Cyrus SASL configuration), never answers drain on its own (a
 //! `MessagingHandler` queue has nothing to drain with), and advertises no idle timeout; our broker accepts
-//! every message it can queue (a Python sender never sees rejected or released from it).
+//! every message it can queue (a Python sender never sees rejected or released from it: those outcomes are
+//! checked in `pyproton_our_listener_settlement`).
 //!
 //! Nothing is skipped: without Proton's Python binding the tests fail and say to run
 //! `scripts/install-test-deps.sh`.
@@ -1072,7 +1082,13 @@ async fn pyproton_our_listener_large() {
     // Python -> us: Proton splits it at our 64 KiB max-frame-size.
     let out = script(
         "pyclient.py",
-        py_args("send", &url, "to-us", 1, &["--large", SIZE]),
+        py_args(
+            "send",
+            &url,
+            "to-us",
+            1,
+            &["--large", SIZE, "--timeout", "60"],
+        ),
     )
     .await;
     out.assert_success();
@@ -1091,7 +1107,7 @@ async fn pyproton_our_listener_large() {
             &url,
             "from-us",
             1,
-            &["--large", SIZE, "--max-frame", "65536"],
+            &["--large", SIZE, "--max-frame", "65536", "--timeout", "60"],
         ),
     )
     .await;
@@ -1119,6 +1135,28 @@ async fn pyproton_our_listener_credit_manual() {
         "{out}"
     );
     assert_eq!(direct.unsent(), 3, "nothing was sent beyond the credit");
+}
+
+#[actix_rt::test]
+async fn pyproton_our_listener_drain() {
+    let c = container();
+    let (direct, mut events) = Direct::new(numbered(3));
+    let listener = c.listen("127.0.0.1:0", direct.clone()).expect("listens");
+    let url = listener_url(&listener);
+    // drain(10) with 3 to send: our listener sends them, then the runtime gives back the other 7.
+    let out = script(
+        "pyclient.py",
+        py_args("recv", &url, "drain", 3, &["--drain", "10"]),
+    )
+    .await;
+    out.assert_success();
+    assert_eq!(
+        py_received(&out),
+        ["drain 10", "0: 0", "1: 1", "2: 2", "drained 0 7"],
+        "{out}"
+    );
+    all_accepted(&mut events, 3).await;
+    assert_eq!(direct.unsent(), 0);
 }
 
 #[actix_rt::test]
