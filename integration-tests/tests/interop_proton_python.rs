@@ -5,7 +5,7 @@
 //!
 //! * `client`: our clients against `pybroker.py`, a small queue broker made of Proton's `Container` and
 //!   `MessagingHandler` (one per test binary; dynamic sources; an `x-outcome` application property of
-//!   `reject` or `release` gets that outcome).
+//!   `reject` or `release` gets that outcome; 64 KiB frames, so a 5 MiB message is multi-frame both ways).
 //! * `our_broker`: Python clients (`echo.py`, `reqrep.py`, `client_send.py`, `broker_send.py`,
 //!   `broker_recv.py`, `pyclient.py`) against our in-process `nucleon::broker::Broker`: pre-settled (an
 //!   `AtMostOnce` link) and accepted outcomes seen by the Python sender, prefetch 0 with `receiver.flow(n)`,
