@@ -9,6 +9,8 @@ MessagingHandler, for nucleon's interop tests (integration-tests/tests/interop_p
 * A message whose application property ``x-outcome`` is ``reject`` or ``release`` gets that outcome and is
   not queued; every other message is accepted once queued. Deliveries to consumers are unsettled.
 * Offers SASL ANONYMOUS only (Proton's default without a SASL configuration).
+* Advertises a max-frame-size of 64 KiB (Proton's own default is no limit), so that a large message sent to
+  it is split into many transfer frames.
 
 Prints ``listening on PORT`` once it listens. Stops when its standard input closes.
 """
@@ -20,6 +22,9 @@ import threading
 
 from proton.handlers import MessagingHandler
 from proton.reactor import Container
+
+
+MAX_FRAME_SIZE = 64 * 1024
 
 
 class Queue:
@@ -50,6 +55,9 @@ class Broker(MessagingHandler):
     def on_start(self, event):
         event.container.listen("127.0.0.1:%d" % self.port)
         print("listening on %d" % self.port, flush=True)
+
+    def on_connection_bound(self, event):
+        event.transport.max_frame_size = MAX_FRAME_SIZE
 
     def on_link_opening(self, event):
         link = event.link
