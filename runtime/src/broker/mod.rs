@@ -659,6 +659,8 @@ impl MessagingHandler for BrokerHandler {
                 e.refused.push(key);
             }
             q.requeue(vec![e], self.conn);
+            // The queue wakes other connections' consumers; this one's may want it back too.
+            wake_self(t.core);
         }
     }
 
@@ -666,6 +668,7 @@ impl MessagingHandler for BrokerHandler {
         // Settled by the peer with no outcome: not consumed, so it goes back.
         if let Some((q, e)) = self.settled_entry(t) {
             q.requeue(vec![e], self.conn);
+            wake_self(t.core);
         }
     }
 
