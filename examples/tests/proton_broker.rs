@@ -12,53 +12,12 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use support::{assert_success, run_example, stdout_lines, Running};
+use support::{assert_success, proton_c_example, run_example, stdout_lines, Running};
 
 /// How long an example may run before the test kills it and fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("examples lives in the workspace")
-}
-
-/// Proton's C `broker` example, built by `scripts/build-proton-examples.sh` if it is missing.
-fn c_broker_binary() -> &'static Path {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let bin = BIN.get_or_init(|| {
-        let root = workspace_root();
-        let dir = std::env::var_os("PROTON_EXAMPLES_DIR")
-            .map_or_else(|| root.join("target/proton-examples"), |d| root.join(d));
-        let bin = dir.join("broker");
-        if !bin.is_file() {
-            let script = root.join("scripts/build-proton-examples.sh");
-            let out = Command::new(&script)
-                .current_dir(root)
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-            if !out.status.success() || !bin.is_file() {
-                return Err(format!(
-                    "{} failed ({}); run scripts/install-test-deps.sh first.\nstdout:\n{}\nstderr:\n{}",
-                    script.display(),
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
-        Ok(bin)
-    });
-    match bin {
-        Ok(b) => b,
-        Err(e) => panic!("Proton's C broker example is not available: {e}"),
-    }
-}
 
 /// A port that was free a moment ago, for the C broker (which cannot pick one itself and report it).
 fn free_port() -> u16 {
@@ -76,7 +35,7 @@ struct CBroker {
 
 impl CBroker {
     fn start() -> CBroker {
-        let bin = c_broker_binary();
+        let bin = proton_c_example("broker");
         let bin_str = bin.to_str().expect("a UTF-8 path");
         let mut failures = Vec::new();
         // Another process may take the free port before the broker does: then try another one.

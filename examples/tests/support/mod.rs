@@ -5,13 +5,59 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long a test waits for a ready line, by default.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The workspace's root folder.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("examples lives in the workspace")
+}
+
+/// One of Proton's C examples (`broker`, `send`, `receive`, `direct`), all built once per test binary by
+/// `scripts/build-proton-examples.sh` into `target/proton-examples/` (or `$PROTON_EXAMPLES_DIR`) when
+/// missing. Fails the test loudly without Proton's packages (`scripts/install-test-deps.sh` installs them).
+pub fn proton_c_example(name: &str) -> PathBuf {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = workspace_root();
+        let dir = std::env::var_os("PROTON_EXAMPLES_DIR")
+            .map_or_else(|| root.join("target/proton-examples"), |d| root.join(d));
+        let all_built = ["broker", "send", "receive", "direct"]
+            .iter()
+            .all(|n| dir.join(n).is_file());
+        if !all_built {
+            let script = root.join("scripts/build-proton-examples.sh");
+            let out = Command::new(&script)
+                .current_dir(root)
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{} failed ({}); run scripts/install-test-deps.sh first.\nstdout:\n{}\nstderr:\n{}",
+                    script.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(dir)
+    });
+    match dir {
+        Ok(d) if d.join(name).is_file() => d.join(name),
+        Ok(d) => panic!("Proton's C example {name} is not in {}", d.display()),
+        Err(e) => panic!("Proton's C examples are not available: {e}"),
+    }
+}
 
 /// A port that was free a moment ago (bound on 127.0.0.1 and released), for "nobody listens here" cases.
 pub fn free_port() -> u16 {
