@@ -268,6 +268,12 @@ impl ContainerHandle {
                 // As Proton: PLAIN only where allowed (TLS, or insecure mechanisms explicitly allowed).
                 if user.is_some() && (address.is_tls() || o.sasl_allow_insecure_mechs) {
                     mechanisms.push("PLAIN".into());
+                } else if user.is_some() {
+                    log::warn!(
+                        "{}: a user was given, but PLAIN is not used over an unencrypted connection unless \
+                         sasl_allow_insecure_mechs is set; trying ANONYMOUS",
+                        address.host_port()
+                    );
                 }
                 mechanisms.push("ANONYMOUS".into());
             }
