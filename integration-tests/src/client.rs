@@ -3,17 +3,21 @@
 //!
 //! Every wait is bounded: a peer that does not answer fails the test with what was awaited, it never hangs
 //! the run. [`Clients`] holds what the tests of one binary share (their connection options and their
-//! longest wait); [`ManualCredit`] is a receiver that grants credit only when the test says so.
+//! longest wait); [`ManualCredit`] is a receiver that grants credit only when the test says so, and
+//! [`Direct`] a listener that receives and sends itself, for clients of the peer to reach.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition};
 use nucleon::{
     Connection, ConnectionHandle, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery,
-    ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverId,
-    ReceiverOptions, SenderHandle, SenderOptions, Value,
+    ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverHandle,
+    ReceiverId, ReceiverOptions, Sender, SenderHandle, SenderOptions, Tracker, Value,
 };
 use tokio::sync::mpsc;
 
@@ -122,8 +126,7 @@ impl Clients {
         options: SenderOptions,
         messages: Vec<Message>,
     ) -> Vec<Outcome> {
-        let sender = self.open_sender(c, url, options).await;
-        let outcomes = self.send_each(&sender, messages).await;
+        let (sender, outcomes) = self.send_on_own_sender(c, url, options, messages).await;
         sender.close().expect("closes");
         outcomes
     }
@@ -137,10 +140,21 @@ impl Clients {
         options: SenderOptions,
         messages: Vec<Message>,
     ) -> Vec<Outcome> {
-        let sender = self.open_sender(c, url, options).await;
-        let outcomes = self.send_each(&sender, messages).await;
+        let (sender, outcomes) = self.send_on_own_sender(c, url, options, messages).await;
         let _ = sender.close();
         outcomes
+    }
+
+    async fn send_on_own_sender(
+        &self,
+        c: &ContainerHandle,
+        url: &str,
+        options: SenderOptions,
+        messages: Vec<Message>,
+    ) -> (SenderHandle, Vec<Outcome>) {
+        let sender = self.open_sender(c, url, options).await;
+        let outcomes = self.send_each(&sender, messages).await;
+        (sender, outcomes)
     }
 
     /// Opens a receiver from `url` that keeps `window` credits out; fails the test if it is refused or not
@@ -304,5 +318,108 @@ impl ManualCredit {
     /// Closes the connection.
     pub fn close(&self) -> Result<(), nucleon::Error> {
         self.handle.close()
+    }
+}
+
+/// How [`Direct`] settles a message it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `accepted` [AMQP 1.0 §3.4.2].
+    Accept,
+    /// `rejected` with `amqp:precondition-failed` [AMQP 1.0 §3.4.3].
+    Reject,
+    /// `released` [AMQP 1.0 §3.4.4].
+    Release,
+}
+
+/// What a [`Direct`] listener reports to the test.
+#[derive(Debug)]
+pub enum DirectEvent {
+    /// A message it received (and settled by its verdict).
+    Received(Box<Message>),
+    /// The outcome the peer gave one of the messages it sent.
+    Outcome(Option<DeliveryState>),
+}
+
+/// A nucleon listener that receives whatever is sent to it (accepting it, unless told otherwise with
+/// [`with_verdict`](Self::with_verdict)), and sends its queued messages to whoever attaches a receiver, as
+/// much as the receiver's credit allows, as the `direct_recv` / `direct_send` examples do.
+#[derive(Clone)]
+pub struct Direct {
+    to_send: Arc<Mutex<VecDeque<Message>>>,
+    events: mpsc::UnboundedSender<DirectEvent>,
+    verdict: fn(&Message) -> Verdict,
+}
+
+impl Direct {
+    /// A listener handler with `to_send` queued, and the receiving end of what it reports.
+    pub fn new(to_send: Vec<Message>) -> (Direct, mpsc::UnboundedReceiver<DirectEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let direct = Direct {
+            to_send: Arc::new(Mutex::new(to_send.into())),
+            events,
+            verdict: |_| Verdict::Accept,
+        };
+        (direct, rx)
+    }
+
+    /// Settles each received message as `verdict` says instead of accepting it.
+    pub fn with_verdict(mut self, verdict: fn(&Message) -> Verdict) -> Direct {
+        self.verdict = verdict;
+        self
+    }
+
+    /// Messages still waiting to be sent.
+    pub fn unsent(&self) -> usize {
+        self.to_send.lock().expect("lock").len()
+    }
+
+    fn report_outcome(&self, tracker: &Tracker<'_>) {
+        let _ = self
+            .events
+            .send(DirectEvent::Outcome(tracker.state().cloned()));
+    }
+}
+
+impl ListenHandler for Direct {
+    type Handler = Direct;
+
+    fn on_accept(&self, _peer: std::net::SocketAddr) -> Direct {
+        self.clone()
+    }
+}
+
+impl MessagingHandler for Direct {
+    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
+        while sender.credit() > 0 {
+            let Some(m) = self.to_send.lock().expect("lock").pop_front() else {
+                break;
+            };
+            sender.send(&m).expect("sends");
+        }
+    }
+
+    fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
+        match (self.verdict)(&message) {
+            Verdict::Accept => delivery.accept(),
+            Verdict::Reject => delivery.reject(Some(AmqpError::new(
+                ErrorCondition::PreconditionFailed,
+                "rejected by index",
+            ))),
+            Verdict::Release => delivery.release(),
+        }
+        let _ = self.events.send(DirectEvent::Received(Box::new(message)));
+    }
+
+    fn on_tracker_accept(&mut self, tracker: &mut Tracker<'_>) {
+        self.report_outcome(tracker);
+    }
+
+    fn on_tracker_reject(&mut self, tracker: &mut Tracker<'_>) {
+        self.report_outcome(tracker);
+    }
+
+    fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {
+        self.report_outcome(tracker);
     }
 }

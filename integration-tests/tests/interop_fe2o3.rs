@@ -1086,6 +1086,33 @@ impl MessagingHandler for CreditClient {
     }
 }
 
+/// Our [`CreditClient`] on a connection to `server`: the connection, and what the client reports.
+fn credit_client(
+    c: &ContainerHandle,
+    server: &Fe2o3Server,
+    address: &str,
+    first: u32,
+    drain: bool,
+    then: u32,
+) -> (
+    nucleon::ConnectionHandle<CreditClient>,
+    mpsc::UnboundedReceiver<Seen>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = CreditClient {
+        address: address.into(),
+        first,
+        drain,
+        then,
+        received: 0,
+        tx,
+    };
+    let handle = c
+        .connect(&server.url(""), ConnectionOptions::default(), client)
+        .expect("connects");
+    (handle, rx)
+}
+
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
     within("our receiver reports", rx.recv())
         .await
@@ -1096,18 +1123,7 @@ async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 async fn fe2o3_acceptor_credit() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let client = CreditClient {
-        address: "credit".into(),
-        first: 2,
-        drain: false,
-        then: 3,
-        received: 0,
-        tx,
-    };
-    let handle = c
-        .connect(&server.url(""), ConnectionOptions::default(), client)
-        .expect("connects");
+    let (handle, mut rx) = credit_client(&c, &server, "credit", 2, false, 3);
     let mut sender = server.sender().await;
     // fe2o3 sends as far as our credit goes: 2 at first, 3 more once we grant them after the second.
     let sending = async {
@@ -1136,18 +1152,7 @@ async fn fe2o3_acceptor_credit() {
 async fn fe2o3_acceptor_drain() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let client = CreditClient {
-        address: "drained".into(),
-        first: 10,
-        drain: true,
-        then: 1,
-        received: 0,
-        tx,
-    };
-    let handle = c
-        .connect(&server.url(""), ConnectionOptions::default(), client)
-        .expect("connects");
+    let (handle, mut rx) = credit_client(&c, &server, "drained", 10, true, 1);
     let mut sender = server.sender().await;
     // fe2o3 has nothing to send: it answers the drain at once, giving every credit back.
     assert_eq!(next_seen(&mut rx).await, Seen::DrainFinished(0));

@@ -32,22 +32,20 @@
 //!
 //! Nothing is skipped: without Proton's packages the tests fail and say to run `scripts/install-test-deps.sh`.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::frame::DeliveryState;
 use nucleon::{
-    ConnectionOptions, ContainerHandle, Delivery, DeliveryMode, ListenHandler, ListenOptions,
-    Message, MessagingHandler, Outcome, Sender, SenderOptions, Tracker, Value,
+    ConnectionOptions, ContainerHandle, DeliveryMode, ListenOptions, Message, Outcome,
+    SenderOptions, Value,
 };
-use nucleon_integration_tests::client::{self, bodies, numbered, ManualCredit};
+use nucleon_integration_tests::client::{
+    self, bodies, numbered, Direct, DirectEvent, ManualCredit,
+};
 use nucleon_integration_tests::corpus;
 use nucleon_integration_tests::peers::proton::{
     c_direct, receive, run_c_client, send, send_all, CBroker, Finished, TIMEOUT,
 };
-use tokio::sync::mpsc;
 
 fn container() -> ContainerHandle {
     client::container("proton-c-interop")
@@ -261,11 +259,8 @@ async fn protonc_client_credit_manual() {
 async fn protonc_our_broker_volume() {
     const N: usize = 10_000;
     let c = container();
-    let broker = Broker::new(BrokerOptions::default());
-    let listener = broker
-        .listen(&c, "127.0.0.1:0", ListenOptions::default())
-        .expect("listens");
-    let sent = c_client("send", listener.port(), "c-volume", N).await;
+    let (broker, port) = client::broker(&c, ListenOptions::default());
+    let sent = c_client("send", port, "c-volume", N).await;
     sent.assert_success();
     assert!(
         sent.lines()
@@ -273,7 +268,7 @@ async fn protonc_our_broker_volume() {
         "{sent}"
     );
     assert_eq!(broker.queue_depth("c-volume"), Some(N));
-    let received = c_client("receive", listener.port(), "c-volume", N).await;
+    let received = c_client("receive", port, "c-volume", N).await;
     received.assert_success();
     let mut expected: Vec<String> = (1..=N).map(sequence_line).collect();
     expected.push(format!("{N} messages received"));
@@ -284,72 +279,6 @@ async fn protonc_our_broker_volume() {
 // ---------------------------------------------------------------------------------------------------------------
 // our_listener: Proton's C clients against a nucleon listener
 // ---------------------------------------------------------------------------------------------------------------
-
-/// A nucleon listener that receives (accepting) whatever is sent to it, and sends its queued messages to
-/// whoever attaches a receiver, as `direct_recv` / `direct_send` do.
-#[derive(Clone)]
-struct Direct {
-    to_send: Arc<Mutex<VecDeque<Message>>>,
-    events: mpsc::UnboundedSender<DirectEvent>,
-}
-
-#[derive(Debug)]
-enum DirectEvent {
-    Received(Box<Message>),
-    Outcome(Option<DeliveryState>),
-}
-
-impl Direct {
-    fn new(to_send: Vec<Message>) -> (Direct, mpsc::UnboundedReceiver<DirectEvent>) {
-        let (events, rx) = mpsc::unbounded_channel();
-        let direct = Direct {
-            to_send: Arc::new(Mutex::new(to_send.into())),
-            events,
-        };
-        (direct, rx)
-    }
-}
-
-impl ListenHandler for Direct {
-    type Handler = Direct;
-
-    fn on_accept(&self, _peer: std::net::SocketAddr) -> Direct {
-        self.clone()
-    }
-}
-
-impl MessagingHandler for Direct {
-    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
-        while sender.credit() > 0 {
-            let Some(m) = self.to_send.lock().expect("lock").pop_front() else {
-                break;
-            };
-            sender.send(&m).expect("sends");
-        }
-    }
-
-    fn on_message(&mut self, _delivery: &mut Delivery<'_>, message: Message) {
-        let _ = self.events.send(DirectEvent::Received(Box::new(message)));
-    }
-
-    fn on_tracker_accept(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_reject(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-}
 
 #[actix_rt::test]
 async fn protonc_our_listener_volume() {

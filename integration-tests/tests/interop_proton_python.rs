@@ -34,18 +34,20 @@
 //! `scripts/install-test-deps.sh`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::broker::Broker;
 use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition};
 use nucleon::{
     AttachReply, Body, Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode,
     ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverOptions,
-    Sender, SenderId, SenderOptions, Tracker, Value,
+    Sender, SenderId, SenderOptions, Value,
 };
-use nucleon_integration_tests::client::{self, bodies, numbered, ManualCredit};
+use nucleon_integration_tests::client::{
+    self, bodies, broker as our_broker, numbered, Direct, DirectEvent, ManualCredit, Verdict,
+};
 use nucleon_integration_tests::corpus;
 use nucleon_integration_tests::peers::proton::{
     python_script, receive, send, send_all, Finished, ProtonProcess, PyBroker, TIMEOUT,
@@ -71,101 +73,12 @@ async fn script(name: &'static str, args: Vec<String>) -> Finished {
     .expect("the script's thread")
 }
 
-/// A nucleon listener that receives (accepting) whatever is sent to it, and sends its queued messages to
-/// whoever attaches a receiver, as `direct_recv` / `direct_send` do.
-#[derive(Clone)]
-struct Direct {
-    to_send: Arc<Mutex<VecDeque<Message>>>,
-    events: mpsc::UnboundedSender<DirectEvent>,
-    verdict: fn(&Message) -> Verdict,
-}
-
-/// How [`Direct`] settles a message it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Accept,
-    Reject,
-    Release,
-}
-
 /// By the long body `i`: accepted when `i % 3 == 0`, rejected when 1, released when 2.
 fn by_index(m: &Message) -> Verdict {
     match m.body_value().and_then(Value::as_i64).map(|i| i % 3) {
         Some(1) => Verdict::Reject,
         Some(2) => Verdict::Release,
         _ => Verdict::Accept,
-    }
-}
-
-#[derive(Debug)]
-enum DirectEvent {
-    Received(Box<Message>),
-    Outcome(Option<DeliveryState>),
-}
-
-impl Direct {
-    fn new(to_send: Vec<Message>) -> (Direct, mpsc::UnboundedReceiver<DirectEvent>) {
-        let (events, rx) = mpsc::unbounded_channel();
-        let direct = Direct {
-            to_send: Arc::new(Mutex::new(to_send.into())),
-            events,
-            verdict: |_| Verdict::Accept,
-        };
-        (direct, rx)
-    }
-
-    /// Messages still waiting to be sent.
-    fn unsent(&self) -> usize {
-        self.to_send.lock().expect("lock").len()
-    }
-}
-
-impl ListenHandler for Direct {
-    type Handler = Direct;
-
-    fn on_accept(&self, _peer: std::net::SocketAddr) -> Direct {
-        self.clone()
-    }
-}
-
-impl MessagingHandler for Direct {
-    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
-        while sender.credit() > 0 {
-            let Some(m) = self.to_send.lock().expect("lock").pop_front() else {
-                break;
-            };
-            sender.send(&m).expect("sends");
-        }
-    }
-
-    fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
-        match (self.verdict)(&message) {
-            Verdict::Accept => delivery.accept(),
-            Verdict::Reject => delivery.reject(Some(AmqpError::new(
-                ErrorCondition::PreconditionFailed,
-                "rejected by index",
-            ))),
-            Verdict::Release => delivery.release(),
-        }
-        let _ = self.events.send(DirectEvent::Received(Box::new(message)));
-    }
-
-    fn on_tracker_accept(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_reject(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
     }
 }
 
@@ -491,10 +404,16 @@ async fn pyproton_client_request_reply() {
 // our_broker: Python clients against our broker
 // ---------------------------------------------------------------------------------------------------------------
 
-fn our_broker(c: &ContainerHandle, options: ListenOptions) -> (Broker, u16) {
-    let broker = Broker::new(BrokerOptions::default());
-    let listener = broker.listen(c, "127.0.0.1:0", options).expect("listens");
-    (broker, listener.port())
+/// Our broker with the messages `numbered(n)` queued (and accepted) at `address`: the broker, and its URL
+/// without an address.
+async fn our_broker_holding(c: &ContainerHandle, address: &str, n: usize) -> (Broker, String) {
+    let (broker, port) = our_broker(c, ListenOptions::default());
+    let url = format!("amqp://127.0.0.1:{port}");
+    assert_eq!(
+        send(c, &format!("{url}/{address}"), numbered(n)).await,
+        vec![Outcome::Accepted; n]
+    );
+    (broker, url)
 }
 
 #[actix_rt::test]
@@ -759,12 +678,7 @@ async fn pyproton_our_broker_settlement() {
 #[actix_rt::test]
 async fn pyproton_our_broker_credit_manual() {
     let c = container();
-    let (broker, port) = our_broker(&c, ListenOptions::default());
-    let url = format!("amqp://127.0.0.1:{port}");
-    assert_eq!(
-        send(&c, &format!("{url}/credit"), numbered(8)).await,
-        vec![Outcome::Accepted; 8]
-    );
+    let (broker, url) = our_broker_holding(&c, "credit", 8).await;
     // Prefetch 0, then flow(2) and, once both arrived, flow(3): exactly 5 of the 8 leave the queue.
     let out = pyclient("recv", &url, "credit", 5, &["--flow", "2,3"]).await;
     assert_eq!(
@@ -778,12 +692,7 @@ async fn pyproton_our_broker_credit_manual() {
 #[actix_rt::test]
 async fn pyproton_our_broker_drain() {
     let c = container();
-    let (broker, port) = our_broker(&c, ListenOptions::default());
-    let url = format!("amqp://127.0.0.1:{port}");
-    assert_eq!(
-        send(&c, &format!("{url}/drain"), numbered(3)).await,
-        vec![Outcome::Accepted; 3]
-    );
+    let (broker, url) = our_broker_holding(&c, "drain", 3).await;
     // drain(10) with 3 queued: the broker sends the 3, then gives back the 7 credits it cannot use, with
     // drain set and credit 0 [AMQP 1.0 §2.6.7].
     let out = pyclient("recv", &url, "drain", 3, &["--drain", "10"]).await;
@@ -855,8 +764,8 @@ fn listener_url(listener: &nucleon::Listener) -> String {
 async fn pyproton_our_listener_settlement() {
     const N: usize = 6;
     let c = container();
-    let (mut direct, mut events) = Direct::new(Vec::new());
-    direct.verdict = by_index;
+    let (direct, mut events) = Direct::new(Vec::new());
+    let direct = direct.with_verdict(by_index);
     let listener = c.listen("127.0.0.1:0", direct).expect("listens");
     let url = listener_url(&listener);
     let out = pyclient("send", &url, "settle", N, &[]).await;
