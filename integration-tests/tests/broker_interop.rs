@@ -12,20 +12,17 @@
 //! Nothing is skipped: without Proton's Python binding the tests fail and say to run
 //! `scripts/install-test-deps.sh`. A failing script fails the test with everything it printed.
 
-use nucleon_integration_tests::python::{require_proton, PYTHON};
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use nucleon_integration_tests::peers::proton::{python_script, Finished, ProtonProcess};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::{Container, ContainerHandle, ListenOptions};
 
 /// The Python scripts give up after this many seconds (their `--timeout`)...
 const SCRIPT_TIMEOUT_S: u64 = 30;
-/// ...and are killed if they are still running this long after they started.
+/// ...and are killed if they are still running this long after the test starts waiting for them.
 const KILL_AFTER: Duration = Duration::from_secs(SCRIPT_TIMEOUT_S + 15);
 
 /// The size of the large messages: 5 MiB.
@@ -117,165 +114,29 @@ impl Drop for InProcessBroker {
 // The Python clients
 // ---------------------------------------------------------------------------------------------------------------
 
-/// A running Python client; its stdout and stderr are collected line by line. Killed (by PID) on drop.
-struct Script {
-    child: Child,
-    command: String,
-    text: Arc<Mutex<String>>,
-    lines: mpsc::Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-    started: Instant,
-}
-
-/// What a client printed and how it ended.
-struct ScriptOutput {
-    command: String,
-    status: Option<ExitStatus>,
-    text: String,
-}
-
-impl std::fmt::Display for ScriptOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = self
-            .status
-            .map_or_else(|| "killed: did not exit in time".into(), |s| s.to_string());
-        write!(f, "`{}` ({status}) printed:\n{}", self.command, self.text)
-    }
-}
-
-impl ScriptOutput {
-    fn lines(&self) -> Vec<&str> {
-        self.text.lines().collect()
-    }
-
-    fn assert_success(&self) {
-        assert!(
-            self.status.is_some_and(|s| s.success()),
-            "the Python client failed: {self}"
-        );
-    }
-}
+/// A running Python client, its output collected (see [`ProtonProcess`]).
+struct Script(ProtonProcess);
 
 impl Script {
     /// Runs `integration-tests/proton/SCRIPT URL ADDRESS COUNT ARGS... --timeout N`.
     fn start(script: &str, url: &str, address: &str, count: usize, args: &[&str]) -> Script {
-        require_proton();
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("proton")
-            .join(script);
-        let mut all = vec![
-            path.to_string_lossy().into_owned(),
-            url.to_owned(),
-            address.to_owned(),
-            count.to_string(),
-        ];
+        let mut all = vec![url.to_owned(), address.to_owned(), count.to_string()];
         all.extend(args.iter().map(|a| (*a).to_owned()));
         all.extend(["--timeout".to_owned(), SCRIPT_TIMEOUT_S.to_string()]);
-        let command = format!("{PYTHON} {}", all.join(" "));
-        let mut child = Command::new(PYTHON)
-            .args(&all)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
-        let text = Arc::new(Mutex::new(String::new()));
-        let (tx, lines) = mpsc::channel();
-        let streams: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ];
-        let mut readers = Vec::new();
-        for (stream, prefix) in streams.into_iter().zip(["", "stderr: "]) {
-            let Some(stream) = stream else { continue };
-            let (text, tx) = (Arc::clone(&text), tx.clone());
-            readers.push(thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let line = format!("{prefix}{line}");
-                    if let Ok(mut t) = text.lock() {
-                        t.push_str(&line);
-                        t.push('\n');
-                    }
-                    let _ = tx.send(line);
-                }
-            }));
-        }
-        Script {
-            child,
-            command,
-            text,
-            lines,
-            readers,
-            started: Instant::now(),
-        }
-    }
-
-    fn text(&self) -> String {
-        self.text.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    fn deadline(&self) -> Instant {
-        self.started + KILL_AFTER
+        Script(ProtonProcess::spawn(python_script(script, &all)))
     }
 
     /// Waits for the line `want`; fails the test (showing the output) if the script ends or is too slow.
     fn wait_for_line(&mut self, want: &str) {
-        loop {
-            let left = self.deadline().saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line == want => return,
-                Ok(_) => {}
-                Err(e) => {
-                    let output = self.finish();
-                    panic!("no line {want:?} ({e}): {output}");
-                }
-            }
+        if let Err(e) = self.0.wait_line(KILL_AFTER, |line| line == want) {
+            panic!("no line {want:?}: {e}");
         }
     }
 
-    /// Waits for the script to exit (until its deadline; then kills it) and returns what it printed.
-    fn finish(&mut self) -> ScriptOutput {
-        // Both streams close when the process exits.
-        let exited = loop {
-            let left = self.deadline().saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break true,
-                Err(mpsc::RecvTimeoutError::Timeout) => break false,
-            }
-        };
-        if !exited {
-            let _ = self.child.kill();
-        }
-        let status = self.child.wait().ok().filter(|_| exited);
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        ScriptOutput {
-            command: self.command.clone(),
-            status,
-            text: self.text(),
-        }
-    }
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            eprintln!("`{}` printed:\n{}", self.command, self.text());
-        }
+    /// Waits for the script to exit (killing it if it is still running after [`KILL_AFTER`]) and returns what
+    /// it printed.
+    fn finish(self) -> Finished {
+        self.0.finish(KILL_AFTER)
     }
 }
 
@@ -293,7 +154,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 }
 
 /// The sender's output must show every message accepted by the broker, in index order.
-fn assert_all_accepted(out: &ScriptOutput, count: usize) {
+fn assert_all_accepted(out: &Finished, count: usize) {
     out.assert_success();
     let outcomes: Vec<&str> = out
         .lines()
@@ -311,7 +172,7 @@ fn assert_all_accepted(out: &ScriptOutput, count: usize) {
 }
 
 /// The receiver's output must show every message received in order and matching the plan.
-fn assert_all_received(out: &ScriptOutput, count: usize, large_at: &[usize]) {
+fn assert_all_received(out: &Finished, count: usize, large_at: &[usize]) {
     out.assert_success();
     let checks: Vec<&str> = out
         .lines()

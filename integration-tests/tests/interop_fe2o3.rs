@@ -46,15 +46,14 @@ use fe2o3_amqp::types::messaging::{
     Source as FSource,
 };
 use fe2o3_amqp::types::primitives::{SimpleValue, Value as FValue};
-use futures::StreamExt;
-use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
-    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
-    ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender,
-    SenderOptions, Value,
+    Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode, ListenOptions, Message,
+    MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender, SenderHandle, SenderOptions,
+    Value,
 };
+use nucleon_integration_tests::client::{self, broker, five_mib, plain_allowed, Clients};
 use nucleon_integration_tests::corpus;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -64,35 +63,20 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 type Raw = FMessage<Body<FValue>>;
 
 fn container() -> ContainerHandle {
-    let _ = env_logger::builder().is_test(true).try_init();
-    ContainerBuilder::default()
-        .id("fe2o3-interop")
-        .threads(2)
-        .auto_stop(false)
-        .start()
+    client::container("fe2o3-interop")
 }
 
 /// Awaits `f`, failing the test when it takes longer than [`TIMEOUT`].
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: timed out"))
+    client::within(TIMEOUT, what, f).await
 }
 
-fn plain_allowed() -> ConnectionOptions {
-    ConnectionOptions {
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
+/// Our facade clients (PLAIN allowed on loopback).
+fn clients() -> Clients {
+    Clients {
+        connection: plain_allowed(),
+        timeout: TIMEOUT,
     }
-}
-
-/// Our broker on a free loopback port: its state and its port.
-fn broker(c: &ContainerHandle, options: ListenOptions) -> (Broker, u16) {
-    let broker = Broker::new(BrokerOptions::default());
-    let listener = broker
-        .listen(c, "127.0.0.1:0", options)
-        .expect("broker listens");
-    (broker, listener.port())
 }
 
 /// A fe2o3 client connection and session to `url`.
@@ -178,10 +162,6 @@ fn raw_binary_len(m: &Raw) -> usize {
     }
 }
 
-fn five_mib() -> Vec<u8> {
-    (0..5 * 1024 * 1024).map(|i| (i % 251) as u8).collect()
-}
-
 /// Sends each message on one of our senders, one at a time, and collects the outcomes.
 async fn nucleon_send_all(
     c: &ContainerHandle,
@@ -189,44 +169,24 @@ async fn nucleon_send_all(
     options: SenderOptions,
     messages: Vec<Message>,
 ) -> Vec<Outcome> {
-    let sender = within(
-        "our sender opens",
-        c.open_sender_with(url, plain_allowed(), options),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("sender to {url}: {e}"));
-    let mut outcomes = Vec::with_capacity(messages.len());
-    for m in messages {
-        outcomes.push(
-            within("an outcome", sender.send(m))
-                .await
-                .expect("an outcome"),
-        );
-    }
-    sender.close().expect("closes");
-    outcomes
+    clients().send_all(c, url, options, messages).await
+}
+
+/// One of our senders to `url`, on a connection with default options.
+async fn our_sender(c: &ContainerHandle, url: &str) -> SenderHandle {
+    let clients = Clients {
+        connection: ConnectionOptions::default(),
+        timeout: TIMEOUT,
+    };
+    clients.open_sender(c, url, SenderOptions::default()).await
 }
 
 async fn nucleon_receiver(c: &ContainerHandle, url: &str, window: u32) -> nucleon::ReceiverHandle {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
-    within(
-        "our receiver opens",
-        c.open_receiver_with(url, plain_allowed(), options),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("receiver from {url}: {e}"))
+    clients().open_receiver(c, url, window).await
 }
 
 async fn nucleon_take(receiver: &mut nucleon::ReceiverHandle) -> Message {
-    let r = within("our receiver gets a message", receiver.next())
-        .await
-        .expect("the stream goes on");
-    let m = r.message.clone();
-    r.accept().expect("accepts");
-    m
+    clients().take(receiver).await
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -370,12 +330,7 @@ async fn relay_through_fe2o3_client(
     let (mut connection, mut session) = fe2o3_connect(&base).await;
     let mut from = fe2o3_receiver(&mut session, "relay-in", CreditMode::Auto(10)).await;
     let mut to = fe2o3_sender(&mut session, "relay-out").await;
-    let sender = within(
-        "our sender opens",
-        c.open_sender(&format!("{base}/relay-in"), SenderOptions::default()),
-    )
-    .await
-    .expect("our sender");
+    let sender = our_sender(&c, &format!("{base}/relay-in")).await;
     let mut back = nucleon_receiver(&c, &format!("{base}/relay-out"), 10).await;
     let mut out = Vec::new();
     for (name, m) in messages {
@@ -404,12 +359,7 @@ async fn relay_through_fe2o3_acceptor(
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
     let mut back = nucleon_receiver(&c, &server.url("relay-out"), 10).await;
     let mut to = server.sender().await;
-    let sender = within(
-        "our sender opens",
-        c.open_sender(&server.url("relay-in"), SenderOptions::default()),
-    )
-    .await
-    .expect("our sender");
+    let sender = our_sender(&c, &server.url("relay-in")).await;
     let mut from = server.receiver().await;
     let mut out = Vec::new();
     for (name, m) in messages {
@@ -590,12 +540,7 @@ async fn fe2o3_acceptor_volume() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
     // Ours to fe2o3: each outcome is fe2o3's accept.
-    let sender = within(
-        "our sender opens",
-        c.open_sender(&server.url("in"), SenderOptions::default()),
-    )
-    .await
-    .expect("our sender");
+    let sender = our_sender(&c, &server.url("in")).await;
     let mut from = server.receiver().await;
     let sending = async {
         for i in 0..VOLUME {
@@ -682,12 +627,7 @@ async fn fe2o3_client_large_message() {
 async fn fe2o3_acceptor_large_message() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
-    let sender = within(
-        "our sender opens",
-        c.open_sender(&server.url("in"), SenderOptions::default()),
-    )
-    .await
-    .expect("our sender");
+    let sender = our_sender(&c, &server.url("in")).await;
     let mut from = server.receiver().await;
     let (outcome, m) = futures::join!(
         within("an outcome", sender.send(large_message())),
@@ -797,12 +737,7 @@ async fn fe2o3_acceptor_settlement() {
     assert_eq!(raw_long(delivery.message()), 7);
     sender.close().expect("closes");
     // Accepted, rejected and released by fe2o3, each seen by our sender.
-    let sender = within(
-        "our sender opens",
-        c.open_sender(&server.url("settle"), SenderOptions::default()),
-    )
-    .await
-    .expect("our sender");
+    let sender = our_sender(&c, &server.url("settle")).await;
     let mut from = server.receiver().await;
     let sending = async {
         let mut outcomes = Vec::new();
@@ -1151,6 +1086,33 @@ impl MessagingHandler for CreditClient {
     }
 }
 
+/// Our [`CreditClient`] on a connection to `server`: the connection, and what the client reports.
+fn credit_client(
+    c: &ContainerHandle,
+    server: &Fe2o3Server,
+    address: &str,
+    first: u32,
+    drain: bool,
+    then: u32,
+) -> (
+    nucleon::ConnectionHandle<CreditClient>,
+    mpsc::UnboundedReceiver<Seen>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = CreditClient {
+        address: address.into(),
+        first,
+        drain,
+        then,
+        received: 0,
+        tx,
+    };
+    let handle = c
+        .connect(&server.url(""), ConnectionOptions::default(), client)
+        .expect("connects");
+    (handle, rx)
+}
+
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
     within("our receiver reports", rx.recv())
         .await
@@ -1161,18 +1123,7 @@ async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 async fn fe2o3_acceptor_credit() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let client = CreditClient {
-        address: "credit".into(),
-        first: 2,
-        drain: false,
-        then: 3,
-        received: 0,
-        tx,
-    };
-    let handle = c
-        .connect(&server.url(""), ConnectionOptions::default(), client)
-        .expect("connects");
+    let (handle, mut rx) = credit_client(&c, &server, "credit", 2, false, 3);
     let mut sender = server.sender().await;
     // fe2o3 sends as far as our credit goes: 2 at first, 3 more once we grant them after the second.
     let sending = async {
@@ -1201,18 +1152,7 @@ async fn fe2o3_acceptor_credit() {
 async fn fe2o3_acceptor_drain() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let client = CreditClient {
-        address: "drained".into(),
-        first: 10,
-        drain: true,
-        then: 1,
-        received: 0,
-        tx,
-    };
-    let handle = c
-        .connect(&server.url(""), ConnectionOptions::default(), client)
-        .expect("connects");
+    let (handle, mut rx) = credit_client(&c, &server, "drained", 10, true, 1);
     let mut sender = server.sender().await;
     // fe2o3 has nothing to send: it answers the drain at once, giving every credit back.
     assert_eq!(next_seen(&mut rx).await, Seen::DrainFinished(0));

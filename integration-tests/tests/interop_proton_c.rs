@@ -32,31 +32,23 @@
 //!
 //! Nothing is skipped: without Proton's packages the tests fail and say to run `scripts/install-test-deps.sh`.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::frame::DeliveryState;
 use nucleon::{
-    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
-    ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverId,
-    ReceiverOptions, Sender, SenderOptions, Tracker, Value,
+    ConnectionOptions, ContainerHandle, DeliveryMode, ListenOptions, Message, Outcome,
+    SenderOptions, Value,
+};
+use nucleon_integration_tests::client::{
+    self, bodies, numbered, Direct, DirectEvent, ManualCredit,
 };
 use nucleon_integration_tests::corpus;
-use nucleon_integration_tests::peers::proton::{c_direct, run_c_client, CBroker, Finished};
-use tokio::sync::mpsc;
-
-const TIMEOUT: Duration = Duration::from_secs(120);
+use nucleon_integration_tests::peers::proton::{
+    c_direct, receive, run_c_client, send, send_all, CBroker, Finished, TIMEOUT,
+};
 
 fn container() -> ContainerHandle {
-    let _ = env_logger::builder().is_test(true).try_init();
-    ContainerBuilder::default()
-        .id("proton-c-interop")
-        .threads(2)
-        .auto_stop(false)
-        .start()
+    client::container("proton-c-interop")
 }
 
 /// An address no other test of this binary uses.
@@ -72,84 +64,6 @@ async fn c_client(name: &'static str, port: u16, address: &str, count: usize) ->
         .expect("the C client's thread")
 }
 
-async fn send_all(
-    c: &ContainerHandle,
-    url: &str,
-    options: ConnectionOptions,
-    mode: DeliveryMode,
-    messages: Vec<Message>,
-) -> Vec<Outcome> {
-    let sender = c
-        .open_sender_with(
-            url,
-            options,
-            SenderOptions {
-                delivery_mode: mode,
-                ..SenderOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("sender to {url}: {e}"));
-    // One at a time: concurrent `send` futures have no defined order among themselves.
-    let outcomes = tokio::time::timeout(TIMEOUT, async {
-        let mut outcomes = Vec::with_capacity(messages.len());
-        for m in messages {
-            outcomes.push(sender.send(m).await.expect("an outcome"));
-        }
-        outcomes
-    })
-    .await
-    .expect("every outcome in time");
-    // A peer like `direct` may already have closed the connection once it had every message.
-    let _ = sender.close();
-    outcomes
-}
-
-async fn send(c: &ContainerHandle, url: &str, messages: Vec<Message>) -> Vec<Outcome> {
-    send_all(
-        c,
-        url,
-        ConnectionOptions::default(),
-        DeliveryMode::AtLeastOnce,
-        messages,
-    )
-    .await
-}
-
-async fn receive(c: &ContainerHandle, url: &str, n: usize, window: u32) -> Vec<Message> {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
-    let receiver = c
-        .open_receiver(url, options)
-        .await
-        .unwrap_or_else(|e| panic!("receiver from {url}: {e}"));
-    let mut receiver = receiver.limit(n as u64);
-    tokio::time::timeout(TIMEOUT, async {
-        let mut messages = Vec::with_capacity(n);
-        while messages.len() < n {
-            let r = receiver.next().await.expect("the stream goes on");
-            messages.push(r.message.clone());
-            r.accept().expect("accepts");
-        }
-        messages
-    })
-    .await
-    .expect("every message in time")
-}
-
-fn numbered(n: usize) -> Vec<Message> {
-    (0..n as i64).map(Message::with_body).collect()
-}
-
-fn bodies(messages: &[Message]) -> Vec<i64> {
-    messages
-        .iter()
-        .map(|m| m.body_value().and_then(Value::as_i64).expect("a long body"))
-        .collect()
-}
-
 /// What Proton's `receive` and `direct` print for the body of the n-th `{"sequence": n}` message.
 fn sequence_line(n: usize) -> String {
     format!("{{\"sequence\"={n}}}")
@@ -163,12 +77,7 @@ fn sequence_body(n: usize) -> Value {
 }
 
 fn large_body() -> Value {
-    Value::Binary(
-        (0..5 * 1024 * 1024)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<u8>>()
-            .into(),
-    )
+    Value::Binary(client::five_mib().into())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -318,46 +227,6 @@ async fn protonc_client_idle_timeout() {
     sender.close().expect("closes");
 }
 
-/// What the manual-credit receiver reports to the test.
-#[derive(Debug)]
-enum Event {
-    Opened(ReceiverId),
-    Message(Box<Message>),
-}
-
-/// A receiver with credit window 0: it grants credit only when the test says so.
-struct ManualCredit {
-    address: String,
-    events: mpsc::UnboundedSender<Event>,
-}
-
-impl MessagingHandler for ManualCredit {
-    fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        };
-        if let Err(e) = connection.open_receiver(&self.address, options) {
-            panic!("cannot open the receiver: {e}");
-        }
-    }
-
-    fn on_receiver_open(&mut self, receiver: &mut Receiver<'_>) {
-        let _ = self.events.send(Event::Opened(receiver.id()));
-    }
-
-    fn on_message(&mut self, _delivery: &mut Delivery<'_>, message: Message) {
-        let _ = self.events.send(Event::Message(Box::new(message)));
-    }
-}
-
-async fn next_message(events: &mut mpsc::UnboundedReceiver<Event>) -> i64 {
-    match tokio::time::timeout(TIMEOUT, events.recv()).await {
-        Ok(Some(Event::Message(m))) => m.body_value().and_then(Value::as_i64).expect("a long"),
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
 #[actix_rt::test]
 async fn protonc_client_credit_manual() {
     let broker = CBroker::shared();
@@ -369,39 +238,17 @@ async fn protonc_client_credit_manual() {
         vec![Outcome::Accepted; 5]
     );
 
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let handle = c
-        .connect(
-            &url,
-            ConnectionOptions::default(),
-            ManualCredit {
-                address,
-                events: tx,
-            },
-        )
-        .expect("connects");
-    let id = match tokio::time::timeout(TIMEOUT, events.recv()).await {
-        Ok(Some(Event::Opened(id))) => id,
-        other => panic!("expected the receiver to open, got {other:?}"),
-    };
-    let wq = handle.work_queue();
-    let grant = move |n: u32| {
-        wq.add(move |_, c| {
-            if let Some(mut r) = c.receiver(id) {
-                r.add_credit(n).expect("adds credit");
-            }
-        })
-        .expect("the connection is up");
-    };
-    grant(2);
-    assert_eq!(next_message(&mut events).await, 0);
-    assert_eq!(next_message(&mut events).await, 1);
-    grant(3);
+    let mut receiver =
+        ManualCredit::open(&c, &url, ConnectionOptions::default(), &address, TIMEOUT).await;
+    receiver.grant(2);
+    assert_eq!(receiver.next_long().await, 0);
+    assert_eq!(receiver.next_long().await, 1);
+    receiver.grant(3);
     for want in 2..5 {
-        assert_eq!(next_message(&mut events).await, want);
+        assert_eq!(receiver.next_long().await, want);
     }
-    assert!(events.try_recv().is_err(), "nothing beyond the credit");
-    handle.close().expect("closes");
+    assert!(!receiver.has_more(), "nothing beyond the credit");
+    receiver.close().expect("closes");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -412,11 +259,8 @@ async fn protonc_client_credit_manual() {
 async fn protonc_our_broker_volume() {
     const N: usize = 10_000;
     let c = container();
-    let broker = Broker::new(BrokerOptions::default());
-    let listener = broker
-        .listen(&c, "127.0.0.1:0", ListenOptions::default())
-        .expect("listens");
-    let sent = c_client("send", listener.port(), "c-volume", N).await;
+    let (broker, port) = client::broker(&c, ListenOptions::default());
+    let sent = c_client("send", port, "c-volume", N).await;
     sent.assert_success();
     assert!(
         sent.lines()
@@ -424,7 +268,7 @@ async fn protonc_our_broker_volume() {
         "{sent}"
     );
     assert_eq!(broker.queue_depth("c-volume"), Some(N));
-    let received = c_client("receive", listener.port(), "c-volume", N).await;
+    let received = c_client("receive", port, "c-volume", N).await;
     received.assert_success();
     let mut expected: Vec<String> = (1..=N).map(sequence_line).collect();
     expected.push(format!("{N} messages received"));
@@ -435,72 +279,6 @@ async fn protonc_our_broker_volume() {
 // ---------------------------------------------------------------------------------------------------------------
 // our_listener: Proton's C clients against a nucleon listener
 // ---------------------------------------------------------------------------------------------------------------
-
-/// A nucleon listener that receives (accepting) whatever is sent to it, and sends its queued messages to
-/// whoever attaches a receiver, as `direct_recv` / `direct_send` do.
-#[derive(Clone)]
-struct Direct {
-    to_send: Arc<Mutex<VecDeque<Message>>>,
-    events: mpsc::UnboundedSender<DirectEvent>,
-}
-
-#[derive(Debug)]
-enum DirectEvent {
-    Received(Box<Message>),
-    Outcome(Option<DeliveryState>),
-}
-
-impl Direct {
-    fn new(to_send: Vec<Message>) -> (Direct, mpsc::UnboundedReceiver<DirectEvent>) {
-        let (events, rx) = mpsc::unbounded_channel();
-        let direct = Direct {
-            to_send: Arc::new(Mutex::new(to_send.into())),
-            events,
-        };
-        (direct, rx)
-    }
-}
-
-impl ListenHandler for Direct {
-    type Handler = Direct;
-
-    fn on_accept(&self, _peer: std::net::SocketAddr) -> Direct {
-        self.clone()
-    }
-}
-
-impl MessagingHandler for Direct {
-    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
-        while sender.credit() > 0 {
-            let Some(m) = self.to_send.lock().expect("lock").pop_front() else {
-                break;
-            };
-            sender.send(&m).expect("sends");
-        }
-    }
-
-    fn on_message(&mut self, _delivery: &mut Delivery<'_>, message: Message) {
-        let _ = self.events.send(DirectEvent::Received(Box::new(message)));
-    }
-
-    fn on_tracker_accept(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_reject(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-}
 
 #[actix_rt::test]
 async fn protonc_our_listener_volume() {

@@ -34,31 +34,28 @@
 //! `scripts/install-test-deps.sh`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::broker::Broker;
 use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition};
 use nucleon::{
-    AttachReply, Body, Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery,
-    DeliveryMode, ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver,
-    ReceiverId, ReceiverOptions, Sender, SenderId, SenderOptions, Tracker, Value,
+    AttachReply, Body, Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode,
+    ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverOptions,
+    Sender, SenderId, SenderOptions, Value,
+};
+use nucleon_integration_tests::client::{
+    self, bodies, broker as our_broker, numbered, Direct, DirectEvent, ManualCredit, Verdict,
 };
 use nucleon_integration_tests::corpus;
-use nucleon_integration_tests::peers::proton::{python_script, Finished, ProtonProcess, PyBroker};
+use nucleon_integration_tests::peers::proton::{
+    python_script, receive, send, send_all, Finished, ProtonProcess, PyBroker, TIMEOUT,
+};
 use tokio::sync::mpsc;
 
-const TIMEOUT: Duration = Duration::from_secs(120);
-
 fn container() -> ContainerHandle {
-    let _ = env_logger::builder().is_test(true).try_init();
-    ContainerBuilder::default()
-        .id("proton-python-interop")
-        .threads(2)
-        .auto_stop(false)
-        .start()
+    client::container("proton-python-interop")
 }
 
 /// An address no other test of this binary uses.
@@ -76,219 +73,12 @@ async fn script(name: &'static str, args: Vec<String>) -> Finished {
     .expect("the script's thread")
 }
 
-async fn send_all(
-    c: &ContainerHandle,
-    url: &str,
-    options: ConnectionOptions,
-    mode: DeliveryMode,
-    messages: Vec<Message>,
-) -> Vec<Outcome> {
-    let sender = c
-        .open_sender_with(
-            url,
-            options,
-            SenderOptions {
-                delivery_mode: mode,
-                ..SenderOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("sender to {url}: {e}"));
-    // One at a time: concurrent `send` futures have no defined order among themselves.
-    let outcomes = tokio::time::timeout(TIMEOUT, async {
-        let mut outcomes = Vec::with_capacity(messages.len());
-        for m in messages {
-            outcomes.push(sender.send(m).await.expect("an outcome"));
-        }
-        outcomes
-    })
-    .await
-    .expect("every outcome in time");
-    // A peer like `direct` may already have closed the connection once it had every message.
-    let _ = sender.close();
-    outcomes
-}
-
-async fn send(c: &ContainerHandle, url: &str, messages: Vec<Message>) -> Vec<Outcome> {
-    send_all(
-        c,
-        url,
-        ConnectionOptions::default(),
-        DeliveryMode::AtLeastOnce,
-        messages,
-    )
-    .await
-}
-
-async fn receive(c: &ContainerHandle, url: &str, n: usize, window: u32) -> Vec<Message> {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
-    let receiver = c
-        .open_receiver(url, options)
-        .await
-        .unwrap_or_else(|e| panic!("receiver from {url}: {e}"));
-    let mut receiver = receiver.limit(n as u64);
-    tokio::time::timeout(TIMEOUT, async {
-        let mut messages = Vec::with_capacity(n);
-        while messages.len() < n {
-            let r = receiver.next().await.expect("the stream goes on");
-            messages.push(r.message.clone());
-            r.accept().expect("accepts");
-        }
-        messages
-    })
-    .await
-    .expect("every message in time")
-}
-
-fn numbered(n: usize) -> Vec<Message> {
-    (0..n as i64).map(Message::with_body).collect()
-}
-
-fn bodies(messages: &[Message]) -> Vec<i64> {
-    messages
-        .iter()
-        .map(|m| m.body_value().and_then(Value::as_i64).expect("a long body"))
-        .collect()
-}
-
-/// What the manual-credit receiver reports to the test.
-#[derive(Debug)]
-enum Event {
-    Opened(ReceiverId),
-    Message(Box<Message>),
-}
-
-/// A receiver with credit window 0: it grants credit only when the test says so.
-struct ManualCredit {
-    address: String,
-    events: mpsc::UnboundedSender<Event>,
-}
-
-impl MessagingHandler for ManualCredit {
-    fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        };
-        if let Err(e) = connection.open_receiver(&self.address, options) {
-            panic!("cannot open the receiver: {e}");
-        }
-    }
-
-    fn on_receiver_open(&mut self, receiver: &mut Receiver<'_>) {
-        let _ = self.events.send(Event::Opened(receiver.id()));
-    }
-
-    fn on_message(&mut self, _delivery: &mut Delivery<'_>, message: Message) {
-        let _ = self.events.send(Event::Message(Box::new(message)));
-    }
-}
-
-async fn next_message(events: &mut mpsc::UnboundedReceiver<Event>) -> i64 {
-    match tokio::time::timeout(TIMEOUT, events.recv()).await {
-        Ok(Some(Event::Message(m))) => m.body_value().and_then(Value::as_i64).expect("a long"),
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-/// A nucleon listener that receives (accepting) whatever is sent to it, and sends its queued messages to
-/// whoever attaches a receiver, as `direct_recv` / `direct_send` do.
-#[derive(Clone)]
-struct Direct {
-    to_send: Arc<Mutex<VecDeque<Message>>>,
-    events: mpsc::UnboundedSender<DirectEvent>,
-    verdict: fn(&Message) -> Verdict,
-}
-
-/// How [`Direct`] settles a message it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Accept,
-    Reject,
-    Release,
-}
-
 /// By the long body `i`: accepted when `i % 3 == 0`, rejected when 1, released when 2.
 fn by_index(m: &Message) -> Verdict {
     match m.body_value().and_then(Value::as_i64).map(|i| i % 3) {
         Some(1) => Verdict::Reject,
         Some(2) => Verdict::Release,
         _ => Verdict::Accept,
-    }
-}
-
-#[derive(Debug)]
-enum DirectEvent {
-    Received(Box<Message>),
-    Outcome(Option<DeliveryState>),
-}
-
-impl Direct {
-    fn new(to_send: Vec<Message>) -> (Direct, mpsc::UnboundedReceiver<DirectEvent>) {
-        let (events, rx) = mpsc::unbounded_channel();
-        let direct = Direct {
-            to_send: Arc::new(Mutex::new(to_send.into())),
-            events,
-            verdict: |_| Verdict::Accept,
-        };
-        (direct, rx)
-    }
-
-    /// Messages still waiting to be sent.
-    fn unsent(&self) -> usize {
-        self.to_send.lock().expect("lock").len()
-    }
-}
-
-impl ListenHandler for Direct {
-    type Handler = Direct;
-
-    fn on_accept(&self, _peer: std::net::SocketAddr) -> Direct {
-        self.clone()
-    }
-}
-
-impl MessagingHandler for Direct {
-    fn on_sendable(&mut self, sender: &mut Sender<'_>) {
-        while sender.credit() > 0 {
-            let Some(m) = self.to_send.lock().expect("lock").pop_front() else {
-                break;
-            };
-            sender.send(&m).expect("sends");
-        }
-    }
-
-    fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
-        match (self.verdict)(&message) {
-            Verdict::Accept => delivery.accept(),
-            Verdict::Reject => delivery.reject(Some(AmqpError::new(
-                ErrorCondition::PreconditionFailed,
-                "rejected by index",
-            ))),
-            Verdict::Release => delivery.release(),
-        }
-        let _ = self.events.send(DirectEvent::Received(Box::new(message)));
-    }
-
-    fn on_tracker_accept(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_reject(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
-    }
-
-    fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {
-        let _ = self
-            .events
-            .send(DirectEvent::Outcome(tracker.state().cloned()));
     }
 }
 
@@ -341,12 +131,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 }
 
 fn large_body() -> Value {
-    Value::Binary(
-        (0..5 * 1024 * 1024)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<u8>>()
-            .into(),
-    )
+    Value::Binary(client::five_mib().into())
 }
 
 fn with_outcome(body: i64, outcome: &str) -> Message {
@@ -496,39 +281,17 @@ async fn pyproton_client_credit_manual() {
         send(&c, &url, numbered(5)).await,
         vec![Outcome::Accepted; 5]
     );
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let handle = c
-        .connect(
-            &url,
-            ConnectionOptions::default(),
-            ManualCredit {
-                address,
-                events: tx,
-            },
-        )
-        .expect("connects");
-    let id = match tokio::time::timeout(TIMEOUT, events.recv()).await {
-        Ok(Some(Event::Opened(id))) => id,
-        other => panic!("expected the receiver to open, got {other:?}"),
-    };
-    let wq = handle.work_queue();
-    let grant = move |n: u32| {
-        wq.add(move |_, c| {
-            if let Some(mut r) = c.receiver(id) {
-                r.add_credit(n).expect("adds credit");
-            }
-        })
-        .expect("the connection is up");
-    };
-    grant(2);
-    assert_eq!(next_message(&mut events).await, 0);
-    assert_eq!(next_message(&mut events).await, 1);
-    grant(3);
+    let mut receiver =
+        ManualCredit::open(&c, &url, ConnectionOptions::default(), &address, TIMEOUT).await;
+    receiver.grant(2);
+    assert_eq!(receiver.next_long().await, 0);
+    assert_eq!(receiver.next_long().await, 1);
+    receiver.grant(3);
     for want in 2..5 {
-        assert_eq!(next_message(&mut events).await, want);
+        assert_eq!(receiver.next_long().await, want);
     }
-    assert!(events.try_recv().is_err(), "nothing beyond the credit");
-    let _ = handle.close();
+    assert!(!receiver.has_more(), "nothing beyond the credit");
+    let _ = receiver.close();
 }
 
 /// Our requester: a receiver with a dynamic source, then a sender of requests whose `reply-to` is the
@@ -641,10 +404,16 @@ async fn pyproton_client_request_reply() {
 // our_broker: Python clients against our broker
 // ---------------------------------------------------------------------------------------------------------------
 
-fn our_broker(c: &ContainerHandle, options: ListenOptions) -> (Broker, u16) {
-    let broker = Broker::new(BrokerOptions::default());
-    let listener = broker.listen(c, "127.0.0.1:0", options).expect("listens");
-    (broker, listener.port())
+/// Our broker with the messages `numbered(n)` queued (and accepted) at `address`: the broker, and its URL
+/// without an address.
+async fn our_broker_holding(c: &ContainerHandle, address: &str, n: usize) -> (Broker, String) {
+    let (broker, port) = our_broker(c, ListenOptions::default());
+    let url = format!("amqp://127.0.0.1:{port}");
+    assert_eq!(
+        send(c, &format!("{url}/{address}"), numbered(n)).await,
+        vec![Outcome::Accepted; n]
+    );
+    (broker, url)
 }
 
 #[actix_rt::test]
@@ -880,6 +649,13 @@ fn py_args(mode: &str, url: &str, address: &str, count: usize, more: &[&str]) ->
     args
 }
 
+/// Runs `pyclient.py MODE URL ADDRESS COUNT MORE...` to its end; fails the test unless it exits 0.
+async fn pyclient(mode: &str, url: &str, address: &str, count: usize, more: &[&str]) -> Finished {
+    let out = script("pyclient.py", py_args(mode, url, address, count, more)).await;
+    out.assert_success();
+    out
+}
+
 #[actix_rt::test]
 async fn pyproton_our_broker_settlement() {
     const N: usize = 5;
@@ -888,19 +664,13 @@ async fn pyproton_our_broker_settlement() {
     let url = format!("amqp://127.0.0.1:{port}");
     // Pre-settled: Proton settles each delivery as it sends it on its `AtMostOnce` link; all of them
     // arrive, in order.
-    let out = script(
-        "pyclient.py",
-        py_args("send", &url, "presettled", N, &["--presettled"]),
-    )
-    .await;
-    out.assert_success();
+    let out = pyclient("send", &url, "presettled", N, &["--presettled"]).await;
     assert_eq!(py_outcomes(&out), vec!["presettled"; N], "{out}");
     assert_eq!(broker.queue_depth("presettled"), Some(N));
     let got = receive(&c, &format!("{url}/presettled"), N, 10).await;
     assert_eq!(bodies(&got), (0..N as i64).collect::<Vec<_>>());
     // Unsettled: our broker accepts what it queues.
-    let out = script("pyclient.py", py_args("send", &url, "unsettled", N, &[])).await;
-    out.assert_success();
+    let out = pyclient("send", &url, "unsettled", N, &[]).await;
     assert_eq!(py_outcomes(&out), vec!["accepted"; N], "{out}");
     assert_eq!(broker.queue_depth("unsettled"), Some(N));
 }
@@ -908,19 +678,9 @@ async fn pyproton_our_broker_settlement() {
 #[actix_rt::test]
 async fn pyproton_our_broker_credit_manual() {
     let c = container();
-    let (broker, port) = our_broker(&c, ListenOptions::default());
-    let url = format!("amqp://127.0.0.1:{port}");
-    assert_eq!(
-        send(&c, &format!("{url}/credit"), numbered(8)).await,
-        vec![Outcome::Accepted; 8]
-    );
+    let (broker, url) = our_broker_holding(&c, "credit", 8).await;
     // Prefetch 0, then flow(2) and, once both arrived, flow(3): exactly 5 of the 8 leave the queue.
-    let out = script(
-        "pyclient.py",
-        py_args("recv", &url, "credit", 5, &["--flow", "2,3"]),
-    )
-    .await;
-    out.assert_success();
+    let out = pyclient("recv", &url, "credit", 5, &["--flow", "2,3"]).await;
     assert_eq!(
         py_received(&out),
         ["flow 2", "0: 0", "1: 1", "flow 3", "2: 2", "3: 3", "4: 4"],
@@ -932,20 +692,10 @@ async fn pyproton_our_broker_credit_manual() {
 #[actix_rt::test]
 async fn pyproton_our_broker_drain() {
     let c = container();
-    let (broker, port) = our_broker(&c, ListenOptions::default());
-    let url = format!("amqp://127.0.0.1:{port}");
-    assert_eq!(
-        send(&c, &format!("{url}/drain"), numbered(3)).await,
-        vec![Outcome::Accepted; 3]
-    );
+    let (broker, url) = our_broker_holding(&c, "drain", 3).await;
     // drain(10) with 3 queued: the broker sends the 3, then gives back the 7 credits it cannot use, with
     // drain set and credit 0 [AMQP 1.0 §2.6.7].
-    let out = script(
-        "pyclient.py",
-        py_args("recv", &url, "drain", 3, &["--drain", "10"]),
-    )
-    .await;
-    out.assert_success();
+    let out = pyclient("recv", &url, "drain", 3, &["--drain", "10"]).await;
     assert_eq!(
         py_received(&out),
         ["drain 10", "0: 0", "1: 1", "2: 2", "drained 0 7"],
@@ -1014,12 +764,11 @@ fn listener_url(listener: &nucleon::Listener) -> String {
 async fn pyproton_our_listener_settlement() {
     const N: usize = 6;
     let c = container();
-    let (mut direct, mut events) = Direct::new(Vec::new());
-    direct.verdict = by_index;
+    let (direct, mut events) = Direct::new(Vec::new());
+    let direct = direct.with_verdict(by_index);
     let listener = c.listen("127.0.0.1:0", direct).expect("listens");
     let url = listener_url(&listener);
-    let out = script("pyclient.py", py_args("send", &url, "settle", N, &[])).await;
-    out.assert_success();
+    let out = pyclient("send", &url, "settle", N, &[]).await;
     let rejected = "rejected amqp:precondition-failed";
     assert_eq!(
         py_outcomes(&out),
@@ -1040,30 +789,21 @@ async fn pyproton_our_listener_volume() {
     let listener = c.listen("127.0.0.1:0", direct).expect("listens");
     let url = listener_url(&listener);
     // Python -> us, every message accepted and in order.
-    let out = script(
-        "pyclient.py",
-        py_args("send", &url, "to-us", N, &["--timeout", "100"]),
-    )
-    .await;
-    out.assert_success();
+    let out = pyclient("send", &url, "to-us", N, &["--timeout", "100"]).await;
     assert_eq!(py_outcomes(&out), vec!["accepted"; N], "{out}");
     assert_eq!(
         bodies(&received(&mut events, N).await),
         (0..N as i64).collect::<Vec<_>>()
     );
     // us -> Python, in order, each accepted.
-    let out = script(
-        "pyclient.py",
-        py_args(
-            "recv",
-            &url,
-            "from-us",
-            N,
-            &["--prefetch", "500", "--timeout", "100"],
-        ),
+    let out = pyclient(
+        "recv",
+        &url,
+        "from-us",
+        N,
+        &["--prefetch", "500", "--timeout", "100"],
     )
     .await;
-    out.assert_success();
     let expected: Vec<String> = (0..N).map(|i| format!("{i}: {i}")).collect();
     assert_eq!(py_received(&out), expected, "{out}");
     all_accepted(&mut events, N).await;
@@ -1080,18 +820,14 @@ async fn pyproton_our_listener_large() {
     let listener = c.listen("127.0.0.1:0", direct).expect("listens");
     let url = listener_url(&listener);
     // Python -> us: Proton splits it at our 64 KiB max-frame-size.
-    let out = script(
-        "pyclient.py",
-        py_args(
-            "send",
-            &url,
-            "to-us",
-            1,
-            &["--large", SIZE, "--timeout", "60"],
-        ),
+    let out = pyclient(
+        "send",
+        &url,
+        "to-us",
+        1,
+        &["--large", SIZE, "--timeout", "60"],
     )
     .await;
-    out.assert_success();
     assert_eq!(py_outcomes(&out), ["accepted"], "{out}");
     let got = received(&mut events, 1).await;
     assert!(
@@ -1100,18 +836,14 @@ async fn pyproton_our_listener_large() {
     );
     assert_eq!(got[0].property("index"), Some(&Value::Long(0)));
     // us -> Python: Python advertises 64 KiB frames, so we split it too.
-    let out = script(
-        "pyclient.py",
-        py_args(
-            "recv",
-            &url,
-            "from-us",
-            1,
-            &["--large", SIZE, "--max-frame", "65536", "--timeout", "60"],
-        ),
+    let out = pyclient(
+        "recv",
+        &url,
+        "from-us",
+        1,
+        &["--large", SIZE, "--max-frame", "65536", "--timeout", "60"],
     )
     .await;
-    out.assert_success();
     assert_eq!(py_received(&out), ["0: large true"], "{out}");
     all_accepted(&mut events, 1).await;
 }
@@ -1123,12 +855,7 @@ async fn pyproton_our_listener_credit_manual() {
     let listener = c.listen("127.0.0.1:0", direct.clone()).expect("listens");
     let url = listener_url(&listener);
     // Our listener sends only on credit: Python's prefetch is 0, then flow(2) and flow(3).
-    let out = script(
-        "pyclient.py",
-        py_args("recv", &url, "credit", 5, &["--flow", "2,3"]),
-    )
-    .await;
-    out.assert_success();
+    let out = pyclient("recv", &url, "credit", 5, &["--flow", "2,3"]).await;
     assert_eq!(
         py_received(&out),
         ["flow 2", "0: 0", "1: 1", "flow 3", "2: 2", "3: 3", "4: 4"],
@@ -1144,12 +871,7 @@ async fn pyproton_our_listener_drain() {
     let listener = c.listen("127.0.0.1:0", direct.clone()).expect("listens");
     let url = listener_url(&listener);
     // drain(10) with 3 to send: our listener sends them, then the runtime gives back the other 7.
-    let out = script(
-        "pyclient.py",
-        py_args("recv", &url, "drain", 3, &["--drain", "10"]),
-    )
-    .await;
-    out.assert_success();
+    let out = pyclient("recv", &url, "drain", 3, &["--drain", "10"]).await;
     assert_eq!(
         py_received(&out),
         ["drain 10", "0: 0", "1: 1", "2: 2", "drained 0 7"],
@@ -1198,12 +920,7 @@ async fn pyproton_our_listener_sasl_anonymous() {
     let (direct, mut events) = Direct::new(Vec::new());
     let listener = c.listen("127.0.0.1:0", direct).expect("listens");
     let url = listener_url(&listener);
-    let out = script(
-        "pyclient.py",
-        py_args("send", &url, "anonymous", 1, &["--mechs", "ANONYMOUS"]),
-    )
-    .await;
-    out.assert_success();
+    let out = pyclient("send", &url, "anonymous", 1, &["--mechs", "ANONYMOUS"]).await;
     assert_eq!(py_outcomes(&out), ["accepted"], "{out}");
     assert_eq!(bodies(&received(&mut events, 1).await), [0]);
 }
@@ -1222,18 +939,14 @@ async fn pyproton_our_listener_idle_timeout() {
     let url = listener_url(&listener);
     // Python asks for 1 s and we for 1 s (advertised as 0.5 s); the connection stays quiet for 3 s after
     // the open, then sends: only the heartbeats of both ends kept it up.
-    let out = script(
-        "pyclient.py",
-        py_args(
-            "send",
-            &url,
-            "idle",
-            1,
-            &["--idle-timeout", "1", "--quiet", "3"],
-        ),
+    let out = pyclient(
+        "send",
+        &url,
+        "idle",
+        1,
+        &["--idle-timeout", "1", "--quiet", "3"],
     )
     .await;
-    out.assert_success();
     assert!(
         out.lines().contains(&"opened remote-idle-timeout=0.5"),
         "{out}"

@@ -49,10 +49,11 @@ use nucleon::protocol::frame::{
     Released,
 };
 use nucleon::{
-    Body, Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
-    DeliveryRef, Error, Message, MessagingHandler, Outcome, Receiver, ReceiverId, ReceiverOptions,
-    Sender, SenderId, SenderOptions, Session, Value, WorkQueue,
+    Body, Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode, DeliveryRef,
+    Error, Message, MessagingHandler, Outcome, Receiver, ReceiverId, ReceiverOptions, Sender,
+    SenderId, SenderOptions, Session, Value, WorkQueue,
 };
+use nucleon_integration_tests::client::{self, bodies, numbered, plain_allowed, Clients};
 use nucleon_integration_tests::corpus;
 use nucleon_integration_tests::peers::RabbitMq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,20 +67,15 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(15);
 
 fn container() -> ContainerHandle {
-    let _ = env_logger::builder().is_test(true).try_init();
-    ContainerBuilder::default()
-        .id("rabbitmq-interop")
-        .threads(2)
-        .auto_stop(false)
-        .start()
+    client::container("rabbitmq-interop")
 }
 
-/// Connection options for a broker on loopback: PLAIN is allowed without TLS (as Proton, nucleon otherwise
-/// falls back to ANONYMOUS, which RabbitMQ maps to guest).
-fn plain_allowed() -> ConnectionOptions {
-    ConnectionOptions {
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
+/// Our facade clients: PLAIN is allowed on loopback (nucleon otherwise falls back to ANONYMOUS, which
+/// RabbitMQ maps to guest).
+fn clients() -> Clients {
+    Clients {
+        connection: plain_allowed(),
+        timeout: TIMEOUT,
     }
 }
 
@@ -89,44 +85,13 @@ fn queue(test: &str) -> String {
 }
 
 async fn send_all(c: &ContainerHandle, url: &str, messages: Vec<Message>) -> Vec<Outcome> {
-    let sender = c
-        .open_sender_with(url, plain_allowed(), SenderOptions::default())
+    clients()
+        .send_all(c, url, SenderOptions::default(), messages)
         .await
-        .unwrap_or_else(|e| panic!("sender to {url}: {e}"));
-    // One at a time: concurrent `send` futures have no defined order among themselves.
-    let outcomes = tokio::time::timeout(TIMEOUT, async {
-        let mut outcomes = Vec::with_capacity(messages.len());
-        for m in messages {
-            outcomes.push(sender.send(m).await.expect("an outcome"));
-        }
-        outcomes
-    })
-    .await
-    .expect("every outcome in time");
-    sender.close().expect("closes");
-    outcomes
 }
 
 async fn receive(c: &ContainerHandle, url: &str, n: usize, window: u32) -> Vec<Message> {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
-    let mut receiver = c
-        .open_receiver_with(url, plain_allowed(), options)
-        .await
-        .unwrap_or_else(|e| panic!("receiver from {url}: {e}"));
-    tokio::time::timeout(TIMEOUT, async {
-        let mut messages = Vec::with_capacity(n);
-        while messages.len() < n {
-            let r = receiver.next().await.expect("the stream goes on");
-            messages.push(r.message.clone());
-            r.accept().expect("accepts");
-        }
-        messages
-    })
-    .await
-    .expect("every message in time")
+    clients().receive(c, url, n, window).await
 }
 
 #[actix_rt::test]
@@ -135,17 +100,13 @@ async fn rabbitmq_volume() {
     let rabbit = RabbitMq::shared();
     let c = container();
     let url = rabbit.url(GUEST, &queue("volume"));
-    let outcomes = send_all(&c, &url, (0..N).map(Message::with_body).collect()).await;
+    let outcomes = send_all(&c, &url, numbered(N as usize)).await;
     assert!(
         outcomes.iter().all(|o| *o == Outcome::Accepted),
         "{outcomes:?}"
     );
     let got = receive(&c, &url, N as usize, 500).await;
-    let bodies: Vec<i64> = got
-        .iter()
-        .map(|m| m.body_value().and_then(Value::as_i64).expect("a long body"))
-        .collect();
-    assert_eq!(bodies, (0..N).collect::<Vec<_>>());
+    assert_eq!(bodies(&got), (0..N).collect::<Vec<_>>());
 }
 
 #[actix_rt::test]
@@ -155,7 +116,8 @@ async fn rabbitmq_large_messages() {
     let rabbit = RabbitMq::shared();
     let c = container();
     let url = rabbit.url(GUEST, &queue("large"));
-    let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let body = client::five_mib();
+    assert_eq!(body.len(), SIZE);
     let m = Message::builder()
         .body(Value::Binary(body.clone().into()))
         .build();
@@ -412,6 +374,20 @@ async fn put(c: &ContainerHandle, rabbit: &RabbitMq, address: &str, body: &str) 
     );
 }
 
+/// Puts `"A"` on the queue named for `test`, then opens a probed connection with a receiver from that queue
+/// that has no credit yet: the queue's address, the probe and the receiver.
+async fn a_queued_for_a_probe(
+    c: &ContainerHandle,
+    rabbit: &RabbitMq,
+    test: &str,
+) -> (String, Probed, ReceiverId) {
+    let address = queue(test);
+    put(c, rabbit, &address, "A").await;
+    let mut p = Probed::open(c, &rabbit.url(GUEST, ""), plain_allowed()).await;
+    let r = p.manual_receiver(&address).await;
+    (address, p, r)
+}
+
 fn first_acquirer(m: &Message) -> Option<bool> {
     m.header().map(|h| h.first_acquirer)
 }
@@ -462,26 +438,20 @@ async fn rabbitmq_settlement_refused() {
 async fn rabbitmq_settlement_released() {
     let rabbit = RabbitMq::shared();
     let c = container();
-    let address = queue("released");
-    put(&c, rabbit, &address, "A").await;
-    let mut p = Probed::open(&c, &rabbit.url(GUEST, ""), plain_allowed()).await;
-    let r = p.manual_receiver(&address).await;
-    p.add_credit(r, 1).await;
-    let (a, d) = p.message().await;
+    let (address, mut p, r) = a_queued_for_a_probe(&c, rabbit, "released").await;
+    let (a, d) = p.message_on_credit(r).await;
     assert_eq!(a.body_value(), Some(&Value::from("A")));
     assert_eq!(first_acquirer(&a), Some(true));
     p.settle(d, DeliveryState::Released(Released {})).await;
     put(&c, rabbit, &address, "B").await;
     // Released goes back to the head of the queue, ahead of B, no longer first-acquirer, its delivery-count
     // unchanged.
-    p.add_credit(r, 1).await;
-    let (again, d) = p.message().await;
+    let (again, d) = p.message_on_credit(r).await;
     assert_eq!(again.body_value(), Some(&Value::from("A")));
     assert_eq!(first_acquirer(&again), Some(false));
     assert_eq!(again.header().map(|h| h.delivery_count), Some(0));
     p.settle(d, DeliveryState::Accepted(Accepted {})).await;
-    p.add_credit(r, 1).await;
-    let (b, _) = p.message().await;
+    let (b, _) = p.message_on_credit(r).await;
     assert_eq!(b.body_value(), Some(&Value::from("B")));
 }
 
@@ -489,19 +459,14 @@ async fn rabbitmq_settlement_released() {
 async fn rabbitmq_settlement_rejected() {
     let rabbit = RabbitMq::shared();
     let c = container();
-    let address = queue("rejected");
-    put(&c, rabbit, &address, "A").await;
-    let mut p = Probed::open(&c, &rabbit.url(GUEST, ""), plain_allowed()).await;
-    let r = p.manual_receiver(&address).await;
-    p.add_credit(r, 1).await;
-    let (a, d) = p.message().await;
+    let (address, mut p, r) = a_queued_for_a_probe(&c, rabbit, "rejected").await;
+    let (a, d) = p.message_on_credit(r).await;
     assert_eq!(a.body_value(), Some(&Value::from("A")));
     p.settle(d, DeliveryState::Rejected(Rejected { error: None }))
         .await;
     put(&c, rabbit, &address, "B").await;
     // Rejected is dropped (no dead-letter exchange is configured): B comes next.
-    p.add_credit(r, 1).await;
-    let (b, _) = p.message().await;
+    let (b, _) = p.message_on_credit(r).await;
     assert_eq!(b.body_value(), Some(&Value::from("B")));
     assert_eq!(first_acquirer(&b), Some(true));
 }
@@ -510,12 +475,8 @@ async fn rabbitmq_settlement_rejected() {
 async fn rabbitmq_settlement_modified() {
     let rabbit = RabbitMq::shared();
     let c = container();
-    let address = queue("modified");
-    put(&c, rabbit, &address, "A").await;
-    let mut p = Probed::open(&c, &rabbit.url(GUEST, ""), plain_allowed()).await;
-    let r = p.manual_receiver(&address).await;
-    p.add_credit(r, 1).await;
-    let (_, d) = p.message().await;
+    let (address, mut p, r) = a_queued_for_a_probe(&c, rabbit, "modified").await;
+    let (_, d) = p.message_on_credit(r).await;
     let modified = Modified {
         delivery_failed: true,
         undeliverable_here: false,
@@ -544,13 +505,12 @@ async fn rabbitmq_credit_zero_manual() {
     let c = container();
     let address = queue("credit");
     let url = rabbit.url(GUEST, &address);
-    let outcomes = send_all(&c, &url, (0..3i64).map(Message::with_body).collect()).await;
+    let outcomes = send_all(&c, &url, numbered(3)).await;
     assert_eq!(outcomes, vec![Outcome::Accepted; 3]);
     let mut p = Probed::open(&c, &rabbit.url(GUEST, ""), plain_allowed()).await;
     let r = p.manual_receiver(&address).await;
     assert_eq!(p.credit(r).await, 0);
-    p.add_credit(r, 1).await;
-    let (m, d) = p.message().await;
+    let (m, d) = p.message_on_credit(r).await;
     assert_eq!(m.body_value(), Some(&Value::Long(0)));
     assert_eq!(p.credit(r).await, 0, "one message per credit");
     p.settle(d, DeliveryState::Accepted(Accepted {})).await;
@@ -857,6 +817,12 @@ impl Probed {
             _ => None,
         })
         .await
+    }
+
+    /// Grants `id` one credit and returns the message it brings, with its delivery.
+    async fn message_on_credit(&mut self, id: ReceiverId) -> (Message, DeliveryRef) {
+        self.add_credit(id, 1).await;
+        self.message().await
     }
 
     async fn settle(&self, delivery: DeliveryRef, state: DeliveryState) {

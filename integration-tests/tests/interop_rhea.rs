@@ -37,14 +37,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
-    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
-    ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender,
-    SenderOptions,
+    Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode, ListenOptions, Message,
+    MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender, SenderOptions,
 };
+use nucleon_integration_tests::client::{self, bodies, broker, numbered, plain_allowed, Clients};
 use nucleon_integration_tests::corpus;
 use nucleon_integration_tests::peers::rhea::Rhea;
 use serde_json::{json, Value as Json};
@@ -96,21 +95,7 @@ const RHEA_LOSES: &[(&str, &str)] = &[
 ];
 
 fn container() -> ContainerHandle {
-    let _ = env_logger::builder().is_test(true).try_init();
-    ContainerBuilder::default()
-        .id("rhea-interop")
-        .threads(2)
-        .auto_stop(false)
-        .start()
-}
-
-/// Our broker on a free loopback port: its state and the port.
-fn broker(c: &ContainerHandle, options: ListenOptions) -> (Broker, u16) {
-    let broker = Broker::new(BrokerOptions::default());
-    let listener = broker
-        .listen(c, "127.0.0.1:0", options)
-        .expect("the broker listens");
-    (broker, listener.port())
+    client::container("rhea-interop")
 }
 
 /// One operation of the rhea peer, over its own control connection.
@@ -171,10 +156,11 @@ impl Op {
     }
 }
 
-fn insecure() -> ConnectionOptions {
-    ConnectionOptions {
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
+/// Our facade clients (PLAIN allowed on loopback).
+fn clients() -> Clients {
+    Clients {
+        connection: plain_allowed(),
+        timeout: TIMEOUT,
     }
 }
 
@@ -188,45 +174,11 @@ async fn send_all_with(
     messages: Vec<Message>,
     options: SenderOptions,
 ) -> Vec<Outcome> {
-    let sender = c
-        .open_sender_with(url, insecure(), options)
-        .await
-        .unwrap_or_else(|e| panic!("sender to {url}: {e}"));
-    // One at a time: concurrent `send` futures have no defined order among themselves.
-    let outcomes = tokio::time::timeout(TIMEOUT, async {
-        let mut outcomes = Vec::with_capacity(messages.len());
-        for m in messages {
-            outcomes.push(sender.send(m).await.expect("an outcome"));
-        }
-        outcomes
-    })
-    .await
-    .expect("every outcome in time");
-    sender.close().expect("closes");
-    outcomes
+    clients().send_all(c, url, options, messages).await
 }
 
 async fn receive(c: &ContainerHandle, url: &str, n: usize, window: u32) -> Vec<Message> {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
-    let mut receiver = c
-        .open_receiver_with(url, insecure(), options)
-        .await
-        .unwrap_or_else(|e| panic!("receiver from {url}: {e}"))
-        .limit(n as u64);
-    tokio::time::timeout(TIMEOUT, async {
-        let mut messages = Vec::with_capacity(n);
-        while messages.len() < n {
-            let r = receiver.next().await.expect("the stream goes on");
-            messages.push(r.message.clone());
-            r.accept().expect("accepts");
-        }
-        messages
-    })
-    .await
-    .expect("every message in time")
+    clients().receive(c, url, n, window).await
 }
 
 /// The corpus without what rhea loses.
@@ -447,14 +399,9 @@ fn assert_fields(sent: &Message, got: &Message) {
     assert_eq!(got.body(), sent.body());
 }
 
-fn numbered(n: i64) -> Vec<Message> {
-    (0..n).map(Message::with_body).collect()
-}
-
 fn five_mib() -> Message {
-    let body: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     Message::builder()
-        .body(nucleon::Value::Binary(body.into()))
+        .body(nucleon::Value::Binary(client::five_mib().into()))
         .build()
 }
 
@@ -504,16 +451,8 @@ async fn rhea_client_volume() {
     const N: i64 = 10_000;
     let c = container();
     let (_broker, port) = broker(&c, ListenOptions::default());
-    let got = through_rhea_client(&c, port, "volume", numbered(N), 500).await;
-    let bodies: Vec<i64> = got
-        .iter()
-        .map(|m| {
-            m.body_value()
-                .and_then(nucleon::Value::as_i64)
-                .expect("a number")
-        })
-        .collect();
-    assert_eq!(bodies, (0..N).collect::<Vec<_>>());
+    let got = through_rhea_client(&c, port, "volume", numbered(N as usize), 500).await;
+    assert_eq!(bodies(&got), (0..N).collect::<Vec<_>>());
 }
 
 #[actix_rt::test]
@@ -827,16 +766,8 @@ async fn rhea_listener_header_properties() {
 async fn rhea_listener_volume() {
     const N: i64 = 10_000;
     let c = container();
-    let (mut op, got) = through_rhea_listener(&c, "volume", numbered(N), 500).await;
-    let bodies: Vec<i64> = got
-        .iter()
-        .map(|m| {
-            m.body_value()
-                .and_then(nucleon::Value::as_i64)
-                .expect("a number")
-        })
-        .collect();
-    assert_eq!(bodies, (0..N).collect::<Vec<_>>());
+    let (mut op, got) = through_rhea_listener(&c, "volume", numbered(N as usize), 500).await;
+    assert_eq!(bodies(&got), (0..N).collect::<Vec<_>>());
     // rhea saw every one of its sends accepted, in order.
     let mut accepted = Vec::new();
     while accepted.len() < N as usize {
@@ -890,7 +821,7 @@ async fn rhea_listener_settlement() {
     let mut receiver = c
         .open_receiver_with(
             &format!("{base}/settle"),
-            insecure(),
+            plain_allowed(),
             ReceiverOptions::default(),
         )
         .await
@@ -1097,7 +1028,7 @@ async fn rhea_listener_sasl() {
     );
     let bad = format!("amqp://alice:wrong@127.0.0.1:{port}/sasl");
     let err = c
-        .open_sender_with(&bad, insecure(), SenderOptions::default())
+        .open_sender_with(&bad, plain_allowed(), SenderOptions::default())
         .await
         .expect_err("a wrong password is refused");
     assert_eq!(

@@ -6,6 +6,9 @@
 //! their standard input, as every peer of [`super`] does: the C examples never read it, so they run under a
 //! small `sh` wrapper that kills the example (by its PID) at end of input; the Python broker reads its input
 //! itself. Short-lived clients exit by themselves and are killed by PID if they overrun their time.
+//!
+//! Our facade clients as both Proton test binaries drive them ([`send_all`], [`send`], [`receive`]) are
+//! here too.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -14,7 +17,10 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nucleon::{ConnectionOptions, ContainerHandle, DeliveryMode, Message, Outcome, SenderOptions};
+
 use super::{free_port, workspace_root};
+use crate::client::Clients;
 use crate::python::{require_proton, PYTHON};
 
 /// Runs a command until its standard input closes, then kills it by PID; prints `exited N` when the command
@@ -373,4 +379,52 @@ impl PyBroker {
             None => format!("amqp://127.0.0.1:{}/{address}", self.port),
         }
     }
+}
+
+/// The longest the Proton interop tests wait for one exchange with a peer (each wait fails the test past it).
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Our facade clients against a Proton peer, connecting with `connection`, each wait bounded by [`TIMEOUT`].
+pub fn clients(connection: ConnectionOptions) -> Clients {
+    Clients {
+        connection,
+        timeout: TIMEOUT,
+    }
+}
+
+/// Sends `messages` one at a time in `mode` on a sender of our own to `url` and returns their outcomes; a
+/// Proton peer such as `direct` may close the connection once it has every message, which is no failure.
+pub async fn send_all(
+    c: &ContainerHandle,
+    url: &str,
+    connection: ConnectionOptions,
+    mode: DeliveryMode,
+    messages: Vec<Message>,
+) -> Vec<Outcome> {
+    let options = SenderOptions {
+        delivery_mode: mode,
+        ..SenderOptions::default()
+    };
+    clients(connection)
+        .send_all_to_closing_peer(c, url, options, messages)
+        .await
+}
+
+/// [`send_all`] with default connection options, at least once.
+pub async fn send(c: &ContainerHandle, url: &str, messages: Vec<Message>) -> Vec<Outcome> {
+    send_all(
+        c,
+        url,
+        ConnectionOptions::default(),
+        DeliveryMode::AtLeastOnce,
+        messages,
+    )
+    .await
+}
+
+/// Receives `n` messages from `url` (credit window `window`, default connection options), accepting each.
+pub async fn receive(c: &ContainerHandle, url: &str, n: usize, window: u32) -> Vec<Message> {
+    clients(ConnectionOptions::default())
+        .receive(c, url, n, window)
+        .await
 }
