@@ -277,7 +277,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         make: F,
     ) -> ConnectionHandle<H>
     where
-        F: FnOnce() -> H + Send + 'static,
+        F: FnOnce(WorkQueue<H>) -> H + Send + 'static,
     {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
@@ -290,6 +290,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             addr: Addr::new(tx.clone()),
             shared: shared.clone(),
         };
+        // The handler may hold its own work queue from the start, before any callback can run.
+        let own_queue = me.work_queue();
         arbiter.spawn_fn(move || {
             let engine = engine::Connection::new(config, Instant::now());
             let mut core = Core::new(engine, container);
@@ -297,7 +299,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             let actor = ConnectionActor {
                 id,
                 core,
-                handler: Box::new(make()),
+                handler: Box::new(make(own_queue)),
                 shared: s,
                 origin: Some(origin),
                 reconnect: None,

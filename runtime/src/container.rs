@@ -16,7 +16,9 @@ use nucleon_protocol::engine::{
 use nucleon_protocol::frame::Error as AmqpError;
 use tokio::sync::Notify;
 
-use crate::connection::{ConnectionActor, ConnectionHandle, Origin, Shutdown, UNBOUNDED_MAILBOX};
+use crate::connection::{
+    ConnectionActor, ConnectionHandle, Origin, Shutdown, WorkQueue, UNBOUNDED_MAILBOX,
+};
 use crate::error::Error;
 use crate::handler::{ListenHandler, MessagingHandler};
 use crate::options::ConnectionOptions;
@@ -218,6 +220,21 @@ impl ContainerHandle {
         options: ConnectionOptions,
         handler: H,
     ) -> Result<ConnectionHandle<H>, Error> {
+        self.connect_with_queue(url, options, move |_| handler)
+    }
+
+    /// [`connect`](Self::connect) with a handler made on the connection's worker from the connection's own
+    /// work queue, so that it holds it before any callback runs.
+    pub(crate) fn connect_with_queue<H, F>(
+        &self,
+        url: &str,
+        options: ConnectionOptions,
+        make: F,
+    ) -> Result<ConnectionHandle<H>, Error>
+    where
+        H: MessagingHandler,
+        F: FnOnce(WorkQueue<H>) -> H + Send + 'static,
+    {
         self.check_running()?;
         let address = Address::parse(url)?;
         let mut targets = vec![(address.host_port(), self.client_config(&address, &options))];
@@ -233,7 +250,7 @@ impl ContainerHandle {
             targets[0].1.clone(),
             Origin::Client { targets, reconnect },
             self.clone(),
-            move || handler,
+            make,
         );
         self.register(id, handle.shutdown_recipient());
         Ok(handle)
@@ -370,7 +387,7 @@ impl ContainerHandle {
             config,
             Origin::Server { stream: std },
             self.clone(),
-            move || handler.on_accept(peer),
+            move |_| handler.on_accept(peer),
         );
         self.register(id, handle.shutdown_recipient());
     }

@@ -84,7 +84,8 @@ pub(crate) struct Facade {
     address: Option<String>,
     role: FacadeRole,
     opened: Option<Reply<()>>,
-    wq: Option<WorkQueue<Facade>>,
+    /// Its own connection's work queue, for the settlers and credit of what it receives.
+    wq: WorkQueue<Facade>,
     error: Option<Error>,
 }
 
@@ -236,7 +237,7 @@ impl MessagingHandler for Facade {
         let FacadeRole::Receiver { sink, options, .. } = &mut self.role else {
             return;
         };
-        let Some(wq) = self.wq.clone() else { return };
+        let wq = self.wq.clone();
         let presettled = d.settled() || options.delivery_mode == DeliveryMode::AtMostOnce;
         d.defer();
         let received = Received {
@@ -313,17 +314,15 @@ async fn open_facade(
 ) -> Result<WorkQueue<Facade>, Error> {
     let address = Address::parse(url)?.address;
     let (tx, rx) = oneshot::channel();
-    let facade = Facade {
+    // The facade holds its work queue from the start: messages can arrive before this task runs again.
+    let handle = container.connect_with_queue(url, options, move |wq| Facade {
         address,
         role,
         opened: Some(tx),
-        wq: None,
+        wq,
         error: None,
-    };
-    let handle = container.connect(url, options, facade)?;
+    })?;
     let wq = handle.work_queue();
-    let own = wq.clone();
-    wq.add(move |h, _| h.wq = Some(own))?;
     rx.await.map_err(|_| Error::ConnectionClosed)??;
     Ok(wq)
 }
