@@ -224,8 +224,9 @@ impl ContainerHandle {
     }
 
     /// [`connect`](Self::connect) with a handler made on the connection's worker from the connection's own
-    /// work queue, so that it holds it before any callback runs.
-    pub(crate) fn connect_with_queue<H, F>(
+    /// [`WorkQueue`], so that it holds it before any callback runs (to schedule work on its own connection,
+    /// or to hand out settlers).
+    pub fn connect_with_queue<H, F>(
         &self,
         url: &str,
         options: ConnectionOptions,

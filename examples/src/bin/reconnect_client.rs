@@ -75,8 +75,8 @@ struct ReconnectClient {
     total: u64,
     delay: Duration,
     quiet: bool,
-    /// This connection's work queue, handed over by `main` in the first work item (for delayed sends).
-    work: Option<WorkQueue<ReconnectClient>>,
+    /// This connection's work queue (for delayed sends).
+    work: WorkQueue<ReconnectClient>,
     sender: Option<SenderId>,
     /// The next message to receive (and the one to send when nothing is in flight), from 1.
     next: u64,
@@ -172,16 +172,18 @@ impl MessagingHandler for ReconnectClient {
             connection.close();
         } else if self.delay.is_zero() {
             self.send_next(&mut connection);
-        } else if let Some(work) = self.work.clone() {
+        } else {
             self.in_flight = true;
             let next = self.next;
-            let scheduled = work.schedule(self.delay, move |h: &mut ReconnectClient, c| {
-                // Unless a reconnect has already sent it again.
-                if h.next == next && h.in_flight {
-                    h.in_flight = false;
-                    h.send_next(c);
-                }
-            });
+            let scheduled = self
+                .work
+                .schedule(self.delay, move |h: &mut ReconnectClient, c| {
+                    // Unless a reconnect has already sent it again.
+                    if h.next == next && h.in_flight {
+                        h.in_flight = false;
+                        h.send_next(c);
+                    }
+                });
             if let Err(e) = scheduled {
                 self.fail(&mut connection, format!("cannot schedule: {e}"));
             }
@@ -207,18 +209,24 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
-    let handler = ReconnectClient {
+    let (total, delay, quiet) = (
+        args.messages,
+        Duration::from_secs_f64(args.delay),
+        args.quiet,
+    );
+    let shared = outcome.clone();
+    let make = move |work| ReconnectClient {
         queue,
-        total: args.messages,
-        delay: Duration::from_secs_f64(args.delay),
-        quiet: args.quiet,
-        work: None,
+        total,
+        delay,
+        quiet,
+        work,
         sender: None,
         next: 1,
         in_flight: false,
         opened: false,
         reconnects: 0,
-        outcome: outcome.clone(),
+        outcome: shared,
     };
     let options = ConnectionOptions {
         reconnect: Some(ReconnectOptions {
@@ -230,17 +238,11 @@ fn main() -> ExitCode {
         ..ConnectionOptions::default()
     };
     let container = Container::builder().threads(1).build();
-    let connection = match container.handle().connect(&args.address, options, handler) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("reconnect_client: cannot connect to {}: {e}", args.address);
-            return ExitCode::from(1);
-        }
-    };
-    // The handler cannot name its own work queue: hand it over as the connection's first work item.
-    let work = connection.work_queue();
-    if let Err(e) = connection.work_queue().add(move |h, _| h.work = Some(work)) {
-        eprintln!("reconnect_client: {e}");
+    let connected = container
+        .handle()
+        .connect_with_queue(&args.address, options, make);
+    if let Err(e) = connected {
+        eprintln!("reconnect_client: cannot connect to {}: {e}", args.address);
         return ExitCode::from(1);
     }
     let run = container.run();

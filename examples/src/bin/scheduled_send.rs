@@ -70,11 +70,9 @@ struct ScheduledSend {
     timeout: Duration,
     interval: Duration,
     quiet: bool,
-    /// This connection's work queue, handed over by `main` in the first work item.
-    work: Option<WorkQueue<ScheduledSend>>,
+    /// This connection's work queue, for the ticks.
+    work: WorkQueue<ScheduledSend>,
     sender: Option<SenderId>,
-    /// The sender opened before `work` arrived: start ticking when it does.
-    start_pending: bool,
     /// No more sending: the time ran out or N were sent.
     done: bool,
     sent: u64,
@@ -99,10 +97,7 @@ impl ScheduledSend {
 
     /// Schedules the first tick and the end of the run.
     fn start(&mut self, connection: &mut Connection<'_>) {
-        let Some(work) = self.work.clone() else {
-            self.start_pending = true;
-            return;
-        };
+        let work = self.work.clone();
         let scheduled = work
             .schedule(self.timeout, |h: &mut ScheduledSend, c| {
                 if !h.done {
@@ -152,8 +147,7 @@ fn tick(h: &mut ScheduledSend, c: &mut Connection<'_>) {
         h.finish(c);
         return;
     }
-    let next = h.work.as_ref().map(|w| w.schedule(h.interval, tick));
-    if let Some(Err(e)) = next {
+    if let Err(e) = h.work.schedule(h.interval, tick) {
         h.fail(c, format!("cannot schedule: {e}"));
     }
 }
@@ -223,43 +217,31 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
-    let handler = ScheduledSend {
-        url: args.address.clone(),
+    let (url, total, quiet) = (args.address.clone(), args.messages, args.quiet);
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let interval = Duration::from_secs_f64(args.interval);
+    let shared = outcome.clone();
+    let make = move |work| ScheduledSend {
+        url,
         queue,
-        total: args.messages,
-        timeout: Duration::from_secs_f64(args.timeout),
-        interval: Duration::from_secs_f64(args.interval),
-        quiet: args.quiet,
-        work: None,
+        total,
+        timeout,
+        interval,
+        quiet,
+        work,
         sender: None,
-        start_pending: false,
         done: false,
         sent: 0,
         confirmed: 0,
-        outcome: outcome.clone(),
+        outcome: shared,
     };
     let container = Container::builder().threads(1).build();
-    let connection =
-        match container
+    let connected =
+        container
             .handle()
-            .connect(&args.address, ConnectionOptions::default(), handler)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("scheduled_send: cannot connect to {}: {e}", args.address);
-                return ExitCode::from(1);
-            }
-        };
-    // The handler cannot name its own work queue: hand it over as the connection's first work item.
-    let work = connection.work_queue();
-    let handed = connection.work_queue().add(move |h, c| {
-        h.work = Some(work);
-        if std::mem::take(&mut h.start_pending) {
-            h.start(c);
-        }
-    });
-    if let Err(e) = handed {
-        eprintln!("scheduled_send: {e}");
+            .connect_with_queue(&args.address, ConnectionOptions::default(), make);
+    if let Err(e) = connected {
+        eprintln!("scheduled_send: cannot connect to {}: {e}", args.address);
         return ExitCode::from(1);
     }
     let run = container.run();
