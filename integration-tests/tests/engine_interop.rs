@@ -23,17 +23,18 @@
 //! Nothing is skipped: without Proton's packages the tests fail and say to run
 //! `scripts/install-test-deps.sh`.
 
-use nucleon_integration_tests::python::{require_proton, PYTHON};
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::net::{SocketAddr, TcpListener};
+use std::panic::{self, AssertUnwindSafe};
+use std::process::Command;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nucleon_integration_tests::driver::{answer_peer, listen, Driver};
+use nucleon_integration_tests::peers::proton::{
+    c_examples, python_script, start_c_listener, Finished, ProtonProcess,
+};
 use nucleon_protocol::codec::{
     Array, Decimal128, Decimal32, Decimal64, Descriptor, Map, Symbol, Timestamp, Type, Uuid,
 };
@@ -199,194 +200,23 @@ fn decode(payload: &Bytes) -> Message {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Prerequisites: Proton's C examples and Python binding
+// Child processes (started and captured by `nucleon_integration_tests::peers::proton`)
 // ---------------------------------------------------------------------------------------------------------------
 
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration-tests lives in the workspace")
-}
-
-/// The folder with Proton's C examples, built by `scripts/build-proton-examples.sh` if they are missing.
-fn proton_examples() -> &'static Path {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let root = workspace_root();
-        let dir = std::env::var_os("PROTON_EXAMPLES_DIR")
-            .map_or_else(|| root.join("target/proton-examples"), |d| root.join(d));
-        let missing = ["broker", "send", "receive", "direct"]
-            .iter()
-            .any(|name| !dir.join(name).is_file());
-        if missing {
-            let script = root.join("scripts/build-proton-examples.sh");
-            let out = Command::new(&script)
-                .current_dir(root)
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "{} failed ({}); run scripts/install-test-deps.sh first.\nstdout:\n{}\nstderr:\n{}",
-                    script.display(),
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
-        Ok(dir)
-    });
-    match dir {
-        Ok(d) => d,
-        Err(e) => panic!("Proton's C examples are not available: {e}"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------------------------
-
-/// Collects a child's output lines in the background; `lines` sees each line as it comes.
-struct Capture {
-    text: Arc<Mutex<String>>,
-    lines: mpsc::Receiver<String>,
-    done: Vec<thread::JoinHandle<()>>,
-}
-
-impl Capture {
-    fn start(child: &mut Child) -> Capture {
-        let text = Arc::new(Mutex::new(String::new()));
-        let (tx, lines) = mpsc::channel();
-        let mut done = Vec::new();
-        let streams: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ];
-        for (stream, prefix) in streams.into_iter().zip(["", "stderr: "]) {
-            let Some(stream) = stream else { continue };
-            let (text, tx) = (Arc::clone(&text), tx.clone());
-            done.push(thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let line = format!("{prefix}{line}");
-                    if let Ok(mut t) = text.lock() {
-                        t.push_str(&line);
-                        t.push('\n');
-                    }
-                    let _ = tx.send(line);
-                }
-            }));
-        }
-        Capture { text, lines, done }
-    }
-
-    fn text(&self) -> String {
-        self.text.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    /// Waits until both output streams are closed (the process exited), at most until `deadline`.
-    fn wait_closed(&mut self, deadline: Instant) -> bool {
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(_) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => return false,
-            }
-        }
-        for handle in self.done.drain(..) {
-            let _ = handle.join();
-        }
-        true
-    }
-}
-
-/// A free port on 127.0.0.1: bound by the OS, then released for the child to take.
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// Proton's C `broker` example on a free port of 127.0.0.1; killed (by PID) when dropped.
+/// Proton's C `broker` example of this test alone on a free port of 127.0.0.1; stopped when dropped.
 struct Broker {
-    child: Child,
-    output: Capture,
+    process: ProtonProcess,
     addr: SocketAddr,
 }
 
 impl Broker {
+    /// Starts the broker and waits for its `listening on PORT` line, which proves that the broker, not some
+    /// other test's listener, owns the port.
     fn start() -> Broker {
-        let bin = proton_examples().join("broker");
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let mut child = Command::new(&bin)
-                .args(["127.0.0.1", &port.to_string()])
-                // The broker looks for ssl-certs/ here; it runs without TLS when they are missing.
-                .current_dir(proton_examples())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let output = Capture::start(&mut child);
-            let mut broker = Broker {
-                child,
-                output,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            };
-            match broker.wait_accepting(Duration::from_secs(10)) {
-                Ok(()) => return broker,
-                // Most likely another process took the port in between: try another one.
-                Err(e) => failures.push(format!("port {port}: {e}\n{}", broker.output.text())),
-            }
-        }
-        panic!("the C broker did not start:\n{}", failures.join("\n"));
-    }
-
-    /// Waits until the broker accepts connections: first for its `listening on PORT` line (which proves that
-    /// the broker, not some other test's listener, owns the port), then a bounded retry loop of connects.
-    fn wait_accepting(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        let listening = format!("listening on {}", self.addr.port());
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.output.lines.recv_timeout(left) {
-                Ok(line) if line == listening => break,
-                Ok(line) if line.starts_with("PN_LISTENER_CLOSE") => return Err(line),
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!(
-                        "the broker did not report listening within {limit:?}"
-                    ));
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    return Err(format!("the broker exited ({status})"));
-                }
-            }
-        }
-        loop {
-            match TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(format!("the broker does not accept connections: {e}"));
-                }
-                // Pace the retries by the broker's output (it prints nothing more here, so this waits 20 ms).
-                Err(_) => {
-                    let _ = self.output.lines.recv_timeout(Duration::from_millis(20));
-                }
-            }
+        let (process, port) = start_c_listener("broker", &[]);
+        Broker {
+            process,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
         }
     }
 
@@ -406,144 +236,62 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if thread::panicking() {
-            self.output
-                .wait_closed(Instant::now() + Duration::from_secs(2));
-            eprintln!("C broker output:\n{}", self.output.text());
+            eprintln!("C broker output:\n{}", self.process.output());
         }
     }
 }
 
-/// A Proton client process (a Python script or a C example); killed when dropped if still running.
-struct Client {
-    child: Child,
-    output: Capture,
-    command: String,
+/// The port of our listener, for a client's command line.
+fn port_of(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .expect("listener address")
+        .port()
+        .to_string()
 }
 
-/// What a client process printed, and how it ended.
-struct ClientOutput {
-    command: String,
-    status: Option<ExitStatus>,
-    text: String,
+/// Runs `integration-tests/proton/SCRIPT URL ARGS...` against our listener.
+fn python_client(listener: &TcpListener, script: &str, args: &[&str]) -> ProtonProcess {
+    let mut all = vec![format!("amqp://127.0.0.1:{}", port_of(listener))];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    ProtonProcess::spawn(python_script(script, &all))
 }
 
-impl std::fmt::Display for ClientOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = self
-            .status
-            .map_or_else(|| "killed: did not exit in time".into(), |s| s.to_string());
-        write!(f, "`{}` ({status}) printed:\n{}", self.command, self.text)
-    }
-}
-
-impl ClientOutput {
-    fn lines(&self) -> Vec<&str> {
-        self.text.lines().collect()
-    }
-
-    fn assert_success(&self) {
-        assert!(
-            self.status.is_some_and(|s| s.success()),
-            "the Proton client failed: {self}"
-        );
-    }
-}
-
-impl Client {
-    fn spawn(program: &Path, args: Vec<String>) -> Client {
-        let command = format!("{} {}", program.display(), args.join(" "));
-        let mut child = Command::new(program)
-            .args(&args)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
-        let output = Capture::start(&mut child);
-        Client {
-            child,
-            output,
-            command,
-        }
-    }
-
-    /// Runs `integration-tests/proton/SCRIPT URL ARGS...` against our listener.
-    fn python(listener: &TcpListener, script: &str, args: &[&str]) -> Client {
-        require_proton();
-        let port = listener.local_addr().expect("listener address").port();
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("proton")
-            .join(script);
-        let mut all = vec![
-            path.to_string_lossy().into_owned(),
-            format!("amqp://127.0.0.1:{port}"),
-        ];
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        Client::spawn(Path::new(PYTHON), all)
-    }
-
-    /// Runs Proton's C example `NAME 127.0.0.1 PORT ARGS...` against our listener.
-    fn c_example(listener: &TcpListener, name: &str, args: &[&str]) -> Client {
-        let port = listener.local_addr().expect("listener address").port();
-        let mut all = vec!["127.0.0.1".to_owned(), port.to_string()];
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        Client::spawn(&proton_examples().join(name), all)
-    }
-
-    /// Waits (at most `limit`) for the process to exit; kills it if it does not.
-    fn finish(mut self, limit: Duration) -> ClientOutput {
-        let exited = self.output.wait_closed(Instant::now() + limit);
-        if !exited {
-            let _ = self.child.kill();
-        }
-        let status = self.child.wait().ok().filter(|_| exited);
-        ClientOutput {
-            command: self.command.clone(),
-            status,
-            text: self.output.text(),
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            self.output
-                .wait_closed(Instant::now() + Duration::from_secs(2));
-            eprintln!("`{}` printed:\n{}", self.command, self.output.text());
-        }
-    }
+/// Runs Proton's C example `NAME 127.0.0.1 PORT ARGS...` against our listener.
+fn c_client(listener: &TcpListener, name: &str, args: &[&str]) -> ProtonProcess {
+    let mut command = Command::new(c_examples().join(name));
+    command.arg("127.0.0.1").arg(port_of(listener)).args(args);
+    ProtonProcess::spawn(command)
 }
 
 /// Starts a client with `start` against a fresh listener and serves it with a server engine with `config`:
 /// `serve` drives our side; then the client must exit. If our side fails, the test fails showing the
 /// client's output too.
 fn with_client<T>(
-    start: impl FnOnce(&TcpListener) -> Client,
+    start: impl FnOnce(&TcpListener) -> ProtonProcess,
     config: ConnectionConfig,
     serve: impl FnOnce(&mut Driver) -> Result<T, String>,
-) -> (T, ClientOutput) {
+) -> (T, Finished) {
     let listener = listen().expect("listen on 127.0.0.1");
     let client = start(&listener);
     // The client connects within a second or so; if it dies first, do not wait the whole budget.
-    let served = Driver::accept(&listener, config, Duration::from_secs(10))
-        .map_err(|e| e.to_string())
-        .and_then(|mut d| {
-            d.set_deadline(BUDGET);
-            serve(&mut d)
-        });
+    let served = panic::catch_unwind(AssertUnwindSafe(|| {
+        Driver::accept(&listener, config, Duration::from_secs(10))
+            .map_err(|e| e.to_string())
+            .and_then(|mut d| {
+                d.set_deadline(BUDGET);
+                serve(&mut d)
+            })
+    }));
     let output = client.finish(Duration::from_secs(10));
     match served {
-        Ok(v) => (v, output),
-        Err(e) => panic!("our server failed: {e}\n\n{output}"),
+        Ok(Ok(v)) => (v, output),
+        Ok(Err(e)) => panic!("our server failed: {e}\n\n{output}"),
+        Err(failure) => {
+            eprintln!("{output}");
+            panic::resume_unwind(failure)
+        }
     }
 }
 
@@ -553,8 +301,8 @@ fn with_python_client<T>(
     args: &[&str],
     config: ConnectionConfig,
     serve: impl FnOnce(&mut Driver) -> Result<T, String>,
-) -> (T, ClientOutput) {
-    with_client(|l| Client::python(l, script, args), config, serve)
+) -> (T, Finished) {
+    with_client(|l| python_client(l, script, args), config, serve)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1305,7 +1053,7 @@ fn c_send_and_receive_examples_against_our_server() {
     let n = N.to_string();
     // `send` sends {"sequence": n} with message-id n, for n in 1..=N, as our credit (10 at a time) allows.
     let (served, out) = with_client(
-        |l| Client::c_example(l, "send", &["from-c", &n]),
+        |l| c_client(l, "send", &["from-c", &n]),
         server_config("c-send"),
         |d| serve_sender(d, 10, accepted),
     );
@@ -1329,7 +1077,7 @@ fn c_send_and_receive_examples_against_our_server() {
     // `receive` grants N credits, prints each body, and accepts each message.
     let messages: Vec<Bytes> = (0..N).map(|i| numbered(i).to_bytes()).collect();
     let (accepted_count, out) = with_client(
-        |l| Client::c_example(l, "receive", &["to-c", &n]),
+        |l| c_client(l, "receive", &["to-c", &n]),
         server_config("c-receive"),
         |d| serve_receiver(d, &messages),
     );

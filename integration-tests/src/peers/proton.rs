@@ -244,9 +244,10 @@ fn c_example_until_stdin_closes(name: &str, args: &[String]) -> Command {
     command
 }
 
-/// Starts a listening C example (`broker` or `direct`) on a free port, retrying on another port if one was
-/// taken meanwhile, and waits for its `listening on PORT` line.
-fn start_c_listener(name: &str, extra: &[String]) -> (ProtonProcess, u16) {
+/// Starts a listening C example (`broker` or `direct`, `NAME 127.0.0.1 PORT EXTRA...`) on a free port,
+/// retrying on another port if one was taken meanwhile, and waits for its `listening on PORT` line. Returns
+/// it and its port; it stops when the returned process is dropped.
+pub fn start_c_listener(name: &str, extra: &[String]) -> (ProtonProcess, u16) {
     let mut failures = Vec::new();
     for _ in 0..3 {
         let port = free_port();
