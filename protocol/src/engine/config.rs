@@ -6,6 +6,15 @@ use std::time::Duration;
 use crate::codec::{Map, Symbol};
 use crate::frame::SaslCode;
 
+/// A `max_message_size` of 0: no limit, as in the spec [AMQP 1.0 §2.7.3]. Say it by name.
+pub const UNLIMITED: u64 = 0;
+
+/// The default max-message-size of receiving links: 16 MiB (RabbitMQ 4's default too).
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// The largest `max_frame_size` a configuration may set: 16 MiB.
+pub const MAX_MAX_FRAME_SIZE: u32 = 16 * 1024 * 1024;
+
 /// Which end of the TCP connection this engine is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -24,13 +33,36 @@ pub struct ConnectionConfig {
     pub container_id: String,
     /// The host we are connecting to (client), sent in `open` and `sasl-init`.
     pub hostname: Option<String>,
-    /// The largest frame we accept; at least 512 [AMQP 1.0 §2.7.1].
+    /// The largest frame we accept, advertised in `open`; clamped to
+    /// [`MIN_MAX_FRAME_SIZE`](super::MIN_MAX_FRAME_SIZE)`..=`[`MAX_MAX_FRAME_SIZE`] [AMQP 1.0 §2.7.1]. A peer can
+    /// make us buffer at most one frame of this size per connection.
     pub max_frame_size: u32,
-    /// The highest channel number we accept.
+    /// The highest channel number we accept, advertised in `open`: at most `channel_max + 1` sessions. A
+    /// `begin` on a higher channel closes the connection with `amqp:connection:framing-error`.
     pub channel_max: u16,
+    /// The highest link handle we accept on each session, advertised in `begin`. An `attach` with a higher
+    /// handle closes the connection with `amqp:connection:framing-error` [AMQP 1.0 §2.7.2].
+    pub handle_max: u32,
+    /// The most links the peer may have attached on this connection at once (all sessions together). An
+    /// `attach` beyond it is refused: the link is detached with `amqp:resource-limit-exceeded`.
+    pub max_links: u32,
+    /// The largest message a receiving link accepts when its [`LinkConfig`](super::LinkConfig) does not say:
+    /// advertised in `attach` and enforced while the frames of a delivery arrive (the link is detached with
+    /// `amqp:link:message-size-exceeded`). [`UNLIMITED`] (0, as in the spec) lifts the limit.
+    pub max_message_size: u64,
+    /// Transfers a peer may send beyond the link credit we granted before the link is detached with
+    /// `amqp:link:transfer-limit-exceeded` [AMQP 1.0 §2.6.7]. The count starts again each time we grant credit.
+    /// RabbitMQ 3.10 overshoots by a few when flows cross; a compliant peer never does.
+    pub credit_overshoot: u32,
+    /// Close the connection if the peer's `open` has not arrived this long after the transport started
+    /// (protocol header and SASL included); `None` waits forever.
+    pub open_timeout: Option<Duration>,
     /// Close the connection if the peer sends nothing for this long. Half of it is advertised as `idle-time-out`
     /// in `open`, so the peer sends heartbeats well before it expires [AMQP 1.0 §2.4.5].
     pub idle_timeout: Option<Duration>,
+    /// The shortest `idle-time-out` of the peer's we honour. A peer that asks for less gets heartbeats as if it
+    /// had asked for this much (half of it apart), so no peer can make us wake more often than that.
+    pub min_remote_idle_timeout: Duration,
     /// Capabilities we offer in `open`.
     pub offered_capabilities: Vec<Symbol>,
     /// Capabilities we desire in `open`.
@@ -62,8 +94,14 @@ impl ConnectionConfig {
             container_id,
             hostname: None,
             max_frame_size: 64 * 1024,
-            channel_max: u16::MAX,
+            channel_max: 255,
+            handle_max: 255,
+            max_links: 1024,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            credit_overshoot: 64,
+            open_timeout: Some(Duration::from_secs(10)),
             idle_timeout: None,
+            min_remote_idle_timeout: Duration::from_millis(100),
             offered_capabilities: Vec::new(),
             desired_capabilities: Vec::new(),
             properties: None,
@@ -198,6 +236,20 @@ impl PlainAuthenticator {
     }
 }
 
+impl PlainAuthenticator {
+    /// True if `username` has `password`. Every entry is compared, and passwords in constant time, so the
+    /// time taken does not tell how much of a password was right.
+    fn check_password(&self, username: &str, password: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut ok = subtle::Choice::from(0);
+        for (u, p) in &self.users {
+            let name = subtle::Choice::from(u8::from(u == username));
+            ok |= name & p.as_bytes().ct_eq(password.as_bytes());
+        }
+        ok.into()
+    }
+}
+
 impl Authenticator for PlainAuthenticator {
     fn mechanisms(&self) -> Vec<Symbol> {
         let mut m = Vec::new();
@@ -217,11 +269,7 @@ impl Authenticator for PlainAuthenticator {
             }
             SaslCredentials::Plain {
                 username, password, ..
-            } if self
-                .users
-                .iter()
-                .any(|(u, p)| u == username && p == password) =>
-            {
+            } if self.check_password(username, password) => {
                 SaslVerdict::Accept(username.clone())
             }
             _ => SaslVerdict::Reject(SaslCode::Auth),

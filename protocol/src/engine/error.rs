@@ -34,6 +34,9 @@ pub enum EngineError {
     /// beginning a session before `open`).
     #[error("not allowed in the current state: {0}")]
     IllegalState(&'static str),
+    /// A delivery-tag longer than the spec's 32 bytes [AMQP 1.0 §2.8.7].
+    #[error("a delivery-tag of {0} bytes is longer than 32")]
+    TagTooLong(usize),
     /// No channel or handle number is left.
     #[error("no free {0} number")]
     Exhausted(&'static str),

@@ -8,13 +8,16 @@
 use bytes::{Bytes, BytesMut};
 
 use super::event::{DeliveryId, Event, LinkId, SessionId};
-use super::session::{Incoming, PendingTransfer, MAX_DELIVERY_ID_GAP};
+use super::session::{Incoming, PendingTransfer};
 use super::{Connection, EngineError, Half};
 use crate::codec::{Map, Symbol};
 use crate::frame::{
     Attach, DeliveryState, Detach, Error, ErrorCondition, Flow, Performative, ReceiverSettleMode,
     Role, SenderSettleMode, Source, Target, Transfer,
 };
+
+/// The longest delivery-tag [AMQP 1.0 §2.8.7].
+pub const MAX_DELIVERY_TAG: usize = 32;
 
 /// Our terms for a link we attach (or answer) [AMQP 1.0 §2.7.3].
 #[derive(Clone, Debug, PartialEq)]
@@ -31,7 +34,9 @@ pub struct LinkConfig {
     pub snd_settle_mode: SenderSettleMode,
     /// The receiver settle mode.
     pub rcv_settle_mode: ReceiverSettleMode,
-    /// The largest message we accept (receiver); `None` or 0 means no limit.
+    /// The largest message we accept (receiver), advertised in `attach` and enforced as frames arrive. `None`
+    /// takes the connection's [`max_message_size`](super::ConnectionConfig::max_message_size);
+    /// `Some(`[`UNLIMITED`](super::UNLIMITED)`)` lifts the limit. On a sender it is only advertised.
     pub max_message_size: Option<u64>,
     /// Capabilities we offer.
     pub offered_capabilities: Vec<Symbol>,
@@ -135,9 +140,15 @@ pub(super) struct Link {
     pub(super) credit: u32,
     pub(super) available: u32,
     pub(super) drain: bool,
-    /// Transfers the peer sent beyond our credit (tolerated, see `transfer_in`).
-    overshoot: u64,
+    /// Transfers the peer sent beyond our credit since we last granted credit (see `on_transfer`).
+    overshoot: u32,
+    /// Whether an overshoot was logged for this link.
+    overshoot_logged: bool,
     incoming: Option<Partial>,
+    /// A link the engine refuses on its own (the application never hears of it): no events are raised for it.
+    pub(super) hidden: bool,
+    /// An error to detach with as soon as our end is attached (the peer broke a rule before we could answer).
+    pub(super) pending_error: Option<Error>,
 }
 
 impl Link {
@@ -155,7 +166,10 @@ impl Link {
             available: 0,
             drain: false,
             overshoot: 0,
+            overshoot_logged: false,
             incoming: None,
+            hidden: false,
+            pending_error: None,
         }
     }
 
@@ -181,6 +195,16 @@ impl Connection {
     /// The peer's `attach` for a link, once it has arrived.
     pub fn remote_attach(&self, link: LinkId) -> Result<Option<&Attach>, EngineError> {
         Ok(self.link(link)?.remote_attach.as_ref())
+    }
+
+    /// The `unsettled` map of the peer's `attach` (delivery-tag to delivery state), for link recovery
+    /// [AMQP 1.0 §2.6.13]; `None` if it sent none or its `attach` has not arrived.
+    pub fn remote_unsettled(&self, link: LinkId) -> Result<Option<&Map>, EngineError> {
+        Ok(self
+            .link(link)?
+            .remote_attach
+            .as_ref()
+            .and_then(|a| a.unsettled.as_ref()))
     }
 
     /// True while our end of the link is attached (we attached it, or answered the peer's attach).
@@ -236,10 +260,17 @@ impl Connection {
         if l.local != Half::Idle {
             return Err(EngineError::IllegalState("the link is already attached"));
         }
+        if l.hidden {
+            return Err(EngineError::UnknownLink);
+        }
         config.name = l.config.name.clone();
         config.role = l.config.role;
         self.link_mut(link)?.config = config;
-        self.attach_local(link)
+        self.attach_local(link)?;
+        if let Some(error) = self.link_mut(link)?.pending_error.take() {
+            self.detach(link, true, Some(error))?;
+        }
+        Ok(())
     }
 
     fn attach_local(&mut self, id: LinkId) -> Result<(), EngineError> {
@@ -252,14 +283,29 @@ impl Connection {
         let channel = s
             .local_channel
             .ok_or(EngineError::IllegalState("no channel"))?;
-        let handle = (0..=s.remote_handle_max)
-            .find(|h| !s.local_handles.contains_key(h))
+        let remote_handle_max = s.remote_handle_max;
+        let default_max_message_size = self.config.max_message_size;
+        let (name, role, remote) = {
+            let l = self.link(id)?;
+            (l.config.name.clone(), l.config.role, l.remote)
+        };
+        let s = self.session_mut(session)?;
+        let handle = s
+            .handle_pool
+            .allocate(remote_handle_max)
             .ok_or(EngineError::Exhausted("handle"))?;
-        self.session_mut(session)?.local_handles.insert(handle, id);
+        s.local_handles.insert(handle, id);
+        if remote == Half::Idle {
+            s.awaiting_attach.insert((name, role), id);
+        }
         let l = self.link_mut(id)?;
         l.local = Half::Open;
         l.local_handle = Some(handle);
         let c = &l.config;
+        let max_message_size = match (c.role, c.max_message_size) {
+            (Role::Receiver, None) => Some(default_max_message_size),
+            (_, m) => m,
+        };
         let attach = Attach {
             name: c.name.clone(),
             handle,
@@ -269,7 +315,7 @@ impl Connection {
             source: c.source.clone(),
             target: c.target.clone(),
             initial_delivery_count: (c.role == Role::Sender).then_some(l.delivery_count),
-            max_message_size: c.max_message_size.filter(|&m| m > 0),
+            max_message_size: max_message_size.filter(|&m| m > 0),
             offered_capabilities: super::non_empty(&c.offered_capabilities),
             desired_capabilities: super::non_empty(&c.desired_capabilities),
             properties: c.properties.clone(),
@@ -300,6 +346,7 @@ impl Connection {
         let channel = s.local_channel.filter(|_| s.local == Half::Open);
         if let Some(h) = handle {
             s.local_handles.remove(&h);
+            s.handle_pool.release(h);
             if let Some(c) = channel {
                 let detach = Detach {
                     handle: h,
@@ -318,31 +365,77 @@ impl Connection {
         if l.local != Half::Closed || l.remote != Half::Closed {
             return;
         }
-        let session = l.session;
+        let (session, hidden) = (l.session, l.hidden);
+        let key = (l.config.name.clone(), l.config.role);
         self.links.remove(link.0);
         if let Ok(s) = self.session_mut(session) {
-            for id in s.outgoing_unsettled.ids() {
-                if s.outgoing_unsettled.get(id) == Some(&link) {
-                    s.outgoing_unsettled.remove(id);
-                }
-            }
-            for id in s.incoming_unsettled.ids() {
-                if s.incoming_unsettled.get(id).map(|i| i.link) == Some(link) {
-                    s.incoming_unsettled.remove(id);
-                }
+            s.outgoing_unsettled.retain(|&l| l != link);
+            s.incoming_unsettled.retain(|i| i.link != link);
+            if s.awaiting_attach.get(&key) == Some(&link) {
+                s.awaiting_attach.remove(&key);
             }
         }
-        self.events.push_back(Event::LinkClosed(link));
+        if !hidden {
+            self.events.push_back(Event::LinkClosed(link));
+        }
     }
 
-    /// A link-level protocol error: detach (closing) the link with `error`.
+    /// A link-level protocol error: detach (closing) the link with `error`. A link the peer attached that we
+    /// have not answered yet is detached as soon as we answer (or, for a link the engine refuses on its own,
+    /// as soon as its session is begun at our end); until then its frames are ignored.
     fn link_error(&mut self, link: LinkId, error: Error) {
-        if self.link(link).is_ok_and(|l| l.local == Half::Open) {
-            let _ = self.detach(link, true, Some(error));
+        let Ok(l) = self.link_mut(link) else { return };
+        match l.local {
+            Half::Open => {
+                let _ = self.detach(link, true, Some(error));
+            }
+            Half::Idle => {
+                l.pending_error.get_or_insert(error);
+                if l.hidden {
+                    self.answer_refusal(link);
+                }
+            }
+            Half::Closed => {}
         }
+    }
+
+    /// Answers a link the engine refuses on its own, if our ends of the connection and session are open: an
+    /// `attach` without terminus, then a closing `detach` with the error [AMQP 1.0 §2.6.3].
+    pub(super) fn answer_refusal(&mut self, link: LinkId) {
+        let Ok(l) = self.link(link) else { return };
+        let session = l.session;
+        let ready = self.local == Half::Open
+            && self.session(session).is_ok_and(|s| s.local == Half::Open);
+        if !ready || l.local != Half::Idle {
+            return;
+        }
+        let error = self.link_mut(link).ok().and_then(|l| l.pending_error.take());
+        if self.attach_local(link).is_ok() {
+            let _ = self.detach(link, true, error);
+        }
+    }
+
+    /// Refuses a link the peer attached without telling the application (see `answer_refusal`).
+    fn refuse(&mut self, link: LinkId, error: Error) {
+        if let Ok(l) = self.link_mut(link) {
+            l.hidden = true;
+            l.remote_attach = None;
+        }
+        self.link_error(link, error);
     }
 
     pub(super) fn on_attach(&mut self, session: SessionId, attach: Attach) {
+        // [AMQP 1.0 §2.7.2]: a handle outside the range we advertised closes the connection.
+        if attach.handle > self.config.handle_max {
+            self.fail(Error::new(
+                ErrorCondition::FramingError,
+                format!(
+                    "attach with handle {} beyond our handle-max of {}",
+                    attach.handle, self.config.handle_max
+                ),
+            ));
+            return;
+        }
         let Ok(s) = self.session(session) else { return };
         if s.remote_handles.contains_key(&attach.handle) {
             self.session_error(
@@ -358,11 +451,21 @@ impl Connection {
             Role::Sender => Role::Receiver,
             Role::Receiver => Role::Sender,
         };
-        let existing = s.local_handles.values().copied().find(|&id| {
-            self.links.get(id.0).is_some_and(|l| {
-                l.config.name == attach.name && l.config.role == our_role && l.remote == Half::Idle
-            })
-        });
+        let key = (attach.name.clone(), our_role);
+        let existing = s
+            .awaiting_attach
+            .get(&key)
+            .copied()
+            .filter(|&id| self.links.get(id.0).is_some_and(|l| l.remote == Half::Idle));
+        if existing.is_some() {
+            if let Ok(s) = self.session_mut(session) {
+                s.awaiting_attach.remove(&key);
+            }
+        }
+        let refusal = match existing {
+            Some(_) => None,
+            None => self.refusal_of(&attach),
+        };
         let id = existing.unwrap_or_else(|| {
             let config = LinkConfig {
                 name: attach.name.clone(),
@@ -381,8 +484,35 @@ impl Connection {
         if our_role == Role::Receiver {
             l.delivery_count = attach.initial_delivery_count.unwrap_or(0);
         }
+        if let Some(error) = refusal {
+            log::debug!("refusing link {:?}: {error}", attach.name);
+            self.refuse(id, error);
+            return;
+        }
         l.remote_attach = Some(attach);
         self.events.push_back(Event::LinkRemoteAttach(id));
+    }
+
+    /// Why the engine refuses a new link the peer attached, before the application hears of it.
+    fn refusal_of(&self, attach: &Attach) -> Option<Error> {
+        let peer_links = self.links.len() as u64;
+        if peer_links >= u64::from(self.config.max_links) {
+            return Some(Error::new(
+                ErrorCondition::ResourceLimitExceeded,
+                format!(
+                    "this connection has reached its limit of {} links",
+                    self.config.max_links
+                ),
+            ));
+        }
+        // [AMQP 1.0 §2.7.3]: initial-delivery-count MUST be set when the role is sender.
+        if attach.role == Role::Sender && attach.initial_delivery_count.is_none() {
+            return Some(Error::new(
+                ErrorCondition::InvalidField,
+                "a sender's attach lacks initial-delivery-count",
+            ));
+        }
+        None
     }
 
     pub(super) fn on_detach(&mut self, session: SessionId, detach: Detach) {
@@ -396,11 +526,22 @@ impl Connection {
         l.remote = Half::Closed;
         l.remote_handle = None;
         l.incoming = None;
-        self.events.push_back(Event::LinkRemoteDetach {
-            link: id,
-            closed: detach.closed,
-            error: detach.error,
-        });
+        if l.hidden {
+            // The peer's answer to our refusal, or it gave up first: nothing to tell the application.
+            match l.local {
+                Half::Open => {
+                    let _ = self.detach(id, true, None);
+                }
+                Half::Idle => l.local = Half::Closed,
+                Half::Closed => {}
+            }
+        } else {
+            self.events.push_back(Event::LinkRemoteDetach {
+                link: id,
+                closed: detach.closed,
+                error: detach.error,
+            });
+        }
         self.link_maybe_closed(id);
     }
 
@@ -451,13 +592,21 @@ impl Connection {
                 self.events.push_back(Event::DrainRequested(id));
             }
         } else if let Some(count) = flow.delivery_count {
-            // The sender advanced its delivery-count (drain): credit it used up is gone.
+            // The sender advanced its delivery-count (drain): credit it used up is gone. A count past our
+            // limit (serial order) leaves no credit at all.
             let limit = l.delivery_count.wrapping_add(l.credit);
             l.delivery_count = count;
-            l.credit = limit.wrapping_sub(count).min(l.credit);
+            let left = limit.wrapping_sub(count) as i32;
+            l.credit = if left <= 0 {
+                0
+            } else {
+                left.unsigned_abs().min(l.credit)
+            };
             if l.drain && l.credit == 0 {
                 l.drain = false;
-                self.events.push_back(Event::DrainCompleted(id));
+                if !l.hidden {
+                    self.events.push_back(Event::DrainCompleted(id));
+                }
             }
         }
         if flow.echo {
@@ -505,6 +654,8 @@ impl Connection {
         self.check_can_flow(link)?;
         let l = self.link_mut(link)?;
         l.credit = l.credit.saturating_add(credit);
+        // A new grant: transfers that crossed the old one may overshoot again.
+        l.overshoot = 0;
         self.write_link_flow(link)
     }
 
@@ -604,21 +755,29 @@ impl Connection {
         if l.credit == 0 {
             return Err(EngineError::NoCredit);
         }
+        if tag.len() > MAX_DELIVERY_TAG {
+            return Err(EngineError::TagTooLong(tag.len()));
+        }
         let settled = match l.config.snd_settle_mode {
             SenderSettleMode::Settled => true,
             SenderSettleMode::Unsettled => false,
             SenderSettleMode::Mixed => settled,
         };
         let (session, handle) = (l.session, l.local_handle.unwrap_or(0));
+        let s = self.session(session)?;
+        let id = s.next_delivery_id;
+        if !settled && !s.outgoing_unsettled.can_insert(id) {
+            // The oldest delivery the peer has not settled is 2^31 deliveries behind: serial order would
+            // no longer tell them apart.
+            return Err(EngineError::Exhausted("delivery-id"));
+        }
         let l = self.link_mut(link)?;
         l.credit -= 1;
         l.delivery_count = l.delivery_count.wrapping_add(1);
         let s = self.session_mut(session)?;
-        let id = s.next_delivery_id;
         s.next_delivery_id = id.wrapping_add(1);
         if !settled {
-            // Our delivery-ids only grow, but pre-settled ones leave gaps: accept any gap.
-            s.outgoing_unsettled.insert(id, link, usize::MAX);
+            s.outgoing_unsettled.insert(id, link);
         }
         s.pending.push_back(PendingTransfer {
             link,
@@ -704,6 +863,8 @@ impl Connection {
         if !self.count_incoming_transfer(session) {
             return;
         }
+        let default_max = self.config.max_message_size;
+        let overshoot_limit = self.config.credit_overshoot;
         let Ok(l) = self.link_mut(id) else { return };
         if l.is_sender() {
             self.link_error(
@@ -715,9 +876,14 @@ impl Connection {
             );
             return;
         }
-        if l.local == Half::Closed {
+        // A link we detached, or will detach as soon as we answer it: its frames are dropped.
+        if l.local == Half::Closed || l.pending_error.is_some() || l.hidden {
             return;
         }
+        let max = match l.config.max_message_size {
+            None => default_max,
+            Some(m) => m,
+        };
         let partial = match l.incoming.take() {
             Some(mut p) => {
                 if t.delivery_id.is_some_and(|d| d != p.id) {
@@ -725,6 +891,10 @@ impl Connection {
                         ErrorCondition::NotAllowed,
                         "a new delivery began before the previous one was complete",
                     ));
+                    return;
+                }
+                if max > 0 && (p.len() + payload.len()) as u64 > max {
+                    self.message_too_large(id, max);
                     return;
                 }
                 p.settled |= t.settled.unwrap_or(false);
@@ -739,26 +909,54 @@ impl Connection {
                     ));
                     return;
                 };
+                if tag.len() > MAX_DELIVERY_TAG {
+                    let error = Error::new(
+                        ErrorCondition::InvalidField,
+                        format!("a delivery-tag of {} bytes is longer than 32", tag.len()),
+                    );
+                    self.link_error(id, error);
+                    return;
+                }
                 if l.credit == 0 {
-                    // [AMQP 1.0 §2.6.7] allows ending the link with transfer-limit-exceeded here. Proton
-                    // does not, and RabbitMQ 3.10 sends a few transfers beyond the credit it was given
-                    // when flows cross, so the delivery is taken (the session's incoming window still
-                    // bounds what a peer can send) and the first overshoot of a link is logged.
-                    if l.overshoot == 0 {
-                        log::warn!(
-                            "link {:?}: the peer sent a transfer without link credit; accepted as Proton does",
-                            l.config.name
+                    // [AMQP 1.0 §2.6.7]: beyond credit the link ends with transfer-limit-exceeded. A few
+                    // transfers are taken first, for peers (RabbitMQ 3.10) that overshoot when flows cross.
+                    if l.overshoot >= overshoot_limit {
+                        let error = Error::new(
+                            ErrorCondition::TransferLimitExceeded,
+                            format!(
+                                "more than {overshoot_limit} transfers beyond the link credit granted"
+                            ),
                         );
+                        self.link_error(id, error);
+                        return;
+                    }
+                    if !l.overshoot_logged {
+                        log::warn!(
+                            "link {:?}: the peer sent a transfer without link credit; {} such transfers are tolerated",
+                            l.config.name,
+                            overshoot_limit
+                        );
+                        l.overshoot_logged = true;
                     }
                     l.overshoot += 1;
                 } else {
                     l.credit -= 1;
                 }
                 l.delivery_count = l.delivery_count.wrapping_add(1);
+                if max > 0 && payload.len() as u64 > max {
+                    self.message_too_large(id, max);
+                    return;
+                }
+                // The sender's settle mode decides over the transfer's flag [AMQP 1.0 §2.7.3].
+                let settled = match l.remote_attach.as_ref().map(|a| a.snd_settle_mode) {
+                    Some(SenderSettleMode::Settled) => true,
+                    Some(SenderSettleMode::Unsettled) => false,
+                    _ => t.settled.unwrap_or(false),
+                };
                 Partial {
                     id: delivery_id,
                     tag,
-                    settled: t.settled.unwrap_or(false),
+                    settled,
                     message_format: t.message_format.unwrap_or(0),
                     first: payload,
                     rest: None,
@@ -769,42 +967,50 @@ impl Connection {
             link: id,
             id: partial.id,
         };
+        let drained = l.drain && l.credit == 0;
+        if drained {
+            // The sender used up the credit of our drain with transfers: the drain is complete.
+            l.drain = false;
+        }
         if t.aborted {
             self.events.push_back(Event::DeliveryAborted(delivery));
-            return;
-        }
-        let max = l.config.max_message_size.filter(|&m| m > 0);
-        if let Some(max) = max.filter(|&m| partial.len() as u64 > m) {
-            self.link_error(
-                id,
-                Error::new(
-                    ErrorCondition::MessageSizeExceeded,
-                    format!("message exceeds the link's max-message-size of {max}"),
-                ),
-            );
-            return;
-        }
-        if t.more {
+        } else if t.more {
             l.incoming = Some(partial);
-            return;
+        } else {
+            self.delivery_complete(session, partial, delivery);
         }
+        if drained {
+            self.events.push_back(Event::DrainCompleted(id));
+        }
+    }
+
+    fn message_too_large(&mut self, link: LinkId, max: u64) {
+        let error = Error::new(
+            ErrorCondition::MessageSizeExceeded,
+            format!("message exceeds the link's max-message-size of {max}"),
+        );
+        self.link_error(link, error);
+    }
+
+    /// The last frame of a delivery arrived: track it if unsettled and hand it to the application.
+    fn delivery_complete(&mut self, session: SessionId, partial: Partial, delivery: DeliveryId) {
         let settled = partial.settled;
         if !settled {
             let Ok(s) = self.session_mut(session) else {
                 return;
             };
             let incoming = Incoming {
-                link: id,
+                link: delivery.link,
                 remote_settled: false,
             };
-            if !s
-                .incoming_unsettled
-                .insert(partial.id, incoming, MAX_DELIVERY_ID_GAP)
-            {
-                self.fail(Error::new(
-                    ErrorCondition::NotAllowed,
-                    format!("delivery-id {} is out of sequence", partial.id),
-                ));
+            if !s.incoming_unsettled.insert(partial.id, incoming) {
+                self.session_error(
+                    session,
+                    Error::new(
+                        ErrorCondition::NotAllowed,
+                        format!("delivery-id {} is out of sequence", partial.id),
+                    ),
+                );
                 return;
             }
         }
@@ -815,5 +1021,6 @@ impl Connection {
             settled,
             payload: partial.into_payload(),
         });
+        self.delivery_queued(session);
     }
 }

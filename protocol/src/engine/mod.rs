@@ -33,6 +33,7 @@
 mod config;
 mod error;
 mod event;
+mod fit;
 mod link;
 pub mod pair;
 mod sasl;
@@ -41,7 +42,7 @@ mod store;
 
 pub use config::{
     Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslCredentials,
-    SaslServerConfig, SaslVerdict, Side,
+    SaslServerConfig, SaslVerdict, Side, DEFAULT_MAX_MESSAGE_SIZE, MAX_MAX_FRAME_SIZE, UNLIMITED,
 };
 pub use error::EngineError;
 pub use event::{DeliveryId, Event, LinkId, SessionId};
@@ -60,7 +61,7 @@ use crate::frame::{
 use link::Link;
 use sasl::SaslState;
 use session::Session;
-use store::Slab;
+use store::{NumberPool, Slab};
 
 /// The smallest max-frame-size, and the limit before `open` is exchanged [AMQP 1.0 §2.7.1].
 pub const MIN_MAX_FRAME_SIZE: u32 = 512;
@@ -118,10 +119,18 @@ pub struct Connection {
     now: Instant,
     last_input: Instant,
     last_output: Instant,
+    /// When the transport started: the open timeout counts from here.
+    created: Instant,
     sessions: Slab<Session>,
     local_channels: HashMap<u16, SessionId>,
+    channel_pool: NumberPool,
     remote_channels: HashMap<u16, SessionId>,
     links: Slab<Link>,
+    /// The session of each `Delivery` event not yet polled, in order: their frames hold the session's
+    /// incoming window until the application takes them.
+    unpolled_deliveries: VecDeque<SessionId>,
+    /// Whether the peer's too-short idle-time-out has been logged.
+    idle_floor_logged: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -139,7 +148,9 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// A new engine. A client writes its protocol header at once (see `poll_transmit`).
     pub fn new(mut config: ConnectionConfig, now: Instant) -> Self {
-        config.max_frame_size = config.max_frame_size.max(MIN_MAX_FRAME_SIZE);
+        config.max_frame_size = config
+            .max_frame_size
+            .clamp(MIN_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE);
         let mut c = Connection {
             sasl: SaslState::new(&config),
             config,
@@ -161,10 +172,14 @@ impl Connection {
             now,
             last_input: now,
             last_output: now,
+            created: now,
             sessions: Slab::default(),
             local_channels: HashMap::new(),
+            channel_pool: NumberPool::default(),
             remote_channels: HashMap::new(),
             links: Slab::default(),
+            unpolled_deliveries: VecDeque::new(),
+            idle_floor_logged: false,
         };
         if c.config.side == Side::Client {
             if c.config.sasl_client.is_some() {
@@ -212,6 +227,18 @@ impl Connection {
         if self.phase == Phase::Done {
             return;
         }
+        if let Some(deadline) = self.open_deadline() {
+            if now >= deadline {
+                self.fail(Error::new(
+                    ErrorCondition::ResourceLimitExceeded,
+                    format!(
+                        "the peer did not open the connection within {:?}",
+                        self.config.open_timeout.unwrap_or_default()
+                    ),
+                ));
+                return;
+            }
+        }
         if let Some(local) = self.local_idle_timeout() {
             if now.saturating_duration_since(self.last_input) >= local {
                 self.fail(Error::new(
@@ -256,9 +283,15 @@ impl Connection {
 
     // ----- outputs -----
 
-    /// The next event, if any.
+    /// The next event, if any. Taking a [`Event::Delivery`] frees its place in the session's incoming window.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        if matches!(event, Event::Delivery { .. }) {
+            if let Some(session) = self.unpolled_deliveries.pop_front() {
+                self.delivery_consumed(session);
+            }
+        }
+        Some(event)
     }
 
     /// Everything waiting to be written, as one buffer; `None` when there is nothing. Frames are coalesced:
@@ -293,9 +326,14 @@ impl Connection {
         }
         let idle = self.local_idle_timeout().map(|t| self.last_input + t);
         let beat = self.heartbeat_interval().map(|t| self.last_output + t);
-        match (idle, beat) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [idle, beat, self.open_deadline()].into_iter().flatten().min()
+    }
+
+    /// When the peer's `open` must have arrived by, while it has not.
+    fn open_deadline(&self) -> Option<Instant> {
+        match (self.remote_open.is_some(), self.config.open_timeout) {
+            (false, Some(t)) => Some(self.created + t),
+            _ => None,
         }
     }
 
@@ -483,8 +521,8 @@ impl Connection {
             ));
             return true;
         }
+        // Nothing is reserved for the rest of the frame: the buffer grows only with bytes that arrived.
         if self.input.len() < header.size as usize {
-            self.input.reserve(header.size as usize - self.input.len());
             return false;
         }
         let bytes = self.input.split_to(header.size as usize).freeze();
@@ -555,6 +593,16 @@ impl Connection {
             .idle_time_out
             .filter(|&ms| ms > 0)
             .map(|ms| Duration::from_millis(ms.into()));
+        let floor = self.config.min_remote_idle_timeout;
+        if let Some(t) = self.remote_idle_timeout.filter(|&t| t < floor) {
+            if !self.idle_floor_logged {
+                log::warn!(
+                    "the peer asked for an idle-time-out of {t:?}; heartbeating for {floor:?} instead (min_remote_idle_timeout)"
+                );
+                self.idle_floor_logged = true;
+            }
+            self.remote_idle_timeout = Some(floor);
+        }
         self.remote_open = Some(open.clone());
         self.events
             .push_back(Event::ConnectionRemoteOpen(Box::new(open)));
@@ -608,13 +656,34 @@ impl Connection {
 
     /// Encodes one AMQP frame (header, performative, payload) into the output. Nothing follows our `close` or
     /// the end of the transport.
+    ///
+    /// No frame is larger than the peer's max-frame-size (512 until its `open`), except our own `open`: what is
+    /// optional in a frame is shrunk to fit ([`fit`]), and a frame that cannot fit at all closes the connection
+    /// with `amqp:frame-size-too-small` [AMQP 1.0 §2.7.1, §2.8.15].
     fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
         let closed = self.local == Half::Closed && !matches!(p, Performative::Close(_));
         if closed || self.phase == Phase::Done {
             return;
         }
-        let body = p.encoded_size();
-        let size = FrameHeader::SIZE + body + payload.len();
+        let limit = self.remote_max_frame as usize;
+        let size = FrameHeader::SIZE + p.encoded_size() + payload.len();
+        if size > limit && !matches!(p, Performative::Open(_)) {
+            let mut smaller = p.clone();
+            if fit::fit(&mut smaller, payload.len(), limit) {
+                return self.write_frame(channel, &smaller, payload);
+            }
+            if let Performative::Close(_) = p {
+                return self.write_frame(channel, &Performative::Close(Close::default()), &[]);
+            }
+            self.fail(Error::new(
+                ErrorCondition::FrameSizeTooSmall,
+                format!(
+                    "a {} frame of {size} bytes cannot fit the peer's max-frame-size of {limit}",
+                    p.name()
+                ),
+            ));
+            return;
+        }
         if log::log_enabled!(target: TRACE, log::Level::Trace) {
             let frame = Frame {
                 channel,

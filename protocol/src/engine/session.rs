@@ -1,25 +1,26 @@
 //! Sessions: begin/end, transfer-id accounting and windows, and the settlement bookkeeping they share
 //! [AMQP 1.0 §2.5.5-§2.5.6, §2.7.2, §2.7.4, §2.7.6, §2.7.8].
 //!
-//! Windows: we grant the peer `session_window` incoming transfers and refill the window with a session
-//! `flow` once half of it is used. The peer's incoming window bounds our outgoing transfer frames; frames
-//! beyond it wait in `pending` until a `flow` opens the window.
+//! Windows: we grant the peer `session_window` incoming transfer frames. A frame that completes a delivery
+//! holds its place in the window until the application has polled the [`Event::Delivery`]; other frames (the
+//! earlier frames of a multi-frame delivery, bounded by the link's max-message-size) free theirs at once. The
+//! window is refilled with a session `flow` once at least half of it can be granted again, so a peer can never
+//! have more than `session_window` frames waiting for the application; a transfer beyond the window ends the
+//! session with `amqp:session:window-violation` [AMQP 1.0 §2.5.6]. The peer's incoming window bounds our
+//! outgoing transfer frames; frames beyond it wait in `pending` until a `flow` opens the window.
 
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
 use super::event::{DeliveryId, Event, LinkId, SessionId};
-use super::store::SeqMap;
+use super::store::{NumberPool, SeqMap};
 use super::{Connection, EngineError, Half};
 use crate::codec::Encode;
 use crate::frame::{
     Begin, DeliveryState, Disposition, End, Error, ErrorCondition, Flow, Performative, Role,
     Transfer,
 };
-
-/// How far ahead of the last delivery-id a peer's new delivery-id may jump (gaps are padded).
-pub(super) const MAX_DELIVERY_ID_GAP: usize = 1 << 16;
 
 /// A transfer waiting for the peer's incoming window.
 #[derive(Debug)]
@@ -67,7 +68,15 @@ pub(super) struct Session {
     pub(super) remote_outgoing_window: u32,
     pub(super) remote_handle_max: u32,
     pub(super) local_handles: HashMap<u32, LinkId>,
+    pub(super) handle_pool: NumberPool,
     pub(super) remote_handles: HashMap<u32, LinkId>,
+    /// Links we attached that await the peer's `attach`, by name and our role.
+    pub(super) awaiting_attach: HashMap<(String, Role), LinkId>,
+    /// Delivery-completing transfer frames whose `Delivery` event the application has not polled.
+    pub(super) unconsumed: u32,
+    /// An error to end the session with as soon as our end is begun (the peer broke a rule before we
+    /// answered its `begin`); frames after it are ignored.
+    pending_error: Option<Error>,
     pub(super) next_delivery_id: u32,
     pub(super) outgoing_unsettled: SeqMap<LinkId>,
     pub(super) incoming_unsettled: SeqMap<Incoming>,
@@ -89,7 +98,11 @@ impl Session {
             remote_outgoing_window: 0,
             remote_handle_max: u32::MAX,
             local_handles: HashMap::new(),
+            handle_pool: NumberPool::default(),
             remote_handles: HashMap::new(),
+            awaiting_attach: HashMap::new(),
+            unconsumed: 0,
+            pending_error: None,
             next_delivery_id: 0,
             outgoing_unsettled: SeqMap::default(),
             incoming_unsettled: SeqMap::default(),
@@ -158,25 +171,46 @@ impl Connection {
         } else {
             u16::MAX
         });
-        let Some(channel) = (0..=limit).find(|c| !self.local_channels.contains_key(c)) else {
+        let Some(channel) = self.channel_pool.allocate(limit.into()) else {
             self.sessions.remove(id.0);
             return Err(EngineError::Exhausted("channel"));
         };
+        let channel = channel as u16;
         self.local_channels.insert(channel, id);
-        let window = self.config.session_window;
+        let handle_max = self.config.handle_max;
         let s = self.session_mut(id)?;
         s.local = Half::Open;
         s.local_channel = Some(channel);
         let begin = Begin {
             remote_channel,
             next_outgoing_id: s.next_outgoing_id,
-            incoming_window: window,
+            incoming_window: s.incoming_window,
             outgoing_window: u32::MAX,
-            handle_max: u32::MAX,
+            handle_max,
             ..Begin::default()
         };
         self.write_frame(channel, &Performative::Begin(begin), &[]);
+        self.session_begun(id);
         Ok(())
+    }
+
+    /// Our end of a session is begun: act on what the peer did before we answered it.
+    fn session_begun(&mut self, id: SessionId) {
+        let Ok(s) = self.session_mut(id) else { return };
+        if let Some(error) = s.pending_error.take() {
+            let _ = self.end(id, Some(error));
+            return;
+        }
+        let Ok(s) = self.session(id) else { return };
+        let refused: Vec<LinkId> = s
+            .remote_handles
+            .values()
+            .copied()
+            .filter(|l| self.links.get(l.0).is_some_and(|l| l.hidden))
+            .collect();
+        for link in refused {
+            self.answer_refusal(link);
+        }
     }
 
     /// Ends a session, with an optional error. Its links are detached with it.
@@ -219,11 +253,19 @@ impl Connection {
         let ours = begin
             .remote_channel
             .and_then(|c| self.local_channels.get(&c).copied());
+        let answered = ours.is_some_and(|id| self.session(id).is_ok_and(|s| s.remote != Half::Idle));
         let id = match (begin.remote_channel, ours) {
             (Some(c), None) => {
                 self.fail(Error::new(
                     ErrorCondition::IllegalState,
                     format!("begin answers channel {c}, where we began no session"),
+                ));
+                return;
+            }
+            (Some(c), Some(_)) if answered => {
+                self.fail(Error::new(
+                    ErrorCondition::IllegalState,
+                    format!("begin answers channel {c}, whose session was already answered"),
                 ));
                 return;
             }
@@ -257,7 +299,7 @@ impl Connection {
             return;
         }
         // Frames that arrive after we ended the session with an error are ignored [AMQP 1.0 §2.7.8].
-        let ignoring = s.local == Half::Closed;
+        let ignoring = s.local == Half::Closed || s.pending_error.is_some();
         match p {
             Performative::End(end) => self.on_end(id, end.error),
             _ if ignoring => {}
@@ -300,9 +342,10 @@ impl Connection {
         links.sort_unstable();
         if let Some(c) = s.local_channel {
             self.local_channels.remove(&c);
+            self.channel_pool.release(c.into());
         }
         for link in links {
-            if self.links.remove(link.0).is_some() {
+            if self.links.remove(link.0).is_some_and(|l| !l.hidden) {
                 self.events.push_back(Event::LinkClosed(link));
             }
         }
@@ -310,14 +353,20 @@ impl Connection {
         self.events.push_back(Event::SessionClosed(id));
     }
 
-    /// A session-level protocol error: end the session with `error` [AMQP 1.0 §2.7.8].
+    /// A session-level protocol error: end the session with `error` [AMQP 1.0 §2.7.8]. A session the peer
+    /// began and the application has not answered yet is answered first, so the `end` has a channel to go on.
     pub(super) fn session_error(&mut self, id: SessionId, error: Error) {
+        let Ok(s) = self.session_mut(id) else { return };
+        if s.local == Half::Idle {
+            s.pending_error.get_or_insert(error);
+            return;
+        }
         let _ = self.end(id, Some(error));
     }
 
-    /// Accounts for an incoming transfer frame against our window; false if the peer broke it.
+    /// Accounts for an incoming transfer frame against our window; false if the peer broke it (the session is
+    /// then ended with `amqp:session:window-violation`).
     pub(super) fn count_incoming_transfer(&mut self, id: SessionId) -> bool {
-        let window = self.config.session_window;
         let Ok(s) = self.session_mut(id) else {
             return false;
         };
@@ -334,14 +383,42 @@ impl Connection {
         s.next_incoming_id = s.next_incoming_id.wrapping_add(1);
         s.incoming_window -= 1;
         s.remote_outgoing_window = s.remote_outgoing_window.saturating_sub(1);
-        if s.incoming_window <= window / 2 {
-            s.incoming_window = window;
-            let flow = s.flow();
-            if let Some(c) = s.local_channel {
-                self.write_frame(c, &Performative::Flow(flow), &[]);
-            }
-        }
+        self.refill_incoming_window(id);
         true
+    }
+
+    /// A transfer frame that completed a delivery now waits for the application: it holds its place in the
+    /// window until the `Delivery` event is polled.
+    pub(super) fn delivery_queued(&mut self, id: SessionId) {
+        if let Ok(s) = self.session_mut(id) {
+            s.unconsumed += 1;
+            self.unpolled_deliveries.push_back(id);
+        }
+    }
+
+    /// The application polled a `Delivery` event of session `id`.
+    pub(super) fn delivery_consumed(&mut self, id: SessionId) {
+        if let Ok(s) = self.session_mut(id) {
+            s.unconsumed = s.unconsumed.saturating_sub(1);
+            self.refill_incoming_window(id);
+        }
+    }
+
+    /// Grants the peer the part of the window the application is not holding, once that is at least half of
+    /// the window more than the peer has now.
+    fn refill_incoming_window(&mut self, id: SessionId) {
+        let window = self.config.session_window;
+        let Ok(s) = self.session_mut(id) else { return };
+        let available = window.saturating_sub(s.unconsumed);
+        let grow = available.saturating_sub(s.incoming_window);
+        if grow == 0 || grow < (window / 2).max(1) || s.local != Half::Open {
+            return;
+        }
+        s.incoming_window = available;
+        let flow = s.flow();
+        if let Some(c) = s.local_channel {
+            self.write_frame(c, &Performative::Flow(flow), &[]);
+        }
     }
 
     /// The session part of an incoming `flow`: the peer's window for our transfers.

@@ -1,7 +1,8 @@
 //! Small containers the engine is built from: a generational slab for endpoint handles and a sequence map for
 //! deliveries keyed by serial numbers.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 /// A key into a [`Slab`]: an index plus the generation of the entry it was issued for, so a key to a freed
 /// entry never finds the entry that later reuses the slot.
@@ -22,6 +23,7 @@ struct Slot<T> {
 pub(crate) struct Slab<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
+    len: usize,
 }
 
 impl<T> Default for Slab<T> {
@@ -29,12 +31,19 @@ impl<T> Default for Slab<T> {
         Slab {
             slots: Vec::new(),
             free: Vec::new(),
+            len: 0,
         }
     }
 }
 
 impl<T> Slab<T> {
+    /// The number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     pub(crate) fn insert(&mut self, value: T) -> Key {
+        self.len += 1;
         match self.free.pop() {
             Some(index) => {
                 let slot = &mut self.slots[index as usize];
@@ -80,6 +89,7 @@ impl<T> Slab<T> {
             .filter(|s| s.generation == key.generation)?;
         let value = slot.value.take()?;
         self.free.push(key.index);
+        self.len -= 1;
         Some(value)
     }
 
@@ -96,24 +106,30 @@ impl<T> Slab<T> {
     }
 }
 
-/// Entries keyed by consecutive 32-bit serial numbers (delivery-ids), with O(1) insert at the end, lookup and
-/// removal; removed entries at the front are reclaimed. Serial arithmetic wraps [AMQP 1.0 §2.8.10].
+/// Entries keyed by 32-bit serial numbers (delivery-ids) that only grow, with memory proportional to the
+/// entries held, however far apart their ids are [AMQP 1.0 §2.8.10].
+///
+/// Entries sit in id order in a deque. While ids are consecutive an entry is found by its distance from the
+/// front in O(1); otherwise by binary search. Removed entries leave a hole until the front is reclaimed or the
+/// holes outnumber the live entries, when they are compacted away (amortised O(1) per removal). Live ids span
+/// less than 2^31, so serial order is well defined between any two of them.
 #[derive(Debug)]
 pub(crate) struct SeqMap<T> {
-    base: u32,
-    entries: VecDeque<Option<T>>,
+    entries: VecDeque<(u32, Option<T>)>,
     live: usize,
 }
 
 impl<T> Default for SeqMap<T> {
     fn default() -> Self {
         SeqMap {
-            base: 0,
             entries: VecDeque::new(),
             live: 0,
         }
     }
 }
+
+/// How many holes a [`SeqMap`] keeps beyond its live entries before it compacts.
+const SEQMAP_SLACK: usize = 32;
 
 impl<T> SeqMap<T> {
     /// The number of live entries.
@@ -121,75 +137,142 @@ impl<T> SeqMap<T> {
         self.live
     }
 
-    /// Inserts at `id`, which must not be behind the last id inserted. Gaps of up to `max_gap` ids are
-    /// padded; returns false (and inserts nothing) for an id behind the end or too far ahead.
-    pub(crate) fn insert(&mut self, id: u32, value: T, max_gap: usize) -> bool {
-        if self.entries.is_empty() {
-            self.base = id;
+    /// The distance of `id` from the oldest entry, in serial order.
+    fn distance(&self, id: u32) -> Option<u32> {
+        self.entries.front().map(|&(front, _)| id.wrapping_sub(front))
+    }
+
+    /// Whether `id` may be inserted: it is ahead of every id held, and less than 2^31 ahead of the oldest.
+    pub(crate) fn can_insert(&self, id: u32) -> bool {
+        match (self.entries.back(), self.distance(id)) {
+            (Some(&(back, _)), Some(d)) => {
+                d < 1 << 31 && d > back.wrapping_sub(self.entries[0].0)
+            }
+            _ => true,
         }
-        let offset = id.wrapping_sub(self.base) as usize;
-        if offset < self.entries.len() || offset - self.entries.len() > max_gap {
+    }
+
+    /// Inserts at `id`; returns false (and inserts nothing) unless [`can_insert`](Self::can_insert).
+    pub(crate) fn insert(&mut self, id: u32, value: T) -> bool {
+        if !self.can_insert(id) {
             return false;
         }
-        while self.entries.len() < offset {
-            self.entries.push_back(None);
-        }
-        self.entries.push_back(Some(value));
+        self.entries.push_back((id, Some(value)));
         self.live += 1;
         true
     }
 
-    fn offset(&self, id: u32) -> Option<usize> {
-        let offset = id.wrapping_sub(self.base) as usize;
-        (offset < self.entries.len()).then_some(offset)
+    /// The index of the first entry at or after distance `d` from the front.
+    fn lower_bound(&self, d: u32) -> usize {
+        let front = self.entries.front().map_or(0, |e| e.0);
+        self.entries
+            .partition_point(|&(id, _)| id.wrapping_sub(front) < d)
+    }
+
+    fn index(&self, id: u32) -> Option<usize> {
+        let d = self.distance(id)?;
+        if d >= 1 << 31 {
+            return None;
+        }
+        // Consecutive ids: the entry sits at its distance.
+        if let Some((at, _)) = self.entries.get(d as usize) {
+            if *at == id {
+                return Some(d as usize);
+            }
+        }
+        let i = self.lower_bound(d);
+        (self.entries.get(i).map(|e| e.0) == Some(id)).then_some(i)
     }
 
     pub(crate) fn get(&self, id: u32) -> Option<&T> {
-        self.offset(id).and_then(|o| self.entries[o].as_ref())
+        self.index(id).and_then(|i| self.entries[i].1.as_ref())
     }
 
     pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut T> {
-        let o = self.offset(id)?;
-        self.entries[o].as_mut()
+        let i = self.index(id)?;
+        self.entries[i].1.as_mut()
     }
 
     pub(crate) fn remove(&mut self, id: u32) -> Option<T> {
-        let o = self.offset(id)?;
-        let v = self.entries[o].take()?;
+        let i = self.index(id)?;
+        let v = self.entries[i].1.take()?;
         self.live -= 1;
-        while matches!(self.entries.front(), Some(None)) {
+        while matches!(self.entries.front(), Some((_, None))) {
             self.entries.pop_front();
-            self.base = self.base.wrapping_add(1);
+        }
+        if self.entries.len() > 2 * self.live + SEQMAP_SLACK {
+            self.entries.retain(|e| e.1.is_some());
         }
         Some(v)
     }
 
-    /// The live ids within `first..=last` (serial order), visiting only the entries inside the range.
+    /// The live ids within `first..=last` (serial order). Costs O(log n) plus the entries inside the range,
+    /// never the number of ids the range spans.
     pub(crate) fn ids_in(&self, first: u32, last: u32) -> Vec<u32> {
-        if self.entries.is_empty() {
+        let Some(front) = self.entries.front().map(|e| e.0) else {
+            return Vec::new();
+        };
+        // Distances as signed serial offsets: a range may start before the oldest entry.
+        let from = first.wrapping_sub(front) as i32;
+        let to = last.wrapping_sub(front) as i32;
+        if to < from || to < 0 {
             return Vec::new();
         }
-        let from_base = |id: u32| id.wrapping_sub(self.base) as i32;
-        let start = from_base(first).max(0) as usize;
-        let end = from_base(last);
-        if end < 0 {
-            return Vec::new();
-        }
-        let end = (end as usize).min(self.entries.len() - 1);
-        (start..=end)
-            .filter(|&i| self.entries[i].is_some())
-            .map(|i| self.base.wrapping_add(i as u32))
+        let start = self.lower_bound(from.max(0) as u32);
+        self.entries
+            .range(start..)
+            .take_while(|(id, _)| id.wrapping_sub(front) as i32 <= to)
+            .filter(|(_, v)| v.is_some())
+            .map(|(id, _)| *id)
             .collect()
     }
 
-    /// Every live id, in order.
-    pub(crate) fn ids(&self) -> Vec<u32> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.is_some())
-            .map(|(i, _)| self.base.wrapping_add(i as u32))
-            .collect()
+    /// Removes every entry for which `keep` is false.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let mut removed = 0;
+        for (_, v) in self.entries.iter_mut() {
+            if v.as_ref().is_some_and(|v| !keep(v)) {
+                *v = None;
+                removed += 1;
+            }
+        }
+        self.live -= removed;
+        self.entries.retain(|e| e.1.is_some());
+    }
+}
+
+/// Allocates the lowest free number in `0..=max` (channels, handles) in O(log n), with memory proportional to
+/// the numbers in use.
+#[derive(Debug, Default)]
+pub(crate) struct NumberPool {
+    /// Every number below this has been handed out at least once.
+    next: u64,
+    /// Numbers below `next` given back.
+    free: BinaryHeap<Reverse<u32>>,
+}
+
+impl NumberPool {
+    /// The lowest free number not above `max`, or `None` if all are in use.
+    pub(crate) fn allocate(&mut self, max: u32) -> Option<u32> {
+        if let Some(&Reverse(n)) = self.free.peek() {
+            if n <= max {
+                self.free.pop();
+                return Some(n);
+            }
+        }
+        if self.next > u64::from(max) {
+            return None;
+        }
+        let n = self.next as u32;
+        self.next += 1;
+        Some(n)
+    }
+
+    /// Gives `n` back.
+    pub(crate) fn release(&mut self, n: u32) {
+        if u64::from(n) < self.next {
+            self.free.push(Reverse(n));
+        }
     }
 }
 
@@ -211,16 +294,71 @@ mod tests {
     #[test]
     fn seqmap_wraps_and_reclaims() {
         let mut m = SeqMap::default();
-        assert!(m.insert(u32::MAX - 1, 'a', 0));
-        assert!(m.insert(u32::MAX, 'b', 0));
-        assert!(m.insert(0, 'c', 0));
-        assert!(!m.insert(0, 'x', 0), "not behind the end");
+        assert!(m.insert(u32::MAX - 1, 'a'));
+        assert!(m.insert(u32::MAX, 'b'));
+        assert!(m.insert(0, 'c'));
+        assert!(!m.insert(0, 'x'), "not behind the end");
         assert_eq!(m.ids_in(u32::MAX, 0), vec![u32::MAX, 0]);
         assert_eq!(m.remove(u32::MAX - 1), Some('a'));
         assert_eq!(m.get(0), Some(&'c'));
-        assert!(m.insert(5, 'd', 4));
-        assert!(!m.insert(100, 'e', 4), "gap too large");
-        assert_eq!(m.len(), 3);
-        assert_eq!(m.ids(), vec![u32::MAX, 0, 5]);
+        assert!(m.insert(5, 'd'));
+        assert!(m.insert(100_000, 'e'), "gaps cost nothing");
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.ids_in(0, 1 << 20), vec![0, 5, 100_000]);
+        assert_eq!(m.get(100_000), Some(&'e'));
+        assert_eq!(m.get(6), None);
+    }
+
+    #[test]
+    fn seqmap_memory_follows_the_entries_held() {
+        let mut m = SeqMap::default();
+        for i in 0..10_000u32 {
+            assert!(m.insert(i.wrapping_mul(1 << 16), i));
+        }
+        assert!(m.entries.len() <= 10_000, "gapped ids are not padded");
+        // One held entry while many pass it: the holes are compacted away.
+        let mut m = SeqMap::default();
+        assert!(m.insert(0, 0u32));
+        for i in 1..100_000u32 {
+            assert!(m.insert(i, i));
+            assert_eq!(m.remove(i), Some(i));
+        }
+        assert!(m.entries.len() <= 2 + SEQMAP_SLACK, "{}", m.entries.len());
+        assert_eq!(m.get(0), Some(&0));
+        assert_eq!(m.ids_in(0, u32::MAX / 2), vec![0]);
+    }
+
+    #[test]
+    fn seqmap_refuses_a_span_of_2_pow_31() {
+        let mut m = SeqMap::default();
+        assert!(m.insert(10, ()));
+        assert!(m.insert(10 + (1 << 30), ()));
+        assert!(!m.insert(10 + (1 << 31), ()), "serial order would be undefined");
+        assert!(m.ids_in(11, 10).is_empty(), "an inverted range names nothing");
+    }
+
+    #[test]
+    fn seqmap_retain_drops_entries() {
+        let mut m = SeqMap::default();
+        for i in 0..10u32 {
+            assert!(m.insert(i * 3, i % 2));
+        }
+        m.retain(|&v| v == 0);
+        assert_eq!(m.len(), 5);
+        assert_eq!(m.ids_in(0, 100), vec![0, 6, 12, 18, 24]);
+    }
+
+    #[test]
+    fn number_pool_hands_out_the_lowest_free_number() {
+        let mut p = NumberPool::default();
+        assert_eq!(p.allocate(2), Some(0));
+        assert_eq!(p.allocate(2), Some(1));
+        assert_eq!(p.allocate(2), Some(2));
+        assert_eq!(p.allocate(2), None);
+        p.release(1);
+        p.release(0);
+        assert_eq!(p.allocate(2), Some(0));
+        assert_eq!(p.allocate(2), Some(1));
+        assert_eq!(p.allocate(u32::MAX), Some(3));
     }
 }
