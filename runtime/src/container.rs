@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::engine::{
+    self,
     Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslServerConfig,
 };
 use nucleon_protocol::frame::Error as AmqpError;
@@ -30,6 +31,7 @@ pub struct ContainerBuilder {
     id: Option<String>,
     threads: Option<usize>,
     auto_stop: bool,
+    max_message_size: u64,
 }
 
 impl Default for ContainerBuilder {
@@ -38,6 +40,7 @@ impl Default for ContainerBuilder {
             id: None,
             threads: None,
             auto_stop: true,
+            max_message_size: engine::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
@@ -61,6 +64,14 @@ impl ContainerBuilder {
         self
     }
 
+    /// The largest message a receiving link accepts, on every connection unless its options say otherwise
+    /// (default 16 MiB; [`UNLIMITED`](nucleon_protocol::engine::UNLIMITED) lifts the limit). A bigger message
+    /// detaches its link with `amqp:link:message-size-exceeded` while it arrives.
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
     fn parts(&self) -> (String, usize) {
         let id = self
             .id
@@ -76,8 +87,8 @@ impl ContainerBuilder {
     pub fn build(self) -> Container {
         let system = actix::System::new();
         let (id, threads) = self.parts();
-        let auto_stop = self.auto_stop;
-        let handle = system.block_on(async move { start(id, threads, auto_stop, true) });
+        let (auto_stop, max) = (self.auto_stop, self.max_message_size);
+        let handle = system.block_on(async move { start(id, threads, auto_stop, max, true) });
         Container { system, handle }
     }
 
@@ -85,11 +96,17 @@ impl ContainerBuilder {
     /// actix-web), on that System's arbiter plus its own workers. Must be called from within the System.
     pub fn start(self) -> ContainerHandle {
         let (id, threads) = self.parts();
-        start(id, threads, self.auto_stop, false)
+        start(id, threads, self.auto_stop, self.max_message_size, false)
     }
 }
 
-fn start(id: String, threads: usize, auto_stop: bool, standalone: bool) -> ContainerHandle {
+fn start(
+    id: String,
+    threads: usize,
+    auto_stop: bool,
+    max_message_size: u64,
+    standalone: bool,
+) -> ContainerHandle {
     let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let handles = workers.iter().map(Arbiter::handle).collect();
     let stopping = Arc::new(AtomicBool::new(false));
@@ -118,6 +135,7 @@ fn start(id: String, threads: usize, auto_stop: bool, standalone: bool) -> Conta
             next_worker: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             stopping,
+            max_message_size,
         }),
     }
 }
@@ -170,6 +188,7 @@ struct Inner {
     next_worker: AtomicUsize,
     next_id: AtomicU64,
     stopping: Arc<AtomicBool>,
+    max_message_size: u64,
 }
 
 /// The container's thread-safe handle: `Send + Sync + Clone`, usable from any thread at any time.
@@ -274,6 +293,7 @@ impl ContainerHandle {
         if let Some(m) = o.max_sessions {
             c.channel_max = m;
         }
+        c.max_message_size = o.max_message_size.unwrap_or(self.inner.max_message_size);
         c.idle_timeout = o.idle_timeout;
         c.properties = o.properties.clone();
         c.offered_capabilities = o.offered_capabilities.clone();
@@ -374,6 +394,18 @@ impl ContainerHandle {
         if let Some(m) = options.max_frame_size {
             config.max_frame_size = m;
         }
+        config.max_message_size = options
+            .max_message_size
+            .unwrap_or(self.inner.max_message_size);
+        if let Some(m) = options.max_sessions {
+            config.channel_max = m;
+        }
+        if let Some(m) = options.max_links {
+            config.max_links = m;
+        }
+        if let Some(t) = options.open_timeout {
+            config.open_timeout = Some(t);
+        }
         config.sasl_server = Some(SaslServerConfig {
             authenticator: options
                 .authenticator
@@ -442,8 +474,17 @@ pub struct ListenOptions {
     pub allow_skip_sasl: bool,
     /// Close connections that are silent this long.
     pub idle_timeout: Option<Duration>,
-    /// The largest frame we accept.
+    /// The largest frame we accept (default 64 KiB, at most 16 MiB).
     pub max_frame_size: Option<u32>,
+    /// The largest message a link a client attaches may carry (default: the container's, 16 MiB).
+    pub max_message_size: Option<u64>,
+    /// The highest channel number a client may use: at most this many sessions, plus one (default 255).
+    pub max_sessions: Option<u16>,
+    /// The most links a client may have attached at once on one connection (default 1024).
+    pub max_links: Option<u32>,
+    /// Close connections whose `open` has not arrived this long after they were accepted (default 10 s;
+    /// [`Duration::MAX`] waits forever).
+    pub open_timeout: Option<Duration>,
     /// Capabilities offered to each client in the server's `open` (for example `ANONYMOUS-RELAY`).
     pub offered_capabilities: Vec<Symbol>,
 }

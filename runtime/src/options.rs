@@ -29,6 +29,8 @@ pub struct ConnectionOptions {
     pub max_frame_size: Option<u32>,
     /// The highest channel number we accept (the number of sessions, minus one).
     pub max_sessions: Option<u16>,
+    /// The largest message our receiving links accept (default: the container's, 16 MiB).
+    pub max_message_size: Option<u64>,
     /// Connection properties.
     pub properties: Option<Map>,
     /// Offered capabilities.
@@ -112,4 +114,6 @@ pub struct ReceiverOptions {
     pub auto_accept: Option<bool>,
     /// Ask for a dynamic source: the peer creates a node and tells us its address.
     pub dynamic: bool,
+    /// The largest message this receiver accepts (default: the connection's; 16 MiB unless configured).
+    pub max_message_size: Option<u64>,
 }

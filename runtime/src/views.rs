@@ -286,6 +286,7 @@ impl Core {
                 DeliveryMode::AtMostOnce => SenderSettleMode::Settled,
                 DeliveryMode::AtLeastOnce => SenderSettleMode::Unsettled,
             },
+            max_message_size: opts.max_message_size,
             ..LinkConfig::default()
         };
         let link = self.engine.attach(session, config.clone())?;

@@ -324,15 +324,19 @@ impl Connection {
         if self.phase == Phase::Done {
             return None;
         }
-        let idle = self.local_idle_timeout().map(|t| self.last_input + t);
-        let beat = self.heartbeat_interval().map(|t| self.last_output + t);
+        let idle = self
+            .local_idle_timeout()
+            .and_then(|t| self.last_input.checked_add(t));
+        let beat = self
+            .heartbeat_interval()
+            .and_then(|t| self.last_output.checked_add(t));
         [idle, beat, self.open_deadline()].into_iter().flatten().min()
     }
 
     /// When the peer's `open` must have arrived by, while it has not.
     fn open_deadline(&self) -> Option<Instant> {
         match (self.remote_open.is_some(), self.config.open_timeout) {
-            (false, Some(t)) => Some(self.created + t),
+            (false, Some(t)) => self.created.checked_add(t),
             _ => None,
         }
     }
