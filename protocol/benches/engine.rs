@@ -13,6 +13,11 @@
 //! allocator's. Each iteration moves one batch of 1000 messages from `send` to the server's `Delivery` event (and,
 //! unsettled, back to the client's settled `RemoteDisposition`), so the reported throughput is messages per second.
 //!
+//! `engine_attack` measures what the attacks of issue #11 cost a server engine now, each as the bytes a hostile peer
+//! sends in one go: 64 unsettled transfers with delivery-ids 65,536 apart followed by 64 KiB of dispositions whose
+//! range spans them all (14.6 s on the old engine), 40,000 attaches on one session (23.3 s), and 65,536 begins
+//! (34.7 s). The last two now end at the advertised handle-max and channel-max with framing-error.
+//!
 //! Run with `cargo bench -p nucleon-protocol --bench engine`.
 
 use std::hint::black_box;
@@ -22,7 +27,10 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use nucleon_protocol::codec::{Symbol, Timestamp};
 use nucleon_protocol::engine::{Connection, ConnectionConfig, Event, LinkConfig, LinkId};
-use nucleon_protocol::frame::{Accepted, DeliveryState};
+use nucleon_protocol::frame::{
+    Accepted, Attach, Begin, DeliveryState, Disposition, Frame, FrameBody, Open, Performative, Role,
+    Target, Transfer,
+};
 use nucleon_protocol::Message;
 
 /// Messages per iteration.
@@ -186,8 +194,123 @@ fn bench_transfers(c: &mut Criterion) {
     group.finish();
 }
 
+/// The bytes of a peer's AMQP header, open and begin on channel 0, and `rest` after them.
+fn attack(rest: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = b"AMQP\x00\x01\x00\x00".to_vec();
+    let open = Open {
+        container_id: "attacker".into(),
+        ..Open::default()
+    };
+    Frame::amqp(0, open).encode(&mut out);
+    let begin = Begin {
+        next_outgoing_id: 0,
+        incoming_window: u32::MAX,
+        outgoing_window: u32::MAX,
+        ..Begin::default()
+    };
+    Frame::amqp(0, begin).encode(&mut out);
+    rest(&mut out);
+    out
+}
+
+fn attach(out: &mut Vec<u8>, handle: u32) {
+    let attach = Attach {
+        name: format!("l{handle}"),
+        handle,
+        role: Role::Sender,
+        target: Some(Target::with_address("q")),
+        initial_delivery_count: Some(0),
+        ..Attach::default()
+    };
+    Frame::amqp(0, attach).encode(out);
+}
+
+/// Feeds `bytes` to a fresh server engine that answers everything and grants plenty of credit.
+fn run_server(bytes: &[u8]) -> usize {
+    let now = Instant::now();
+    let mut server = Connection::new(ConnectionConfig::server("bench"), now);
+    server.handle_input(bytes, now);
+    let mut events = 0;
+    while let Some(event) = server.poll_event() {
+        events += 1;
+        match event {
+            Event::ConnectionRemoteOpen(_) => {
+                let _ = server.open();
+            }
+            Event::SessionRemoteBegin(s) => {
+                let _ = server.begin_reply(s);
+            }
+            Event::LinkRemoteAttach(l) => {
+                if server.attach_reply(l, LinkConfig::receiver("x", "q")).is_ok() {
+                    let _ = server.add_credit(l, 100_000);
+                }
+            }
+            _ => {}
+        }
+    }
+    black_box(server.poll_transmit(now));
+    events
+}
+
+fn bench_attacks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine_attack");
+    group.sample_size(10);
+    let gapped = attack(|out| {
+        attach(out, 0);
+        for i in 0..64u32 {
+            let t = Transfer {
+                handle: 0,
+                delivery_id: Some(i << 16),
+                delivery_tag: Some(Bytes::copy_from_slice(&i.to_be_bytes())),
+                message_format: Some(0),
+                settled: Some(false),
+                ..Transfer::default()
+            };
+            Frame {
+                channel: 0,
+                body: FrameBody::Amqp {
+                    performative: Performative::Transfer(t),
+                    payload: Bytes::from_static(b"x"),
+                },
+            }
+            .encode(out);
+        }
+        let start = out.len();
+        while out.len() - start < 64 * 1024 {
+            let d = Disposition {
+                role: Role::Sender,
+                first: 0,
+                last: Some(64 << 16),
+                settled: false,
+                state: None,
+                batchable: false,
+            };
+            Frame::amqp(0, d).encode(out);
+        }
+    });
+    group.bench_function("disposition_ranges_over_gapped_ids", |b| {
+        b.iter(|| run_server(&gapped))
+    });
+    let attaches = attack(|out| (0..40_000).for_each(|h| attach(out, h)));
+    group.bench_function("attach_40000", |b| b.iter(|| run_server(&attaches)));
+    let begins = attack(|out| {
+        for channel in 1..=u16::MAX {
+            let begin = Begin {
+                next_outgoing_id: 0,
+                incoming_window: 10,
+                outgoing_window: 10,
+                ..Begin::default()
+            };
+            Frame::amqp(channel, begin).encode(out);
+        }
+    });
+    group.bench_function("begin_65536", |b| b.iter(|| run_server(&begins)));
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_transfers(&mut c);
+    bench_attacks(&mut c);
     c.final_summary();
 }
