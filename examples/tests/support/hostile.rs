@@ -155,7 +155,7 @@ pub fn small_transfer(handle: u32, delivery_id: u32, settled: bool) -> Transfer 
 #[derive(Debug)]
 enum Incoming {
     Header([u8; 8]),
-    Frame { frame: Frame, size: usize },
+    Frame { frame: Box<Frame>, size: usize },
     Garbage(String),
     Closed(String),
 }
@@ -347,7 +347,7 @@ impl Peer {
                         description: e.description,
                     });
                 }
-                Some(frame)
+                Some(*frame)
             }
         }
     }
@@ -583,7 +583,10 @@ fn read_loop(mut s: TcpStream, tx: mpsc::Sender<Incoming>) {
             return;
         }
         let item = match Frame::decode(Bytes::from(buf), 0) {
-            Ok(frame) => Incoming::Frame { frame, size },
+            Ok(frame) => Incoming::Frame {
+                frame: Box::new(frame),
+                size,
+            },
             Err(e) => Incoming::Garbage(e.to_string()),
         };
         let stop = matches!(item, Incoming::Garbage(_));
