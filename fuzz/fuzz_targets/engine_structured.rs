@@ -7,10 +7,16 @@
 //!   engine plus 64 MiB (`structured::MEMORY_PER_BYTE`, `structured::MEMORY_BUDGET`);
 //! * once the engine and everything made from the input are dropped, the heap is back where it was: no leak.
 //!
+//! The memory bound is checked by the allocator itself, at the allocation that crosses it: the run stops there
+//! with a message on stderr and `abort`, which libFuzzer reports as a crash and saves, before the engine can take
+//! gigabytes and long enough for `-timeout` to fire first. Set `NUCLEON_FUZZ_PRINT=1` when replaying an input to
+//! see its setup and ops.
+//!
 //! Time is bounded by libFuzzer's `-timeout=` (see `fuzz/README.md`), not here.
 #![no_main]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use nucleon_protocol::fuzzing::structured::Script;
@@ -20,10 +26,39 @@ struct Counting;
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// While an input runs: the heap size at its start plus its bound; otherwise `usize::MAX`.
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// While an input runs: the heap size at its start, the bound, and the bytes fed (for the message).
+static START: AtomicUsize = AtomicUsize::new(0);
+static BOUND: AtomicUsize = AtomicUsize::new(0);
+static FED: AtomicUsize = AtomicUsize::new(0);
 
 fn grew(by: usize) {
     let now = CURRENT.fetch_add(by, Relaxed) + by;
     PEAK.fetch_max(now, Relaxed);
+    if now > LIMIT.load(Relaxed) {
+        over_bound(now);
+    }
+}
+
+/// Reports the allocation that crossed the bound and aborts; allocates nothing (it runs inside the allocator).
+#[cold]
+fn over_bound(now: usize) -> ! {
+    LIMIT.store(usize::MAX, Relaxed);
+    let grown = now - START.load(Relaxed);
+    let mut buf = [0u8; 400];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(
+        cursor,
+        "\nmemory bound exceeded: the heap grew by {grown} bytes ({} MiB) while the engine ran, over the bound of \
+         {} bytes (64 * {} bytes fed + 64 MiB); replay with NUCLEON_FUZZ_PRINT=1 to see the ops\n",
+        grown >> 20,
+        BOUND.load(Relaxed),
+        FED.load(Relaxed),
+    );
+    let len = cursor.position() as usize;
+    let _ = std::io::stderr().write_all(&buf[..len]);
+    std::process::abort();
 }
 
 fn shrank(by: usize) {
@@ -74,9 +109,25 @@ fn run(data: &[u8]) {
     let before = CURRENT.load(Relaxed);
     let script = Script::from_fuzz_input(data);
     let bound = script.memory_bound();
+    if print_ops() {
+        eprintln!(
+            "fuzz input {} bytes, {} bytes fed, bound {bound} bytes; setup {:?}; ops {:?}",
+            data.len(),
+            script.stream_len(),
+            script.setup,
+            script.ops
+        );
+    }
     let start = CURRENT.load(Relaxed);
     PEAK.store(start, Relaxed);
-    drop(script.run());
+    START.store(start, Relaxed);
+    BOUND.store(bound, Relaxed);
+    FED.store(script.stream_len(), Relaxed);
+    LIMIT.store(start.saturating_add(bound), Relaxed);
+    let driver = script.run();
+    LIMIT.store(usize::MAX, Relaxed);
+    drop(driver);
+    // The allocator has already aborted if the bound was crossed; this covers growth it did not count.
     let peak = PEAK.load(Relaxed) - start;
     if peak > bound {
         let mut ops = format!("{:?}", script.ops);
@@ -108,10 +159,19 @@ fn run(data: &[u8]) {
     );
 }
 
+/// Whether `NUCLEON_FUZZ_PRINT` is set (read once, during the warm-up).
+fn print_ops() -> bool {
+    static PRINT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRINT.get_or_init(|| std::env::var_os("NUCLEON_FUZZ_PRINT").is_some())
+}
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    // The first input also initialises whatever std and the engine set up once (and keep): run it twice, so the
-    // leak check compares like with like.
+    // Whatever std sets up once and keeps (stderr, the environment lookup) is set up by a small fixed input first,
+    // so that the leak check of the first real input compares like with like.
     static WARM: std::sync::Once = std::sync::Once::new();
-    WARM.call_once(|| nucleon_protocol::fuzzing::engine_structured(data));
+    WARM.call_once(|| {
+        print_ops();
+        nucleon_protocol::fuzzing::engine_structured(&[0; 64]);
+    });
     run(data);
 });
