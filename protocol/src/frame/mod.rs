@@ -82,7 +82,7 @@ pub use detach::Detach;
 pub use discharge::Discharge;
 pub use disposition::Disposition;
 pub use end::End;
-pub use error::{Error, ErrorCondition};
+pub use error::{truncate_utf8, Error, ErrorCondition};
 pub use flow::Flow;
 pub use footer::Footer;
 pub use framing::{Frame, FrameBody, FrameHeader, FrameType, ProtocolHeader, ProtocolId};
