@@ -61,10 +61,11 @@ use std::fmt::{self, Display, Formatter, Write};
 
 use crate::codec::{Array, Decoder, Described, Descriptor, Encode, Symbol, Timestamp, Type, Value};
 use crate::frame::{
-    Accepted, AmqpSequence, AmqpValue, ApplicationProperties, Attach, Begin, Close, Data,
-    DeliveryAnnotations, Detach, Disposition, End, Error, Flow, Footer, Frame, FrameBody, Header,
-    MessageAnnotations, Modified, Open, Performative, Properties, Received, Rejected, Released,
-    SaslChallenge, SaslInit, SaslMechanisms, SaslOutcome, SaslResponse, Source, Target, Transfer,
+    Accepted, AmqpSequence, AmqpValue, ApplicationProperties, Attach, Begin, Close, Coordinator,
+    Data, Declare, Declared, DeliveryAnnotations, Detach, Discharge, Disposition, End, Error, Flow,
+    Footer, Frame, FrameBody, Header, MessageAnnotations, Modified, Open, Performative, Properties,
+    Received, Rejected, Released, SaslChallenge, SaslInit, SaslMechanisms, SaslOutcome,
+    SaslResponse, Source, Target, TransactionalState, Transfer,
 };
 use crate::message::Message;
 
@@ -375,14 +376,19 @@ static KNOWN: &[Known] = &[
         &[],
     ),
     // Transactions [AMQP 1.0 §4.5].
-    composite("coordinator", 0x30, "amqp:coordinator:list", COORDINATOR),
-    composite("declare", 0x31, "amqp:declare:list", DECLARE),
-    composite("discharge", 0x32, "amqp:discharge:list", DISCHARGE),
-    composite("declared", 0x33, "amqp:declared:list", DECLARED),
+    composite(
+        "coordinator",
+        Coordinator::CODE,
+        Coordinator::SYMBOL,
+        COORDINATOR,
+    ),
+    composite("declare", Declare::CODE, Declare::SYMBOL, DECLARE),
+    composite("discharge", Discharge::CODE, Discharge::SYMBOL, DISCHARGE),
+    composite("declared", Declared::CODE, Declared::SYMBOL, DECLARED),
     composite(
         "transactional-state",
-        0x34,
-        "amqp:transactional-state:list",
+        TransactionalState::CODE,
+        TransactionalState::SYMBOL,
         TRANSACTIONAL_STATE,
     ),
     // SASL frames [AMQP 1.0 §5.3.3].

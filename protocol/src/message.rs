@@ -253,8 +253,20 @@ impl Message {
 
     /// Decodes a message from the bytes of a transfer's payload. The message keeps `bytes` (a cheap shared
     /// reference) so it can be forwarded without re-encoding.
+    ///
+    /// The decoded sections may take at most [`default_decode_budget`](crate::codec::default_decode_budget)
+    /// of the payload's length in heap bytes; a payload that would take more fails with
+    /// [`DecodeErrorKind::BudgetExceeded`] (`amqp:decode-error`).
     pub fn decode(bytes: Bytes) -> Result<Message, DecodeError> {
+        let budget = crate::codec::default_decode_budget(bytes.len());
+        Self::decode_with_budget(bytes, budget)
+    }
+
+    /// [`Message::decode`] with a decode budget of `budget` heap bytes instead of the default, for an
+    /// application that trusts its peer with larger amplification (e.g. multi-megabyte arrays of booleans).
+    pub fn decode_with_budget(bytes: Bytes, budget: usize) -> Result<Message, DecodeError> {
         let mut dec = Decoder::new(bytes.clone());
+        dec.set_budget(budget);
         let mut m = Message::default();
         // Sections must come in the spec's order; each non-body section at most once.
         let mut last = 0u64;
@@ -305,6 +317,8 @@ impl Message {
                         Some(ApplicationProperties::decode_fields(&mut dec)?.0)
                 }
                 Data::CODE => {
+                    // A growing vector holds at most twice its length.
+                    dec.charge(2 * std::mem::size_of::<Bytes>())?;
                     let data = Data::decode_fields(&mut dec)?.0;
                     match &mut m.body {
                         Body::Data(sections) => sections.push(data),
@@ -312,6 +326,7 @@ impl Message {
                     }
                 }
                 AmqpSequence::CODE => {
+                    dec.charge(2 * std::mem::size_of::<Vec<Value>>())?;
                     let seq = AmqpSequence::decode_fields(&mut dec)?.0;
                     match &mut m.body {
                         Body::Sequence(sections) => sections.push(seq),

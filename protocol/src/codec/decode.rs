@@ -20,6 +20,33 @@ const ZERO_WIDTH_FLOOR: usize = 1 << 16;
 /// How deeply compound values (lists, maps, arrays, described values) may nest by default.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
 
+/// Heap bytes of decoded values a decoder allows per input byte by default; see [`default_decode_budget`].
+pub const DEFAULT_DECODE_BUDGET_FACTOR: usize = 8;
+
+/// Heap bytes of decoded values a decoder allows on top of [`DEFAULT_DECODE_BUDGET_FACTOR`] per input byte.
+pub const DEFAULT_DECODE_BUDGET_FLOOR: usize = 32 << 20;
+
+/// The default decode budget for `input_len` bytes: `8 * input_len + 32 MiB` heap bytes of decoded values.
+///
+/// Every byte from the network is hostile, and a [`Value`] is 40 bytes: a list of nulls, an array of booleans
+/// or a list of empty lists decodes one `Value` per input byte, 40 times the input. The budget caps that at
+/// 8 times the input plus a floor, and the decoder refuses with [`DecodeErrorKind::BudgetExceeded`]
+/// (`amqp:decode-error`) before allocating past it. The numbers admit realistic data:
+///
+/// * arrays of 4-byte ints (10 times the input) up to 16 M elements, of 8-byte longs, doubles or timestamps
+///   (5 times) of any length, and lists of strings averaging 3 or more bytes;
+/// * from the floor, about 800 K one-byte elements in any message, e.g. a 768 Ki-element array of booleans.
+///
+/// A 16 MiB hostile message costs at most 160 MiB of decoded values instead of 640 MiB. A compact
+/// representation of arrays would cost less still, but would change [`Array`]'s slice-of-values API that the
+/// runtime, the examples and the encoder use; the budget bounds every shape (lists, maps, described values,
+/// strings) with no API change.
+pub fn default_decode_budget(input_len: usize) -> usize {
+    input_len
+        .saturating_mul(DEFAULT_DECODE_BUDGET_FACTOR)
+        .saturating_add(DEFAULT_DECODE_BUDGET_FLOOR)
+}
+
 /// A cursor over encoded AMQP data.
 ///
 /// Binary values are decoded as [`Bytes`] slices of the input, with no copy.
@@ -31,9 +58,13 @@ pub struct Decoder {
     base: usize,
     depth: usize,
     max_depth: usize,
-    /// Elements of zero-width arrays (e.g. an array of nulls) cost no input bytes, so they are budgeted
-    /// (the input length, at least [`ZERO_WIDTH_FLOOR`]) to keep the allocation bounded.
+    /// Elements of zero-width arrays (e.g. an array of nulls) cost no input bytes, so their count is bounded
+    /// (the input length, at least [`ZERO_WIDTH_FLOOR`]) before the decode budget is charged for them.
     zero_width_budget: usize,
+    /// Heap bytes the decoded values may take: see [`default_decode_budget`].
+    budget: usize,
+    /// Heap bytes charged so far: element slots, boxes and copied text.
+    spent: usize,
 }
 
 /// The framing of a list, map or array: where its elements end and how many there are.
@@ -63,12 +94,42 @@ impl Decoder {
             depth: 0,
             max_depth: DEFAULT_MAX_DEPTH,
             zero_width_budget: end.max(ZERO_WIDTH_FLOOR),
+            budget: default_decode_budget(end),
+            spent: 0,
         }
     }
 
     /// Changes the nesting limit.
     pub fn set_max_depth(&mut self, max_depth: usize) {
         self.max_depth = max_depth;
+    }
+
+    /// Changes the decode budget: the heap bytes the values decoded by this decoder may take in all (the
+    /// default is [`default_decode_budget`] of the input length).
+    pub fn set_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    /// The heap bytes still allowed before decoding fails with [`DecodeErrorKind::BudgetExceeded`].
+    pub fn budget_left(&self) -> usize {
+        self.budget.saturating_sub(self.spent)
+    }
+
+    /// Charges `bytes` of heap the caller is about to allocate for decoded data against the budget, or fails
+    /// with [`DecodeErrorKind::BudgetExceeded`] (charging nothing) when they do not fit.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        if bytes > self.budget_left() {
+            return Err(self.error(DecodeErrorKind::BudgetExceeded {
+                budget: self.budget,
+            }));
+        }
+        self.spent += bytes;
+        Ok(())
+    }
+
+    /// Charges the slots of `count` elements of type `T` in a vector allocated with that capacity.
+    fn charge_slots<T>(&mut self, count: usize) -> Result<(), DecodeError> {
+        self.charge(count.saturating_mul(std::mem::size_of::<T>()))
     }
 
     /// Bytes left before the end of the current region.
@@ -273,6 +334,7 @@ impl Decoder {
     pub fn value_body(&mut self, code: u8) -> Result<Value, DecodeError> {
         Ok(match code {
             c::DESCRIBED => {
+                self.charge(std::mem::size_of::<Described>())?;
                 self.enter()?;
                 let descriptor = self.read_descriptor();
                 let value = descriptor.and_then(|d| Ok((d, self.decode_value()?)));
@@ -316,6 +378,7 @@ impl Decoder {
     }
 
     fn values(&mut self, count: usize) -> Result<Vec<Value>, DecodeError> {
+        self.charge_slots::<Value>(count)?;
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             items.push(self.decode_value()?);
@@ -328,6 +391,7 @@ impl Decoder {
         let mut code = self.read_constructor()?;
         let descriptor = if code == c::DESCRIBED {
             let d = self.read_descriptor()?;
+            self.charge(std::mem::size_of::<Descriptor>())?;
             code = self.read_constructor()?;
             if code == c::DESCRIBED {
                 return Err(self.unexpected("an array element constructor", code));
@@ -355,6 +419,7 @@ impl Decoder {
                 available: self.remaining() as u64,
             }));
         }
+        self.charge_slots::<Value>(count)?;
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             items.push(self.value_body(code)?);
@@ -557,6 +622,7 @@ impl Decode for String {
         match code {
             c::STR8 | c::STR32 => {
                 let n = dec.read_size(code == c::STR32)?;
+                dec.charge(n)?;
                 let at = dec.pos;
                 let s = std::str::from_utf8(dec.take(n)?).map(str::to_owned);
                 s.map_err(|_| dec.error_at(at, DecodeErrorKind::InvalidUtf8))
@@ -571,6 +637,7 @@ impl Decode for Symbol {
         match code {
             c::SYM8 | c::SYM32 => {
                 let n = dec.read_size(code == c::SYM32)?;
+                dec.charge(n)?;
                 let at = dec.pos;
                 let s = std::str::from_utf8(dec.take(n)?).map(str::to_owned);
                 s.map(Symbol::from)
@@ -588,6 +655,7 @@ impl Decode for Map {
         }
         let h = dec.begin_compound(code)?;
         let entries = (|| {
+            dec.charge_slots::<(Value, Value)>(h.count as usize / 2)?;
             let mut entries = Vec::with_capacity(h.count as usize / 2);
             for _ in 0..h.count / 2 {
                 let k = dec.decode_value()?;

@@ -76,6 +76,12 @@ pub enum DecodeErrorKind {
         /// Why it is invalid.
         reason: String,
     },
+    /// Decoded values would take more heap than the decoder's budget allows (see
+    /// [`default_decode_budget`](super::default_decode_budget)).
+    BudgetExceeded {
+        /// The budget in heap bytes.
+        budget: usize,
+    },
     /// Bytes left over after a value that should have filled its container.
     TrailingBytes(usize),
     /// A frame header that breaks the framing rules [AMQP 1.0 §2.3.1].
@@ -137,6 +143,10 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::InvalidField { field, reason } => {
                 write!(f, "invalid field {field}: {reason}")
             }
+            DecodeErrorKind::BudgetExceeded { budget } => write!(
+                f,
+                "decoded values would take more than the {budget} bytes of memory allowed for this input"
+            ),
             DecodeErrorKind::TrailingBytes(n) => write!(f, "{n} unexpected trailing bytes"),
             DecodeErrorKind::Framing(why) => write!(f, "framing error: {why}"),
         }

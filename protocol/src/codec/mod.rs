@@ -3,7 +3,9 @@
 //! * [`Value`] holds any value; [`Encode`] and [`Decode`] convert values and typed structures to and from bytes.
 //! * Encoding always picks the smallest form (see [`encode`](self::Encode)); decoding accepts every form.
 //! * [`Decoder`] checks every size and count against the bytes present before it allocates, bounds nesting
-//!   depth, and reports failures as a typed [`DecodeError`] with the byte offset and the AMQP condition to send.
+//!   depth, bounds the memory decoded values take to a budget relative to the input
+//!   ([`default_decode_budget`]), and reports failures as a typed [`DecodeError`] with the byte offset and
+//!   the AMQP condition to send.
 
 pub mod codes;
 mod decode;
@@ -15,7 +17,10 @@ mod value;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{CompoundHeader, Decode, Decoder, DEFAULT_MAX_DEPTH};
+pub use decode::{
+    default_decode_budget, CompoundHeader, Decode, Decoder, DEFAULT_DECODE_BUDGET_FACTOR,
+    DEFAULT_DECODE_BUDGET_FLOOR, DEFAULT_MAX_DEPTH,
+};
 pub use encode::{list_header_size, put_list_header, Encode};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use types::{

@@ -297,6 +297,49 @@ fn claims_beyond_the_input_fail_before_allocating() {
 }
 
 #[test]
+fn the_decode_budget_counts_slots_boxes_and_copied_text() {
+    let value = std::mem::size_of::<Value>();
+    let budget_for = |bytes: &[u8], budget: usize| {
+        let mut d = Decoder::new(Bytes::copy_from_slice(bytes));
+        d.set_budget(budget);
+        d.decode_value().map(|_| d.budget_left())
+    };
+    // A list of three nulls takes three slots.
+    let list = [0xc0, 4, 3, 0x40, 0x40, 0x40];
+    assert_eq!(budget_for(&list, 3 * value), Ok(0));
+    let e = budget_for(&list, 3 * value - 1).unwrap_err();
+    assert_eq!(
+        e.kind,
+        DecodeErrorKind::BudgetExceeded {
+            budget: 3 * value - 1
+        }
+    );
+    assert_eq!(e.offset, 3, "refused before the elements are read");
+    // A map of one entry takes a pair of slots; a string its bytes; binary nothing (it is a slice).
+    let map = [0xc1, 8, 2, 0xa1, 2, b'h', b'i', 0xa0, 1, 0xff];
+    assert_eq!(budget_for(&map, 2 * value + 2), Ok(0));
+    assert!(budget_for(&map, 2 * value + 1).is_err());
+    // A described value takes its box; a symbol descriptor its text.
+    let described = [0x00, 0xa3, 1, b'x', 0x40];
+    let boxed = std::mem::size_of::<Described>();
+    assert_eq!(budget_for(&described, boxed + 1), Ok(0));
+    assert!(budget_for(&described, boxed).is_err());
+    // A described array holds its descriptor in a box.
+    let array = [0xe0, 4, 2, 0x00, 0x44, 0x41];
+    let slots = 2 * value + std::mem::size_of::<Descriptor>();
+    assert_eq!(budget_for(&array, slots), Ok(0));
+    assert!(budget_for(&array, slots - 1).is_err());
+    // The default allows the factor per input byte plus the floor.
+    assert_eq!(
+        default_decode_budget(1000),
+        1000 * DEFAULT_DECODE_BUDGET_FACTOR + DEFAULT_DECODE_BUDGET_FLOOR
+    );
+    assert_eq!(default_decode_budget(usize::MAX), usize::MAX);
+    let e = budget_for(&list, 0).unwrap_err();
+    assert_eq!(e.condition(), crate::frame::ErrorCondition::DecodeError);
+}
+
+#[test]
 fn nesting_depth_is_bounded() {
     let depth = DEFAULT_MAX_DEPTH + 1;
     let mut bytes = Vec::new();

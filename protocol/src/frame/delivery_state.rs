@@ -1,12 +1,15 @@
-//! The delivery-state and outcome unions [AMQP 1.0 §2.8.9, §3.4].
+//! The delivery-state and outcome unions [AMQP 1.0 §2.8.9, §3.4, §4.5].
 
 use bytes::BufMut;
 
-use super::{check_descriptor_kind, Accepted, Modified, Received, Rejected, Released};
+use super::{
+    check_descriptor_kind, Accepted, Declared, Modified, Received, Rejected, Released,
+    TransactionalState,
+};
 use crate::codec::{codes, Decode, DecodeError, Decoder, Descriptor, Encode};
 
-/// The state of a delivery at one end of a link: progress (`received`) or a terminal outcome
-/// [AMQP 1.0 §2.8.9].
+/// The state of a delivery at one end of a link: progress (`received`), a terminal outcome, or a state of the
+/// transaction layer [AMQP 1.0 §2.8.9, §4.5].
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
 pub enum DeliveryState {
@@ -15,6 +18,10 @@ pub enum DeliveryState {
     Rejected(Rejected),
     Released(Released),
     Modified(Modified),
+    /// The outcome of a `declare` sent to a transaction coordinator [AMQP 1.0 §4.5.4].
+    Declared(Declared),
+    /// A delivery's state within a transaction [AMQP 1.0 §4.5.5].
+    TransactionalState(TransactionalState),
 }
 
 /// A terminal delivery state [AMQP 1.0 §3.4].
@@ -28,10 +35,13 @@ pub enum Outcome {
 }
 
 impl DeliveryState {
-    /// The outcome, if this state is terminal.
+    /// The outcome, if this state is one of the messaging layer's terminal outcomes [AMQP 1.0 §3.4].
+    /// `declared` and `transactional-state` belong to a transaction coordinator's exchange and have none.
     pub fn outcome(&self) -> Option<Outcome> {
         match self {
-            DeliveryState::Received(_) => None,
+            DeliveryState::Received(_)
+            | DeliveryState::Declared(_)
+            | DeliveryState::TransactionalState(_) => None,
             DeliveryState::Accepted(a) => Some(Outcome::Accepted(a.clone())),
             DeliveryState::Rejected(r) => Some(Outcome::Rejected(r.clone())),
             DeliveryState::Released(r) => Some(Outcome::Released(r.clone())),
@@ -88,5 +98,7 @@ fn unexpected_descriptor(dec: &Decoder, expected: &'static str, d: &Descriptor) 
     })
 }
 
-union_codec!(DeliveryState, "delivery-state" { Received, Accepted, Rejected, Released, Modified });
+union_codec!(DeliveryState, "delivery-state" {
+    Received, Accepted, Rejected, Released, Modified, Declared, TransactionalState
+});
 union_codec!(Outcome, "outcome" { Accepted, Rejected, Released, Modified });

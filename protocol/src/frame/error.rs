@@ -27,6 +27,51 @@ impl Error {
     }
 }
 
+impl Error {
+    /// This error cut down to encode in at most `max_bytes` bytes, for a `close`, `end` or `detach` that must
+    /// fit the peer's max-frame-size [AMQP 1.0 §2.7.1]: the `info` map is dropped first (it cannot be shortened
+    /// and keep its meaning), then the description is shortened at a UTF-8 character boundary, down to none.
+    /// The condition is always kept whole, so an error whose condition alone exceeds `max_bytes` comes back
+    /// with just its condition, still larger than asked.
+    pub fn truncated(&self, max_bytes: usize) -> Error {
+        let mut e = self.clone();
+        if e.encoded_size() <= max_bytes {
+            return e;
+        }
+        e.info = None;
+        let Some(description) = e.description.take() else {
+            return e;
+        };
+        // Each pass removes the excess (the encoding shrinks by at least as much as the text does); a pass that
+        // lands inside a character backs off to its start.
+        let mut keep = description.len();
+        loop {
+            e.description = Some(truncate_utf8(&description, keep).to_owned());
+            let size = e.encoded_size();
+            if size <= max_bytes {
+                return e;
+            }
+            if keep == 0 {
+                e.description = None;
+                return e;
+            }
+            keep = keep.saturating_sub(size - max_bytes);
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max_bytes` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max_bytes: usize) -> &str {
+    if s.len() <= max_bytes {
+        return s;
+    }
+    let end = (0..=max_bytes)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    &s[..end]
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.condition)?;
@@ -169,6 +214,77 @@ mod tests {
             custom,
             ErrorCondition::Custom(Symbol::from_static("x:custom"))
         );
+    }
+
+    #[test]
+    fn truncate_utf8_never_splits_a_character() {
+        // "é" is 2 bytes, "€" 3, "𝄞" 4.
+        let s = "aé€𝄞";
+        let prefixes: Vec<&str> = (0..=11).map(|n| truncate_utf8(s, n)).collect();
+        assert_eq!(
+            prefixes,
+            [
+                "",
+                "a",
+                "a",
+                "aé",
+                "aé",
+                "aé",
+                "aé€",
+                "aé€",
+                "aé€",
+                "aé€",
+                "aé€𝄞",
+                "aé€𝄞"
+            ]
+        );
+        assert_eq!(truncate_utf8("", 0), "");
+    }
+
+    #[test]
+    fn truncated_errors_fit_and_stay_valid() {
+        let info: Map = [("k", "v".repeat(100))].into_iter().collect();
+        for description in [
+            "x".repeat(1000),
+            "é".repeat(500),
+            "€𝄞".repeat(200),
+            "ab€".into(),
+        ] {
+            let e = Error {
+                condition: ErrorCondition::ResourceLimitExceeded,
+                description: Some(description.clone()),
+                info: Some(info.clone()),
+            };
+            let minimal = Error {
+                condition: e.condition.clone(),
+                description: None,
+                info: None,
+            }
+            .encoded_size();
+            for max in (0..e.encoded_size() + 2)
+                .step_by(7)
+                .chain([minimal, minimal + 2])
+            {
+                let t = e.truncated(max);
+                assert_eq!(t.condition, e.condition);
+                if max >= minimal {
+                    assert!(t.encoded_size() <= max, "{max}: {}", t.encoded_size());
+                }
+                if max >= e.encoded_size() {
+                    assert_eq!(t, e, "an error that fits is unchanged");
+                    continue;
+                }
+                assert_eq!(t.info, None);
+                let kept = t.description.as_deref().unwrap_or("");
+                assert!(description.starts_with(kept));
+                // Valid UTF-8 on the wire: the truncated error decodes.
+                assert_eq!(Error::decode_from(t.to_bytes()).unwrap(), t);
+            }
+        }
+        // A description just over a character boundary loses the whole character.
+        let e = Error::new(ErrorCondition::NotFound, "a€");
+        let t = e.truncated(e.encoded_size() - 1);
+        assert_eq!(t.description.as_deref(), Some("a"));
     }
 
     #[test]

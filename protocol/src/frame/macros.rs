@@ -8,6 +8,10 @@
 /// * `default name: T = expr`: the spec's default; null or absent decodes as the default, and a value equal to the
 ///   default is encoded as null (so trailing defaults are left out).
 ///
+/// An `optional` field may name an alternative: `optional name: T | other: U` is one field on the wire held in
+/// two struct fields, `name: Option<T>` and `other: Option<U>`, decoded through `Alternatives<T, U>`
+/// (whose `Decode` picks the type) and encoded from `name` when it is set, else from `other`.
+///
 /// Trailing absent fields are left out when encoding; extra trailing fields from a newer peer are skipped.
 macro_rules! composite {
     (
@@ -15,7 +19,9 @@ macro_rules! composite {
         pub struct $name:ident($sym:literal, $code:literal) {
             $(
                 $(#[$fmeta:meta])*
-                $kind:ident $field:ident : $fty:ty $(= $default:expr)?
+                $kind:ident $field:ident : $fty:ty
+                    $(| $(#[$ameta:meta])* $alt:ident : $aty:ty)?
+                    $(= $default:expr)?
             ),* $(,)?
         }
     ) => {
@@ -25,13 +31,17 @@ macro_rules! composite {
             $(
                 $(#[$fmeta])*
                 pub $field: composite!(@ty $kind $fty),
+                $($(#[$ameta])* pub $alt: Option<$aty>,)?
             )*
         }
 
         impl Default for $name {
             fn default() -> Self {
                 $name {
-                    $($field: composite!(@default $kind $(, $default)?),)*
+                    $(
+                        $field: composite!(@default $kind $(, $default)?),
+                        $($alt: None::<$aty>,)?
+                    )*
                 }
             }
         }
@@ -50,7 +60,7 @@ macro_rules! composite {
                 let mut content = 0;
                 let mut nulls = 0;
                 $(
-                    match composite!(@size $kind self.$field $(, $default)?) {
+                    match composite!(@size $kind self.$field $(, $default)? $(; self.$alt)?) {
                         Some(n) => {
                             content += nulls + n;
                             count += nulls + 1;
@@ -77,13 +87,14 @@ macro_rules! composite {
                 // The closure keeps `end_compound` running when a field fails.
                 #[allow(clippy::redundant_closure_call)]
                 let fields = (|| {
-                    Ok($name {
-                        $($field: {
-                            let present = left > 0;
-                            left = left.saturating_sub(1);
-                            composite!(@decode $kind $fty, dec, present, $sym, $field $(, $default)?)
-                        },)*
-                    })
+                    $(
+                        let present = left > 0;
+                        left = left.saturating_sub(1);
+                        composite!(
+                            @let $kind $fty, dec, present, $sym, $field $(, $default)? $(; $alt: $aty)?
+                        );
+                    )*
+                    Ok($name { $($field, $($alt,)?)* })
                 })();
                 dec.end_compound(header);
                 fields
@@ -108,7 +119,7 @@ macro_rules! composite {
                 $(
                     if left > 0 {
                         left -= 1;
-                        composite!(@encode $kind self.$field, buf $(, $default)?);
+                        composite!(@encode $kind self.$field, buf $(, $default)? $(; self.$alt)?);
                     }
                 )*
             }
@@ -137,12 +148,24 @@ macro_rules! composite {
     (@default optional) => { None };
     (@default default, $d:expr) => { $d };
 
+    (@size optional $e:expr; $a:expr) => {
+        match &$e {
+            Some(v) => Some($crate::codec::Encode::encoded_size(v)),
+            None => $a.as_ref().map($crate::codec::Encode::encoded_size),
+        }
+    };
     (@size required $e:expr) => { Some($crate::codec::Encode::encoded_size(&$e)) };
     (@size optional $e:expr) => { $e.as_ref().map($crate::codec::Encode::encoded_size) };
     (@size default $e:expr, $d:expr) => {
         if $e == $d { None } else { Some($crate::codec::Encode::encoded_size(&$e)) }
     };
 
+    (@encode optional $e:expr, $buf:ident; $a:expr) => {
+        match &$e {
+            Some(v) => $crate::codec::Encode::encode(v, $buf),
+            None => $crate::codec::Encode::encode(&$a, $buf),
+        }
+    };
     (@encode required $e:expr, $buf:ident) => { $crate::codec::Encode::encode(&$e, $buf) };
     (@encode optional $e:expr, $buf:ident) => { $crate::codec::Encode::encode(&$e, $buf) };
     (@encode default $e:expr, $buf:ident, $d:expr) => {
@@ -151,6 +174,21 @@ macro_rules! composite {
         } else {
             $crate::codec::Encode::encode(&$e, $buf)
         }
+    };
+
+    (@let optional $t:ty, $dec:ident, $present:ident, $sym:literal, $field:ident; $alt:ident: $aty:ty) => {
+        let ($field, $alt) = if $present {
+            match <Option<$crate::frame::Alternatives<$t, $aty>> as $crate::codec::Decode>::decode($dec)? {
+                Some($crate::frame::Alternatives::First(v)) => (Some(v), None),
+                Some($crate::frame::Alternatives::Second(v)) => (None, Some(v)),
+                None => (None, None),
+            }
+        } else {
+            (None, None)
+        };
+    };
+    (@let $kind:ident $t:ty, $dec:ident, $present:ident, $sym:literal, $field:ident $(, $d:expr)?) => {
+        let $field = composite!(@decode $kind $t, $dec, $present, $sym, $field $(, $d)?);
     };
 
     (@decode required $t:ty, $dec:ident, $present:ident, $sym:literal, $field:ident) => {{

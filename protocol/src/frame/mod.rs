@@ -6,6 +6,8 @@
 //!   [`SaslOutcome`], gathered in [`SaslFrame`].
 //! * Definitions: [`Error`] and [`ErrorCondition`], [`Source`], [`Target`], the delivery states [`Received`],
 //!   [`Accepted`], [`Rejected`], [`Released`], [`Modified`], and the restricted types in [`definitions`].
+//! * Transactions [AMQP 1.0 §4.5]: the [`Coordinator`] target, the [`Declare`] and [`Discharge`] message
+//!   bodies, and the [`Declared`] and [`TransactionalState`] delivery states.
 //! * Message sections [AMQP 1.0 §3.2]: [`Header`], [`DeliveryAnnotations`], [`MessageAnnotations`],
 //!   [`Properties`], [`ApplicationProperties`], [`Data`], [`AmqpSequence`], [`AmqpValue`], [`Footer`].
 //! * Framing [AMQP 1.0 §2.2-§2.3]: [`ProtocolHeader`], [`FrameHeader`] and [`Frame`].
@@ -23,11 +25,15 @@ mod application_properties;
 mod attach;
 mod begin;
 mod close;
+mod coordinator;
 mod data;
+mod declare;
+mod declared;
 pub mod definitions;
 mod delivery_annotations;
 mod delivery_state;
 mod detach;
+mod discharge;
 mod disposition;
 mod end;
 mod error;
@@ -50,6 +56,7 @@ mod sasl_outcome;
 mod sasl_response;
 mod source;
 mod target;
+mod transactional_state;
 mod transfer;
 
 #[cfg(test)]
@@ -62,16 +69,20 @@ pub use application_properties::ApplicationProperties;
 pub use attach::Attach;
 pub use begin::Begin;
 pub use close::Close;
+pub use coordinator::Coordinator;
 pub use data::Data;
+pub use declare::Declare;
+pub use declared::Declared;
 pub use definitions::{
     ReceiverSettleMode, Role, SaslCode, SenderSettleMode, TerminusDurability, TerminusExpiryPolicy,
 };
 pub use delivery_annotations::DeliveryAnnotations;
 pub use delivery_state::{DeliveryState, Outcome};
 pub use detach::Detach;
+pub use discharge::Discharge;
 pub use disposition::Disposition;
 pub use end::End;
-pub use error::{Error, ErrorCondition};
+pub use error::{truncate_utf8, Error, ErrorCondition};
 pub use flow::Flow;
 pub use footer::Footer;
 pub use framing::{Frame, FrameBody, FrameHeader, FrameType, ProtocolHeader, ProtocolId};
@@ -91,9 +102,33 @@ pub use sasl_outcome::SaslOutcome;
 pub use sasl_response::SaslResponse;
 pub use source::Source;
 pub use target::Target;
+pub use transactional_state::TransactionalState;
 pub use transfer::Transfer;
 
-use crate::codec::{DecodeError, DecodeErrorKind, Decoder, Descriptor};
+use crate::codec::{
+    codes, Decode, DecodeError, DecodeErrorKind, Decoder, Descriptor, Symbol, Value,
+};
+
+/// A field value of one of two types, for a composite field whose wire type admits both (see `composite!`):
+/// each pair that is used implements `Decode`, choosing by the value's constructor or descriptor.
+pub(crate) enum Alternatives<A, B> {
+    First(A),
+    Second(B),
+}
+
+/// The `address` of a source or target [AMQP 1.0 §3.5.3, §3.5.4]: its type is `*` (any type that provides
+/// `address`), so a string or a symbol decodes as the address text and any other value is kept as it is.
+impl Decode for Alternatives<String, Value> {
+    fn decode_with(dec: &mut Decoder, code: u8) -> Result<Self, DecodeError> {
+        match code {
+            codes::STR8 | codes::STR32 => String::decode_with(dec, code).map(Alternatives::First),
+            codes::SYM8 | codes::SYM32 => {
+                Symbol::decode_with(dec, code).map(|s| Alternatives::First(s.as_str().to_owned()))
+            }
+            _ => dec.value_body(code).map(Alternatives::Second),
+        }
+    }
+}
 
 /// True when `d` is the numeric `code` or the symbolic `symbol` descriptor.
 pub(crate) fn check_descriptor_kind(d: &Descriptor, code: u64, symbol: &str) -> bool {

@@ -1,13 +1,17 @@
 //! The `source` terminus [AMQP 1.0 §3.5.3].
 
 use super::{Outcome, TerminusDurability, TerminusExpiryPolicy};
-use crate::codec::{Map, Symbol};
+use crate::codec::{Map, Symbol, Value};
 
 composite! {
     /// Where a link's messages come from [AMQP 1.0 §3.5.3].
     pub struct Source("amqp:source:list", 0x28) {
-        /// The address of the source node.
-        optional address: String,
+        /// The address of the source node, when it is a string or a symbol [AMQP 1.0 §3.5.3].
+        optional address: String
+            | /// An address of another type (the spec allows any type that provides `address`), kept as
+              /// received so that re-encoding preserves it. `None` when `address` is set, which takes
+              /// precedence when encoding.
+              other_address: Value,
         /// What the terminus keeps durably.
         default durable: TerminusDurability = TerminusDurability::None,
         /// When the expiry timer starts.

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::codec::{Decode, DecodeErrorKind, Encode, Symbol};
+use crate::codec::{Decode, DecodeErrorKind, Encode, Symbol, Value};
 
 fn decode<T: Decode>(bytes: &[u8]) -> Result<T, crate::codec::DecodeError> {
     T::decode_from(Bytes::copy_from_slice(bytes))
@@ -310,4 +310,152 @@ fn protocol_headers() {
     let old = ProtocolHeader::parse(*b"AMQP\x01\x01\x00\x0a").unwrap();
     assert!(!old.is_supported());
     assert_eq!(ProtocolHeader::parse(*b"HTTP/1.1"), None);
+}
+
+#[test]
+fn transactional_delivery_states_decode_in_dispositions_and_transfers() {
+    // disposition(role=receiver, first=0, settled, state=declared(txn-id=b"\x01\x02")) [AMQP 1.0 §4.5.4]
+    let bytes = [
+        0x00, 0x53, 0x15, 0xc0, 0x0f, 0x05, 0x41, 0x43, 0x40,
+        0x41, // role, first, last, settled
+        0x00, 0x53, 0x33, 0xc0, 0x05, 0x01, 0xa0, 0x02, 0x01, 0x02, // declared
+    ];
+    let d = decode::<Disposition>(&bytes).unwrap();
+    let declared = DeliveryState::Declared(Declared {
+        txn_id: Bytes::from_static(&[1, 2]),
+    });
+    assert_eq!(d.state, Some(declared.clone()));
+    assert_eq!(declared.outcome(), None);
+    assert_eq!(&d.to_bytes()[..], &bytes[..]);
+    // transfer(handle=0, ..., state=transactional-state(txn-id, outcome=accepted)) [AMQP 1.0 §4.5.5]
+    let state = DeliveryState::TransactionalState(TransactionalState {
+        txn_id: Bytes::from_static(b"tx"),
+        outcome: Some(Outcome::Accepted(Accepted {})),
+    });
+    let transfer = Transfer {
+        handle: 0,
+        state: Some(state.clone()),
+        ..Transfer::default()
+    };
+    let encoded = transfer.to_bytes();
+    let state_at = encoded.len() - state.encoded_size();
+    assert_eq!(
+        &encoded[state_at..state_at + 3],
+        &[0x00, 0x53, 0x34],
+        "transactional-state's descriptor"
+    );
+    assert_eq!(decode::<Transfer>(&encoded).unwrap(), transfer);
+    for body in [
+        Performative::Transfer(transfer),
+        Performative::Disposition(d),
+    ] {
+        assert_eq!(decode::<Performative>(&body.to_bytes()).unwrap(), body);
+    }
+}
+
+#[test]
+fn declare_and_discharge_bodies_round_trip() {
+    let declare = Declare { global_id: None };
+    assert_eq!(&declare.to_bytes()[..], &[0x00, 0x53, 0x31, 0x45]);
+    assert_eq!(
+        decode::<Declare>(&[0x00, 0x53, 0x31, 0x45]).unwrap(),
+        declare
+    );
+    let discharge =
+        decode::<Discharge>(&[0x00, 0x53, 0x32, 0xc0, 0x05, 0x02, 0xa0, 0x01, 0x07, 0x41]).unwrap();
+    assert_eq!(
+        discharge,
+        Discharge {
+            txn_id: Bytes::from_static(&[7]),
+            fail: Some(true),
+        }
+    );
+}
+
+/// An attach of a receiver named "l" on handle 0, with `terminus` bytes as its target (after a null source).
+fn attach_with_target(terminus: &[u8]) -> Vec<u8> {
+    attach_with_termini(&[0x40], terminus)
+}
+
+fn attach_with_termini(source: &[u8], target: &[u8]) -> Vec<u8> {
+    // name, handle, role, snd-settle-mode, rcv-settle-mode, then the source and target.
+    let fields = [
+        &[0xa1, 0x01, b'l', 0x43, 0x41, 0x40, 0x40][..],
+        source,
+        target,
+    ]
+    .concat();
+    let mut out = vec![0x00, 0x53, 0x12, 0xc0, (fields.len() + 1) as u8, 0x07];
+    out.extend_from_slice(&fields);
+    out
+}
+
+#[test]
+fn a_coordinator_target_decodes_inside_an_attach() {
+    // coordinator(capabilities=:"amqp:local-transactions") [AMQP 1.0 §4.5.1]
+    let mut coordinator = vec![0x00, 0x53, 0x30, 0xc0, 0x1a, 0x01, 0xa3, 0x17];
+    coordinator.extend_from_slice(b"amqp:local-transactions");
+    let bytes = attach_with_target(&coordinator);
+    let attach = decode::<Attach>(&bytes).unwrap();
+    assert!(attach.is_coordinator());
+    assert_eq!(attach.target, None);
+    assert_eq!(
+        attach.coordinator,
+        Some(Coordinator {
+            capabilities: Some(vec![Symbol::from_static("amqp:local-transactions")]),
+        })
+    );
+    let again = attach.to_bytes();
+    assert_eq!(
+        &again[14..17],
+        &[0x00, 0x53, 0x30],
+        "re-encoded as a coordinator"
+    );
+    assert_eq!(decode::<Attach>(&again).unwrap(), attach);
+    // A symbolic descriptor too; and an ordinary target is not a coordinator.
+    let mut symbolic = vec![0x00, 0xa3, 0x15];
+    symbolic.extend_from_slice(b"amqp:coordinator:list");
+    symbolic.push(0x45);
+    assert!(decode::<Attach>(&attach_with_target(&symbolic))
+        .unwrap()
+        .is_coordinator());
+    let ordinary = decode::<Attach>(&attach_with_target(&[0x00, 0x53, 0x29, 0x45])).unwrap();
+    assert!(!ordinary.is_coordinator());
+    assert_eq!(ordinary.target, Some(Target::default()));
+    // Any other described type is still refused.
+    let e = decode::<Attach>(&attach_with_target(&[0x00, 0x53, 0x28, 0x45])).unwrap_err();
+    assert!(matches!(
+        e.kind,
+        DecodeErrorKind::UnexpectedDescriptor { .. }
+    ));
+}
+
+#[test]
+fn terminus_addresses_of_any_type_decode() {
+    // source(address=:"q") [AMQP 1.0 §3.5.3]: a symbol address is the address text.
+    let source = [0x00, 0x53, 0x28, 0xc0, 0x04, 0x01, 0xa3, 0x01, b'q'];
+    // target(address=42ul) [AMQP 1.0 §3.5.4]: kept as it is.
+    let target = [0x00, 0x53, 0x29, 0xc0, 0x03, 0x01, 0x53, 42];
+    let bytes = attach_with_termini(&source, &target);
+    let attach = decode::<Attach>(&bytes).unwrap();
+    let s = attach.source.as_ref().unwrap();
+    assert_eq!(s.address.as_deref(), Some("q"));
+    assert_eq!(s.other_address, None);
+    let t = attach.target.as_ref().unwrap();
+    assert_eq!(t.address, None);
+    assert_eq!(t.other_address, Some(Value::Ulong(42)));
+    // The ulong survives a round trip byte for byte; the symbol comes back as a string.
+    let again = attach.to_bytes();
+    assert!(again.ends_with(&target));
+    assert_eq!(decode::<Attach>(&again).unwrap(), attach);
+    // A binary address, and the string address `with_address` builds.
+    let binary = [0x00, 0x53, 0x29, 0xc0, 0x04, 0x01, 0xa0, 0x01, 0xff];
+    let t = decode::<Target>(&binary).unwrap();
+    assert_eq!(
+        t.other_address,
+        Some(Value::Binary(Bytes::from_static(&[0xff])))
+    );
+    assert_eq!(&t.to_bytes()[..], &binary[..]);
+    let q = Source::with_address("q");
+    assert_eq!(decode::<Source>(&q.to_bytes()).unwrap(), q);
 }
