@@ -1014,3 +1014,36 @@ fn nothing_is_kept_for_a_link_that_is_refused_or_closed() {
     });
     assert!(held < 64 * 1024, "held {held} bytes after 2,000 attach/detach cycles");
 }
+
+#[test]
+fn a_coordinator_link_is_refused_with_not_implemented_at_link_level() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|_| {}, 5);
+    let mut bytes = open(u32::MAX);
+    bytes.extend(begin(0));
+    bytes.extend(frame(
+        0,
+        Attach {
+            name: "txn".into(),
+            handle: 0,
+            role: Role::Sender,
+            source: Some(Source::default()),
+            coordinator: Some(nucleon_protocol::frame::Coordinator {
+                capabilities: Some(vec![nucleon_protocol::codec::Symbol::from(
+                    "amqp:local-transactions",
+                )]),
+            }),
+            initial_delivery_count: Some(0),
+            ..Attach::default()
+        },
+    ));
+    bytes.extend(attach_sender(0, 1, "plain"));
+    s.feed(&bytes);
+    assert_eq!(s.conditions(), vec![ErrorCondition::NotImplemented]);
+    let attached = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::LinkRemoteAttach(_)))
+        .count();
+    assert_eq!(attached, 1, "the plain link goes on; the coordinator is never seen");
+}

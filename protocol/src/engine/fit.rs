@@ -2,9 +2,9 @@
 //!
 //! The frames most likely to grow past a small max-frame-size are the ones that echo what a peer gave us: an
 //! error whose description quotes it, a reply `attach` that mirrors its terminus. Before such a frame is
-//! written, [`fit`] drops or shortens what is optional in it, largest first, until it fits: an error's `info`,
-//! then its description (cut at a character boundary), then the error itself; an `attach`'s properties,
-//! capabilities, unsettled map and terminus extras. What still does not fit is reported to the caller.
+//! written, [`fit`] drops or shortens what is optional in it until it fits: an error's `info` and description
+//! (cut at a character boundary), then the error itself; an `attach`'s properties, unsettled map,
+//! capabilities and terminus extras. What still does not fit is reported to the caller.
 
 use crate::codec::Encode;
 use crate::frame::{Attach, Close, DeliveryState, Detach, End, Error, FrameHeader, Performative};
@@ -74,39 +74,14 @@ fn reduce_attach(a: &mut Attach, step: usize) {
     }
 }
 
-/// One reduction of an error: 0 drops `info`, 1 cuts the description by `over` bytes (and a few more for its
-/// shorter length prefix), 2 drops the description, 3 drops the error.
+/// One reduction of an error `over` bytes too large: first [`Error::truncated`] (info dropped, the description
+/// cut at a character boundary), then no error at all.
 fn reduce_error(e: &mut Option<Error>, step: usize, over: usize) {
-    if step >= 3 {
-        *e = None;
-        return;
-    }
-    let Some(e) = e else { return };
-    match step {
-        0 => e.info = None,
-        1 => {
-            if let Some(d) = &mut e.description {
-                let keep = d.len().saturating_sub(over + 8);
-                truncate_at_char(d, keep);
-            }
+    match e {
+        Some(error) if step == 0 => {
+            let fits = error.encoded_size().saturating_sub(over);
+            *error = error.truncated(fits);
         }
-        _ => e.description = None,
-    }
-}
-
-/// Cuts `s` to at most `max` bytes, at a character boundary, marking the cut with an ellipsis when it fits.
-pub(super) fn truncate_at_char(s: &mut String, max: usize) {
-    if s.len() <= max {
-        return;
-    }
-    let ellipsis = "…";
-    let budget = max.saturating_sub(ellipsis.len());
-    let mut cut = budget;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
-    if s.len() + ellipsis.len() <= max {
-        s.push_str(ellipsis);
+        _ => *e = None,
     }
 }

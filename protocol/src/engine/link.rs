@@ -505,6 +505,13 @@ impl Connection {
                 ),
             ));
         }
+        // Transactions [AMQP 1.0 §4] are not implemented: a coordinator link is refused, not the connection.
+        if attach.is_coordinator() {
+            return Some(Error::new(
+                ErrorCondition::NotImplemented,
+                "transactions are not supported: no coordinator here",
+            ));
+        }
         // [AMQP 1.0 §2.7.3]: initial-delivery-count MUST be set when the role is sender.
         if attach.role == Role::Sender && attach.initial_delivery_count.is_none() {
             return Some(Error::new(
