@@ -28,8 +28,8 @@ use criterion::{Criterion, Throughput};
 use nucleon_protocol::codec::{Symbol, Timestamp};
 use nucleon_protocol::engine::{Connection, ConnectionConfig, Event, LinkConfig, LinkId};
 use nucleon_protocol::frame::{
-    Accepted, Attach, Begin, DeliveryState, Disposition, Frame, FrameBody, Open, Performative, Role,
-    Target, Transfer,
+    Accepted, Attach, Begin, DeliveryState, Disposition, Frame, FrameBody, Open, Performative,
+    Role, Target, Transfer,
 };
 use nucleon_protocol::Message;
 
@@ -241,7 +241,10 @@ fn run_server(bytes: &[u8]) -> usize {
                 let _ = server.begin_reply(s);
             }
             Event::LinkRemoteAttach(l) => {
-                if server.attach_reply(l, LinkConfig::receiver("x", "q")).is_ok() {
+                if server
+                    .attach_reply(l, LinkConfig::receiver("x", "q"))
+                    .is_ok()
+                {
                     let _ = server.add_credit(l, 100_000);
                 }
             }

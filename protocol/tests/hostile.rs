@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nucleon_protocol::engine::{Connection, ConnectionConfig, Event, LinkConfig, LinkId};
-use peak_alloc::PeakAlloc;
 use nucleon_protocol::frame::{
     Attach, Begin, DeliveryState, Disposition, ErrorCondition, Flow, Frame, FrameBody, Open,
     Performative, Received, Role, Source, Target, Transfer,
 };
+use peak_alloc::PeakAlloc;
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -111,7 +111,8 @@ impl Server {
             }
         }
         // Answering fails once the session or transport has ended: the application shrugs, as ours do.
-        if self.engine.attach_reply(l, config).is_ok() && role == Role::Receiver && self.credit > 0 {
+        if self.engine.attach_reply(l, config).is_ok() && role == Role::Receiver && self.credit > 0
+        {
             let _ = self.engine.add_credit(l, self.credit);
         }
     }
@@ -312,7 +313,10 @@ fn settled_deliveries_give_their_memory_back() {
         s.events = Vec::new();
     });
     // Nothing is kept for settled deliveries (the growth is at most the engine's reused buffers).
-    assert!(held < 64 * 1024, "held {held} bytes after settling everything");
+    assert!(
+        held < 64 * 1024,
+        "held {held} bytes after settling everything"
+    );
 }
 
 #[test]
@@ -389,11 +393,12 @@ fn transfers_beyond_credit_end_the_link_with_transfer_limit_exceeded() {
         s.feed(chunk);
     }
     let tolerated = ConnectionConfig::server("x").credit_overshoot as usize;
-    assert_eq!(s.deliveries(), tolerated, "the tolerated overshoot, no more");
     assert_eq!(
-        s.conditions(),
-        vec![ErrorCondition::TransferLimitExceeded]
+        s.deliveries(),
+        tolerated,
+        "the tolerated overshoot, no more"
     );
+    assert_eq!(s.conditions(), vec![ErrorCondition::TransferLimitExceeded]);
 }
 
 #[test]
@@ -614,9 +619,7 @@ fn no_frame_we_send_exceeds_the_peers_max_frame_size() {
         properties: None,
         ..Attach::default()
     };
-    a.offered_capabilities = Some(vec![nucleon_protocol::codec::Symbol::from(
-        "c".repeat(400),
-    )]);
+    a.offered_capabilities = Some(vec![nucleon_protocol::codec::Symbol::from("c".repeat(400))]);
     bytes.extend(frame(0, a));
     s.feed(&bytes);
     // An error that quotes the peer: a performative with a 3 KB symbolic descriptor we do not know.
@@ -652,10 +655,7 @@ fn no_frame_we_send_exceeds_the_peers_max_frame_size() {
     });
     let source = attach.and_then(|a| a.source).and_then(|s| s.address);
     assert_eq!(source, Some("s".repeat(300)), "the address is kept");
-    assert!(s
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::TransportClosed)));
+    assert!(s.events.iter().any(|e| matches!(e, Event::TransportClosed)));
 }
 
 #[test]
@@ -809,10 +809,7 @@ fn drain_completes_when_the_sender_uses_the_credit_up() {
         bytes.extend(transfer(0, first_transfer(i, true), b"x"));
     }
     s.feed(&bytes);
-    assert!(s
-        .events
-        .iter()
-        .any(|e| *e == Event::DrainCompleted(link)));
+    assert!(s.events.iter().any(|e| *e == Event::DrainCompleted(link)));
     assert_eq!(s.engine.credit(link), Ok(0));
 }
 
@@ -896,10 +893,10 @@ fn spec_rules_on_incoming_links_and_transfers() {
     ));
     bytes.extend(transfer(0, first_transfer(0, false), b"x"));
     s.feed(&bytes);
-    assert!(s.events.iter().any(|e| matches!(
-        e,
-        Event::Delivery { settled: true, .. }
-    )));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Delivery { settled: true, .. })));
 }
 
 #[test]
@@ -1012,7 +1009,10 @@ fn nothing_is_kept_for_a_link_that_is_refused_or_closed() {
             s.out.clear();
         }
     });
-    assert!(held < 64 * 1024, "held {held} bytes after 2,000 attach/detach cycles");
+    assert!(
+        held < 64 * 1024,
+        "held {held} bytes after 2,000 attach/detach cycles"
+    );
 }
 
 #[test]
@@ -1045,5 +1045,8 @@ fn a_coordinator_link_is_refused_with_not_implemented_at_link_level() {
         .iter()
         .filter(|e| matches!(e, Event::LinkRemoteAttach(_)))
         .count();
-    assert_eq!(attached, 1, "the plain link goes on; the coordinator is never seen");
+    assert_eq!(
+        attached, 1,
+        "the plain link goes on; the coordinator is never seen"
+    );
 }

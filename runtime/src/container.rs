@@ -11,8 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::engine::{
-    self,
-    Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslServerConfig,
+    self, Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslServerConfig,
 };
 use nucleon_protocol::frame::Error as AmqpError;
 use tokio::sync::Notify;

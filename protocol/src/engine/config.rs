@@ -269,9 +269,7 @@ impl Authenticator for PlainAuthenticator {
             }
             SaslCredentials::Plain {
                 username, password, ..
-            } if self.check_password(username, password) => {
-                SaslVerdict::Accept(username.clone())
-            }
+            } if self.check_password(username, password) => SaslVerdict::Accept(username.clone()),
             _ => SaslVerdict::Reject(SaslCode::Auth),
         }
     }

@@ -404,12 +404,15 @@ impl Connection {
     pub(super) fn answer_refusal(&mut self, link: LinkId) {
         let Ok(l) = self.link(link) else { return };
         let session = l.session;
-        let ready = self.local == Half::Open
-            && self.session(session).is_ok_and(|s| s.local == Half::Open);
+        let ready =
+            self.local == Half::Open && self.session(session).is_ok_and(|s| s.local == Half::Open);
         if !ready || l.local != Half::Idle {
             return;
         }
-        let error = self.link_mut(link).ok().and_then(|l| l.pending_error.take());
+        let error = self
+            .link_mut(link)
+            .ok()
+            .and_then(|l| l.pending_error.take());
         if self.attach_local(link).is_ok() {
             let _ = self.detach(link, true, error);
         }

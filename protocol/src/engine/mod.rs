@@ -330,7 +330,10 @@ impl Connection {
         let beat = self
             .heartbeat_interval()
             .and_then(|t| self.last_output.checked_add(t));
-        [idle, beat, self.open_deadline()].into_iter().flatten().min()
+        [idle, beat, self.open_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When the peer's `open` must have arrived by, while it has not.

@@ -253,7 +253,8 @@ impl Connection {
         let ours = begin
             .remote_channel
             .and_then(|c| self.local_channels.get(&c).copied());
-        let answered = ours.is_some_and(|id| self.session(id).is_ok_and(|s| s.remote != Half::Idle));
+        let answered =
+            ours.is_some_and(|id| self.session(id).is_ok_and(|s| s.remote != Half::Idle));
         let id = match (begin.remote_channel, ours) {
             (Some(c), None) => {
                 self.fail(Error::new(

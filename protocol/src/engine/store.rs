@@ -139,15 +139,15 @@ impl<T> SeqMap<T> {
 
     /// The distance of `id` from the oldest entry, in serial order.
     fn distance(&self, id: u32) -> Option<u32> {
-        self.entries.front().map(|&(front, _)| id.wrapping_sub(front))
+        self.entries
+            .front()
+            .map(|&(front, _)| id.wrapping_sub(front))
     }
 
     /// Whether `id` may be inserted: it is ahead of every id held, and less than 2^31 ahead of the oldest.
     pub(crate) fn can_insert(&self, id: u32) -> bool {
         match (self.entries.back(), self.distance(id)) {
-            (Some(&(back, _)), Some(d)) => {
-                d < 1 << 31 && d > back.wrapping_sub(self.entries[0].0)
-            }
+            (Some(&(back, _)), Some(d)) => d < 1 << 31 && d > back.wrapping_sub(self.entries[0].0),
             _ => true,
         }
     }
@@ -333,8 +333,14 @@ mod tests {
         let mut m = SeqMap::default();
         assert!(m.insert(10, ()));
         assert!(m.insert(10 + (1 << 30), ()));
-        assert!(!m.insert(10 + (1 << 31), ()), "serial order would be undefined");
-        assert!(m.ids_in(11, 10).is_empty(), "an inverted range names nothing");
+        assert!(
+            !m.insert(10 + (1 << 31), ()),
+            "serial order would be undefined"
+        );
+        assert!(
+            m.ids_in(11, 10).is_empty(),
+            "an inverted range names nothing"
+        );
     }
 
     #[test]
