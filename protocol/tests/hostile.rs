@@ -961,7 +961,7 @@ fn many_pre_settled_deliveries_pass_one_held_without_growing_memory() {
 }
 
 #[test]
-fn an_attach_with_a_large_name_to_a_small_frame_peer_closes_with_frame_size_too_small() {
+fn an_attach_with_a_large_name_to_a_small_frame_peer_ends_its_session_with_frame_size_too_small() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|_| {}, 5);
     let mut bytes = open(512);
@@ -969,6 +969,15 @@ fn an_attach_with_a_large_name_to_a_small_frame_peer_closes_with_frame_size_too_
     bytes.extend(attach_sender(0, 0, &"n".repeat(1000)));
     s.feed(&bytes);
     assert_eq!(s.conditions(), vec![ErrorCondition::FrameSizeTooSmall]);
+    let ended = s
+        .performatives()
+        .into_iter()
+        .any(|p| matches!(p, Performative::End(_)));
+    assert!(ended, "the session ends, not the connection");
+    assert!(!s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TransportError(_))));
     let mut at = 8;
     while at + 4 <= s.out.len() {
         let size = u32::from_be_bytes(s.out[at..at + 4].try_into().unwrap()) as usize;

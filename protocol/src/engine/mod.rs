@@ -665,8 +665,8 @@ impl Connection {
     /// the end of the transport.
     ///
     /// No frame is larger than the peer's max-frame-size (512 until its `open`), except our own `open`: what is
-    /// optional in a frame is shrunk to fit ([`fit`]), and a frame that cannot fit at all closes the connection
-    /// with `amqp:frame-size-too-small` [AMQP 1.0 §2.7.1, §2.8.15].
+    /// optional in a frame is shrunk to fit ([`fit`]), and a frame that cannot fit at all ends its session (or,
+    /// outside a session, closes the connection) with `amqp:frame-size-too-small` [AMQP 1.0 §2.7.1, §2.8.15].
     fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
         let closed = self.local == Half::Closed && !matches!(p, Performative::Close(_));
         if closed || self.phase == Phase::Done {
@@ -682,13 +682,20 @@ impl Connection {
             if let Performative::Close(_) = p {
                 return self.write_frame(channel, &Performative::Close(Close::default()), &[]);
             }
-            self.fail(Error::new(
+            let error = Error::new(
                 ErrorCondition::FrameSizeTooSmall,
                 format!(
                     "a {} frame of {size} bytes cannot fit the peer's max-frame-size of {limit}",
                     p.name()
                 ),
-            ));
+            );
+            // A frame of a session (an attach mirroring a huge name) ends that session; any other the
+            // connection.
+            let session = self.local_channels.get(&channel).copied();
+            match (p, session) {
+                (Performative::Begin(_) | Performative::End(_), _) | (_, None) => self.fail(error),
+                (_, Some(session)) => self.session_error(session, error),
+            }
             return;
         }
         if log::log_enabled!(target: TRACE, log::Level::Trace) {
