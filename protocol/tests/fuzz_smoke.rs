@@ -2241,3 +2241,34 @@ fn structured_seeds_parse_back_to_their_ops() {
         );
     }
 }
+
+/// The inputs the fuzzers found new coverage with (`fuzz/found/<target>/`, minimised with `cargo fuzz cmin`), each
+/// replayed once: a regression run over what hours of fuzzing reached, cheap enough for every CI run.
+#[test]
+fn inputs_found_by_fuzzing_replay_cleanly() {
+    let targets: [(&str, EntryPoint); 6] = [
+        ("value", fuzzing::decode_value),
+        ("frames", fuzzing::decode_frames),
+        ("message", fuzzing::decode_message),
+        ("engine_server", fuzzing::engine_server),
+        ("engine_client", fuzzing::engine_client),
+        ("engine_structured", fuzzing::engine_structured),
+    ];
+    let found = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/found");
+    let mut replayed = 0;
+    for (target, entry) in targets {
+        let Ok(entries) = std::fs::read_dir(found.join(target)) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("a found input").path()).collect();
+        paths.sort();
+        for path in paths {
+            let input = std::fs::read(&path).expect("a found input");
+            if catch_unwind(AssertUnwindSafe(|| entry(&input))).is_err() {
+                panic!("{} panics: {}", path.display(), hex(&input));
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "no found inputs under {}", found.display());
+}
