@@ -240,13 +240,12 @@ fn run_server(bytes: &[u8]) -> usize {
             Event::SessionRemoteBegin(s) => {
                 let _ = server.begin_reply(s);
             }
-            Event::LinkRemoteAttach(l) => {
+            Event::LinkRemoteAttach(l)
                 if server
                     .attach_reply(l, LinkConfig::receiver("x", "q"))
-                    .is_ok()
-                {
-                    let _ = server.add_credit(l, 100_000);
-                }
+                    .is_ok() =>
+            {
+                let _ = server.add_credit(l, 100_000);
             }
             _ => {}
         }
