@@ -539,6 +539,51 @@ fn links_beyond_max_links_are_refused_one_by_one() {
         .collect();
     assert_eq!(refused.len(), 2);
     assert!(refused.iter().all(|a| a.target.is_none()));
+    // The peer goes on using refused links: nothing of them reaches the application.
+    let before = s.events.len();
+    let receiver = Attach {
+        name: "r5".into(),
+        handle: 5,
+        role: Role::Receiver,
+        source: Some(Source::with_address("q")),
+        ..Attach::default()
+    };
+    s.feed(&frame(0, receiver));
+    assert_eq!(s.conditions().len(), 3, "refused too");
+    let credit = Flow {
+        next_incoming_id: Some(0),
+        incoming_window: 100,
+        next_outgoing_id: 0,
+        outgoing_window: 100,
+        handle: Some(5),
+        delivery_count: Some(0),
+        link_credit: Some(10),
+        drain: true,
+        ..Flow::default()
+    };
+    s.feed(&frame(0, credit));
+    let flow = Flow {
+        next_incoming_id: Some(0),
+        incoming_window: 100,
+        next_outgoing_id: 0,
+        outgoing_window: 100,
+        handle: Some(4),
+        delivery_count: Some(0),
+        link_credit: Some(10),
+        echo: true,
+        ..Flow::default()
+    };
+    let mut bytes = frame(0, flow);
+    bytes.extend(transfer(
+        0,
+        Transfer {
+            handle: 4,
+            ..first_transfer(0, true)
+        },
+        b"x",
+    ));
+    s.feed(&bytes);
+    assert_eq!(s.events[before..], [], "nothing about a refused link");
 }
 
 #[test]

@@ -580,6 +580,10 @@ impl Connection {
             return;
         };
         let Ok(l) = self.link_mut(id) else { return };
+        if l.hidden {
+            // A link we refuse: its flow state is of no interest to anyone.
+            return;
+        }
         l.available = flow.available.unwrap_or(l.available);
         if l.is_sender() {
             let their_count = flow.delivery_count.unwrap_or(0);
