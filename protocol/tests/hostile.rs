@@ -350,8 +350,8 @@ fn a_delivery_that_never_ends_is_cut_at_the_max_message_size() {
     );
     assert!(peak < 16 * MIB, "peak heap growth {peak} bytes");
     // The session and connection go on: a new link on the same session still delivers.
-    let mut bytes = attach_sender(0, 1, "next");
-    bytes.extend(transfer(
+    s.feed(&attach_sender(0, 1, "next"));
+    s.feed(&transfer(
         0,
         Transfer {
             handle: 1,
@@ -359,7 +359,6 @@ fn a_delivery_that_never_ends_is_cut_at_the_max_message_size() {
         },
         b"fine",
     ));
-    s.feed(&bytes);
     assert_eq!(s.deliveries(), 1);
 }
 
@@ -936,8 +935,9 @@ fn spec_rules_on_incoming_links_and_transfers() {
             ..Attach::default()
         },
     ));
-    bytes.extend(transfer(0, first_transfer(0, false), b"x"));
     s.feed(&bytes);
+    // Once the attach is answered (and credit granted): a compliant sender waits for that.
+    s.feed(&transfer(0, first_transfer(0, false), b"x"));
     assert!(s
         .events
         .iter()
@@ -1103,4 +1103,277 @@ fn a_coordinator_link_is_refused_with_not_implemented_at_link_level() {
         attached, 1,
         "the plain link goes on; the coordinator is never seen"
     );
+}
+
+#[test]
+fn a_transfer_before_the_attach_is_answered_is_beyond_any_credit() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|_| {}, 5);
+    let mut bytes = sender_handshake();
+    bytes.extend(transfer(0, first_transfer(0, true), b"early"));
+    s.feed(&bytes);
+    assert_eq!(s.conditions(), vec![ErrorCondition::TransferLimitExceeded]);
+    assert_eq!(s.deliveries(), 0);
+}
+
+/// The `end`, `detach` and `close` frames the server sent.
+fn endings(s: &Server) -> usize {
+    s.performatives()
+        .into_iter()
+        .filter(|p| {
+            matches!(
+                p,
+                Performative::End(_) | Performative::Detach(_) | Performative::Close(_)
+            )
+        })
+        .count()
+}
+
+#[test]
+fn multi_frame_deliveries_of_two_links_may_interleave() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|_| {}, 5);
+    let mut b = sender_handshake();
+    b.extend(attach_sender(0, 1, "second"));
+    s.feed(&b);
+    let mut b = Vec::new();
+    let first = Transfer {
+        more: true,
+        ..first_transfer(0, false)
+    };
+    b.extend(transfer(0, first, b"aaaa"));
+    let other = Transfer {
+        handle: 1,
+        ..first_transfer(1, false)
+    };
+    b.extend(transfer(0, other, b"bbbb"));
+    b.extend(transfer(0, Transfer::default(), b"cccc"));
+    s.feed(&b);
+    assert_eq!(s.deliveries(), 2, "both deliveries arrive");
+    assert_eq!(endings(&s), 0, "{:?}", s.conditions());
+}
+
+#[test]
+fn a_drain_completes_only_after_the_delivery_that_used_the_credit() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|_| {}, 1);
+    s.feed(&sender_handshake());
+    let link = s
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::LinkRemoteAttach(l) => Some(*l),
+            _ => None,
+        })
+        .unwrap();
+    s.engine.drain(link).unwrap();
+    s.react();
+    s.events.clear();
+    let first = Transfer {
+        more: true,
+        ..first_transfer(0, true)
+    };
+    s.feed(&transfer(0, first, b"aaaa"));
+    assert!(
+        !s.events
+            .iter()
+            .any(|e| matches!(e, Event::DrainCompleted(_))),
+        "{:?}",
+        s.events
+    );
+    s.feed(&transfer(0, Transfer::default(), b"bbbb"));
+    let at = |want: fn(&Event) -> bool| s.events.iter().position(want);
+    let delivery = at(|e| matches!(e, Event::Delivery { .. })).expect("the delivery");
+    let drained = at(|e| matches!(e, Event::DrainCompleted(_))).expect("the drain completes");
+    assert!(delivery < drained);
+}
+
+#[test]
+fn one_disposition_frame_cannot_copy_a_large_state_into_every_event() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const N: u32 = 1000;
+    let mut s = Server::new(|_| {}, N);
+    s.feed(&sender_handshake());
+    let mut b = Vec::new();
+    for i in 0..N {
+        b.extend(transfer(0, first_transfer(i, false), b"x"));
+    }
+    s.feed(&b);
+    assert_eq!(s.deliveries(), N as usize);
+    s.events.clear();
+    let error = nucleon_protocol::frame::Error::new(ErrorCondition::NotFound, "e".repeat(60_000));
+    let d = Disposition {
+        role: Role::Sender,
+        first: 0,
+        last: Some(N - 1),
+        settled: false,
+        state: Some(DeliveryState::Rejected(nucleon_protocol::frame::Rejected {
+            error: Some(error),
+        })),
+        batchable: false,
+    };
+    let bytes = frame(0, d);
+    let ((), peak, _) = measure(|| s.feed_unpolled(&bytes));
+    assert!(
+        peak < 8 * MIB,
+        "one {}-byte frame cost {peak} bytes",
+        bytes.len()
+    );
+    let mut outcomes = 0;
+    while let Some(e) = s.engine.poll_event() {
+        if let Event::RemoteDisposition {
+            state: Some(DeliveryState::Rejected(r)),
+            ..
+        } = e
+        {
+            assert_eq!(r.error.map(|e| e.condition), Some(ErrorCondition::NotFound));
+            outcomes += 1;
+        }
+    }
+    assert_eq!(outcomes, N, "every delivery still learns its outcome");
+}
+
+#[test]
+fn links_the_application_could_not_answer_are_freed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|c| c.max_links = 50, 5);
+    let mut b = open(u32::MAX);
+    // The peer's handle-max lets us answer one link only.
+    b.extend(frame(
+        0,
+        Begin {
+            next_outgoing_id: 0,
+            incoming_window: u32::MAX,
+            outgoing_window: u32::MAX,
+            handle_max: 0,
+            ..Begin::default()
+        },
+    ));
+    b.extend(attach_sender(0, 0, "first"));
+    s.feed(&b);
+    let mut b = attach_sender(0, 1, "second");
+    b.extend(frame(
+        0,
+        nucleon_protocol::frame::Detach {
+            handle: 1,
+            closed: true,
+            error: None,
+        },
+    ));
+    s.feed(&b);
+    assert_eq!(
+        s.conditions(),
+        vec![ErrorCondition::ResourceLimitExceeded],
+        "the session is ended: we cannot answer the peer's links"
+    );
+    // The application closes what it was told of; the peer ends its side; everything is freed.
+    for e in s.events.clone() {
+        if let Event::LinkRemoteDetach { link, .. } = e {
+            let _ = s.engine.detach(link, true, None);
+        }
+    }
+    s.feed(&frame(0, nucleon_protocol::frame::End { error: None }));
+    let attached = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::LinkRemoteAttach(_)))
+        .count();
+    let closed = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::LinkClosed(_)))
+        .count();
+    assert_eq!(closed, attached, "every link the application saw is closed");
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SessionClosed(_))));
+}
+
+#[test]
+fn a_begin_we_could_not_answer_closes_the_connection_instead_of_vanishing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|_| {}, 5);
+    let mut b = b"AMQP\x00\x01\x00\x00".to_vec();
+    b.extend(frame(
+        0,
+        Open {
+            container_id: "attacker".into(),
+            channel_max: 0,
+            ..Open::default()
+        },
+    ));
+    b.extend(begin(0));
+    b.extend(begin(1));
+    s.feed(&b);
+    assert_eq!(s.conditions(), vec![ErrorCondition::ResourceLimitExceeded]);
+    let begun = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SessionRemoteBegin(_)))
+        .count();
+    assert_eq!(
+        begun, 1,
+        "the application hears only of the session it can answer"
+    );
+}
+
+#[test]
+fn the_window_never_grants_a_place_a_waiting_delivery_holds() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|c| c.session_window = 4, 100);
+    s.feed(&sender_handshake());
+    let mut b = transfer(0, first_transfer(0, true), b"x");
+    b.extend(transfer(0, first_transfer(1, true), b"x"));
+    s.feed_unpolled(&b);
+    assert!(matches!(
+        s.engine.poll_event(),
+        Some(Event::Delivery { .. })
+    ));
+    let mut b = Vec::new();
+    for i in 2..6 {
+        b.extend(transfer(0, first_transfer(i, true), b"x"));
+    }
+    s.feed_unpolled(&b);
+    let mut waiting = 0;
+    while let Some(e) = s.engine.poll_event() {
+        waiting += usize::from(matches!(e, Event::Delivery { .. }));
+    }
+    s.react();
+    assert!(
+        waiting <= 4 || s.conditions() == vec![ErrorCondition::WindowViolation],
+        "{waiting} deliveries waiting with a window of 4 and no window-violation"
+    );
+}
+
+#[test]
+fn unfinished_deliveries_are_bounded_per_connection() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::new(|c| c.max_reassembly_bytes = 1024 * 1024, 5);
+    let mut b = sender_handshake();
+    for h in 1..3 {
+        b.extend(attach_sender(0, h, &format!("l{h}")));
+    }
+    s.feed(&b);
+    let chunk = vec![0u8; 60_000];
+    for h in 0..3u32 {
+        for i in 0..7 {
+            let t = if i == 0 {
+                Transfer {
+                    handle: h,
+                    more: true,
+                    ..first_transfer(h, false)
+                }
+            } else {
+                Transfer {
+                    handle: h,
+                    more: true,
+                    ..Transfer::default()
+                }
+            };
+            s.feed(&transfer(0, t, &chunk));
+        }
+    }
+    // 3 links × 420 kB in flight: the third link's fourth frame crosses 1 MiB, and only that link ends.
+    assert_eq!(s.conditions(), vec![ErrorCondition::ResourceLimitExceeded]);
 }

@@ -50,9 +50,14 @@ pub struct ConnectionConfig {
     /// advertised in `attach` and enforced while the frames of a delivery arrive (the link is detached with
     /// `amqp:link:message-size-exceeded`). [`UNLIMITED`] (0, as in the spec) lifts the limit.
     pub max_message_size: u64,
+    /// The most bytes of unfinished multi-frame deliveries held on this connection, all links together (each
+    /// is also bounded by its link's max-message-size). A frame past it detaches its link with
+    /// `amqp:resource-limit-exceeded`. 0 lifts the limit.
+    pub max_reassembly_bytes: usize,
     /// Transfers a peer may send beyond the link credit we granted before the link is detached with
-    /// `amqp:link:transfer-limit-exceeded` [AMQP 1.0 §2.6.7]. The count starts again each time we grant credit.
-    /// RabbitMQ 3.10 overshoots by a few when flows cross; a compliant peer never does.
+    /// `amqp:link:transfer-limit-exceeded` [AMQP 1.0 §2.6.7]: this many, or the credit of our last grant if
+    /// that is more. The count starts again each time we grant credit. RabbitMQ 3.10 takes each flow's credit
+    /// as new when flows cross, overshooting by up to one grant; a compliant peer never overshoots.
     pub credit_overshoot: u32,
     /// Close the connection if the peer's `open` has not arrived this long after the transport started
     /// (protocol header and SASL included); `None` waits forever.
@@ -98,6 +103,7 @@ impl ConnectionConfig {
             handle_max: 255,
             max_links: 1024,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_reassembly_bytes: 64 * 1024 * 1024,
             credit_overshoot: 64,
             open_timeout: Some(Duration::from_secs(10)),
             idle_timeout: None,

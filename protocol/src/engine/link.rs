@@ -5,6 +5,9 @@
 //! delivery-count(sender)`. Each delivery (not each frame) uses one credit and advances the delivery-count.
 //! A draining sender with nothing to send advances its delivery-count by its credit and zeroes the credit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 use super::event::{DeliveryId, Event, LinkId, SessionId};
@@ -15,6 +18,13 @@ use crate::frame::{
     Attach, DeliveryState, Detach, Error, ErrorCondition, Flow, Performative, ReceiverSettleMode,
     Role, SenderSettleMode, Source, Target, Transfer,
 };
+
+fn no_handle_left() -> Error {
+    Error::new(
+        ErrorCondition::ResourceLimitExceeded,
+        "more links attached than the peer's handle-max lets us answer",
+    )
+}
 
 /// The longest delivery-tag [AMQP 1.0 §2.8.7].
 pub const MAX_DELIVERY_TAG: usize = 32;
@@ -95,16 +105,37 @@ struct Partial {
     id: u32,
     tag: Bytes,
     settled: bool,
+    /// Whether the delivery sits in the session's `incoming_unsettled` (it was unsettled when it began).
+    tracked: bool,
     message_format: u32,
     /// The first frame's payload, kept as is so single-frame messages are never copied.
     first: Bytes,
     /// Later frames, once there are any.
     rest: Option<BytesMut>,
+    /// The connection's count of bytes held in partial deliveries, and what this one added to it; given back
+    /// when the delivery completes or is dropped, whichever way.
+    charge: Option<(Arc<AtomicUsize>, usize)>,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some((held, n)) = self.charge.take() {
+            held.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Partial {
     fn len(&self) -> usize {
         self.first.len() + self.rest.as_ref().map_or(0, BytesMut::len)
+    }
+
+    /// Counts this delivery's bytes in `held` while it waits for more frames.
+    fn charge_to(&mut self, held: &Arc<AtomicUsize>) {
+        let n = self.len();
+        let before = self.charge.as_ref().map_or(0, |c| c.1);
+        held.fetch_add(n - before, Ordering::Relaxed);
+        self.charge = Some((held.clone(), n));
     }
 
     fn push(&mut self, chunk: &Bytes) {
@@ -119,10 +150,11 @@ impl Partial {
         rest.extend_from_slice(chunk);
     }
 
-    fn into_payload(self) -> Bytes {
-        match self.rest {
+    fn into_payload(mut self) -> Bytes {
+        let first = std::mem::take(&mut self.first);
+        match self.rest.take() {
             Some(b) => b.freeze(),
-            None => self.first,
+            None => first,
         }
     }
 }
@@ -144,11 +176,15 @@ pub(super) struct Link {
     overshoot: u32,
     /// Whether an overshoot was logged for this link.
     overshoot_logged: bool,
+    /// The credit our last `flow` granted (receiver): the overshoot tolerated is at least this much.
+    last_grant: u32,
     incoming: Option<Partial>,
     /// A link the engine refuses on its own (the application never hears of it): no events are raised for it.
     pub(super) hidden: bool,
     /// An error to detach with as soon as our end is attached (the peer broke a rule before we could answer).
     pub(super) pending_error: Option<Error>,
+    /// This link's entries in its session's unsettled maps, so a link with none closes in O(1).
+    pub(super) unsettled: u32,
 }
 
 impl Link {
@@ -167,9 +203,11 @@ impl Link {
             drain: false,
             overshoot: 0,
             overshoot_logged: false,
+            last_grant: 0,
             incoming: None,
             hidden: false,
             pending_error: None,
+            unsettled: 0,
         }
     }
 
@@ -246,6 +284,7 @@ impl Connection {
             self.links.remove(id.0);
             return Err(e);
         }
+        self.session_mut(session)?.links.insert(id);
         Ok(id)
     }
 
@@ -265,8 +304,15 @@ impl Connection {
         }
         config.name = l.config.name.clone();
         config.role = l.config.role;
+        let session = l.session;
         self.link_mut(link)?.config = config;
-        self.attach_local(link)?;
+        if let Err(e) = self.attach_local(link) {
+            if e == EngineError::Exhausted("handle") {
+                // The peer attached more links than its own handle-max lets us answer.
+                self.session_error(session, no_handle_left());
+            }
+            return Err(e);
+        }
         if let Some(error) = self.link_mut(link)?.pending_error.take() {
             self.detach(link, true, Some(error))?;
         }
@@ -336,10 +382,18 @@ impl Connection {
         // Dispositions queued before the detach go out before it.
         self.flush_dispositions();
         let l = self.link_mut(link)?;
+        if l.local == Half::Idle && l.remote == Half::Closed {
+            // A link the peer attached and detached before we answered: nothing to send, only to free.
+            l.local = Half::Closed;
+            self.link_maybe_closed(link);
+            return Ok(());
+        }
         if l.local != Half::Open {
             return Err(EngineError::IllegalState("the link is not attached"));
         }
         l.local = Half::Closed;
+        // A delivery it was reassembling will never complete: its bytes go now.
+        l.incoming = None;
         let (session, handle) = (l.session, l.local_handle.take());
         let s = self.session_mut(session)?;
         s.pending.retain(|p| p.link != link);
@@ -365,15 +419,18 @@ impl Connection {
         if l.local != Half::Closed || l.remote != Half::Closed {
             return;
         }
-        let (session, hidden) = (l.session, l.hidden);
+        let (session, hidden, unsettled) = (l.session, l.hidden, l.unsettled);
         let key = (l.config.name.clone(), l.config.role);
         self.links.remove(link.0);
         if let Ok(s) = self.session_mut(session) {
-            s.outgoing_unsettled.retain(|&l| l != link);
-            s.incoming_unsettled.retain(|i| i.link != link);
+            if unsettled > 0 {
+                s.outgoing_unsettled.retain(|&l| l != link);
+                s.incoming_unsettled.retain(|i| i.link != link);
+            }
             if s.awaiting_attach.get(&key) == Some(&link) {
                 s.awaiting_attach.remove(&key);
             }
+            s.links.remove(&link);
         }
         if !hidden {
             self.events.push_back(Event::LinkClosed(link));
@@ -413,8 +470,16 @@ impl Connection {
             .link_mut(link)
             .ok()
             .and_then(|l| l.pending_error.take());
-        if self.attach_local(link).is_ok() {
-            let _ = self.detach(link, true, error);
+        match self.attach_local(link) {
+            Ok(()) => {
+                let _ = self.detach(link, true, error);
+                // Only the handle is needed until the peer answers: the name can go.
+                if let Ok(l) = self.link_mut(link) {
+                    l.config.name = String::new();
+                }
+            }
+            Err(EngineError::Exhausted(_)) => self.session_error(session, no_handle_left()),
+            Err(_) => {}
         }
     }
 
@@ -480,6 +545,7 @@ impl Connection {
         let handle = attach.handle;
         if let Ok(s) = self.session_mut(session) {
             s.remote_handles.insert(handle, id);
+            s.links.insert(id);
         }
         let Ok(l) = self.link_mut(id) else { return };
         l.remote = Half::Open;
@@ -668,8 +734,9 @@ impl Connection {
         self.check_can_flow(link)?;
         let l = self.link_mut(link)?;
         l.credit = l.credit.saturating_add(credit);
-        // A new grant: transfers that crossed the old one may overshoot again.
+        // A new grant: transfers that crossed the old one may overshoot again, by as much as it grants.
         l.overshoot = 0;
+        l.last_grant = l.credit;
         self.write_link_flow(link)
     }
 
@@ -792,7 +859,11 @@ impl Connection {
         s.next_delivery_id = id.wrapping_add(1);
         if !settled {
             s.outgoing_unsettled.insert(id, link);
+            if let Ok(l) = self.link_mut(link) {
+                l.unsettled += 1;
+            }
         }
+        let s = self.session_mut(session)?;
         s.pending.push_back(PendingTransfer {
             link,
             handle,
@@ -819,7 +890,9 @@ impl Connection {
             .find(|p| p.link == delivery.link && p.delivery_id == delivery.id)
             .ok_or(EngineError::UnknownDelivery)?;
         p.aborted = true;
-        s.outgoing_unsettled.remove(delivery.id);
+        if s.outgoing_unsettled.remove(delivery.id).is_some() {
+            self.unsettled_gone(delivery.link);
+        }
         self.pump(session);
         Ok(())
     }
@@ -847,7 +920,11 @@ impl Connection {
                 if settle {
                     s.incoming_unsettled.remove(delivery.id);
                 }
-                !(settle && remote_settled && state.is_none())
+                let write = !(settle && remote_settled && state.is_none());
+                if settle {
+                    self.unsettled_gone(delivery.link);
+                }
+                write
             }
             Role::Sender => {
                 if s.outgoing_unsettled.get(delivery.id) != Some(&delivery.link) {
@@ -855,6 +932,7 @@ impl Connection {
                 }
                 if settle {
                     s.outgoing_unsettled.remove(delivery.id);
+                    self.unsettled_gone(delivery.link);
                 }
                 true
             }
@@ -879,6 +957,8 @@ impl Connection {
         }
         let default_max = self.config.max_message_size;
         let overshoot_limit = self.config.credit_overshoot;
+        let reassembly_limit = self.config.max_reassembly_bytes;
+        let reassembly = self.partial_bytes.clone();
         let Ok(l) = self.link_mut(id) else { return };
         if l.is_sender() {
             self.link_error(
@@ -892,6 +972,15 @@ impl Connection {
         }
         // A link we detached, or will detach as soon as we answer it: its frames are dropped.
         if l.local == Half::Closed || l.pending_error.is_some() || l.hidden {
+            return;
+        }
+        if l.local == Half::Idle {
+            // Not answered, so no credit was ever granted: not even an overshoot is plausible.
+            let error = Error::new(
+                ErrorCondition::TransferLimitExceeded,
+                "transfer on a link that was not yet attached at our end",
+            );
+            self.link_error(id, error);
             return;
         }
         let max = match l.config.max_message_size {
@@ -908,6 +997,7 @@ impl Connection {
                     return;
                 }
                 if max > 0 && (p.len() + payload.len()) as u64 > max {
+                    self.drop_partial(session, p);
                     self.message_too_large(id, max);
                     return;
                 }
@@ -932,8 +1022,11 @@ impl Connection {
                     return;
                 }
                 if l.credit == 0 {
-                    // [AMQP 1.0 §2.6.7]: beyond credit the link ends with transfer-limit-exceeded. A few
-                    // transfers are taken first, for peers (RabbitMQ 3.10) that overshoot when flows cross.
+                    // [AMQP 1.0 §2.6.7]: beyond credit the link ends with transfer-limit-exceeded. Some
+                    // transfers are taken first, for peers that overshoot when flows cross: RabbitMQ 3.10 takes
+                    // each flow's credit as new, not counting what it has in flight, so it may send up to one
+                    // more grant's worth.
+                    let overshoot_limit = overshoot_limit.max(l.last_grant);
                     if l.overshoot >= overshoot_limit {
                         let error = Error::new(
                             ErrorCondition::TransferLimitExceeded,
@@ -967,34 +1060,109 @@ impl Connection {
                     Some(SenderSettleMode::Unsettled) => false,
                     _ => t.settled.unwrap_or(false),
                 };
-                Partial {
+                let partial = Partial {
                     id: delivery_id,
                     tag,
                     settled,
+                    tracked: !settled,
                     message_format: t.message_format.unwrap_or(0),
                     first: payload,
                     rest: None,
+                    charge: None,
+                };
+                // An unsettled delivery is tracked from its first frame, so deliveries of other links may
+                // complete while its frames arrive [AMQP 1.0 §2.6.12].
+                if !settled && !self.track_incoming(session, id, delivery_id) {
+                    return;
                 }
+                partial
             }
         };
         let delivery = DeliveryId {
             link: id,
             id: partial.id,
         };
-        let drained = l.drain && l.credit == 0;
-        if drained {
-            // The sender used up the credit of our drain with transfers: the drain is complete.
-            l.drain = false;
+        if t.more && !t.aborted {
+            let mut partial = partial;
+            partial.charge_to(&reassembly);
+            if reassembly_limit > 0 && reassembly.load(Ordering::Relaxed) > reassembly_limit {
+                self.drop_partial(session, partial);
+                let error = Error::new(
+                    ErrorCondition::ResourceLimitExceeded,
+                    format!(
+                        "more than {reassembly_limit} bytes of unfinished deliveries on this connection"
+                    ),
+                );
+                self.link_error(id, error);
+                return;
+            }
+            if let Ok(l) = self.link_mut(id) {
+                l.incoming = Some(partial);
+            }
+            return;
         }
+        // The delivery is complete (or aborted): a drain whose credit it used up is complete after it.
+        let drained = self
+            .link_mut(id)
+            .map(|l| {
+                let done = l.drain && l.credit == 0;
+                l.drain &= !done;
+                done
+            })
+            .unwrap_or(false);
         if t.aborted {
+            self.drop_partial(session, partial);
             self.events.push_back(Event::DeliveryAborted(delivery));
-        } else if t.more {
-            l.incoming = Some(partial);
         } else {
             self.delivery_complete(session, partial, delivery);
         }
         if drained {
             self.events.push_back(Event::DrainCompleted(id));
+        }
+    }
+
+    /// Starts tracking an unsettled incoming delivery; false (and the session ended) if its id is out of
+    /// sequence.
+    fn track_incoming(&mut self, session: SessionId, link: LinkId, id: u32) -> bool {
+        let Ok(s) = self.session_mut(session) else {
+            return false;
+        };
+        let incoming = Incoming {
+            link,
+            remote_settled: false,
+            complete: false,
+        };
+        if !s.incoming_unsettled.insert(id, incoming) {
+            self.session_error(
+                session,
+                Error::new(
+                    ErrorCondition::NotAllowed,
+                    format!("delivery-id {id} is out of sequence"),
+                ),
+            );
+            return false;
+        }
+        if let Ok(l) = self.link_mut(link) {
+            l.unsettled += 1;
+        }
+        true
+    }
+
+    /// Forgets a delivery that will not complete (aborted, or cut off by a limit).
+    fn drop_partial(&mut self, session: SessionId, partial: Partial) {
+        if partial.tracked {
+            if let Ok(s) = self.session_mut(session) {
+                if let Some(i) = s.incoming_unsettled.remove(partial.id) {
+                    self.unsettled_gone(i.link);
+                }
+            }
+        }
+    }
+
+    /// One of a link's entries in the unsettled maps is gone.
+    pub(super) fn unsettled_gone(&mut self, link: LinkId) {
+        if let Ok(l) = self.link_mut(link) {
+            l.unsettled = l.unsettled.saturating_sub(1);
         }
     }
 
@@ -1006,26 +1174,20 @@ impl Connection {
         self.link_error(link, error);
     }
 
-    /// The last frame of a delivery arrived: track it if unsettled and hand it to the application.
+    /// The last frame of a delivery arrived: hand it to the application. A delivery that began unsettled and
+    /// was settled by a later frame is no longer tracked.
     fn delivery_complete(&mut self, session: SessionId, partial: Partial, delivery: DeliveryId) {
         let settled = partial.settled;
-        if !settled {
+        if partial.tracked {
             let Ok(s) = self.session_mut(session) else {
                 return;
             };
-            let incoming = Incoming {
-                link: delivery.link,
-                remote_settled: false,
-            };
-            if !s.incoming_unsettled.insert(partial.id, incoming) {
-                self.session_error(
-                    session,
-                    Error::new(
-                        ErrorCondition::NotAllowed,
-                        format!("delivery-id {} is out of sequence", partial.id),
-                    ),
-                );
-                return;
+            if settled {
+                if s.incoming_unsettled.remove(partial.id).is_some() {
+                    self.unsettled_gone(delivery.link);
+                }
+            } else if let Some(i) = s.incoming_unsettled.get_mut(partial.id) {
+                i.complete = true;
             }
         }
         self.events.push_back(Event::Delivery {

@@ -131,6 +131,8 @@ pub struct Connection {
     unpolled_deliveries: VecDeque<SessionId>,
     /// Whether the peer's too-short idle-time-out has been logged.
     idle_floor_logged: bool,
+    /// Bytes held in unfinished multi-frame deliveries, all links together.
+    partial_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -180,6 +182,7 @@ impl Connection {
             links: Slab::default(),
             unpolled_deliveries: VecDeque::new(),
             idle_floor_logged: false,
+            partial_bytes: Default::default(),
         };
         if c.config.side == Side::Client {
             if c.config.sasl_client.is_some() {

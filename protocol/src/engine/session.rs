@@ -9,7 +9,7 @@
 //! session with `amqp:session:window-violation` [AMQP 1.0 §2.5.6]. The peer's incoming window bounds our
 //! outgoing transfer frames; frames beyond it wait in `pending` until a `flow` opens the window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -21,6 +21,23 @@ use crate::frame::{
     Begin, DeliveryState, Disposition, End, Error, ErrorCondition, Flow, Performative, Role,
     Transfer,
 };
+
+/// The most bytes of delivery state the events of one incoming `disposition` may copy between them.
+const DISPOSITION_STATE_BUDGET: usize = 1 << 20;
+
+/// A delivery state reduced to its outcome.
+fn lighten(state: &mut DeliveryState) {
+    match state {
+        DeliveryState::Rejected(r) => {
+            if let Some(e) = &mut r.error {
+                e.description = None;
+                e.info = None;
+            }
+        }
+        DeliveryState::Modified(m) => m.message_annotations = None,
+        _ => {}
+    }
+}
 
 /// A transfer waiting for the peer's incoming window.
 #[derive(Debug)]
@@ -52,6 +69,8 @@ struct PendingDisposition {
 pub(super) struct Incoming {
     pub(super) link: LinkId,
     pub(super) remote_settled: bool,
+    /// Its last frame arrived (and the application was given it).
+    pub(super) complete: bool,
 }
 
 #[derive(Debug)]
@@ -72,6 +91,8 @@ pub(super) struct Session {
     pub(super) remote_handles: HashMap<u32, LinkId>,
     /// Links we attached that await the peer's `attach`, by name and our role.
     pub(super) awaiting_attach: HashMap<(String, Role), LinkId>,
+    /// Every link of the session, whatever its state: freed with it.
+    pub(super) links: HashSet<LinkId>,
     /// Delivery-completing transfer frames whose `Delivery` event the application has not polled.
     pub(super) unconsumed: u32,
     /// An error to end the session with as soon as our end is begun (the peer broke a rule before we
@@ -101,6 +122,7 @@ impl Session {
             handle_pool: NumberPool::default(),
             remote_handles: HashMap::new(),
             awaiting_attach: HashMap::new(),
+            links: HashSet::new(),
             unconsumed: 0,
             pending_error: None,
             next_delivery_id: 0,
@@ -172,7 +194,9 @@ impl Connection {
             u16::MAX
         });
         let Some(channel) = self.channel_pool.allocate(limit.into()) else {
-            self.sessions.remove(id.0);
+            if remote_channel.is_none() {
+                self.sessions.remove(id.0);
+            }
             return Err(EngineError::Exhausted("channel"));
         };
         let channel = channel as u16;
@@ -271,10 +295,21 @@ impl Connection {
                 return;
             }
             (_, Some(id)) => id,
-            (None, None) => SessionId(
-                self.sessions
-                    .insert(Session::new(self.config.session_window)),
-            ),
+            (None, None) => {
+                // We will need a channel of our own to answer it, within both channel-maxes.
+                let limit = self.config.channel_max.min(self.remote_channel_max);
+                if self.sessions.len() > usize::from(limit) {
+                    self.fail(Error::new(
+                        ErrorCondition::ResourceLimitExceeded,
+                        format!("begin on channel {channel}: no channel of ours left to answer it"),
+                    ));
+                    return;
+                }
+                SessionId(
+                    self.sessions
+                        .insert(Session::new(self.config.session_window)),
+                )
+            }
         };
         self.remote_channels.insert(channel, id);
         let Ok(s) = self.session_mut(id) else {
@@ -306,7 +341,11 @@ impl Connection {
             _ if ignoring => {}
             Performative::Attach(a) => self.on_attach(id, a),
             Performative::Flow(f) => self.on_flow(id, f),
-            Performative::Transfer(t) => self.on_transfer(id, t, payload),
+            Performative::Transfer(t) => {
+                self.on_transfer(id, t, payload);
+                // After the transfer is counted as held (or not): the window never grants a place it holds.
+                self.refill_incoming_window(id);
+            }
             Performative::Disposition(d) => self.on_disposition(id, d),
             Performative::Detach(d) => self.on_detach(id, d),
             other => self.fail(Error::new(
@@ -333,12 +372,7 @@ impl Connection {
         if s.local != Half::Closed || s.remote != Half::Closed {
             return;
         }
-        let mut links: Vec<LinkId> = s
-            .local_handles
-            .values()
-            .chain(s.remote_handles.values())
-            .copied()
-            .collect();
+        let mut links: Vec<LinkId> = s.links.iter().copied().collect();
         // Hash map order is random: free the links in a fixed order so the same inputs give the same events.
         links.sort_unstable();
         if let Some(c) = s.local_channel {
@@ -384,7 +418,6 @@ impl Connection {
         s.next_incoming_id = s.next_incoming_id.wrapping_add(1);
         s.incoming_window -= 1;
         s.remote_outgoing_window = s.remote_outgoing_window.saturating_sub(1);
-        self.refill_incoming_window(id);
         true
     }
 
@@ -557,16 +590,19 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_disposition(&mut self, id: SessionId, d: Disposition) {
+    pub(super) fn on_disposition(&mut self, id: SessionId, mut d: Disposition) {
         let last = d.last.unwrap_or(d.first);
         let Ok(s) = self.session_mut(id) else { return };
         let mut updates = Vec::new();
+        let mut gone = Vec::new();
         match d.role {
             // The peer is the receiver: the range names deliveries we sent.
             Role::Receiver => {
                 for delivery in s.outgoing_unsettled.ids_in(d.first, last) {
                     let link = if d.settled {
-                        s.outgoing_unsettled.remove(delivery)
+                        let link = s.outgoing_unsettled.remove(delivery);
+                        gone.extend(link);
+                        link
                     } else {
                         s.outgoing_unsettled.get(delivery).copied()
                     };
@@ -578,9 +614,31 @@ impl Connection {
                 for delivery in s.incoming_unsettled.ids_in(d.first, last) {
                     if let Some(i) = s.incoming_unsettled.get_mut(delivery) {
                         i.remote_settled |= d.settled;
-                        updates.push((i.link, delivery));
+                        // The application hears only of deliveries it was given.
+                        if i.complete {
+                            updates.push((i.link, delivery));
+                        }
                     }
                 }
+            }
+        }
+        for link in gone {
+            self.unsettled_gone(link);
+        }
+        // Each event carries the state: one frame may not make many copies of a large one. Past the budget
+        // the copies keep the outcome and drop its details (an error's description and info, annotations).
+        let copies =
+            |d: &Disposition| d.state.as_ref().map_or(0, Encode::encoded_size) * updates.len();
+        if copies(&d) > DISPOSITION_STATE_BUDGET {
+            if let Some(state) = &mut d.state {
+                lighten(state);
+            }
+            if copies(&d) > DISPOSITION_STATE_BUDGET {
+                log::warn!(
+                    "a disposition's state is too large to pass on {} times; dropped",
+                    updates.len()
+                );
+                d.state = None;
             }
         }
         for (link, delivery) in updates {
