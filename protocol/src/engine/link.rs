@@ -845,25 +845,14 @@ impl Connection {
             SenderSettleMode::Mixed => settled,
         };
         let (session, handle) = (l.session, l.local_handle.unwrap_or(0));
-        let s = self.session(session)?;
+        let s = self.session_mut(session)?;
         let id = s.next_delivery_id;
-        if !settled && !s.outgoing_unsettled.can_insert(id) {
-            // The oldest delivery the peer has not settled is 2^31 deliveries behind: serial order would
-            // no longer tell them apart.
+        if !settled && !s.outgoing_unsettled.insert(id, link) {
+            // The oldest delivery the peer has not settled is 2^31 deliveries behind: serial order would no
+            // longer tell them apart.
             return Err(EngineError::Exhausted("delivery-id"));
         }
-        let l = self.link_mut(link)?;
-        l.credit -= 1;
-        l.delivery_count = l.delivery_count.wrapping_add(1);
-        let s = self.session_mut(session)?;
         s.next_delivery_id = id.wrapping_add(1);
-        if !settled {
-            s.outgoing_unsettled.insert(id, link);
-            if let Ok(l) = self.link_mut(link) {
-                l.unsettled += 1;
-            }
-        }
-        let s = self.session_mut(session)?;
         s.pending.push_back(PendingTransfer {
             link,
             handle,
@@ -875,6 +864,10 @@ impl Connection {
             offset: 0,
             aborted: false,
         });
+        let l = self.link_mut(link)?;
+        l.credit -= 1;
+        l.delivery_count = l.delivery_count.wrapping_add(1);
+        l.unsettled += u32::from(!settled);
         self.pump(session);
         Ok(DeliveryId { link, id })
     }
@@ -958,7 +951,6 @@ impl Connection {
         let default_max = self.config.max_message_size;
         let overshoot_limit = self.config.credit_overshoot;
         let reassembly_limit = self.config.max_reassembly_bytes;
-        let reassembly = self.partial_bytes.clone();
         let Ok(l) = self.link_mut(id) else { return };
         if l.is_sender() {
             self.link_error(
@@ -1060,6 +1052,9 @@ impl Connection {
                     Some(SenderSettleMode::Unsettled) => false,
                     _ => t.settled.unwrap_or(false),
                 };
+                if !settled {
+                    l.unsettled += 1;
+                }
                 let partial = Partial {
                     id: delivery_id,
                     tag,
@@ -1084,6 +1079,7 @@ impl Connection {
         };
         if t.more && !t.aborted {
             let mut partial = partial;
+            let reassembly = self.partial_bytes.clone();
             partial.charge_to(&reassembly);
             if reassembly_limit > 0 && reassembly.load(Ordering::Relaxed) > reassembly_limit {
                 self.drop_partial(session, partial);
@@ -1121,8 +1117,8 @@ impl Connection {
         }
     }
 
-    /// Starts tracking an unsettled incoming delivery; false (and the session ended) if its id is out of
-    /// sequence.
+    /// Starts tracking an unsettled incoming delivery (the link has counted it already); false (and the
+    /// session ended) if its id is out of sequence.
     fn track_incoming(&mut self, session: SessionId, link: LinkId, id: u32) -> bool {
         let Ok(s) = self.session_mut(session) else {
             return false;
@@ -1130,7 +1126,6 @@ impl Connection {
         let incoming = Incoming {
             link,
             remote_settled: false,
-            complete: false,
         };
         if !s.incoming_unsettled.insert(id, incoming) {
             self.session_error(
@@ -1141,9 +1136,6 @@ impl Connection {
                 ),
             );
             return false;
-        }
-        if let Ok(l) = self.link_mut(link) {
-            l.unsettled += 1;
         }
         true
     }
@@ -1157,6 +1149,12 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Whether `delivery` is the one `link` is still reassembling.
+    pub(super) fn is_arriving(&self, link: LinkId, delivery: u32) -> bool {
+        self.link(link)
+            .is_ok_and(|l| l.incoming.as_ref().is_some_and(|p| p.id == delivery))
     }
 
     /// One of a link's entries in the unsettled maps is gone.
@@ -1175,19 +1173,16 @@ impl Connection {
     }
 
     /// The last frame of a delivery arrived: hand it to the application. A delivery that began unsettled and
-    /// was settled by a later frame is no longer tracked.
+    /// was settled by a later frame is no longer tracked. (Until now it was its link's `incoming`, which is how
+    /// dispositions tell deliveries the application has not been given.)
     fn delivery_complete(&mut self, session: SessionId, partial: Partial, delivery: DeliveryId) {
         let settled = partial.settled;
-        if partial.tracked {
+        if partial.tracked && settled {
             let Ok(s) = self.session_mut(session) else {
                 return;
             };
-            if settled {
-                if s.incoming_unsettled.remove(partial.id).is_some() {
-                    self.unsettled_gone(delivery.link);
-                }
-            } else if let Some(i) = s.incoming_unsettled.get_mut(partial.id) {
-                i.complete = true;
+            if s.incoming_unsettled.remove(partial.id).is_some() {
+                self.unsettled_gone(delivery.link);
             }
         }
         self.events.push_back(Event::Delivery {

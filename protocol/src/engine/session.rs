@@ -69,8 +69,6 @@ struct PendingDisposition {
 pub(super) struct Incoming {
     pub(super) link: LinkId,
     pub(super) remote_settled: bool,
-    /// Its last frame arrived (and the application was given it).
-    pub(super) complete: bool,
 }
 
 #[derive(Debug)]
@@ -336,6 +334,8 @@ impl Connection {
         }
         // Frames that arrive after we ended the session with an error are ignored [AMQP 1.0 §2.7.8].
         let ignoring = s.local == Half::Closed || s.pending_error.is_some();
+        // A refill is possible only once the window is down to about half.
+        let low_window = s.incoming_window <= self.config.session_window / 2 + 1;
         match p {
             Performative::End(end) => self.on_end(id, end.error),
             _ if ignoring => {}
@@ -344,7 +344,9 @@ impl Connection {
             Performative::Transfer(t) => {
                 self.on_transfer(id, t, payload);
                 // After the transfer is counted as held (or not): the window never grants a place it holds.
-                self.refill_incoming_window(id);
+                if low_window {
+                    self.refill_incoming_window(id);
+                }
             }
             Performative::Disposition(d) => self.on_disposition(id, d),
             Performative::Detach(d) => self.on_detach(id, d),
@@ -432,9 +434,12 @@ impl Connection {
 
     /// The application polled a `Delivery` event of session `id`.
     pub(super) fn delivery_consumed(&mut self, id: SessionId) {
+        let half = self.config.session_window / 2;
         if let Ok(s) = self.session_mut(id) {
             s.unconsumed = s.unconsumed.saturating_sub(1);
-            self.refill_incoming_window(id);
+            if s.incoming_window <= half {
+                self.refill_incoming_window(id);
+            }
         }
     }
 
@@ -614,12 +619,11 @@ impl Connection {
                 for delivery in s.incoming_unsettled.ids_in(d.first, last) {
                     if let Some(i) = s.incoming_unsettled.get_mut(delivery) {
                         i.remote_settled |= d.settled;
-                        // The application hears only of deliveries it was given.
-                        if i.complete {
-                            updates.push((i.link, delivery));
-                        }
+                        updates.push((i.link, delivery));
                     }
                 }
+                // The application hears only of deliveries it was given, not of one still arriving.
+                updates.retain(|&(link, delivery)| !self.is_arriving(link, delivery));
             }
         }
         for link in gone {

@@ -145,7 +145,7 @@ impl<T> SeqMap<T> {
     }
 
     /// Whether `id` may be inserted: it is ahead of every id held, and less than 2^31 ahead of the oldest.
-    pub(crate) fn can_insert(&self, id: u32) -> bool {
+    fn can_insert(&self, id: u32) -> bool {
         match (self.entries.back(), self.distance(id)) {
             (Some(&(back, _)), Some(d)) => d < 1 << 31 && d > back.wrapping_sub(self.entries[0].0),
             _ => true,
