@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use crate::container::{ContainerHandle, Unregister};
 use crate::dispatch;
 use crate::error::Error;
+use crate::guard;
 use crate::handler::MessagingHandler;
 use crate::options::ReconnectOptions;
 use crate::views::{Connection, Core, CoreWaker};
@@ -51,6 +52,15 @@ pub(crate) struct Shared {
     wake_pending: AtomicBool,
     /// Where the connection is, for [`ConnectionHandle::opened`].
     state: tokio::sync::watch::Sender<Lifecycle>,
+}
+
+impl Shared {
+    /// Marks the connection finished for its handles: `add` fails from now on, then `opened` resolves (so
+    /// whoever sees it resolve sees `is_finished`).
+    fn finish(&self) {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.state.send_replace(Lifecycle::Finished);
+    }
 }
 
 /// Where a connection is in its life, as its handles see it.
@@ -293,13 +303,23 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         // The handler may hold its own work queue from the start, before any callback can run.
         let own_queue = me.work_queue();
         arbiter.spawn_fn(move || {
+            let Ok(handler) = guard::run("a handler factory (its connection never starts)", || {
+                make(own_queue)
+            }) else {
+                // No handler, so no callback can run: the connection is finished before it starts. Its
+                // mailbox (with any work already queued, which needs the handler) and its socket are
+                // dropped here.
+                s.finish();
+                container.unregister(Unregister(id));
+                return;
+            };
             let engine = engine::Connection::new(config, Instant::now());
             let mut core = Core::new(engine, container);
             core.waker = Some(CoreWaker(Arc::new(move || me.wake())));
             let actor = ConnectionActor {
                 id,
                 core,
-                handler: Box::new(make(own_queue)),
+                handler: Box::new(handler),
                 shared: s,
                 origin: Some(origin),
                 reconnect: None,
@@ -472,14 +492,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
     /// with `amqp:internal-error`; the worker thread and every other connection carry on.
     fn guarded(&mut self, f: impl FnOnce(&mut H, &mut Core)) {
         let (handler, core) = (&mut *self.handler, &mut self.core);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(handler, core)));
-        if let Err(panic) = result {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_string());
-            log::error!("a handler panicked ({what}); closing its connection");
+        let result = guard::run("a handler (its connection is closed)", || f(handler, core));
+        if let Err(what) = result {
             self.core.closing = true;
             let _ = self.core.engine.close(Some(AmqpError::new(
                 ErrorCondition::InternalError,
@@ -508,12 +522,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             return;
         }
         self.finished = true;
-        self.shared.state.send_replace(Lifecycle::Finished);
-        *self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.finish();
         ctx.address().do_send(Finish);
     }
 

@@ -20,6 +20,7 @@ use crate::connection::{
     ConnectionActor, ConnectionHandle, Origin, Shutdown, WorkQueue, UNBOUNDED_MAILBOX,
 };
 use crate::error::Error;
+use crate::guard;
 use crate::handler::{ListenHandler, MessagingHandler};
 use crate::options::ConnectionOptions;
 use crate::url::Address;
@@ -171,10 +172,11 @@ impl Container {
     /// `handler.on_container_stop` after it has stopped.
     pub fn run_with<H: MessagingHandler>(self, mut handler: H) -> Result<(), Error> {
         let handle = self.handle.clone();
-        self.system
-            .block_on(async { handler.on_container_start(&handle) });
+        self.system.block_on(async {
+            let _ = guard::run("on_container_start", || handler.on_container_start(&handle));
+        });
         let result = self.system.run();
-        handler.on_container_stop(&handle);
+        let _ = guard::run("on_container_stop", || handler.on_container_stop(&handle));
         result.map_err(Error::from)
     }
 }
@@ -353,22 +355,24 @@ impl ContainerHandle {
             let listener = match tokio::net::TcpListener::from_std(std) {
                 Ok(l) => l,
                 Err(e) => {
-                    handler.on_error(&e.into());
+                    let _ = guard::run("ListenHandler::on_error", || handler.on_error(&e.into()));
                     container.inner.supervisor.do_send(ListenerDown(id));
                     return;
                 }
             };
-            handler.on_open(local);
+            let _ = guard::run("ListenHandler::on_open", || handler.on_open(local));
             loop {
                 tokio::select! {
                     _ = stop.notified() => break,
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => container.accept(stream, peer, &options, handler.clone()),
-                        Err(e) => handler.on_error(&e.into()),
+                        Err(e) => {
+                            let _ = guard::run("ListenHandler::on_error", || handler.on_error(&e.into()));
+                        }
                     },
                 }
             }
-            handler.on_close();
+            let _ = guard::run("ListenHandler::on_close", || handler.on_close());
             container.inner.supervisor.do_send(ListenerDown(id));
         });
         Ok(listener)
@@ -657,6 +661,8 @@ impl Handler<Schedule> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, Schedule(delay, f): Schedule, ctx: &mut Context<Self>) {
-        ctx.run_later(delay, move |_, _| f());
+        ctx.run_later(delay, move |_, _| {
+            let _ = guard::run("a scheduled closure", f);
+        });
     }
 }
