@@ -232,6 +232,9 @@ impl<H: MessagingHandler> WorkQueue<H> {
     }
 }
 
+/// Starts a prepared connection actor on the given worker arbiter.
+pub(crate) type Starter = Box<dyn FnOnce(&ArbiterHandle) + Send>;
+
 /// Where a connection's transport comes from.
 pub(crate) enum Origin {
     /// We connect to the first target; with a reconnect policy, to each in turn after a lost transport.
@@ -277,15 +280,16 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
 }
 
 impl<H: MessagingHandler> ConnectionActor<H> {
-    /// Starts a connection actor on `arbiter`. The handler is made there, by `make`.
-    pub(crate) fn start<F>(
-        arbiter: &ArbiterHandle,
+    /// Prepares a connection actor: its handle at once, and the [`Starter`] that the supervisor runs to
+    /// start it on a worker arbiter (the handler is made there, by `make`). Dropping the starter instead
+    /// drops the handler's factory and the socket: the connection never existed.
+    pub(crate) fn prepare<F>(
         id: u64,
         config: ConnectionConfig,
         origin: Origin,
         container: ContainerHandle,
         make: F,
-    ) -> ConnectionHandle<H>
+    ) -> (ConnectionHandle<H>, Starter)
     where
         F: FnOnce(WorkQueue<H>) -> H + Send + 'static,
     {
@@ -302,7 +306,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         };
         // The handler may hold its own work queue from the start, before any callback can run.
         let own_queue = me.work_queue();
-        arbiter.spawn_fn(move || {
+        let start = move || {
             let Ok(handler) = guard::run("a handler factory (its connection never starts)", || {
                 make(own_queue)
             }) else {
@@ -334,11 +338,15 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 io_turn: false,
             };
             Context::with_receiver(rx).run(actor);
-        });
-        ConnectionHandle {
+        };
+        let handle = ConnectionHandle {
             addr: Addr::new(tx),
             shared,
-        }
+        };
+        let starter: Starter = Box::new(move |arbiter: &ArbiterHandle| {
+            arbiter.spawn_fn(start);
+        });
+        (handle, starter)
     }
 
     fn attach_stream(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
@@ -400,6 +408,13 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 break;
             }
         }
+        // The writer shuts the socket down once the transport is closed; it waits for a wake, and a close
+        // that produced no bytes (a timeout: the peer never answered) gives it none above.
+        if self.transport_closed {
+            if let Some(w) = self.io.as_mut().and_then(|io| io.write_waker.take()) {
+                w.wake();
+            }
+        }
         self.rearm(ctx);
         if self.transport_closed && self.io.is_none() && !self.try_reconnect(ctx) {
             self.finish(ctx);
@@ -443,6 +458,9 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(TcpStream::connect(host_port)).map(
                 |result, act, ctx| match result {
+                    // Closed while connecting (the container stopped): `on_transport_close` has run, and no
+                    // callback may follow it.
+                    _ if act.transport_closed || act.finished => {}
                     Ok(s) => act.attach_stream(s, ctx),
                     Err(e) => {
                         act.core

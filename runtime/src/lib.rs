@@ -20,6 +20,7 @@ mod container;
 mod dispatch;
 mod error;
 mod facade;
+mod gate;
 mod guard;
 mod handler;
 mod options;
