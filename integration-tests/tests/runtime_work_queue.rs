@@ -630,13 +630,9 @@ impl MessagingHandler for Firehose {
     }
 }
 
-#[test]
-#[ignore = "known issue: on 2 cores, three threads adding work as fast as they can still slow the \
-            connection's messages about 15x (6k against 96k msgs/s); work now runs in batches with a socket \
-            turn between them, but add() has no backpressure, so the mailbox outgrows the worker"]
-fn a_stream_of_work_items_does_not_starve_the_connections_io() {
-    // A connection streams messages while three threads add no-op work to it as fast as they can for a
-    // second. Its messages must keep flowing meanwhile.
+/// Messages per second a streaming connection delivers alone, then while three threads add no-op work to
+/// it as fast as they can (with the unbounded `add`, or the bounded `send`, which waits for room).
+fn flood(bounded: bool) -> (usize, usize) {
     let container = Container::builder().id("wq-flood").threads(2).build();
     let handle = container.handle();
     let received = Arc::new(AtomicUsize::new(0));
@@ -671,7 +667,12 @@ fn a_stream_of_work_items_does_not_starve_the_connections_io() {
                 let (wq, flooding) = (conn.work_queue(), flooding.clone());
                 thread::spawn(move || {
                     while flooding.load(Ordering::SeqCst) {
-                        if wq.add(|_: &mut Firehose, _| {}).is_err() {
+                        let added = if bounded {
+                            futures::executor::block_on(wq.send(|_: &mut Firehose, _| {}))
+                        } else {
+                            wq.add(|_: &mut Firehose, _| {})
+                        };
+                        if added.is_err() {
                             return;
                         }
                     }
@@ -679,7 +680,10 @@ fn a_stream_of_work_items_does_not_starve_the_connections_io() {
             })
             .collect();
         let flooded = count_for(Duration::from_secs(1));
-        eprintln!("messages per second: {alone} alone, {flooded} under a stream of work items");
+        let how = if bounded { "send" } else { "add" };
+        eprintln!(
+            "messages per second: {alone} alone, {flooded} under a stream of work items ({how})"
+        );
         flooding.store(false, Ordering::SeqCst);
         for f in flooders {
             f.join().expect("flooding thread");
@@ -690,9 +694,30 @@ fn a_stream_of_work_items_does_not_starve_the_connections_io() {
     });
     container.run().expect("the container runs until auto-stop");
     assert!(!dog.disarm(), "the watchdog had to stop the container");
-    let (alone, flooded) = checker.join().expect("checker thread");
+    checker.join().expect("checker thread")
+}
+
+#[test]
+#[ignore = "known issue: on 2 cores, three threads adding work with the unbounded add() as fast as they can \
+            slow the connection's messages 15x to 500x (6k against 96k msgs/s; 40 against 30k under load): \
+            add() has no backpressure, so the mailbox outgrows the worker (see the send() test below)"]
+fn a_stream_of_work_items_does_not_starve_the_connections_io() {
+    let (alone, flooded) = flood(false);
     assert!(
         flooded >= alone / 10,
         "{flooded} messages in a second of work items, against {alone} without"
+    );
+}
+
+#[test]
+#[ignore = "known issue: the bound alone does not reach the 2x goal. On 2 cores (with other load) three \
+            threads flooding with send() still slow the connection about 10x (6k against 68k msgs/s, against \
+            about 500x with add()): each item run frees one slot and wakes one waiting thread, so the \
+            flooders stay runnable and share the two cores with the connection's worker"]
+fn a_stream_of_bounded_work_slows_the_connections_io_at_most_twofold() {
+    let (alone, flooded) = flood(true);
+    assert!(
+        flooded >= alone / 2,
+        "{flooded} messages in a second of work items sent with send(), against {alone} without"
     );
 }

@@ -44,7 +44,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const UNBOUNDED_MAILBOX: usize = (usize::MAX >> 2) - 1;
 
 /// State shared between a connection actor and its handles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
     /// Set (under the lock) once the connection is finished; work is refused from then on.
     finished: Mutex<bool>,
@@ -52,13 +52,31 @@ pub(crate) struct Shared {
     wake_pending: AtomicBool,
     /// Where the connection is, for [`ConnectionHandle::opened`].
     state: tokio::sync::watch::Sender<Lifecycle>,
+    /// Room in the bounded work queue: a permit per item queued by `try_add` or `send`, held until the
+    /// item has run (or is dropped). Closed once the connection is finished, failing any `send` waiting.
+    room: Arc<tokio::sync::Semaphore>,
 }
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            finished: Mutex::default(),
+            wake_pending: AtomicBool::default(),
+            state: tokio::sync::watch::Sender::default(),
+            room: Arc::new(tokio::sync::Semaphore::new(BOUNDED_WORK)),
+        }
+    }
+}
+
+/// The bound of [`WorkQueue::try_add`] and [`WorkQueue::send`] ([`WorkQueue::CAPACITY`]).
+const BOUNDED_WORK: usize = 1024;
 
 impl Shared {
     /// Marks the connection finished for its handles: `add` fails from now on, then `opened` resolves (so
     /// whoever sees it resolve sees `is_finished`).
     fn finish(&self) {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.room.close();
         self.state.send_replace(Lifecycle::Finished);
     }
 }
@@ -193,10 +211,19 @@ impl<H: MessagingHandler> Clone for WorkQueue<H> {
 impl<H: MessagingHandler> WorkQueue<H> {
     /// Queues `f` to run serialized with the connection's callbacks, before its next event. Fails with
     /// [`Error::ConnectionClosed`] once the connection is finished: work is never dropped silently.
+    ///
+    /// Unbounded, as Proton's `work_queue::add`: nothing stops a thread that adds faster than the
+    /// connection runs its work from filling memory and crowding out the connection's own I/O. Code that
+    /// adds work in a loop, or on behalf of a peer, should use the bounded [`try_add`](Self::try_add)
+    /// (fails when full) or [`send`](Self::send) (waits for room) instead.
     pub fn add<F>(&self, f: F) -> Result<(), Error>
     where
         F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
     {
+        self.queue(Box::new(f))
+    }
+
+    fn queue(&self, f: WorkFn<H>) -> Result<(), Error> {
         let finished = self
             .shared
             .finished
@@ -208,8 +235,59 @@ impl<H: MessagingHandler> WorkQueue<H> {
         // The actor sets `finished` under this lock before queueing its final message, so work queued here
         // lands in the mailbox ahead of it and runs. The mailbox has no capacity limit.
         self.addr
-            .try_send(Work(Box::new(f)))
+            .try_send(Work(f))
             .map_err(|_| Error::ConnectionClosed)
+    }
+
+    /// Queues `f` holding `room` until it has run (or been dropped unrun).
+    fn queue_in(
+        &self,
+        room: tokio::sync::OwnedSemaphorePermit,
+        f: impl FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    ) -> Result<(), Error> {
+        self.queue(Box::new(move |h, c| {
+            let _room = room;
+            f(h, c)
+        }))
+    }
+
+    /// The most work items [`try_add`](Self::try_add) and [`send`](Self::send) keep waiting on one
+    /// connection (items from [`add`](Self::add) are not counted). An item frees its room once it has run.
+    pub const CAPACITY: usize = BOUNDED_WORK;
+
+    /// Queues `f` as [`add`](Self::add) does, unless [`CAPACITY`](Self::CAPACITY) bounded items are
+    /// waiting already: then [`Error::WorkQueueFull`], and `f` is dropped.
+    pub fn try_add<F>(&self, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    {
+        let room = self
+            .shared
+            .room
+            .clone()
+            .try_acquire_owned()
+            .map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => Error::WorkQueueFull,
+                tokio::sync::TryAcquireError::Closed => Error::ConnectionClosed,
+            })?;
+        self.queue_in(room, f)
+    }
+
+    /// Queues `f` as [`add`](Self::add) does, first waiting for room in the bounded queue (see
+    /// [`CAPACITY`](Self::CAPACITY)). [`Error::ConnectionClosed`] if the connection is finished, also
+    /// while waiting. Usable from any async context; dropping the future before it completes queues nothing.
+    pub async fn send<F>(&self, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    {
+        let room = self
+            .shared
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ConnectionClosed)?;
+        self.queue_in(room, f)
     }
 
     /// Runs `f` in the connection's context after `delay`. The delay is measured on the connection's
