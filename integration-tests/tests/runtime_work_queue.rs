@@ -595,6 +595,54 @@ fn work_is_refused_after_finish_and_never_dropped_silently() {
     assert_eq!(conn.close(), Err(Error::ConnectionClosed));
 }
 
+#[test]
+fn scheduled_work_runs_even_when_the_connection_finishes_first() {
+    // `schedule` said Ok, so its closure runs: at its time, or, if the connection finishes first, then
+    // (seeing the connection closed), never dropped.
+    let container = Container::builder().id("wq-scheduled").threads(2).build();
+    let handle = container.handle();
+    let listener = handle.listen("127.0.0.1:0", Nop).expect("listens");
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let conn = handle
+        .connect(
+            &format!("amqp://127.0.0.1:{}", listener.port()),
+            ConnectionOptions::default(),
+            Counted { closed: closed_tx },
+        )
+        .expect("connects");
+    let dog = Watchdog::new(vec![handle.clone()], LIMIT);
+    let (ran_tx, ran_rx) = mpsc::channel();
+    let (soon_tx, soon_rx) = mpsc::channel();
+    let wq = conn.work_queue();
+    wq.schedule(Duration::from_secs(3600), move |_, _| {
+        let _ = ran_tx.send("late");
+    })
+    .expect("scheduled");
+    wq.schedule(Duration::ZERO, move |_, _| {
+        let _ = soon_tx.send("soon");
+    })
+    .expect("scheduled");
+    let stop = handle.clone();
+    let checker = thread::spawn(move || {
+        let _stop = StopOnPanic(vec![stop]);
+        assert_eq!(recv(&soon_rx, WAIT, "the due closure runs"), "soon");
+        conn.close().expect("close is queued");
+        recv(&closed_rx, WAIT, "the connection closes");
+        let late = recv(&ran_rx, WAIT, "the closure scheduled an hour ahead runs");
+        listener.stop();
+        (conn, late)
+    });
+    container.run().expect("the container runs until auto-stop");
+    assert!(!dog.disarm(), "the watchdog had to stop the container");
+    let (conn, late) = checker.join().expect("checker thread");
+    assert_eq!(late, "late");
+    assert!(conn.is_finished());
+    assert_eq!(
+        conn.work_queue().schedule(Duration::ZERO, |_, _| {}),
+        Err(Error::ConnectionClosed)
+    );
+}
+
 // ----- a stream of work must not starve the connection's I/O -----
 
 /// Counts the messages it receives.

@@ -7,7 +7,7 @@
 //! Backpressure: the reader stops reading while the write buffer is above a high watermark, and resumes below
 //! a low one, so a connection never buffers without bound; AMQP credit and windows do the rest.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -291,7 +291,8 @@ impl<H: MessagingHandler> WorkQueue<H> {
     }
 
     /// Runs `f` in the connection's context after `delay`. The delay is measured on the connection's
-    /// thread; if the connection finishes first, `f` does not run.
+    /// thread; if the connection finishes first, `f` runs then (seeing the connection closed): once this
+    /// returned `Ok`, `f` is never dropped unrun.
     pub fn schedule<F>(&self, delay: Duration, f: F) -> Result<(), Error>
     where
         F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
@@ -355,6 +356,10 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     work_waker: Option<Waker>,
     /// An `IoTurn` is scheduled.
     io_turn: bool,
+    /// Work from `WorkQueue::schedule` waiting for its time, by arrival, with its timer. What is left at
+    /// `Finish` runs then: `schedule` said Ok, so the closure is never dropped.
+    scheduled: BTreeMap<u64, (SpawnHandle, WorkFn<H>)>,
+    next_scheduled: u64,
 }
 
 impl<H: MessagingHandler> ConnectionActor<H> {
@@ -414,6 +419,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 work: VecDeque::new(),
                 work_waker: None,
                 io_turn: false,
+                scheduled: BTreeMap::new(),
+                next_scheduled: 0,
             };
             Context::with_receiver(rx).run(actor);
         };
@@ -686,12 +693,15 @@ impl<H: MessagingHandler> Handler<Scheduled<H>> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, Scheduled(delay, work): Scheduled<H>, ctx: &mut Context<Self>) {
-        ctx.run_later(delay, move |act, ctx| {
-            if !act.finished {
+        let key = self.next_scheduled;
+        self.next_scheduled += 1;
+        let timer = ctx.run_later(delay, move |act, ctx| {
+            if let Some((_, work)) = act.scheduled.remove(&key) {
                 act.guarded(|h, c| work(h, &mut Connection::new(c)));
                 act.pump(ctx);
             }
         });
+        self.scheduled.insert(key, (timer, work));
     }
 }
 
@@ -738,8 +748,13 @@ impl<H: MessagingHandler> Handler<Finish> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, _: Finish, ctx: &mut Context<Self>) {
-        // Work accepted before the connection finished still runs: it sees the connection closed.
+        // Work accepted before the connection finished still runs: it sees the connection closed. So does
+        // scheduled work whose time has not come.
         self.run_work(usize::MAX, ctx);
+        for (_, (timer, work)) in std::mem::take(&mut self.scheduled) {
+            ctx.cancel_future(timer);
+            self.guarded(|h, c| work(h, &mut Connection::new(c)));
+        }
         ctx.stop();
     }
 }
