@@ -5,14 +5,38 @@
 //! past the callback, does not compile. To act on a connection from elsewhere, keep a `Send` id
 //! ([`SenderId`], [`ReceiverId`]) and use the connection's `WorkQueue`.
 //!
-//! ```compile_fail
+//! Every view is `!Send` (E0277: `*const ()` cannot be sent between threads safely), each checked on
+//! its own, with the error code, so a different compile error fails the test. Rustdoc checks the codes
+//! only on a nightly toolchain (`cargo +nightly test -p nucleon --doc`); on stable any error passes.
+//!
+//! ```compile_fail,E0277
 //! fn needs_send<T: Send>() {}
 //! needs_send::<nucleon::Connection<'static>>(); // a view cannot leave its thread
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Session<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
 //! fn needs_send<T: Send>() {}
 //! needs_send::<nucleon::Sender<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Receiver<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Delivery<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Tracker<'static>>();
 //! ```
 //!
 //! ```
