@@ -200,8 +200,8 @@ impl MessagingHandler for Blocking {
 fn wakes_while_the_handler_is_busy_coalesce_into_exactly_one_callback() {
     // The first wake's callback blocks; meanwhile eight threads call wake() 100 000 times. The pending flag
     // is cleared before each callback, so all of them coalesce into one message: once the callback returns,
-    // exactly one more follows (a work item added afterwards, which runs after any wake queued before it,
-    // counts two callbacks in all), not one per wake, and none is lost.
+    // exactly one more follows (a closure scheduled afterwards, whose actor message is handled after any wake
+    // message sent before it, counts two callbacks in all), not one per wake, and none is lost.
     const TOTAL: u64 = 100_000;
     let container = Container::builder().id("wake-coalesce").threads(2).build();
     let handle = container.handle();
@@ -245,11 +245,12 @@ fn wakes_while_the_handler_is_busy_coalesce_into_exactly_one_callback() {
         }
         go.send(()).expect("the callback waits");
         let (count_tx, count) = mpsc::channel();
+        // A scheduled closure is an actor message: it runs after every wake message sent before it.
         conn.work_queue()
-            .add(move |h: &mut Blocking, _| {
+            .schedule(Duration::ZERO, move |h: &mut Blocking, _| {
                 let _ = count_tx.send(h.wakes);
             })
-            .expect("work queued");
+            .expect("work scheduled");
         let wakes = recv(&count, WAIT, "the work item runs");
         conn.close().expect("close is queued");
         listener.stop();

@@ -1,5 +1,7 @@
 //! The connection actor: one per AMQP connection, on one worker arbiter. It owns the socket, the sans-IO
-//! engine and the user's handler; its mailbox serializes callbacks, work items and wakes.
+//! engine and the user's handler; all of them run on the actor, one at a time: callbacks, wakes and
+//! scheduled work come through its mailbox, work items through a pending queue that the actor empties
+//! before each event (and signals through the mailbox with one coalesced `WorkReady`).
 //!
 //! Inside the actor: bytes read from the socket go to `engine.handle_input`, then the actor drains
 //! `engine.poll_event()` into the handler, then appends what `engine.poll_transmit()` produced to one write
@@ -50,6 +52,8 @@ pub(crate) struct Shared {
     finished: Mutex<bool>,
     /// A wake is pending: set by `wake()`, cleared by the actor before `on_connection_wake`.
     wake_pending: AtomicBool,
+    /// A [`WorkReady`] is on its way: set by `add`, cleared by the actor before it takes pending work.
+    work_signalled: AtomicBool,
     /// Where the connection is, for [`ConnectionHandle::opened`].
     state: tokio::sync::watch::Sender<Lifecycle>,
     /// Room in the bounded work queue: a permit per item queued by `try_add` or `send`, held until the
@@ -62,6 +66,7 @@ impl Default for Shared {
         Shared {
             finished: Mutex::default(),
             wake_pending: AtomicBool::default(),
+            work_signalled: AtomicBool::default(),
             state: tokio::sync::watch::Sender::default(),
             room: Arc::new(tokio::sync::Semaphore::new(BOUNDED_WORK)),
         }
@@ -96,12 +101,15 @@ pub(crate) enum Lifecycle {
 /// A unit of work for a connection: runs inside the connection's context.
 type WorkFn<H> = Box<dyn FnOnce(&mut H, &mut Connection<'_>) + Send>;
 
-/// A work item: an actor message carrying a closure.
-pub(crate) struct Work<H: MessagingHandler>(WorkFn<H>);
+/// A connection's pending work items, in the order `add` queued them: shared by its work queues (which
+/// push under the `finished` lock) and its actor (which takes them before every event).
+type Pending<H> = Arc<Mutex<VecDeque<WorkFn<H>>>>;
 
-impl<H: MessagingHandler> Message for Work<H> {
-    type Result = ();
-}
+/// Work is pending: the zero-payload message sent (like [`Wake`]) only when `work_signalled` goes from
+/// clear to set, so the mailbox never fills with work.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WorkReady;
 
 /// A work item to run after a delay.
 pub(crate) struct Scheduled<H: MessagingHandler>(Duration, WorkFn<H>);
@@ -129,6 +137,7 @@ struct Finish;
 pub struct ConnectionHandle<H: MessagingHandler> {
     addr: Addr<ConnectionActor<H>>,
     shared: Arc<Shared>,
+    pending: Pending<H>,
 }
 
 impl<H: MessagingHandler> Clone for ConnectionHandle<H> {
@@ -136,6 +145,7 @@ impl<H: MessagingHandler> Clone for ConnectionHandle<H> {
         ConnectionHandle {
             addr: self.addr.clone(),
             shared: self.shared.clone(),
+            pending: self.pending.clone(),
         }
     }
 }
@@ -156,6 +166,7 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
         WorkQueue {
             addr: self.addr.clone(),
             shared: self.shared.clone(),
+            pending: self.pending.clone(),
         }
     }
 
@@ -197,6 +208,7 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
 pub struct WorkQueue<H: MessagingHandler> {
     addr: Addr<ConnectionActor<H>>,
     shared: Arc<Shared>,
+    pending: Pending<H>,
 }
 
 impl<H: MessagingHandler> Clone for WorkQueue<H> {
@@ -204,6 +216,7 @@ impl<H: MessagingHandler> Clone for WorkQueue<H> {
         WorkQueue {
             addr: self.addr.clone(),
             shared: self.shared.clone(),
+            pending: self.pending.clone(),
         }
     }
 }
@@ -232,11 +245,18 @@ impl<H: MessagingHandler> WorkQueue<H> {
         if *finished {
             return Err(Error::ConnectionClosed);
         }
-        // The actor sets `finished` under this lock before queueing its final message, so work queued here
-        // lands in the mailbox ahead of it and runs. The mailbox has no capacity limit.
-        self.addr
-            .try_send(Work(f))
-            .map_err(|_| Error::ConnectionClosed)
+        // The actor sets `finished` under this lock before it takes the last of the pending work, so work
+        // queued here runs. Once this returns, the actor takes the item before its next event.
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(f);
+        drop(finished);
+        if !self.shared.work_signalled.swap(true, Ordering::AcqRel) {
+            // A closed mailbox means the actor is gone, after `finished` was set: not reached.
+            let _ = self.addr.try_send(WorkReady);
+        }
+        Ok(())
     }
 
     /// Queues `f` holding `room` until it has run (or been dropped unrun).
@@ -350,12 +370,11 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     /// `on_transport_close` has run: flush, close the socket, finish.
     transport_closed: bool,
     finished: bool,
-    /// Work items moved out of the mailbox, run in batches by `WorkRunner` (and all of them before any input
-    /// is handled), so a flood of work cannot starve the socket.
-    work: VecDeque<WorkFn<H>>,
+    /// Work queued by `add`, in order. `WorkRunner` runs it in batches (so a flood of work cannot starve the
+    /// socket), and everything queued so far runs before each event: before input is handled, a timer
+    /// fires, a connect completes, a wake or a shutdown is handled.
+    pending: Pending<H>,
     work_waker: Option<Waker>,
-    /// An `IoTurn` is scheduled.
-    io_turn: bool,
     /// Work from `WorkQueue::schedule` waiting for its time, by arrival, with its timer. What is left at
     /// `Finish` runs then: `schedule` said Ok, so the closure is never dropped.
     scheduled: BTreeMap<u64, (SpawnHandle, WorkFn<H>)>,
@@ -383,10 +402,13 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         // address, and its next `try_send` fails: `add` would report `ConnectionClosed` on an open connection
         // and a `wake` would be lost for good (its pending flag stays set with no message in flight).
         let (tx, rx) = actix::dev::channel::channel(UNBOUNDED_MAILBOX);
+        let pending: Pending<H> = Arc::default();
         let me = ConnectionHandle::<H> {
             addr: Addr::new(tx.clone()),
             shared: shared.clone(),
+            pending: pending.clone(),
         };
+        let p = pending.clone();
         // The handler may hold its own work queue from the start, before any callback can run.
         let own_queue = me.work_queue();
         let start = move || {
@@ -394,9 +416,10 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 make(own_queue)
             }) else {
                 // No handler, so no callback can run: the connection is finished before it starts. Its
-                // mailbox (with any work already queued, which needs the handler) and its socket are
-                // dropped here.
+                // mailbox, any work already queued (which needs the handler) and its socket are dropped
+                // here.
                 s.finish();
+                p.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 container.unregister(Unregister(id));
                 return;
             };
@@ -416,9 +439,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 close_deadline: None,
                 transport_closed: false,
                 finished: false,
-                work: VecDeque::new(),
+                pending: p,
                 work_waker: None,
-                io_turn: false,
                 scheduled: BTreeMap::new(),
                 next_scheduled: 0,
             };
@@ -427,6 +449,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         let handle = ConnectionHandle {
             addr: Addr::new(tx),
             shared,
+            pending,
         };
         let starter: Starter = Box::new(move |arbiter: &ArbiterHandle| {
             arbiter.spawn_fn(start);
@@ -525,6 +548,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             let delay = at.saturating_duration_since(Instant::now());
             let handle = ctx.run_later(delay, move |act, ctx| {
                 act.timer = None;
+                // Work queued before the timer fired runs before what the timeout causes.
+                act.run_work(usize::MAX, ctx);
                 let now = Instant::now();
                 let overdue = act.close_deadline.is_some_and(|d| now >= d);
                 if overdue && !act.transport_closed {
@@ -542,16 +567,22 @@ impl<H: MessagingHandler> ConnectionActor<H> {
     fn connect(&mut self, host_port: String, ctx: &mut Context<Self>) {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(TcpStream::connect(host_port)).map(
-                |result, act, ctx| match result {
+                |result, act, ctx| {
                     // Closed while connecting (the container stopped): `on_transport_close` has run, and no
                     // callback may follow it.
-                    _ if act.transport_closed || act.finished => {}
-                    Ok(s) => act.attach_stream(s, ctx),
-                    Err(e) => {
-                        act.core
-                            .engine
-                            .handle_disconnected(format!("connect failed: {e}"));
-                        act.pump(ctx);
+                    if act.transport_closed || act.finished {
+                        return;
+                    }
+                    // Work queued before the connect completed runs before what it causes.
+                    act.run_work(usize::MAX, ctx);
+                    match result {
+                        Ok(s) => act.attach_stream(s, ctx),
+                        Err(e) => {
+                            act.core
+                                .engine
+                                .handle_disconnected(format!("connect failed: {e}"));
+                            act.pump(ctx);
+                        }
                     }
                 },
             ),
@@ -607,16 +638,26 @@ impl<H: MessagingHandler> ConnectionActor<H> {
 
     /// Runs up to `limit` queued work items, then handles what they produced.
     fn run_work(&mut self, limit: usize, ctx: &mut Context<Self>) {
-        if self.work.is_empty() {
+        let batch: Vec<WorkFn<H>> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let n = limit.min(pending.len());
+            pending.drain(..n).collect()
+        };
+        if batch.is_empty() {
             return;
         }
-        for _ in 0..limit {
-            let Some(work) = self.work.pop_front() else {
-                break;
-            };
+        for work in batch {
             self.guarded(|h, c| work(h, &mut Connection::new(c)));
         }
         self.pump(ctx);
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Marks the connection finished and queues the final message behind any work already queued.
@@ -672,19 +713,15 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
     }
 }
 
-impl<H: MessagingHandler> Handler<Work<H>> for ConnectionActor<H> {
+impl<H: MessagingHandler> Handler<WorkReady> for ConnectionActor<H> {
     type Result = ();
 
-    fn handle(&mut self, work: Work<H>, ctx: &mut Context<Self>) {
-        self.work.push_back(work.0);
+    fn handle(&mut self, _: WorkReady, _ctx: &mut Context<Self>) {
+        // Cleared before the work is taken (as the wake flag): an `add` that finds it set has pushed its
+        // item before this, so the runner woken here takes it.
+        self.shared.work_signalled.swap(false, Ordering::AcqRel);
         if let Some(w) = self.work_waker.take() {
             w.wake();
-        }
-        // actix drains the whole mailbox before it polls anything else; under a stream of work that could
-        // starve the socket. Every batch, pause the mailbox for one turn of work, writing and reading.
-        if self.work.len() >= WORK_BATCH && !self.io_turn {
-            self.io_turn = true;
-            ctx.wait(IoTurn);
         }
     }
 }
@@ -944,32 +981,11 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for WorkRunner {
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
         act.run_work(WORK_BATCH, ctx);
-        if act.work.is_empty() {
+        if !act.has_pending_work() {
             act.work_waker = Some(task.waker().clone());
         } else {
             task.waker().wake_by_ref();
         }
         Poll::Pending
-    }
-}
-
-/// A pause in mailbox processing for one batch of work and one turn of writing and reading.
-struct IoTurn;
-
-impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for IoTurn {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut ConnectionActor<H>,
-        ctx: &mut Context<ConnectionActor<H>>,
-        task: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        act.io_turn = false;
-        act.run_work(WORK_BATCH, ctx);
-        // The reading and writing `IoPass` items stay in charge; this only gives them a turn.
-        let _ = write_pass(act, ctx, task);
-        let _ = read_pass(act, ctx, task);
-        Poll::Ready(())
     }
 }
