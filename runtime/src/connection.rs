@@ -310,6 +310,56 @@ impl<H: MessagingHandler> WorkQueue<H> {
         self.queue_in(room, f)
     }
 
+    /// Runs blocking `job` off the connection's worker, then `then` with its result in the connection's
+    /// context (through this queue, like [`add`](Self::add)).
+    ///
+    /// The rule: callbacks and work items must not block (wait on a lock, a channel, a file, a database, a
+    /// `block_on`). They run on a worker thread shared with other connections, and every connection on
+    /// that worker stalls while one of them blocks. Blocking work goes here instead: it runs on the
+    /// runtime's blocking thread pool (a thread of its own when called outside the runtime), and only its
+    /// result comes back to the connection.
+    ///
+    /// A job still running when the container stops holds up the end of its worker thread until it returns.
+    /// [`Error::ConnectionClosed`] if the connection is finished already. If it finishes while `job` runs,
+    /// `then` does not run (there is no connection to run it on; this is logged), and a panic in `job` is
+    /// logged and skips `then`.
+    pub fn run_blocking<T, J, F>(&self, job: J, then: F) -> Result<(), Error>
+    where
+        T: Send + 'static,
+        J: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut H, &mut Connection<'_>, T) + Send + 'static,
+    {
+        if *self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return Err(Error::ConnectionClosed);
+        }
+        let queue = self.clone();
+        let run = move || {
+            let Ok(result) = guard::run("a blocking job (its continuation is skipped)", job) else {
+                return;
+            };
+            if queue.add(move |h, c| then(h, c, result)).is_err() {
+                log::debug!(
+                    "a blocking job finished after its connection: its continuation is skipped"
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(run)),
+            Err(_) => {
+                std::thread::Builder::new()
+                    .name("nucleon-blocking".into())
+                    .spawn(run)
+                    .map_err(Error::from)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` in the connection's context after `delay`. The delay is measured on the connection's
     /// thread; if the connection finishes first, `f` runs then (seeing the connection closed): once this
     /// returned `Ok`, `f` is never dropped unrun.
