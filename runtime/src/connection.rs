@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use crate::error::Error;
 use crate::guard;
 use crate::handler::MessagingHandler;
 use crate::options::ReconnectOptions;
+use crate::signal::Signal;
 use crate::views::{Connection, Core, CoreWaker};
 
 /// Stop reading from the socket while this much output is waiting to be written.
@@ -51,9 +51,9 @@ pub(crate) struct Shared {
     /// Set (under the lock) once the connection is finished; work is refused from then on.
     finished: Mutex<bool>,
     /// A wake is pending: set by `wake()`, cleared by the actor before `on_connection_wake`.
-    wake_pending: AtomicBool,
+    wake_pending: Signal,
     /// A [`WorkReady`] is on its way: set by `add`, cleared by the actor before it takes pending work.
-    work_signalled: AtomicBool,
+    work_signalled: Signal,
     /// Where the connection is, for [`ConnectionHandle::opened`].
     state: tokio::sync::watch::Sender<Lifecycle>,
     /// Room in the bounded work queue: a permit per item queued by `try_add` or `send`, held until the
@@ -65,8 +65,8 @@ impl Default for Shared {
     fn default() -> Self {
         Shared {
             finished: Mutex::default(),
-            wake_pending: AtomicBool::default(),
-            work_signalled: AtomicBool::default(),
+            wake_pending: Signal::default(),
+            work_signalled: Signal::default(),
             state: tokio::sync::watch::Sender::default(),
             room: Arc::new(tokio::sync::Semaphore::new(BOUNDED_WORK)),
         }
@@ -155,7 +155,7 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
     /// zero-payload actor message sent only when the flag goes from clear to set. Spurious wakes are allowed.
     /// After the connection has finished this does nothing.
     pub fn wake(&self) {
-        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
+        if self.shared.wake_pending.raise() {
             // A closed mailbox means the connection is finished, where a wake is a no-op by definition.
             let _ = self.addr.try_send(Wake);
         }
@@ -252,7 +252,7 @@ impl<H: MessagingHandler> WorkQueue<H> {
             .unwrap_or_else(|e| e.into_inner())
             .push_back(f);
         drop(finished);
-        if !self.shared.work_signalled.swap(true, Ordering::AcqRel) {
+        if self.shared.work_signalled.raise() {
             // A closed mailbox means the actor is gone, after `finished` was set: not reached.
             let _ = self.addr.try_send(WorkReady);
         }
@@ -769,7 +769,7 @@ impl<H: MessagingHandler> Handler<WorkReady> for ConnectionActor<H> {
     fn handle(&mut self, _: WorkReady, _ctx: &mut Context<Self>) {
         // Cleared before the work is taken (as the wake flag): an `add` that finds it set has pushed its
         // item before this, so the runner woken here takes it.
-        self.shared.work_signalled.swap(false, Ordering::AcqRel);
+        self.shared.work_signalled.clear();
         if let Some(w) = self.work_waker.take() {
             w.wake();
         }
@@ -797,12 +797,8 @@ impl<H: MessagingHandler> Handler<Wake> for ConnectionActor<H> {
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
         self.run_work(usize::MAX, ctx);
-        // A read-modify-write, not a store: it reads the `true` written by the latest `wake()` that sent no
-        // message, and (Acquire) makes everything that thread did before calling `wake()` visible to the
-        // callback. A plain store lets the callback's reads overtake it (store-load reordering, even on
-        // x86), so a `wake()` could find the flag still set, send nothing, and have its data missed by this
-        // callback: a lost wake.
-        self.shared.wake_pending.swap(false, Ordering::AcqRel);
+        // Cleared before the callback looks at anything (see `Signal::clear`).
+        self.shared.wake_pending.clear();
         if self.transport_closed {
             return;
         }

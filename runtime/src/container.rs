@@ -233,7 +233,9 @@ impl ContainerHandle {
         M: Message<Result = ()> + Send + 'static,
         Supervisor: Handler<M>,
     {
-        self.inner.gate.enter()?;
+        if !self.inner.gate.enter() {
+            return Err(Error::ContainerStopping);
+        }
         self.inner.supervisor.try_send(msg).map_err(|_| {
             self.inner.gate.arrived();
             Error::ContainerStopping

@@ -24,6 +24,8 @@ mod gate;
 mod guard;
 mod handler;
 mod options;
+mod signal;
+mod sync;
 mod url;
 mod views;
 
