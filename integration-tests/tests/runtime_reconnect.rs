@@ -239,3 +239,99 @@ fn no_retry_after_unauthorized_access() {
         .expect("server thread")
         .expect("server ran");
 }
+
+/// A server that accepts messages and reports each link the client attaches ("attach") and each message
+/// body.
+#[derive(Clone)]
+struct Links(mpsc::Sender<String>);
+
+impl MessagingHandler for Links {
+    fn on_receiver_open(&mut self, _r: &mut nucleon::Receiver<'_>) {
+        let _ = self.0.send("attach".into());
+    }
+    fn on_message(&mut self, _d: &mut Delivery<'_>, m: Message) {
+        let body = m.body_value().and_then(|v| v.as_str()).unwrap_or("");
+        let _ = self.0.send(body.to_string());
+    }
+}
+
+impl ListenHandler for Links {
+    type Handler = Links;
+    fn on_accept(&self, _: std::net::SocketAddr) -> Links {
+        self.clone()
+    }
+}
+
+fn links_server(
+    addr: &str,
+    seen: mpsc::Sender<String>,
+) -> (ContainerHandle, u16, thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let addr = addr.to_string();
+    let t = thread::spawn(move || {
+        let c = Container::builder()
+            .id("links")
+            .threads(1)
+            .auto_stop(false)
+            .build();
+        let h = c.handle();
+        let l = h.listen(&addr, Links(seen)).expect("server listens");
+        tx.send((h, l.port())).expect("report");
+        c.run().expect("server runs");
+    });
+    let (h, port) = rx.recv_timeout(WAIT).expect("server started");
+    (h, port, t)
+}
+
+#[test]
+fn a_facade_sender_survives_a_reconnect_on_its_one_link() {
+    let (seen_tx, seen) = mpsc::channel();
+    let (server1, port, t1) = links_server("127.0.0.1:0", seen_tx.clone());
+    let (handle, runner) = spawn_container("facade-reconnect", false);
+    let options = ConnectionOptions {
+        reconnect: Some(ReconnectOptions {
+            delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(100),
+            ..ReconnectOptions::default()
+        }),
+        ..ConnectionOptions::default()
+    };
+    let url = format!("amqp://127.0.0.1:{port}/q");
+    let sender = futures::executor::block_on(handle.open_sender_with(
+        &url,
+        options,
+        SenderOptions::default(),
+    ))
+    .expect("the sender opens");
+    assert_eq!(seen.recv_timeout(WAIT).expect("attach"), "attach");
+    let outcome = futures::executor::block_on(sender.send(Message::with_body("one")));
+    assert_eq!(outcome, Ok(nucleon::Outcome::Accepted));
+    assert_eq!(seen.recv_timeout(WAIT).expect("one"), "one");
+
+    server1.stop();
+    t1.join().expect("server 1 stopped");
+    let (server2, _, t2) = links_server(&format!("127.0.0.1:{port}"), seen_tx);
+    // After the reconnect the same handle sends again, on its one link attached again (not a second one).
+    // A send the client makes before it has noticed the loss goes on the dead transport and fails with
+    // ConnectionClosed (its outcome is unknown); the next one waits for the link attached again.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match futures::executor::block_on(sender.send(Message::with_body("two"))) {
+            Ok(outcome) => {
+                assert_eq!(outcome, nucleon::Outcome::Accepted);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e, nucleon::Error::ConnectionClosed);
+                assert!(std::time::Instant::now() < deadline, "sends keep failing");
+            }
+        }
+    }
+    let after: Vec<String> = seen.try_iter().collect();
+    assert_eq!(after, ["attach", "two"], "one attach, then the message");
+
+    handle.stop();
+    runner.join().expect("client thread").expect("client ran");
+    server2.stop();
+    t2.join().expect("server 2 stopped");
+}

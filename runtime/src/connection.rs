@@ -1,5 +1,7 @@
 //! The connection actor: one per AMQP connection, on one worker arbiter. It owns the socket, the sans-IO
-//! engine and the user's handler; its mailbox serializes callbacks, work items and wakes.
+//! engine and the user's handler; all of them run on the actor, one at a time: callbacks, wakes and
+//! scheduled work come through its mailbox, work items through a pending queue that the actor empties
+//! before each event (and signals through the mailbox with one coalesced `WorkReady`).
 //!
 //! Inside the actor: bytes read from the socket go to `engine.handle_input`, then the actor drains
 //! `engine.poll_event()` into the handler, then appends what `engine.poll_transmit()` produced to one write
@@ -7,9 +9,8 @@
 //! Backpressure: the reader stops reading while the write buffer is above a high watermark, and resumes below
 //! a low one, so a connection never buffers without bound; AMQP credit and windows do the rest.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -25,8 +26,10 @@ use tokio::net::TcpStream;
 use crate::container::{ContainerHandle, Unregister};
 use crate::dispatch;
 use crate::error::Error;
+use crate::guard;
 use crate::handler::MessagingHandler;
 use crate::options::ReconnectOptions;
+use crate::signal::Signal;
 use crate::views::{Connection, Core, CoreWaker};
 
 /// Stop reading from the socket while this much output is waiting to be written.
@@ -43,14 +46,44 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const UNBOUNDED_MAILBOX: usize = (usize::MAX >> 2) - 1;
 
 /// State shared between a connection actor and its handles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
     /// Set (under the lock) once the connection is finished; work is refused from then on.
     finished: Mutex<bool>,
     /// A wake is pending: set by `wake()`, cleared by the actor before `on_connection_wake`.
-    wake_pending: AtomicBool,
+    wake_pending: Signal,
+    /// A [`WorkReady`] is on its way: set by `add`, cleared by the actor before it takes pending work.
+    work_signalled: Signal,
     /// Where the connection is, for [`ConnectionHandle::opened`].
     state: tokio::sync::watch::Sender<Lifecycle>,
+    /// Room in the bounded work queue: a permit per item queued by `try_add` or `send`, held until the
+    /// item has run (or is dropped). Closed once the connection is finished, failing any `send` waiting.
+    room: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            finished: Mutex::default(),
+            wake_pending: Signal::default(),
+            work_signalled: Signal::default(),
+            state: tokio::sync::watch::Sender::default(),
+            room: Arc::new(tokio::sync::Semaphore::new(BOUNDED_WORK)),
+        }
+    }
+}
+
+/// The bound of [`WorkQueue::try_add`] and [`WorkQueue::send`] ([`WorkQueue::CAPACITY`]).
+const BOUNDED_WORK: usize = 1024;
+
+impl Shared {
+    /// Marks the connection finished for its handles: `add` fails from now on, then `opened` resolves (so
+    /// whoever sees it resolve sees `is_finished`).
+    fn finish(&self) {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.room.close();
+        self.state.send_replace(Lifecycle::Finished);
+    }
 }
 
 /// Where a connection is in its life, as its handles see it.
@@ -68,12 +101,15 @@ pub(crate) enum Lifecycle {
 /// A unit of work for a connection: runs inside the connection's context.
 type WorkFn<H> = Box<dyn FnOnce(&mut H, &mut Connection<'_>) + Send>;
 
-/// A work item: an actor message carrying a closure.
-pub(crate) struct Work<H: MessagingHandler>(WorkFn<H>);
+/// A connection's pending work items, in the order `add` queued them: shared by its work queues (which
+/// push under the `finished` lock) and its actor (which takes them before every event).
+type Pending<H> = Arc<Mutex<VecDeque<WorkFn<H>>>>;
 
-impl<H: MessagingHandler> Message for Work<H> {
-    type Result = ();
-}
+/// Work is pending: the zero-payload message sent (like [`Wake`]) only when `work_signalled` goes from
+/// clear to set, so the mailbox never fills with work.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WorkReady;
 
 /// A work item to run after a delay.
 pub(crate) struct Scheduled<H: MessagingHandler>(Duration, WorkFn<H>);
@@ -101,6 +137,7 @@ struct Finish;
 pub struct ConnectionHandle<H: MessagingHandler> {
     addr: Addr<ConnectionActor<H>>,
     shared: Arc<Shared>,
+    pending: Pending<H>,
 }
 
 impl<H: MessagingHandler> Clone for ConnectionHandle<H> {
@@ -108,6 +145,7 @@ impl<H: MessagingHandler> Clone for ConnectionHandle<H> {
         ConnectionHandle {
             addr: self.addr.clone(),
             shared: self.shared.clone(),
+            pending: self.pending.clone(),
         }
     }
 }
@@ -117,7 +155,7 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
     /// zero-payload actor message sent only when the flag goes from clear to set. Spurious wakes are allowed.
     /// After the connection has finished this does nothing.
     pub fn wake(&self) {
-        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
+        if self.shared.wake_pending.raise() {
             // A closed mailbox means the connection is finished, where a wake is a no-op by definition.
             let _ = self.addr.try_send(Wake);
         }
@@ -128,6 +166,7 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
         WorkQueue {
             addr: self.addr.clone(),
             shared: self.shared.clone(),
+            pending: self.pending.clone(),
         }
     }
 
@@ -169,6 +208,7 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
 pub struct WorkQueue<H: MessagingHandler> {
     addr: Addr<ConnectionActor<H>>,
     shared: Arc<Shared>,
+    pending: Pending<H>,
 }
 
 impl<H: MessagingHandler> Clone for WorkQueue<H> {
@@ -176,6 +216,7 @@ impl<H: MessagingHandler> Clone for WorkQueue<H> {
         WorkQueue {
             addr: self.addr.clone(),
             shared: self.shared.clone(),
+            pending: self.pending.clone(),
         }
     }
 }
@@ -183,10 +224,19 @@ impl<H: MessagingHandler> Clone for WorkQueue<H> {
 impl<H: MessagingHandler> WorkQueue<H> {
     /// Queues `f` to run serialized with the connection's callbacks, before its next event. Fails with
     /// [`Error::ConnectionClosed`] once the connection is finished: work is never dropped silently.
+    ///
+    /// Unbounded, as Proton's `work_queue::add`: nothing stops a thread that adds faster than the
+    /// connection runs its work from filling memory and crowding out the connection's own I/O. Code that
+    /// adds work in a loop, or on behalf of a peer, should use the bounded [`try_add`](Self::try_add)
+    /// (fails when full) or [`send`](Self::send) (waits for room) instead.
     pub fn add<F>(&self, f: F) -> Result<(), Error>
     where
         F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
     {
+        self.queue(Box::new(f))
+    }
+
+    fn queue(&self, f: WorkFn<H>) -> Result<(), Error> {
         let finished = self
             .shared
             .finished
@@ -195,15 +245,124 @@ impl<H: MessagingHandler> WorkQueue<H> {
         if *finished {
             return Err(Error::ConnectionClosed);
         }
-        // The actor sets `finished` under this lock before queueing its final message, so work queued here
-        // lands in the mailbox ahead of it and runs. The mailbox has no capacity limit.
-        self.addr
-            .try_send(Work(Box::new(f)))
-            .map_err(|_| Error::ConnectionClosed)
+        // The actor sets `finished` under this lock before it takes the last of the pending work, so work
+        // queued here runs. Once this returns, the actor takes the item before its next event.
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(f);
+        drop(finished);
+        if self.shared.work_signalled.raise() {
+            // A closed mailbox means the actor is gone, after `finished` was set: not reached.
+            let _ = self.addr.try_send(WorkReady);
+        }
+        Ok(())
+    }
+
+    /// Queues `f` holding `room` until it has run (or been dropped unrun).
+    fn queue_in(
+        &self,
+        room: tokio::sync::OwnedSemaphorePermit,
+        f: impl FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    ) -> Result<(), Error> {
+        self.queue(Box::new(move |h, c| {
+            let _room = room;
+            f(h, c)
+        }))
+    }
+
+    /// The most work items [`try_add`](Self::try_add) and [`send`](Self::send) keep waiting on one
+    /// connection (items from [`add`](Self::add) are not counted). An item frees its room once it has run.
+    pub const CAPACITY: usize = BOUNDED_WORK;
+
+    /// Queues `f` as [`add`](Self::add) does, unless [`CAPACITY`](Self::CAPACITY) bounded items are
+    /// waiting already: then [`Error::WorkQueueFull`], and `f` is dropped.
+    pub fn try_add<F>(&self, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    {
+        let room = self
+            .shared
+            .room
+            .clone()
+            .try_acquire_owned()
+            .map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => Error::WorkQueueFull,
+                tokio::sync::TryAcquireError::Closed => Error::ConnectionClosed,
+            })?;
+        self.queue_in(room, f)
+    }
+
+    /// Queues `f` as [`add`](Self::add) does, first waiting for room in the bounded queue (see
+    /// [`CAPACITY`](Self::CAPACITY)). [`Error::ConnectionClosed`] if the connection is finished, also
+    /// while waiting. Usable from any async context; dropping the future before it completes queues nothing.
+    pub async fn send<F>(&self, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
+    {
+        let room = self
+            .shared
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ConnectionClosed)?;
+        self.queue_in(room, f)
+    }
+
+    /// Runs blocking `job` off the connection's worker, then `then` with its result in the connection's
+    /// context (through this queue, like [`add`](Self::add)).
+    ///
+    /// The rule: callbacks and work items must not block (wait on a lock, a channel, a file, a database, a
+    /// `block_on`). They run on a worker thread shared with other connections, and every connection on
+    /// that worker stalls while one of them blocks. Blocking work goes here instead: it runs on the
+    /// runtime's blocking thread pool (a thread of its own when called outside the runtime), and only its
+    /// result comes back to the connection.
+    ///
+    /// A job still running when the container stops holds up the end of its worker thread until it returns.
+    /// [`Error::ConnectionClosed`] if the connection is finished already. If it finishes while `job` runs,
+    /// `then` does not run (there is no connection to run it on; this is logged), and a panic in `job` is
+    /// logged and skips `then`.
+    pub fn run_blocking<T, J, F>(&self, job: J, then: F) -> Result<(), Error>
+    where
+        T: Send + 'static,
+        J: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut H, &mut Connection<'_>, T) + Send + 'static,
+    {
+        if *self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return Err(Error::ConnectionClosed);
+        }
+        let queue = self.clone();
+        let run = move || {
+            let Ok(result) = guard::run("a blocking job (its continuation is skipped)", job) else {
+                return;
+            };
+            if queue.add(move |h, c| then(h, c, result)).is_err() {
+                log::debug!(
+                    "a blocking job finished after its connection: its continuation is skipped"
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(run)),
+            Err(_) => {
+                std::thread::Builder::new()
+                    .name("nucleon-blocking".into())
+                    .spawn(run)
+                    .map_err(Error::from)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` in the connection's context after `delay`. The delay is measured on the connection's
-    /// thread; if the connection finishes first, `f` does not run.
+    /// thread; if the connection finishes first, `f` runs then (seeing the connection closed): once this
+    /// returned `Ok`, `f` is never dropped unrun.
     pub fn schedule<F>(&self, delay: Duration, f: F) -> Result<(), Error>
     where
         F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
@@ -221,6 +380,9 @@ impl<H: MessagingHandler> WorkQueue<H> {
             .map_err(|_| Error::ConnectionClosed)
     }
 }
+
+/// Starts a prepared connection actor on the given worker arbiter.
+pub(crate) type Starter = Box<dyn FnOnce(&ArbiterHandle) + Send>;
 
 /// Where a connection's transport comes from.
 pub(crate) enum Origin {
@@ -258,24 +420,28 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     /// `on_transport_close` has run: flush, close the socket, finish.
     transport_closed: bool,
     finished: bool,
-    /// Work items moved out of the mailbox, run in batches by `WorkRunner` (and all of them before any input
-    /// is handled), so a flood of work cannot starve the socket.
-    work: VecDeque<WorkFn<H>>,
+    /// Work queued by `add`, in order. `WorkRunner` runs it in batches (so a flood of work cannot starve the
+    /// socket), and everything queued so far runs before each event: before input is handled, a timer
+    /// fires, a connect completes, a wake or a shutdown is handled.
+    pending: Pending<H>,
     work_waker: Option<Waker>,
-    /// An `IoTurn` is scheduled.
-    io_turn: bool,
+    /// Work from `WorkQueue::schedule` waiting for its time, by arrival, with its timer. What is left at
+    /// `Finish` runs then: `schedule` said Ok, so the closure is never dropped.
+    scheduled: BTreeMap<u64, (SpawnHandle, WorkFn<H>)>,
+    next_scheduled: u64,
 }
 
 impl<H: MessagingHandler> ConnectionActor<H> {
-    /// Starts a connection actor on `arbiter`. The handler is made there, by `make`.
-    pub(crate) fn start<F>(
-        arbiter: &ArbiterHandle,
+    /// Prepares a connection actor: its handle at once, and the [`Starter`] that the supervisor runs to
+    /// start it on a worker arbiter (the handler is made there, by `make`). Dropping the starter instead
+    /// drops the handler's factory and the socket: the connection never existed.
+    pub(crate) fn prepare<F>(
         id: u64,
         config: ConnectionConfig,
         origin: Origin,
         container: ContainerHandle,
         make: F,
-    ) -> ConnectionHandle<H>
+    ) -> (ConnectionHandle<H>, Starter)
     where
         F: FnOnce(WorkQueue<H>) -> H + Send + 'static,
     {
@@ -286,20 +452,34 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         // address, and its next `try_send` fails: `add` would report `ConnectionClosed` on an open connection
         // and a `wake` would be lost for good (its pending flag stays set with no message in flight).
         let (tx, rx) = actix::dev::channel::channel(UNBOUNDED_MAILBOX);
+        let pending: Pending<H> = Arc::default();
         let me = ConnectionHandle::<H> {
             addr: Addr::new(tx.clone()),
             shared: shared.clone(),
+            pending: pending.clone(),
         };
+        let p = pending.clone();
         // The handler may hold its own work queue from the start, before any callback can run.
         let own_queue = me.work_queue();
-        arbiter.spawn_fn(move || {
+        let start = move || {
+            let Ok(handler) = guard::run("a handler factory (its connection never starts)", || {
+                make(own_queue)
+            }) else {
+                // No handler, so no callback can run: the connection is finished before it starts. Its
+                // mailbox, any work already queued (which needs the handler) and its socket are dropped
+                // here.
+                s.finish();
+                p.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                container.unregister(Unregister(id));
+                return;
+            };
             let engine = engine::Connection::new(config, Instant::now());
             let mut core = Core::new(engine, container);
             core.waker = Some(CoreWaker(Arc::new(move || me.wake())));
             let actor = ConnectionActor {
                 id,
                 core,
-                handler: Box::new(make(own_queue)),
+                handler: Box::new(handler),
                 shared: s,
                 origin: Some(origin),
                 reconnect: None,
@@ -309,16 +489,22 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 close_deadline: None,
                 transport_closed: false,
                 finished: false,
-                work: VecDeque::new(),
+                pending: p,
                 work_waker: None,
-                io_turn: false,
+                scheduled: BTreeMap::new(),
+                next_scheduled: 0,
             };
             Context::with_receiver(rx).run(actor);
-        });
-        ConnectionHandle {
+        };
+        let handle = ConnectionHandle {
             addr: Addr::new(tx),
             shared,
-        }
+            pending,
+        };
+        let starter: Starter = Box::new(move |arbiter: &ArbiterHandle| {
+            arbiter.spawn_fn(start);
+        });
+        (handle, starter)
     }
 
     fn attach_stream(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
@@ -380,6 +566,13 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 break;
             }
         }
+        // The writer shuts the socket down once the transport is closed; it waits for a wake, and a close
+        // that produced no bytes (a timeout: the peer never answered) gives it none above.
+        if self.transport_closed {
+            if let Some(w) = self.io.as_mut().and_then(|io| io.write_waker.take()) {
+                w.wake();
+            }
+        }
         self.rearm(ctx);
         if self.transport_closed && self.io.is_none() && !self.try_reconnect(ctx) {
             self.finish(ctx);
@@ -405,6 +598,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             let delay = at.saturating_duration_since(Instant::now());
             let handle = ctx.run_later(delay, move |act, ctx| {
                 act.timer = None;
+                // Work queued before the timer fired runs before what the timeout causes.
+                act.run_work(usize::MAX, ctx);
                 let now = Instant::now();
                 let overdue = act.close_deadline.is_some_and(|d| now >= d);
                 if overdue && !act.transport_closed {
@@ -422,13 +617,22 @@ impl<H: MessagingHandler> ConnectionActor<H> {
     fn connect(&mut self, host_port: String, ctx: &mut Context<Self>) {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(TcpStream::connect(host_port)).map(
-                |result, act, ctx| match result {
-                    Ok(s) => act.attach_stream(s, ctx),
-                    Err(e) => {
-                        act.core
-                            .engine
-                            .handle_disconnected(format!("connect failed: {e}"));
-                        act.pump(ctx);
+                |result, act, ctx| {
+                    // Closed while connecting (the container stopped): `on_transport_close` has run, and no
+                    // callback may follow it.
+                    if act.transport_closed || act.finished {
+                        return;
+                    }
+                    // Work queued before the connect completed runs before what it causes.
+                    act.run_work(usize::MAX, ctx);
+                    match result {
+                        Ok(s) => act.attach_stream(s, ctx),
+                        Err(e) => {
+                            act.core
+                                .engine
+                                .handle_disconnected(format!("connect failed: {e}"));
+                            act.pump(ctx);
+                        }
                     }
                 },
             ),
@@ -472,14 +676,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
     /// with `amqp:internal-error`; the worker thread and every other connection carry on.
     fn guarded(&mut self, f: impl FnOnce(&mut H, &mut Core)) {
         let (handler, core) = (&mut *self.handler, &mut self.core);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(handler, core)));
-        if let Err(panic) = result {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_string());
-            log::error!("a handler panicked ({what}); closing its connection");
+        let result = guard::run("a handler (its connection is closed)", || f(handler, core));
+        if let Err(what) = result {
             self.core.closing = true;
             let _ = self.core.engine.close(Some(AmqpError::new(
                 ErrorCondition::InternalError,
@@ -490,16 +688,26 @@ impl<H: MessagingHandler> ConnectionActor<H> {
 
     /// Runs up to `limit` queued work items, then handles what they produced.
     fn run_work(&mut self, limit: usize, ctx: &mut Context<Self>) {
-        if self.work.is_empty() {
+        let batch: Vec<WorkFn<H>> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let n = limit.min(pending.len());
+            pending.drain(..n).collect()
+        };
+        if batch.is_empty() {
             return;
         }
-        for _ in 0..limit {
-            let Some(work) = self.work.pop_front() else {
-                break;
-            };
+        for work in batch {
             self.guarded(|h, c| work(h, &mut Connection::new(c)));
         }
         self.pump(ctx);
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Marks the connection finished and queues the final message behind any work already queued.
@@ -508,12 +716,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             return;
         }
         self.finished = true;
-        self.shared.state.send_replace(Lifecycle::Finished);
-        *self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.finish();
         ctx.address().do_send(Finish);
     }
 
@@ -560,19 +763,15 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
     }
 }
 
-impl<H: MessagingHandler> Handler<Work<H>> for ConnectionActor<H> {
+impl<H: MessagingHandler> Handler<WorkReady> for ConnectionActor<H> {
     type Result = ();
 
-    fn handle(&mut self, work: Work<H>, ctx: &mut Context<Self>) {
-        self.work.push_back(work.0);
+    fn handle(&mut self, _: WorkReady, _ctx: &mut Context<Self>) {
+        // Cleared before the work is taken (as the wake flag): an `add` that finds it set has pushed its
+        // item before this, so the runner woken here takes it.
+        self.shared.work_signalled.clear();
         if let Some(w) = self.work_waker.take() {
             w.wake();
-        }
-        // actix drains the whole mailbox before it polls anything else; under a stream of work that could
-        // starve the socket. Every batch, pause the mailbox for one turn of work, writing and reading.
-        if self.work.len() >= WORK_BATCH && !self.io_turn {
-            self.io_turn = true;
-            ctx.wait(IoTurn);
         }
     }
 }
@@ -581,12 +780,15 @@ impl<H: MessagingHandler> Handler<Scheduled<H>> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, Scheduled(delay, work): Scheduled<H>, ctx: &mut Context<Self>) {
-        ctx.run_later(delay, move |act, ctx| {
-            if !act.finished {
+        let key = self.next_scheduled;
+        self.next_scheduled += 1;
+        let timer = ctx.run_later(delay, move |act, ctx| {
+            if let Some((_, work)) = act.scheduled.remove(&key) {
                 act.guarded(|h, c| work(h, &mut Connection::new(c)));
                 act.pump(ctx);
             }
         });
+        self.scheduled.insert(key, (timer, work));
     }
 }
 
@@ -595,12 +797,8 @@ impl<H: MessagingHandler> Handler<Wake> for ConnectionActor<H> {
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
         self.run_work(usize::MAX, ctx);
-        // A read-modify-write, not a store: it reads the `true` written by the latest `wake()` that sent no
-        // message, and (Acquire) makes everything that thread did before calling `wake()` visible to the
-        // callback. A plain store lets the callback's reads overtake it (store-load reordering, even on
-        // x86), so a `wake()` could find the flag still set, send nothing, and have its data missed by this
-        // callback: a lost wake.
-        self.shared.wake_pending.swap(false, Ordering::AcqRel);
+        // Cleared before the callback looks at anything (see `Signal::clear`).
+        self.shared.wake_pending.clear();
         if self.transport_closed {
             return;
         }
@@ -633,8 +831,13 @@ impl<H: MessagingHandler> Handler<Finish> for ConnectionActor<H> {
     type Result = ();
 
     fn handle(&mut self, _: Finish, ctx: &mut Context<Self>) {
-        // Work accepted before the connection finished still runs: it sees the connection closed.
+        // Work accepted before the connection finished still runs: it sees the connection closed. So does
+        // scheduled work whose time has not come.
         self.run_work(usize::MAX, ctx);
+        for (_, (timer, work)) in std::mem::take(&mut self.scheduled) {
+            ctx.cancel_future(timer);
+            self.guarded(|h, c| work(h, &mut Connection::new(c)));
+        }
         ctx.stop();
     }
 }
@@ -824,32 +1027,11 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for WorkRunner {
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
         act.run_work(WORK_BATCH, ctx);
-        if act.work.is_empty() {
+        if !act.has_pending_work() {
             act.work_waker = Some(task.waker().clone());
         } else {
             task.waker().wake_by_ref();
         }
         Poll::Pending
-    }
-}
-
-/// A pause in mailbox processing for one batch of work and one turn of writing and reading.
-struct IoTurn;
-
-impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for IoTurn {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut ConnectionActor<H>,
-        ctx: &mut Context<ConnectionActor<H>>,
-        task: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        act.io_turn = false;
-        act.run_work(WORK_BATCH, ctx);
-        // The reading and writing `IoPass` items stay in charge; this only gives them a turn.
-        let _ = write_pass(act, ctx, task);
-        let _ = read_pass(act, ctx, task);
-        Poll::Ready(())
     }
 }

@@ -2,9 +2,11 @@
 //! face. Like Proton's `proton::container`, it connects, listens, schedules and stops, from any thread at any
 //! time, including while `run` is going on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +19,11 @@ use nucleon_protocol::frame::Error as AmqpError;
 use tokio::sync::Notify;
 
 use crate::connection::{
-    ConnectionActor, ConnectionHandle, Origin, Shutdown, WorkQueue, UNBOUNDED_MAILBOX,
+    ConnectionActor, ConnectionHandle, Origin, Shutdown, Starter, WorkQueue, UNBOUNDED_MAILBOX,
 };
 use crate::error::Error;
+use crate::gate::Gate;
+use crate::guard;
 use crate::handler::{ListenHandler, MessagingHandler};
 use crate::options::ConnectionOptions;
 use crate::url::Address;
@@ -107,16 +111,15 @@ fn start(
     standalone: bool,
 ) -> ContainerHandle {
     let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-    let handles = workers.iter().map(Arbiter::handle).collect();
-    let stopping = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Gate::default());
     // The mailbox is unbounded from the start: the supervisor only starts (and could raise its capacity)
     // once `run` runs, and before that actix's default capacity of 16 would make `schedule` fail.
     let (tx, rx) = actix::dev::channel::channel(UNBOUNDED_MAILBOX);
     let supervisor = Supervisor {
-        stopping_flag: stopping.clone(),
+        gate: gate.clone(),
         connections: HashMap::new(),
-        exited_early: HashSet::new(),
         listeners: HashMap::new(),
+        next_worker: 0,
         ever: false,
         auto_stop,
         stopping: None,
@@ -129,11 +132,9 @@ fn start(
         inner: Arc::new(Inner {
             id,
             supervisor: Addr::new(tx),
-            home: Arbiter::current(),
-            workers: handles,
-            next_worker: AtomicUsize::new(0),
+            threads,
             next_id: AtomicU64::new(1),
-            stopping,
+            gate,
             max_message_size,
         }),
     }
@@ -171,10 +172,11 @@ impl Container {
     /// `handler.on_container_stop` after it has stopped.
     pub fn run_with<H: MessagingHandler>(self, mut handler: H) -> Result<(), Error> {
         let handle = self.handle.clone();
-        self.system
-            .block_on(async { handler.on_container_start(&handle) });
+        self.system.block_on(async {
+            let _ = guard::run("on_container_start", || handler.on_container_start(&handle));
+        });
         let result = self.system.run();
-        handler.on_container_stop(&handle);
+        let _ = guard::run("on_container_stop", || handler.on_container_stop(&handle));
         result.map_err(Error::from)
     }
 }
@@ -182,11 +184,10 @@ impl Container {
 struct Inner {
     id: String,
     supervisor: Addr<Supervisor>,
-    home: ArbiterHandle,
-    workers: Vec<ArbiterHandle>,
-    next_worker: AtomicUsize,
+    threads: usize,
     next_id: AtomicU64,
-    stopping: Arc<AtomicBool>,
+    /// Shared with the supervisor: what it has not closed yet may still be started.
+    gate: Arc<Gate>,
     max_message_size: u64,
 }
 
@@ -200,7 +201,7 @@ impl std::fmt::Debug for ContainerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContainerHandle")
             .field("id", &self.inner.id)
-            .field("workers", &self.inner.workers.len())
+            .field("workers", &self.inner.threads)
             .finish()
     }
 }
@@ -213,21 +214,32 @@ impl ContainerHandle {
 
     /// The number of worker threads.
     pub fn threads(&self) -> usize {
-        self.inner.workers.len()
+        self.inner.threads
     }
 
     fn check_running(&self) -> Result<(), Error> {
-        if self.inner.stopping.load(Ordering::Acquire) {
+        if self.inner.gate.is_closed() {
             Err(Error::ContainerStopping)
         } else {
             Ok(())
         }
     }
 
-    /// Connections are spread over the workers round robin.
-    fn next_worker(&self) -> &ArbiterHandle {
-        let i = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
-        &self.inner.workers[i % self.inner.workers.len()]
+    /// Hands a connection or listener to the supervisor, which starts it (and stops it again if `stop`
+    /// came first). Once this returns `Ok` the supervisor will not finish before it has started it; an
+    /// `Err` means it never starts, and what `msg` carries (handler factory, socket) is dropped.
+    fn admit<M>(&self, msg: M) -> Result<(), Error>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Supervisor: Handler<M>,
+    {
+        if !self.inner.gate.enter() {
+            return Err(Error::ContainerStopping);
+        }
+        self.inner.supervisor.try_send(msg).map_err(|_| {
+            self.inner.gate.arrived();
+            Error::ContainerStopping
+        })
     }
 
     /// Connects to `url` (`amqp://[user:password@]host[:port]`); `handler` gets the connection's callbacks
@@ -263,15 +275,14 @@ impl ContainerHandle {
             targets.push((a.host_port(), self.client_config(&a, &options)));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let handle = ConnectionActor::start(
-            self.next_worker(),
+        let (handle, start) = ConnectionActor::prepare(
             id,
             targets[0].1.clone(),
             Origin::Client { targets, reconnect },
             self.clone(),
             make,
         );
-        self.register(id, handle.shutdown_recipient());
+        self.admit(Launch(id, start, handle.shutdown_recipient()))?;
         Ok(handle)
     }
 
@@ -336,7 +347,6 @@ impl ContainerHandle {
         options: ListenOptions,
         handler: L,
     ) -> Result<Listener, Error> {
-        self.check_running()?;
         let std = StdListener::bind(addr)?;
         std.set_nonblocking(true)?;
         let local = std.local_addr()?;
@@ -346,31 +356,34 @@ impl ContainerHandle {
             addr: local,
             stop: stop.clone(),
         };
-        self.inner.supervisor.do_send(ListenerUp(id, stop.clone()));
         let container = self.clone();
         let handler = Arc::new(handler);
-        self.inner.home.spawn(async move {
+        let notified = stop.clone();
+        let task = async move {
             let listener = match tokio::net::TcpListener::from_std(std) {
                 Ok(l) => l,
                 Err(e) => {
-                    handler.on_error(&e.into());
+                    let _ = guard::run("ListenHandler::on_error", || handler.on_error(&e.into()));
                     container.inner.supervisor.do_send(ListenerDown(id));
                     return;
                 }
             };
-            handler.on_open(local);
+            let _ = guard::run("ListenHandler::on_open", || handler.on_open(local));
             loop {
                 tokio::select! {
-                    _ = stop.notified() => break,
+                    _ = notified.notified() => break,
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => container.accept(stream, peer, &options, handler.clone()),
-                        Err(e) => handler.on_error(&e.into()),
+                        Err(e) => {
+                            let _ = guard::run("ListenHandler::on_error", || handler.on_error(&e.into()));
+                        }
                     },
                 }
             }
-            handler.on_close();
+            let _ = guard::run("ListenHandler::on_close", || handler.on_close());
             container.inner.supervisor.do_send(ListenerDown(id));
-        });
+        };
+        self.admit(Listen(id, stop, Box::pin(task)))?;
         Ok(listener)
     }
 
@@ -381,9 +394,6 @@ impl ContainerHandle {
         options: &ListenOptions,
         handler: Arc<L>,
     ) {
-        if self.check_running().is_err() {
-            return;
-        }
         let Ok(std) = stream.into_std() else {
             return;
         };
@@ -413,19 +423,15 @@ impl ContainerHandle {
             allow_skip: options.allow_skip_sasl || options.authenticator.is_none(),
         });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let handle = ConnectionActor::start(
-            self.next_worker(),
+        let (handle, start) = ConnectionActor::prepare(
             id,
             config,
             Origin::Server { stream: std },
             self.clone(),
             move |_| handler.on_accept(peer),
         );
-        self.register(id, handle.shutdown_recipient());
-    }
-
-    fn register(&self, id: u64, shutdown: Recipient<Shutdown>) {
-        self.inner.supervisor.do_send(Register(id, shutdown));
+        // Refused once the container is stopping: the socket is dropped, `on_accept` never runs.
+        let _ = self.admit(Launch(id, start, handle.shutdown_recipient()));
     }
 
     pub(crate) fn unregister(&self, msg: Unregister) {
@@ -453,13 +459,13 @@ impl ContainerHandle {
 
     /// [`stop`](Self::stop), closing connections with `error`.
     pub fn stop_with(&self, error: Option<AmqpError>) {
-        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.gate.close();
         self.inner.supervisor.do_send(Stop(error));
     }
 
     /// True once `stop` was called or the container stopped by itself.
     pub fn is_stopping(&self) -> bool {
-        self.inner.stopping.load(Ordering::Acquire)
+        self.inner.gate.is_closed()
     }
 }
 
@@ -525,12 +531,13 @@ impl Listener {
 
 // ----- the supervisor actor -----
 
+/// Owns the container's life: it starts every connection (on a worker, round robin) and listener, stops
+/// them on `stop`, and finishes the container through the [`Gate`] once everything is gone.
 struct Supervisor {
-    stopping_flag: Arc<AtomicBool>,
+    gate: Arc<Gate>,
     connections: HashMap<u64, Recipient<Shutdown>>,
-    /// Connections that finished before their registration arrived.
-    exited_early: HashSet<u64>,
     listeners: HashMap<u64, Arc<Notify>>,
+    next_worker: usize,
     ever: bool,
     auto_stop: bool,
     stopping: Option<Option<AmqpError>>,
@@ -547,11 +554,12 @@ impl Supervisor {
     fn check_done(&mut self) {
         let quiet = self.connections.is_empty() && self.listeners.is_empty();
         let wanted = self.stopping.is_some() || (self.auto_stop && self.ever);
-        if self.done || !quiet || !wanted {
+        // Something admitted but not started yet holds the finish; its arrival adds a connection or
+        // listener, whose end calls this again.
+        if self.done || !quiet || !wanted || !self.gate.try_finish() {
             return;
         }
         self.done = true;
-        self.stopping_flag.store(true, Ordering::Release);
         for w in &self.workers {
             w.stop();
         }
@@ -561,18 +569,22 @@ impl Supervisor {
     }
 }
 
+/// Start this connection (admitted by the gate).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Register(u64, Recipient<Shutdown>);
+struct Launch(u64, Starter, Recipient<Shutdown>);
 
 /// A connection finished.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Unregister(pub(crate) u64);
 
+type ListenTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Start this listener's accept loop (admitted by the gate); the `Notify` stops it.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct ListenerUp(u64, Arc<Notify>);
+struct Listen(u64, Arc<Notify>, ListenTask);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -588,15 +600,18 @@ type ScheduledFn = Box<dyn FnOnce() + Send>;
 #[rtype(result = "()")]
 struct Schedule(Duration, ScheduledFn);
 
-impl Handler<Register> for Supervisor {
+impl Handler<Launch> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, Register(id, shutdown): Register, _: &mut Context<Self>) {
+    fn handle(&mut self, Launch(id, start, shutdown): Launch, _: &mut Context<Self>) {
+        self.gate.arrived();
         self.ever = true;
-        if self.exited_early.remove(&id) {
-            self.check_done();
-            return;
-        }
+        // The workers run until `check_done` stops them, which the gate held back for this connection.
+        let worker = self.workers[self.next_worker % self.workers.len()].handle();
+        self.next_worker = self.next_worker.wrapping_add(1);
+        start(&worker);
+        // Admitted before `stop`, arrived after it: it runs, and is closed at once (its handler still sees
+        // `on_transport_close`). The actor's `Unregister` can only come after this.
         if let Some(error) = &self.stopping {
             let _ = shutdown.try_send(Shutdown(error.clone()));
         }
@@ -608,22 +623,22 @@ impl Handler<Unregister> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, Unregister(id): Unregister, _: &mut Context<Self>) {
-        if self.connections.remove(&id).is_none() {
-            self.exited_early.insert(id);
-        }
+        self.connections.remove(&id);
         self.check_done();
     }
 }
 
-impl Handler<ListenerUp> for Supervisor {
+impl Handler<Listen> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, ListenerUp(id, stop): ListenerUp, _: &mut Context<Self>) {
+    fn handle(&mut self, Listen(id, stop, task): Listen, _: &mut Context<Self>) {
+        self.gate.arrived();
         self.ever = true;
         if self.stopping.is_some() {
             stop.notify_one();
         }
         self.listeners.insert(id, stop);
+        actix::spawn(task);
     }
 }
 
@@ -657,6 +672,8 @@ impl Handler<Schedule> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, Schedule(delay, f): Schedule, ctx: &mut Context<Self>) {
-        ctx.run_later(delay, move |_, _| f());
+        ctx.run_later(delay, move |_, _| {
+            let _ = guard::run("a scheduled closure", f);
+        });
     }
 }

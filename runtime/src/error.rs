@@ -33,6 +33,16 @@ pub enum Error {
     /// The link or connection closed before the operation completed.
     #[error("the link closed before the operation completed")]
     LinkClosed,
+    /// The connection's bounded work queue is full ([`WorkQueue::try_add`](crate::WorkQueue::try_add)).
+    #[error("the work queue is full")]
+    WorkQueueFull,
+    /// An id or delivery ref of another connection was used on this one: it names nothing here.
+    #[error("the id belongs to another connection")]
+    OtherConnection,
+    /// A delivery ref from an earlier transport of this connection (before a reconnect): the delivery it
+    /// named is gone with that transport, and the ref never settles a delivery of the new one.
+    #[error("the delivery belongs to an earlier transport of this connection")]
+    StaleDelivery,
 }
 
 impl Error {

@@ -87,6 +87,8 @@ pub(crate) struct Facade {
     /// Its own connection's work queue, for the settlers and credit of what it receives.
     wq: WorkQueue<Facade>,
     error: Option<Error>,
+    /// The connection reconnects after a lost transport: its link is attached again by the runtime.
+    reconnects: bool,
 }
 
 enum FacadeRole {
@@ -175,6 +177,14 @@ impl Facade {
 
 impl MessagingHandler for Facade {
     fn on_connection_open(&mut self, conn: &mut Connection<'_>) {
+        // After a reconnect the runtime attaches the link again under the same id: no second link.
+        let attached = match &self.role {
+            FacadeRole::Sender { sender, .. } => sender.is_some(),
+            FacadeRole::Receiver { receiver, .. } => receiver.is_some(),
+        };
+        if attached {
+            return;
+        }
         let address = self.address.clone().unwrap_or_default();
         let opened = match &mut self.role {
             FacadeRole::Sender {
@@ -298,6 +308,17 @@ impl MessagingHandler for Facade {
     }
 
     fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
+        if self.reconnects && self.opened.is_none() {
+            // Another transport may follow: what was in flight has lost its outcome, what waits for credit
+            // goes on the link attached again. If none follows, the connection finishes and the handler
+            // is dropped, which fails whatever still waits.
+            if let FacadeRole::Sender { in_flight, .. } = &mut self.role {
+                for (_, reply) in in_flight.drain() {
+                    let _ = reply.send(Err(Error::ConnectionClosed));
+                }
+            }
+            return;
+        }
         self.fail_all(Error::ConnectionClosed);
         if let FacadeRole::Receiver { sink, .. } = &mut self.role {
             // Ending the stream: drop the sending side.
@@ -313,6 +334,7 @@ async fn open_facade(
     role: FacadeRole,
 ) -> Result<WorkQueue<Facade>, Error> {
     let address = Address::parse(url)?.address;
+    let reconnects = options.reconnect.is_some();
     let (tx, rx) = oneshot::channel();
     // The facade holds its work queue from the start: messages can arrive before this task runs again.
     let handle = container.connect_with_queue(url, options, move |wq| Facade {
@@ -321,6 +343,7 @@ async fn open_facade(
         opened: Some(tx),
         wq,
         error: None,
+        reconnects,
     })?;
     let wq = handle.work_queue();
     rx.await.map_err(|_| Error::ConnectionClosed)??;

@@ -3,6 +3,10 @@
 //!
 //! Callbacks of one connection never overlap: they run one at a time on that connection's worker thread,
 //! serialized with its work items and wakes. Callbacks of different connections run in parallel.
+//! A worker thread serves many connections, so a callback must not block: one that waits stalls every
+//! connection on its worker. Blocking work goes through
+//! [`WorkQueue::run_blocking`](crate::WorkQueue::run_blocking), which runs it off the worker and brings the
+//! result back through the work queue.
 //!
 //! Proton's defaults are applied by the runtime around the callbacks, whatever the handler does:
 //! remote-opened endpoints are opened in reply; receivers keep a credit window (default 10) refilled as

@@ -20,8 +20,12 @@ mod container;
 mod dispatch;
 mod error;
 mod facade;
+mod gate;
+mod guard;
 mod handler;
 mod options;
+mod signal;
+mod sync;
 mod url;
 mod views;
 

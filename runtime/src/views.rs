@@ -5,14 +5,38 @@
 //! past the callback, does not compile. To act on a connection from elsewhere, keep a `Send` id
 //! ([`SenderId`], [`ReceiverId`]) and use the connection's `WorkQueue`.
 //!
-//! ```compile_fail
+//! Every view is `!Send` (E0277: `*const ()` cannot be sent between threads safely), each checked on
+//! its own, with the error code, so a different compile error fails the test. Rustdoc checks the codes
+//! only on a nightly toolchain (`cargo +nightly test -p nucleon --doc`); on stable any error passes.
+//!
+//! ```compile_fail,E0277
 //! fn needs_send<T: Send>() {}
 //! needs_send::<nucleon::Connection<'static>>(); // a view cannot leave its thread
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Session<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
 //! fn needs_send<T: Send>() {}
 //! needs_send::<nucleon::Sender<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Receiver<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Delivery<'static>>();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! fn needs_send<T: Send>() {}
+//! needs_send::<nucleon::Tracker<'static>>();
 //! ```
 //!
 //! ```
@@ -42,18 +66,35 @@ use crate::error::Error;
 use crate::options::{DeliveryMode, ReceiverOptions, SenderOptions};
 
 /// Identifies a sender of a connection; `Copy + Send`, for use in work items. It stays valid across
-/// reconnects: the link attached again on the new transport answers to the same id.
+/// reconnects: the link attached again on the new transport answers to the same id. It names its
+/// connection: used on another one, it is refused with [`Error::OtherConnection`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SenderId(pub(crate) u64);
+pub struct SenderId {
+    pub(crate) conn: u64,
+    pub(crate) key: u64,
+}
 
 /// Identifies a receiver of a connection; `Copy + Send`, for use in work items. It stays valid across
-/// reconnects.
+/// reconnects, and names its connection (as [`SenderId`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ReceiverId(pub(crate) u64);
+pub struct ReceiverId {
+    pub(crate) conn: u64,
+    pub(crate) key: u64,
+}
 
-/// Identifies a delivery (received) or tracker (sent); `Copy + Send`.
+/// Identifies a delivery (received) or tracker (sent); `Copy + Send`. It names its connection and the
+/// transport it arrived on: after a reconnect the new engine numbers its deliveries afresh, so a ref from
+/// the old transport is refused with [`Error::StaleDelivery`] instead of settling another message, and a
+/// ref used on another connection with [`Error::OtherConnection`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DeliveryRef(pub(crate) DeliveryId);
+pub struct DeliveryRef {
+    conn: u64,
+    transport: u64,
+    id: DeliveryId,
+}
+
+/// Numbers connections for the ids and refs bound to them (0 is never given).
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A type-erased, thread-safe `ConnectionHandle::wake` of one connection (crate-internal).
 #[derive(Clone)]
@@ -119,6 +160,10 @@ pub(crate) struct Core {
     /// Stable link ids to the current engine links.
     keys: HashMap<u64, LinkId>,
     next_key: u64,
+    /// This connection's number, in every id and ref it gives out.
+    conn: u64,
+    /// Counts transports (reconnects): a delivery ref names the transport it belongs to.
+    transport: u64,
 }
 
 impl Core {
@@ -135,6 +180,8 @@ impl Core {
             waker: None,
             keys: HashMap::new(),
             next_key: 0,
+            conn: NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            transport: 0,
         }
     }
 
@@ -154,8 +201,28 @@ impl Core {
     }
 
     /// The stable id of a current link.
-    pub(crate) fn key_of(&self, link: LinkId) -> u64 {
+    fn key_of(&self, link: LinkId) -> u64 {
         self.links.get(&link).map_or(0, |l| l.key)
+    }
+
+    /// The ref of a delivery of the current transport.
+    fn delivery_ref(&self, id: DeliveryId) -> DeliveryRef {
+        DeliveryRef {
+            conn: self.conn,
+            transport: self.transport,
+            id,
+        }
+    }
+
+    /// The engine delivery a ref names, if it is one of this connection's current transport.
+    fn delivery(&self, r: DeliveryRef) -> Result<DeliveryId, Error> {
+        if r.conn != self.conn {
+            Err(Error::OtherConnection)
+        } else if r.transport != self.transport {
+            Err(Error::StaleDelivery)
+        } else {
+            Ok(r.id)
+        }
     }
 
     /// A fresh engine for a new transport (reconnect). Links are kept, to be attached again.
@@ -163,6 +230,7 @@ impl Core {
         self.engine = engine;
         self.default_session = None;
         self.reconnected = true;
+        self.transport += 1;
     }
 
     /// Attaches every link of the previous transport again, with the same terms, on a new session. The
@@ -192,9 +260,12 @@ impl Core {
         }
     }
 
-    /// The current link for a stable id.
-    pub(crate) fn resolve(&self, key: u64) -> Option<LinkId> {
-        self.keys.get(&key).copied()
+    /// The current link for a stable id of this connection.
+    fn resolve(&self, conn: u64, key: u64) -> Result<LinkId, Error> {
+        if conn != self.conn {
+            return Err(Error::OtherConnection);
+        }
+        self.keys.get(&key).copied().ok_or(Error::LinkClosed)
     }
 
     fn link_name(&mut self, kind: &str) -> String {
@@ -419,16 +490,29 @@ impl<'a> Connection<'a> {
         Ok(Receiver::new(self.core, link))
     }
 
-    /// A sender of this connection by id, if it is still attached.
+    /// A sender of this connection by id, if it is still attached (see [`try_sender`](Self::try_sender)).
     pub fn sender(&mut self, id: SenderId) -> Option<Sender<'_>> {
-        let link = self.core.resolve(id.0)?;
-        Some(Sender::new(self.core, link))
+        self.try_sender(id).ok()
     }
 
-    /// A receiver of this connection by id, if it is still attached.
+    /// A sender of this connection by id: [`Error::LinkClosed`] once it is gone,
+    /// [`Error::OtherConnection`] for an id of another connection.
+    pub fn try_sender(&mut self, id: SenderId) -> Result<Sender<'_>, Error> {
+        let link = self.core.resolve(id.conn, id.key)?;
+        Ok(Sender::new(self.core, link))
+    }
+
+    /// A receiver of this connection by id: [`Error::LinkClosed`] once it is gone,
+    /// [`Error::OtherConnection`] for an id of another connection.
+    pub fn try_receiver(&mut self, id: ReceiverId) -> Result<Receiver<'_>, Error> {
+        let link = self.core.resolve(id.conn, id.key)?;
+        Ok(Receiver::new(self.core, link))
+    }
+
+    /// A receiver of this connection by id, if it is still attached (see
+    /// [`try_receiver`](Self::try_receiver)).
     pub fn receiver(&mut self, id: ReceiverId) -> Option<Receiver<'_>> {
-        let link = self.core.resolve(id.0)?;
-        Some(Receiver::new(self.core, link))
+        self.try_receiver(id).ok()
     }
 
     /// Closes the connection.
@@ -488,7 +572,10 @@ impl<'a> Sender<'a> {
 
     /// This sender's id, to find it again from a work item.
     pub fn id(&self) -> SenderId {
-        SenderId(self.core.key_of(self.link))
+        SenderId {
+            conn: self.core.conn,
+            key: self.core.key_of(self.link),
+        }
     }
 
     /// The target address.
@@ -506,7 +593,8 @@ impl<'a> Sender<'a> {
 
     /// Sends a message; fails without credit. The outcome arrives as `on_tracker_*`.
     pub fn send(&mut self, message: &Message) -> Result<DeliveryRef, Error> {
-        self.core.send(self.link, message).map(DeliveryRef)
+        let id = self.core.send(self.link, message)?;
+        Ok(self.core.delivery_ref(id))
     }
 
     /// The connection the sender belongs to.
@@ -543,7 +631,10 @@ impl<'a> Receiver<'a> {
 
     /// This receiver's id, to find it again from a work item.
     pub fn id(&self) -> ReceiverId {
-        ReceiverId(self.core.key_of(self.link))
+        ReceiverId {
+            conn: self.core.conn,
+            key: self.core.key_of(self.link),
+        }
     }
 
     /// The source address (for a dynamic source, the address the peer assigned).
@@ -629,7 +720,7 @@ impl<'a> Delivery<'a> {
 
     /// This delivery's id, to settle it later from a work item.
     pub fn id(&self) -> DeliveryRef {
-        DeliveryRef(self.id)
+        self.core.delivery_ref(self.id)
     }
 
     /// True once the delivery is settled (by the sender, or by us).
@@ -681,12 +772,12 @@ impl<'a> Delivery<'a> {
 }
 
 impl Connection<'_> {
-    /// Settles a deferred delivery with an outcome.
+    /// Settles a deferred delivery with an outcome. A ref from before a reconnect is refused with
+    /// [`Error::StaleDelivery`] (its delivery went with the old transport), a ref of another connection with
+    /// [`Error::OtherConnection`].
     pub fn settle(&mut self, delivery: DeliveryRef, state: DeliveryState) -> Result<(), Error> {
-        Ok(self
-            .core
-            .engine
-            .disposition(delivery.0, Some(state), true)?)
+        let id = self.core.delivery(delivery)?;
+        Ok(self.core.engine.disposition(id, Some(state), true)?)
     }
 }
 
@@ -710,7 +801,7 @@ impl<'a> Tracker<'a> {
 
     /// The tracker's id (as returned by `Sender::send`).
     pub fn id(&self) -> DeliveryRef {
-        DeliveryRef(self.id)
+        self.core.delivery_ref(self.id)
     }
 
     /// The peer's delivery state.

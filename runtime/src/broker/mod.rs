@@ -725,7 +725,7 @@ pub mod bench {
         }
         let key = ConsumerKey {
             conn: 1,
-            link: SenderId(1),
+            link: SenderId { conn: 1, key: 1 },
         };
         q.add_consumer(key, None, false);
         (q, key)

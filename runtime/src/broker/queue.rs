@@ -285,7 +285,7 @@ mod tests {
     fn key(conn: u64, link: u64) -> ConsumerKey {
         ConsumerKey {
             conn,
-            link: SenderId(link),
+            link: SenderId { conn, key: link },
         }
     }
 
