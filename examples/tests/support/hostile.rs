@@ -329,7 +329,7 @@ impl Peer {
                             None
                         }
                         Performative::Open(o) => {
-                            self.remote_open = Some(o.clone());
+                            self.remote_open = Some((**o).clone());
                             None
                         }
                         Performative::Detach(d) => d.error.clone().map(|e| ("detach", e)),
@@ -417,7 +417,7 @@ impl Peer {
             FrameBody::Amqp {
                 performative: Performative::Open(o),
                 ..
-            } => Some(o.clone()),
+            } => Some((**o).clone()),
             _ => None,
         });
         match (self.header, got) {
@@ -457,7 +457,7 @@ impl Peer {
             FrameBody::Amqp {
                 performative: Performative::Attach(a),
                 ..
-            } if a.name == name => Some(a.clone()),
+            } if a.name == name => Some((**a).clone()),
             _ => None,
         })
         .ok_or_else(|| format!("no attach answering link {name:?} within {WAIT:?}"))

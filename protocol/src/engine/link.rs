@@ -367,7 +367,7 @@ impl Connection {
             properties: c.properties.clone(),
             ..Attach::default()
         };
-        self.write_frame(channel, &Performative::Attach(attach), &[]);
+        self.write_frame(channel, &Performative::from(attach), &[]);
         Ok(())
     }
 

@@ -568,7 +568,7 @@ impl Connection {
 
     fn handle_performative(&mut self, channel: u16, p: Performative, payload: Bytes) {
         match p {
-            Performative::Open(open) => self.on_open(channel, open),
+            Performative::Open(open) => self.on_open(channel, *open),
             Performative::Close(close) => self.on_close(close.error),
             _ if self.remote != Half::Open => self.fail(Error::new(
                 ErrorCondition::IllegalState,
@@ -661,7 +661,7 @@ impl Connection {
             ..Open::default()
         };
         self.open_written = true;
-        self.write_frame(0, &Performative::Open(open), &[]);
+        self.write_frame(0, &Performative::from(open), &[]);
     }
 
     /// Encodes one AMQP frame (header, performative, payload) into the output. Nothing follows our `close` or

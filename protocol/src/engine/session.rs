@@ -339,7 +339,7 @@ impl Connection {
         match p {
             Performative::End(end) => self.on_end(id, end.error),
             _ if ignoring => {}
-            Performative::Attach(a) => self.on_attach(id, a),
+            Performative::Attach(a) => self.on_attach(id, *a),
             Performative::Flow(f) => self.on_flow(id, f),
             Performative::Transfer(t) => {
                 self.on_transfer(id, t, payload);

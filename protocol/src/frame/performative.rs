@@ -6,12 +6,12 @@ use super::*;
 use crate::codec::{codes, Decode, DecodeError, DecodeErrorKind, Decoder, Encode};
 
 macro_rules! frame_union {
-    ($(#[$meta:meta])* $name:ident, $label:literal { $($variant:ident),* }) => {
+    ($(#[$meta:meta])* $name:ident, $label:literal { $($variant:ident: $ty:ty),* }) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq)]
         #[allow(missing_docs, clippy::large_enum_variant)]
         pub enum $name {
-            $($variant($variant),)*
+            $($variant($ty),)*
         }
 
         impl $name {
@@ -29,7 +29,7 @@ macro_rules! frame_union {
 
         $(impl From<$variant> for $name {
             fn from(v: $variant) -> Self {
-                $name::$variant(v)
+                $name::$variant(<$ty>::from(v))
             }
         })*
 
@@ -53,7 +53,7 @@ macro_rules! frame_union {
                 }
                 let descriptor = dec.read_descriptor()?;
                 $(if check_descriptor_kind(&descriptor, $variant::CODE, $variant::SYMBOL) {
-                    return $variant::decode_fields(dec).map($name::$variant);
+                    return $variant::decode_fields(dec).map(|v| $name::$variant(<$ty>::from(v)));
                 })*
                 Err(dec.error(DecodeErrorKind::UnexpectedDescriptor {
                     expected: $label,
@@ -65,11 +65,18 @@ macro_rules! frame_union {
 }
 
 frame_union!(
-    /// The body of an AMQP frame [AMQP 1.0 §2.7].
-    Performative, "performative" { Open, Begin, Attach, Flow, Transfer, Disposition, Detach, End, Close }
+    /// The body of an AMQP frame [AMQP 1.0 §2.7]. `open` and `attach`, several times larger than the rest and
+    /// rare, are boxed, so that moving a transfer or disposition does not copy their size.
+    Performative, "performative" {
+        Open: Box<Open>, Begin: Begin, Attach: Box<Attach>, Flow: Flow, Transfer: Transfer,
+        Disposition: Disposition, Detach: Detach, End: End, Close: Close
+    }
 );
 
 frame_union!(
     /// The body of a SASL frame [AMQP 1.0 §5.3.3].
-    SaslFrame, "SASL frame" { SaslMechanisms, SaslInit, SaslChallenge, SaslResponse, SaslOutcome }
+    SaslFrame, "SASL frame" {
+        SaslMechanisms: SaslMechanisms, SaslInit: SaslInit, SaslChallenge: SaslChallenge,
+        SaslResponse: SaslResponse, SaslOutcome: SaslOutcome
+    }
 );

@@ -328,10 +328,10 @@ fn transactional_delivery_states_decode_in_dispositions_and_transfers() {
     assert_eq!(declared.outcome(), None);
     assert_eq!(&d.to_bytes()[..], &bytes[..]);
     // transfer(handle=0, ..., state=transactional-state(txn-id, outcome=accepted)) [AMQP 1.0 §4.5.5]
-    let state = DeliveryState::TransactionalState(TransactionalState {
+    let state = DeliveryState::TransactionalState(Box::new(TransactionalState {
         txn_id: Bytes::from_static(b"tx"),
         outcome: Some(Outcome::Accepted(Accepted {})),
-    });
+    }));
     let transfer = Transfer {
         handle: 0,
         state: Some(state.clone()),

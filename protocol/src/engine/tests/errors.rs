@@ -290,7 +290,7 @@ fn attach_with_a_handle_in_use_ends_the_session_with_handle_in_use() {
             f.channel,
             Attach {
                 handle: 0,
-                ..at.clone()
+                ..(**at).clone()
             },
         ),
         _ => f.clone(),

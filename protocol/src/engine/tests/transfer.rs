@@ -321,7 +321,7 @@ fn a_message_over_max_message_size_detaches_the_receiving_link() {
             f.channel,
             Attach {
                 max_message_size: None,
-                ..a.clone()
+                ..(**a).clone()
             },
         )]),
         _ => None,
