@@ -159,6 +159,22 @@ impl Server {
             .collect()
     }
 
+    /// The first link the peer attached.
+    fn first_link(&self) -> LinkId {
+        self.events
+            .iter()
+            .find_map(|e| match e {
+                Event::LinkRemoteAttach(l) => Some(*l),
+                _ => None,
+            })
+            .expect("the peer attached a link")
+    }
+
+    /// How many events match `f`.
+    fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+
     fn deliveries(&self) -> usize {
         self.events
             .iter()
@@ -226,10 +242,16 @@ fn attach_sender(channel: u16, handle: u32, name: &str) -> Vec<u8> {
     )
 }
 
-/// The handshake of a peer that sends on handle 0 of channel 0.
-fn sender_handshake() -> Vec<u8> {
+/// The header, open and a begin on channel 0.
+fn session_handshake() -> Vec<u8> {
     let mut out = open(u32::MAX);
     out.extend(begin(0));
+    out
+}
+
+/// The handshake of a peer that sends on handle 0 of channel 0.
+fn sender_handshake() -> Vec<u8> {
+    let mut out = session_handshake();
     out.extend(attach_sender(0, 0, "attack"));
     out
 }
@@ -405,14 +427,7 @@ fn a_grant_of_credit_restarts_the_overshoot_count() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|c| c.credit_overshoot = 3, 2);
     s.feed(&sender_handshake());
-    let link = s
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::LinkRemoteAttach(l) => Some(*l),
-            _ => None,
-        })
-        .unwrap();
+    let link = s.first_link();
     let mut id = 0;
     let mut send = |s: &mut Server, n: u32| {
         let mut bytes = Vec::new();
@@ -471,9 +486,7 @@ fn the_window_refills_as_the_application_takes_deliveries() {
 fn handles_beyond_handle_max_close_the_connection_with_framing_error() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|_| {}, 0);
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
-    s.feed(&bytes);
+    s.feed(&session_handshake());
     let handle_max = s
         .performatives()
         .into_iter()
@@ -490,11 +503,7 @@ fn handles_beyond_handle_max_close_the_connection_with_framing_error() {
     }
     s.feed(&bytes);
     assert_eq!(s.conditions(), vec![ErrorCondition::FramingError]);
-    let attached = s
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::LinkRemoteAttach(_)))
-        .count();
+    let attached = s.count(|e| matches!(e, Event::LinkRemoteAttach(_)));
     assert_eq!(attached, handle_max as usize + 1);
 }
 
@@ -508,17 +517,12 @@ fn links_beyond_max_links_are_refused_one_by_one() {
         },
         0,
     );
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
+    let mut bytes = session_handshake();
     for h in 0..5u32 {
         bytes.extend(attach_sender(0, h, &format!("l{h}")));
     }
     s.feed(&bytes);
-    let attached = s
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::LinkRemoteAttach(_)))
-        .count();
+    let attached = s.count(|e| matches!(e, Event::LinkRemoteAttach(_)));
     assert_eq!(attached, 3, "the application hears of 3 links only");
     assert_eq!(
         s.conditions(),
@@ -606,11 +610,7 @@ fn begins_beyond_channel_max_close_the_connection_with_framing_error() {
     }
     s.feed(&bytes);
     assert_eq!(s.conditions(), vec![ErrorCondition::FramingError]);
-    let begun = s
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::SessionRemoteBegin(_)))
-        .count();
+    let begun = s.count(|e| matches!(e, Event::SessionRemoteBegin(_)));
     assert_eq!(begun, usize::from(channel_max) + 1);
 }
 
@@ -778,16 +778,14 @@ fn session_errors_before_the_application_answers_the_begin_are_sent() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // handle-in-use: two attaches with one handle, in the same read as the begin.
     let mut s = Server::new(|_| {}, 0);
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
+    let mut bytes = session_handshake();
     bytes.extend(attach_sender(0, 7, "a"));
     bytes.extend(attach_sender(0, 7, "b"));
     s.feed(&bytes);
     assert_eq!(s.conditions(), vec![ErrorCondition::HandleInUse]);
     // unattached-handle: a transfer on a handle nobody attached.
     let mut s = Server::new(|_| {}, 0);
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
+    let mut bytes = session_handshake();
     bytes.extend(transfer(0, first_transfer(0, true), b"x"));
     s.feed(&bytes);
     assert_eq!(s.conditions(), vec![ErrorCondition::UnattachedHandle]);
@@ -838,14 +836,7 @@ fn drain_completes_when_the_sender_uses_the_credit_up() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|_| {}, 3);
     s.feed(&sender_handshake());
-    let link = s
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::LinkRemoteAttach(l) => Some(*l),
-            _ => None,
-        })
-        .unwrap();
+    let link = s.first_link();
     s.engine.drain(link).unwrap();
     s.react();
     let mut bytes = Vec::new();
@@ -862,14 +853,7 @@ fn a_senders_delivery_count_past_the_limit_leaves_no_credit() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|_| {}, 5);
     s.feed(&sender_handshake());
-    let link = s
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::LinkRemoteAttach(l) => Some(*l),
-            _ => None,
-        })
-        .unwrap();
+    let link = s.first_link();
     let flow = Flow {
         next_incoming_id: Some(0),
         incoming_window: 100,
@@ -889,8 +873,7 @@ fn spec_rules_on_incoming_links_and_transfers() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // A sender without initial-delivery-count is refused at link level, unseen by the application.
     let mut s = Server::new(|_| {}, 5);
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
+    let mut bytes = session_handshake();
     bytes.extend(frame(
         0,
         Attach {
@@ -921,8 +904,7 @@ fn spec_rules_on_incoming_links_and_transfers() {
 
     // snd-settle-mode settled: every delivery is settled, whatever the transfer says.
     let mut s = Server::new(|_| {}, 5);
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
+    let mut bytes = session_handshake();
     bytes.extend(frame(
         0,
         Attach {
@@ -948,8 +930,7 @@ fn spec_rules_on_incoming_links_and_transfers() {
 fn the_unsettled_map_of_an_attach_reaches_the_application() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|_| {}, 5);
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
+    let mut bytes = session_handshake();
     let mut unsettled = nucleon_protocol::codec::Map::new();
     unsettled.insert(
         nucleon_protocol::codec::Value::Binary(Bytes::from_static(b"tag")),
@@ -968,14 +949,7 @@ fn the_unsettled_map_of_an_attach_reaches_the_application() {
         },
     ));
     s.feed(&bytes);
-    let link = s
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::LinkRemoteAttach(l) => Some(*l),
-            _ => None,
-        })
-        .unwrap();
+    let link = s.first_link();
     assert_eq!(s.engine.remote_unsettled(link), Ok(Some(&unsettled)));
 }
 
@@ -1073,8 +1047,7 @@ fn nothing_is_kept_for_a_link_that_is_refused_or_closed() {
 fn a_coordinator_link_is_refused_with_not_implemented_at_link_level() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|_| {}, 5);
-    let mut bytes = open(u32::MAX);
-    bytes.extend(begin(0));
+    let mut bytes = session_handshake();
     bytes.extend(frame(
         0,
         Attach {
@@ -1094,11 +1067,7 @@ fn a_coordinator_link_is_refused_with_not_implemented_at_link_level() {
     bytes.extend(attach_sender(0, 1, "plain"));
     s.feed(&bytes);
     assert_eq!(s.conditions(), vec![ErrorCondition::NotImplemented]);
-    let attached = s
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::LinkRemoteAttach(_)))
-        .count();
+    let attached = s.count(|e| matches!(e, Event::LinkRemoteAttach(_)));
     assert_eq!(
         attached, 1,
         "the plain link goes on; the coordinator is never seen"
@@ -1158,14 +1127,7 @@ fn a_drain_completes_only_after_the_delivery_that_used_the_credit() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::new(|_| {}, 1);
     s.feed(&sender_handshake());
-    let link = s
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::LinkRemoteAttach(l) => Some(*l),
-            _ => None,
-        })
-        .unwrap();
+    let link = s.first_link();
     s.engine.drain(link).unwrap();
     s.react();
     s.events.clear();
@@ -1273,16 +1235,8 @@ fn links_the_application_could_not_answer_are_freed() {
         }
     }
     s.feed(&frame(0, nucleon_protocol::frame::End { error: None }));
-    let attached = s
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::LinkRemoteAttach(_)))
-        .count();
-    let closed = s
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::LinkClosed(_)))
-        .count();
+    let attached = s.count(|e| matches!(e, Event::LinkRemoteAttach(_)));
+    let closed = s.count(|e| matches!(e, Event::LinkClosed(_)));
     assert_eq!(closed, attached, "every link the application saw is closed");
     assert!(s
         .events
@@ -1307,11 +1261,7 @@ fn a_begin_we_could_not_answer_closes_the_connection_instead_of_vanishing() {
     b.extend(begin(1));
     s.feed(&b);
     assert_eq!(s.conditions(), vec![ErrorCondition::ResourceLimitExceeded]);
-    let begun = s
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::SessionRemoteBegin(_)))
-        .count();
+    let begun = s.count(|e| matches!(e, Event::SessionRemoteBegin(_)));
     assert_eq!(
         begun, 1,
         "the application hears only of the session it can answer"
