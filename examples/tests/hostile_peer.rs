@@ -716,13 +716,26 @@ fn a_duplicate_handle_in_the_first_write_ends_the_session() {
     let mut bytes = frame(0, our_begin());
     bytes.extend(frame(0, attach("first", 0, Role::Sender, &queue)));
     bytes.extend(frame(0, attach("second", 0, Role::Sender, &queue)));
-    p.write(&bytes).expect("writes");
-    let _ = p.wait_error(WAIT);
-    b.expect_condition(
-        &p.errors,
-        &[ErrorCondition::HandleInUse],
+    expect_session_end(
+        b,
+        p,
+        &bytes,
+        ErrorCondition::HandleInUse,
         "a duplicate handle",
     );
+}
+
+/// Writes `bytes` (a begin and what breaks a session rule) and expects an `end` with `condition`, nothing more.
+fn expect_session_end(
+    mut b: Bench,
+    mut p: Peer,
+    bytes: &[u8],
+    condition: ErrorCondition,
+    what: &str,
+) {
+    p.write(bytes).expect("writes");
+    let _ = p.wait_error(WAIT);
+    b.expect_condition(&p.errors, &[condition], what);
     b.check(
         p.errors.first().is_none_or(|e| e.kind == "end"),
         format!("expected an end, got {:?}", p.errors.first()),
@@ -735,7 +748,7 @@ fn a_duplicate_handle_in_the_first_write_ends_the_session() {
 ///      `unattached-handle`.
 #[test]
 fn a_transfer_on_an_unattached_handle_ends_the_session() {
-    let mut b = Bench::start("unattached-handle");
+    let b = Bench::start("unattached-handle");
     let mut p = Peer::connect(b.port());
     p.open();
     let mut bytes = frame(0, our_begin());
@@ -744,19 +757,13 @@ fn a_transfer_on_an_unattached_handle_ends_the_session() {
         small_transfer(7, 0, true),
         &data_section(b"?"),
     ));
-    p.write(&bytes).expect("writes");
-    let _ = p.wait_error(WAIT);
-    b.expect_condition(
-        &p.errors,
-        &[ErrorCondition::UnattachedHandle],
+    expect_session_end(
+        b,
+        p,
+        &bytes,
+        ErrorCondition::UnattachedHandle,
         "a transfer on an unattached handle",
     );
-    b.check(
-        p.errors.first().is_none_or(|e| e.kind == "end"),
-        format!("expected an end, got {:?}", p.errors.first()),
-    );
-    drop(p);
-    b.finish(RSS_BOUND, CPU_BOUND);
 }
 
 /// 12. 3,000 connections that send a protocol header and nothing else: the broker stays up with bounded
