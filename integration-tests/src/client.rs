@@ -15,9 +15,10 @@ use futures::StreamExt;
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition};
 use nucleon::{
-    Connection, ConnectionHandle, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery,
-    ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverHandle,
-    ReceiverId, ReceiverOptions, Sender, SenderHandle, SenderOptions, Tracker, Value,
+    Connection, ConnectionHandle, ConnectionOptions, Container, ContainerBuilder, ContainerHandle,
+    Delivery, ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver,
+    ReceiverHandle, ReceiverId, ReceiverOptions, Sender, SenderHandle, SenderOptions, Tracker,
+    Value,
 };
 use tokio::sync::mpsc;
 
@@ -422,4 +423,31 @@ impl MessagingHandler for Direct {
     fn on_tracker_release(&mut self, tracker: &mut Tracker<'_>) {
         self.report_outcome(tracker);
     }
+}
+
+/// Runs a stand-alone server container (one worker thread, `id`) on its own thread, listening on `addr` with
+/// `handler`: its handle, its port and the thread, which ends when the container is stopped. Restarting a
+/// server on the same port (`127.0.0.1:{port}`) is how the reconnect tests take a peer away and back.
+pub fn threaded_server<L: ListenHandler>(
+    id: &'static str,
+    addr: &str,
+    handler: L,
+) -> (ContainerHandle, u16, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = addr.to_string();
+    let t = std::thread::spawn(move || {
+        let c = Container::builder()
+            .id(id)
+            .threads(1)
+            .auto_stop(false)
+            .build();
+        let h = c.handle();
+        let l = h.listen(&addr, handler).expect("server listens");
+        tx.send((h, l.port())).expect("report");
+        c.run().expect("server runs");
+    });
+    let (h, port) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server started");
+    (h, port, t)
 }

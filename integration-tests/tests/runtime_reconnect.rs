@@ -15,6 +15,8 @@ use nucleon::{
     SenderOptions,
 };
 
+use nucleon_integration_tests::client::threaded_server;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A server whose handlers report every message body.
@@ -60,25 +62,6 @@ fn spawn_container(
         c.run()
     });
     (rx.recv_timeout(WAIT).expect("container started"), t)
-}
-
-/// Runs a server container on its own thread; returns its handle and the thread.
-fn server(addr: &str, got: mpsc::Sender<String>) -> (ContainerHandle, u16, thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let addr = addr.to_string();
-    let t = thread::spawn(move || {
-        let c = Container::builder()
-            .id("server")
-            .threads(1)
-            .auto_stop(false)
-            .build();
-        let h = c.handle();
-        let l = h.listen(&addr, Collect(got)).expect("server listens");
-        tx.send((h, l.port())).expect("report");
-        c.run().expect("server runs");
-    });
-    let (h, port) = rx.recv_timeout(WAIT).expect("server started");
-    (h, port, t)
 }
 
 /// The client: reports each open (and whether it was a reconnect); sends whatever work asks.
@@ -128,7 +111,7 @@ fn dead_port() -> u16 {
 #[test]
 fn a_client_fails_over_and_survives_a_server_restart() {
     let (got_tx, got_rx) = mpsc::channel();
-    let (server1, port, t1) = server("127.0.0.1:0", got_tx.clone());
+    let (server1, port, t1) = threaded_server("server", "127.0.0.1:0", Collect(got_tx.clone()));
 
     let (handle, runner) = spawn_container("client", false);
     let (opened_tx, opened_rx) = mpsc::channel();
@@ -170,7 +153,8 @@ fn a_client_fails_over_and_survives_a_server_restart() {
         .expect("the client saw the transport close");
 
     // Restart it on the same port: the client comes back, re-attaches, and its old SenderId still works.
-    let (server2, port2, t2) = server(&format!("127.0.0.1:{port}"), got_tx);
+    let (server2, port2, t2) =
+        threaded_server("server", &format!("127.0.0.1:{port}"), Collect(got_tx));
     assert_eq!(port2, port);
     let (reconnected, same_id) = opened_rx.recv_timeout(WAIT).expect("reopened");
     assert!(reconnected);
@@ -262,31 +246,10 @@ impl ListenHandler for Links {
     }
 }
 
-fn links_server(
-    addr: &str,
-    seen: mpsc::Sender<String>,
-) -> (ContainerHandle, u16, thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let addr = addr.to_string();
-    let t = thread::spawn(move || {
-        let c = Container::builder()
-            .id("links")
-            .threads(1)
-            .auto_stop(false)
-            .build();
-        let h = c.handle();
-        let l = h.listen(&addr, Links(seen)).expect("server listens");
-        tx.send((h, l.port())).expect("report");
-        c.run().expect("server runs");
-    });
-    let (h, port) = rx.recv_timeout(WAIT).expect("server started");
-    (h, port, t)
-}
-
 #[test]
 fn a_facade_sender_survives_a_reconnect_on_its_one_link() {
     let (seen_tx, seen) = mpsc::channel();
-    let (server1, port, t1) = links_server("127.0.0.1:0", seen_tx.clone());
+    let (server1, port, t1) = threaded_server("links", "127.0.0.1:0", Links(seen_tx.clone()));
     let (handle, runner) = spawn_container("facade-reconnect", false);
     let options = ConnectionOptions {
         reconnect: Some(ReconnectOptions {
@@ -310,7 +273,7 @@ fn a_facade_sender_survives_a_reconnect_on_its_one_link() {
 
     server1.stop();
     t1.join().expect("server 1 stopped");
-    let (server2, _, t2) = links_server(&format!("127.0.0.1:{port}"), seen_tx);
+    let (server2, _, t2) = threaded_server("links", &format!("127.0.0.1:{port}"), Links(seen_tx));
     // After the reconnect the same handle sends again, on its one link attached again (not a second one).
     // A send the client makes before it has noticed the loss goes on the dead transport and fails with
     // ConnectionClosed (its outcome is unknown); the next one waits for the link attached again.

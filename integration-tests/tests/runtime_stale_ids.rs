@@ -16,6 +16,8 @@ use nucleon::{
     ReconnectOptions, Sender, SenderId, SenderOptions, Tracker,
 };
 
+use nucleon_integration_tests::client::threaded_server;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The outcome a server's sender saw for its one message.
@@ -68,25 +70,6 @@ impl ListenHandler for Offer {
             sent: false,
         }
     }
-}
-
-/// Runs a server container on its own thread, listening on `addr`: its handle, port and thread.
-fn server(addr: &str, offer: Offer) -> (ContainerHandle, u16, thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let addr = addr.to_string();
-    let t = thread::spawn(move || {
-        let c = Container::builder()
-            .id("server")
-            .threads(1)
-            .auto_stop(false)
-            .build();
-        let h = c.handle();
-        let l = h.listen(&addr, offer).expect("server listens");
-        tx.send((h, l.port())).expect("report");
-        c.run().expect("server runs");
-    });
-    let (h, port) = rx.recv_timeout(WAIT).expect("server started");
-    (h, port, t)
 }
 
 /// Builds and runs a client container on its own thread.
@@ -204,7 +187,8 @@ fn accepted() -> DeliveryState {
 #[test]
 fn a_delivery_ref_from_before_a_reconnect_settles_nothing_after_it() {
     let (out1, outcomes1) = mpsc::channel();
-    let (server1, port, t1) = server(
+    let (server1, port, t1) = threaded_server(
+        "server",
         "127.0.0.1:0",
         Offer {
             body: "first",
@@ -236,7 +220,8 @@ fn a_delivery_ref_from_before_a_reconnect_settles_nothing_after_it() {
 
     // A new server on the same port: the reconnected client gets "second", numbered like "first" was.
     let (out2, outcomes2) = mpsc::channel();
-    let (server2, port2, t2) = server(
+    let (server2, port2, t2) = threaded_server(
+        "server",
         &format!("127.0.0.1:{port}"),
         Offer {
             body: "second",
@@ -270,7 +255,8 @@ fn a_delivery_ref_from_before_a_reconnect_settles_nothing_after_it() {
 #[test]
 fn ids_and_refs_of_one_connection_are_refused_by_another() {
     let (out, outcomes) = mpsc::channel();
-    let (server, port, t) = server(
+    let (server, port, t) = threaded_server(
+        "server",
         "127.0.0.1:0",
         Offer {
             body: "x",
