@@ -9,14 +9,15 @@
 //! Backpressure: the reader stops reading while the write buffer is above a high watermark, and resumes below
 //! a low one, so a connection never buffers without bound; AMQP credit and windows do the rest.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Buf, BytesMut};
+use crossbeam_queue::SegQueue;
 use nucleon_protocol::engine::{self, ConnectionConfig, Event};
 use nucleon_protocol::frame::{Error as AmqpError, ErrorCondition};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,8 +49,6 @@ pub(crate) const UNBOUNDED_MAILBOX: usize = (usize::MAX >> 2) - 1;
 /// State shared between a connection actor and its handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// Set (under the lock) once the connection is finished; work is refused from then on.
-    finished: Mutex<bool>,
     /// A wake is pending: set by `wake()`, cleared by the actor before `on_connection_wake`.
     wake_pending: Signal,
     /// A [`WorkReady`] is on its way: set by `add`, cleared by the actor before it takes pending work.
@@ -58,17 +57,16 @@ pub(crate) struct Shared {
     state: tokio::sync::watch::Sender<Lifecycle>,
     /// Room in the bounded work queue: a permit per item queued by `try_add` or `send`, held until the
     /// item has run (or is dropped). Closed once the connection is finished, failing any `send` waiting.
-    room: Arc<tokio::sync::Semaphore>,
+    room: tokio::sync::Semaphore,
 }
 
 impl Default for Shared {
     fn default() -> Self {
         Shared {
-            finished: Mutex::default(),
             wake_pending: Signal::default(),
             work_signalled: Signal::default(),
             state: tokio::sync::watch::Sender::default(),
-            room: Arc::new(tokio::sync::Semaphore::new(BOUNDED_WORK)),
+            room: tokio::sync::Semaphore::new(BOUNDED_WORK),
         }
     }
 }
@@ -77,10 +75,9 @@ impl Default for Shared {
 const BOUNDED_WORK: usize = 1024;
 
 impl Shared {
-    /// Marks the connection finished for its handles: `add` fails from now on, then `opened` resolves (so
-    /// whoever sees it resolve sees `is_finished`).
+    /// Tells the connection's handles it is finished (after its queue has been closed): `send` and
+    /// `opened` waiting resolve.
     fn finish(&self) {
-        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.room.close();
         self.state.send_replace(Lifecycle::Finished);
     }
@@ -101,9 +98,56 @@ pub(crate) enum Lifecycle {
 /// A unit of work for a connection: runs inside the connection's context.
 type WorkFn<H> = Box<dyn FnOnce(&mut H, &mut Connection<'_>) + Send>;
 
-/// A connection's pending work items, in the order `add` queued them: shared by its work queues (which
-/// push under the `finished` lock) and its actor (which takes them before every event).
-type Pending<H> = Arc<Mutex<VecDeque<WorkFn<H>>>>;
+/// A connection's pending work, shared by its work queues (which push) and its actor (which takes it
+/// before every event).
+type Pending<H> = Arc<Queue<H>>;
+
+/// The work items in the order `add` queued them, and whether work is refused (the connection finished).
+///
+/// Items are pushed while holding `finished` for reading, so pushers never wait for each other; the actor
+/// sets it (for writing) once, and takes items without the lock. An item is pushed only while the connection
+/// is not finished, and then it runs: the actor runs what is left after setting the flag.
+struct Queue<H> {
+    items: SegQueue<Work<H>>,
+    finished: RwLock<bool>,
+}
+
+impl<H> Default for Queue<H> {
+    fn default() -> Self {
+        Queue {
+            items: SegQueue::new(),
+            finished: RwLock::new(false),
+        }
+    }
+}
+
+impl<H> Queue<H> {
+    /// The finished flag, for pushing under (a panic while it was held left it consistent).
+    fn open(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let finished = self.finished.read().unwrap_or_else(|e| e.into_inner());
+        (!*finished).then_some(finished)
+    }
+
+    fn is_finished(&self) -> bool {
+        *self.finished.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses work from now on (work pushed before this returns is in `items`).
+    fn finish(&self) {
+        *self.finished.write().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Drops the items (they need a handler that never was).
+    fn clear(&self) {
+        while self.items.pop().is_some() {}
+    }
+}
+
+/// A queued work item, and whether it holds a place in the bounded queue (see [`WorkQueue::CAPACITY`]).
+struct Work<H> {
+    run: WorkFn<H>,
+    bounded: bool,
+}
 
 /// Work is pending: the zero-payload message sent (like [`Wake`]) only when `work_signalled` goes from
 /// clear to set, so the mailbox never fills with work.
@@ -191,11 +235,7 @@ impl<H: MessagingHandler> ConnectionHandle<H> {
 
     /// True once the connection is finished (its final `on_transport_close` has run).
     pub fn is_finished(&self) -> bool {
-        *self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.pending.is_finished()
     }
 
     /// Closes the connection (from any thread).
@@ -233,25 +273,20 @@ impl<H: MessagingHandler> WorkQueue<H> {
     where
         F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
     {
-        self.queue(Box::new(f))
+        self.queue(Work {
+            run: Box::new(f),
+            bounded: false,
+        })
     }
 
-    fn queue(&self, f: WorkFn<H>) -> Result<(), Error> {
-        let finished = self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if *finished {
+    fn queue(&self, work: Work<H>) -> Result<(), Error> {
+        let Some(open) = self.pending.open() else {
             return Err(Error::ConnectionClosed);
-        }
+        };
         // The actor sets `finished` under this lock before it takes the last of the pending work, so work
         // queued here runs. Once this returns, the actor takes the item before its next event.
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(f);
-        drop(finished);
+        self.pending.items.push(work);
+        drop(open);
         if self.shared.work_signalled.raise() {
             // A closed mailbox means the actor is gone, after `finished` was set: not reached.
             let _ = self.addr.try_send(WorkReady);
@@ -259,16 +294,19 @@ impl<H: MessagingHandler> WorkQueue<H> {
         Ok(())
     }
 
-    /// Queues `f` holding `room` until it has run (or been dropped unrun).
+    /// Queues `f` in the place `room` holds. The actor gives the place back once `f` has run, in one
+    /// go for each batch it runs: a thread waiting in `send` is woken once a batch, not once an item.
+    /// Items dropped unrun keep theirs, but by then the room is closed.
     fn queue_in(
         &self,
-        room: tokio::sync::OwnedSemaphorePermit,
+        room: tokio::sync::SemaphorePermit<'_>,
         f: impl FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
     ) -> Result<(), Error> {
-        self.queue(Box::new(move |h, c| {
-            let _room = room;
-            f(h, c)
-        }))
+        room.forget();
+        self.queue(Work {
+            run: Box::new(f),
+            bounded: true,
+        })
     }
 
     /// The most work items [`try_add`](Self::try_add) and [`send`](Self::send) keep waiting on one
@@ -281,15 +319,10 @@ impl<H: MessagingHandler> WorkQueue<H> {
     where
         F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
     {
-        let room = self
-            .shared
-            .room
-            .clone()
-            .try_acquire_owned()
-            .map_err(|e| match e {
-                tokio::sync::TryAcquireError::NoPermits => Error::WorkQueueFull,
-                tokio::sync::TryAcquireError::Closed => Error::ConnectionClosed,
-            })?;
+        let room = self.shared.room.try_acquire().map_err(|e| match e {
+            tokio::sync::TryAcquireError::NoPermits => Error::WorkQueueFull,
+            tokio::sync::TryAcquireError::Closed => Error::ConnectionClosed,
+        })?;
         self.queue_in(room, f)
     }
 
@@ -303,8 +336,7 @@ impl<H: MessagingHandler> WorkQueue<H> {
         let room = self
             .shared
             .room
-            .clone()
-            .acquire_owned()
+            .acquire()
             .await
             .map_err(|_| Error::ConnectionClosed)?;
         self.queue_in(room, f)
@@ -329,12 +361,7 @@ impl<H: MessagingHandler> WorkQueue<H> {
         J: FnOnce() -> T + Send + 'static,
         F: FnOnce(&mut H, &mut Connection<'_>, T) + Send + 'static,
     {
-        if *self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
+        if self.pending.is_finished() {
             return Err(Error::ConnectionClosed);
         }
         let queue = self.clone();
@@ -367,14 +394,10 @@ impl<H: MessagingHandler> WorkQueue<H> {
     where
         F: FnOnce(&mut H, &mut Connection<'_>) + Send + 'static,
     {
-        let finished = self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if *finished {
+        // Sent under the lock: `Finish` is sent after `finished` is set under it, so this comes first.
+        let Some(_open) = self.pending.open() else {
             return Err(Error::ConnectionClosed);
-        }
+        };
         self.addr
             .try_send(Scheduled(delay, Box::new(f)))
             .map_err(|_| Error::ConnectionClosed)
@@ -468,8 +491,9 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 // No handler, so no callback can run: the connection is finished before it starts. Its
                 // mailbox, any work already queued (which needs the handler) and its socket are dropped
                 // here.
+                p.finish();
+                p.clear();
                 s.finish();
-                p.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 container.unregister(Unregister(id));
                 return;
             };
@@ -688,26 +712,23 @@ impl<H: MessagingHandler> ConnectionActor<H> {
 
     /// Runs up to `limit` queued work items, then handles what they produced.
     fn run_work(&mut self, limit: usize, ctx: &mut Context<Self>) {
-        let batch: Vec<WorkFn<H>> = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let n = limit.min(pending.len());
-            pending.drain(..n).collect()
-        };
-        if batch.is_empty() {
+        // What is queued now, and no more: items added meanwhile wait for the next turn.
+        let n = limit.min(self.pending.items.len());
+        if n == 0 {
             return;
         }
-        for work in batch {
-            self.guarded(|h, c| work(h, &mut Connection::new(c)));
+        let mut places = 0;
+        let pending = self.pending.clone();
+        for work in std::iter::from_fn(|| pending.items.pop()).take(n) {
+            places += usize::from(work.bounded);
+            self.guarded(|h, c| (work.run)(h, &mut Connection::new(c)));
         }
+        self.shared.room.add_permits(places);
         self.pump(ctx);
     }
 
     fn has_pending_work(&self) -> bool {
-        !self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        !self.pending.items.is_empty()
     }
 
     /// Marks the connection finished and queues the final message behind any work already queued.
@@ -716,6 +737,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             return;
         }
         self.finished = true;
+        self.pending.finish();
         self.shared.finish();
         ctx.address().do_send(Finish);
     }
@@ -1030,8 +1052,17 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for WorkRunner {
         if !act.has_pending_work() {
             act.work_waker = Some(task.waker().clone());
         } else {
-            task.waker().wake_by_ref();
+            yield_to_io(task);
         }
         Poll::Pending
     }
+}
+
+/// Asks to be polled again once the worker's I/O driver has looked for ready sockets, as
+/// `tokio::task::yield_now` does. A plain self-wake would be polled again at once, for up to 61 turns
+/// before tokio looks at the sockets: a stream of work items would starve the connection's I/O.
+fn yield_to_io(task: &mut TaskContext<'_>) {
+    let yielded = std::pin::pin!(tokio::task::yield_now());
+    // `YieldNow` hands the waker to the runtime to wake after the driver's turn, and is then done with it.
+    let _ = std::future::Future::poll(yielded, task);
 }
