@@ -1,6 +1,6 @@
 //! Reconnect: a client with `ReconnectOptions` reaches its server through a failover URL, survives the server
 //! being killed and restarted on the same port (its sender attached again, its `SenderId` still valid), and
-//! does not retry after `amqp:unauthorized-access`.
+//! does not retry after `amqp:unauthorized-access`; a wake that arrives between two transports is not lost.
 
 use std::net::TcpListener;
 use std::sync::mpsc;
@@ -297,4 +297,85 @@ fn a_facade_sender_survives_a_reconnect_on_its_one_link() {
     runner.join().expect("client thread").expect("client ran");
     server2.stop();
     t2.join().expect("server 2 stopped");
+}
+
+/// A server that closes the first connection it opens, at once, and keeps the later ones.
+#[derive(Clone)]
+struct CloseFirst(Arc<std::sync::atomic::AtomicBool>);
+
+impl MessagingHandler for CloseFirst {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            c.close();
+        }
+    }
+}
+
+impl ListenHandler for CloseFirst {
+    type Handler = CloseFirst;
+    fn on_accept(&self, _: std::net::SocketAddr) -> CloseFirst {
+        self.clone()
+    }
+}
+
+/// Wakes its own connection from its first `on_transport_close` (its handle arrives through `me`), the
+/// moment the connection holds its old transport while the output flushes; reports each wake and each open.
+struct WakeOnLoss {
+    me: Option<mpsc::Receiver<ConnectionHandle<WakeOnLoss>>>,
+    seen: mpsc::Sender<&'static str>,
+}
+
+impl MessagingHandler for WakeOnLoss {
+    fn on_connection_open(&mut self, _c: &mut Connection<'_>) {
+        let _ = self.seen.send("open");
+    }
+    fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
+        if let Some(me) = self.me.take() {
+            let me = me
+                .recv_timeout(WAIT)
+                .expect("the test hands over the handle");
+            me.wake();
+            let _ = self.seen.send("lost");
+        }
+    }
+    fn on_connection_wake(&mut self, _c: &mut Connection<'_>) {
+        let _ = self.seen.send("wake");
+    }
+}
+
+#[test]
+fn a_wake_while_a_lost_transport_flushes_is_delivered_after_the_reconnect() {
+    let (server, port, t) = threaded_server("closer", "127.0.0.1:0", CloseFirst(Arc::default()));
+    let (handle, runner) = spawn_container("wake-reconnect", false);
+    let (me_tx, me_rx) = mpsc::channel();
+    let (seen_tx, seen) = mpsc::channel();
+    let conn = handle
+        .connect(
+            &format!("amqp://127.0.0.1:{port}"),
+            ConnectionOptions {
+                reconnect: Some(ReconnectOptions {
+                    delay: Duration::from_millis(5),
+                    ..ReconnectOptions::default()
+                }),
+                ..ConnectionOptions::default()
+            },
+            WakeOnLoss {
+                me: Some(me_rx),
+                seen: seen_tx,
+            },
+        )
+        .expect("connects");
+    me_tx.send(conn.clone()).expect("the handler is alive");
+    let mut events = Vec::new();
+    while events.iter().filter(|e| **e == "open").count() < 2 || !events.contains(&"wake") {
+        match seen.recv_timeout(WAIT) {
+            Ok(e) => events.push(e),
+            Err(_) => panic!("the wake never came: {events:?}"),
+        }
+    }
+    assert_eq!(events[..2], ["open", "lost"]);
+    handle.stop();
+    runner.join().expect("client thread").expect("client ran");
+    server.stop();
+    t.join().expect("server stopped");
 }

@@ -448,6 +448,8 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     /// fires, a connect completes, a wake or a shutdown is handled.
     pending: Pending<H>,
     work_waker: Option<Waker>,
+    /// A wake arrived after the transport closed: delivered once the connection starts reconnecting.
+    wake_owed: bool,
     /// Work from `WorkQueue::schedule` waiting for its time, by arrival, with its timer. What is left at
     /// `Finish` runs then: `schedule` said Ok, so the closure is never dropped.
     scheduled: BTreeMap<u64, (SpawnHandle, WorkFn<H>)>,
@@ -515,6 +517,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 finished: false,
                 pending: p,
                 work_waker: None,
+                wake_owed: false,
                 scheduled: BTreeMap::new(),
                 next_scheduled: 0,
             };
@@ -684,6 +687,9 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         if let Some((_, handle)) = self.timer.take() {
             ctx.cancel_future(handle);
         }
+        if std::mem::take(&mut self.wake_owed) {
+            self.guarded(|h, c| h.on_connection_wake(&mut Connection::new(c)));
+        }
         log::info!("reconnecting to {host_port} in {delay:?}");
         ctx.run_later(delay, move |act, ctx| {
             if act.core.container.is_stopping() {
@@ -822,6 +828,8 @@ impl<H: MessagingHandler> Handler<Wake> for ConnectionActor<H> {
         // Cleared before the callback looks at anything (see `Signal::clear`).
         self.shared.wake_pending.clear();
         if self.transport_closed {
+            // Between transports: owed to the next one, if the connection reconnects (see `try_reconnect`).
+            self.wake_owed = true;
             return;
         }
         self.guarded(|h, c| h.on_connection_wake(&mut Connection::new(c)));
