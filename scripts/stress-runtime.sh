@@ -24,11 +24,17 @@ for line in sys.stdin:
         print(m["executable"])
 '
 )
+# Run copies, so that a build in the same target directory meanwhile cannot swap a binary mid-run.
+copies=$(mktemp -d)
+for i in "${!binaries[@]}"; do
+    cp "${binaries[$i]}" "$copies/"
+    binaries[$i]="$copies/$(basename "${binaries[$i]}")"
+done
 echo "${#binaries[@]} test binaries"
 
 stress-ng --cpu "$(nproc)" --timeout 0 --quiet &
 load=$!
-trap 'kill $load 2>/dev/null || true' EXIT
+trap 'kill $load 2>/dev/null || true; rm -rf "$copies"' EXIT
 
 for round in $(seq 1 "$rounds"); do
     for b in "${binaries[@]}"; do
