@@ -33,8 +33,8 @@ pub fn container(id: &str) -> ContainerHandle {
         .start()
 }
 
-/// Connection options for a peer on loopback: SASL PLAIN is allowed without TLS (as Proton does; nucleon
-/// otherwise falls back to ANONYMOUS).
+/// Connection options for a peer on loopback: SASL PLAIN is allowed without TLS (without this, nucleon
+/// refuses to connect with a user over plain TCP, as Proton refuses PLAIN there).
 pub fn plain_allowed() -> ConnectionOptions {
     ConnectionOptions {
         sasl_allow_insecure_mechs: true,

@@ -268,11 +268,14 @@ impl ContainerHandle {
     {
         self.check_running()?;
         let address = Address::parse(url)?;
-        let mut targets = vec![(address.host_port(), self.client_config(&address, &options))];
+        let mut targets = vec![(
+            address.host_port(),
+            self.client_config(url, &address, &options)?,
+        )];
         let reconnect = options.reconnect.clone();
         for failover in reconnect.iter().flat_map(|r| r.failover_urls.iter()) {
             let a = Address::parse(failover)?;
-            targets.push((a.host_port(), self.client_config(&a, &options)));
+            targets.push((a.host_port(), self.client_config(failover, &a, &options)?));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (handle, start) = ConnectionActor::prepare(
@@ -286,7 +289,22 @@ impl ContainerHandle {
         Ok(handle)
     }
 
-    fn client_config(&self, address: &Address, o: &ConnectionOptions) -> ConnectionConfig {
+    /// The engine's configuration for a connection to `address` (`url` as given, for errors). Refuses what
+    /// would silently be weaker than asked: `amqps` (never plaintext instead of TLS) and credentials that
+    /// cannot be used on this transport, unless `allow_anonymous_fallback` says to go on without them.
+    fn client_config(
+        &self,
+        url: &str,
+        address: &Address,
+        o: &ConnectionOptions,
+    ) -> Result<ConnectionConfig, Error> {
+        if address.is_tls() {
+            return Err(Error::InvalidUrl {
+                url: url.to_string(),
+                reason: "amqps (TLS) is not supported yet, and is never downgraded to plain TCP"
+                    .into(),
+            });
+        }
         let mut c = ConnectionConfig::client(
             o.container_id
                 .clone()
@@ -316,12 +334,14 @@ impl ContainerHandle {
                 // As Proton: PLAIN only where allowed (TLS, or insecure mechanisms explicitly allowed).
                 if user.is_some() && (address.is_tls() || o.sasl_allow_insecure_mechs) {
                     mechanisms.push("PLAIN".into());
-                } else if user.is_some() {
-                    log::warn!(
-                        "{}: a user was given, but PLAIN is not used over an unencrypted connection unless \
-                         sasl_allow_insecure_mechs is set; trying ANONYMOUS",
-                        address.host_port()
-                    );
+                } else if user.is_some() && !o.allow_anonymous_fallback {
+                    return Err(Error::InvalidUrl {
+                        url: url.to_string(),
+                        reason: "a user was given, but PLAIN would send the password in clear over \
+                                 plain TCP; use amqps, or set sasl_allow_insecure_mechs to send it anyway, \
+                                 or allow_anonymous_fallback to connect as ANONYMOUS without it"
+                            .into(),
+                    });
                 }
                 mechanisms.push("ANONYMOUS".into());
             }
@@ -331,7 +351,7 @@ impl ContainerHandle {
                 password,
             });
         }
-        c
+        Ok(c)
     }
 
     /// Listens on `addr` (`host:port`; port 0 picks a free port). Each accepted connection gets a handler

@@ -21,6 +21,10 @@ pub struct ConnectionOptions {
     pub sasl_allowed_mechs: Vec<Symbol>,
     /// Allow PLAIN over an unencrypted transport (Proton refuses by default; so does nucleon).
     pub sasl_allow_insecure_mechs: bool,
+    /// When a user is given but cannot be used on this transport (PLAIN over plain TCP without
+    /// `sasl_allow_insecure_mechs`), connect as ANONYMOUS instead of failing. Off by default: `connect`
+    /// refuses credentials it would not send.
+    pub allow_anonymous_fallback: bool,
     /// Skip SASL entirely and send the AMQP header directly.
     pub sasl_disabled: bool,
     /// Close the connection when the peer is silent this long; heartbeats are sent at half the peer's.
