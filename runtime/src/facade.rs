@@ -304,6 +304,12 @@ impl MessagingHandler for Facade {
     }
 
     fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
+        if self.reconnects && self.opened.is_none() {
+            // Another transport may follow (`on_transport_close` settles what was in flight): the error
+            // must not stick, or every send after the reconnect would fail with it.
+            log::debug!("a facade's transport failed, reconnecting: {error}");
+            return;
+        }
         self.fail_all(Error::Amqp(error.clone()));
     }
 
