@@ -10,6 +10,7 @@
 //! * [`python`]: Debian's Python with Qpid Proton, and the check that it is there.
 //! * [`peers`]: third-party peers (RabbitMQ, ...) as child processes tied to the test process.
 
+pub mod certs;
 pub mod client;
 pub mod corpus;
 pub mod driver;

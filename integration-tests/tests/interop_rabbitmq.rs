@@ -182,7 +182,7 @@ async fn rabbitmq_unknown_address_prefix_refused() {
     let c = container();
     let url = rabbit.url(GUEST, "/nowhere/q");
     let err = c
-        .open_sender(&url, SenderOptions::default())
+        .open_sender_with(&url, plain_allowed(), SenderOptions::default())
         .await
         .expect_err("the link is refused");
     assert!(

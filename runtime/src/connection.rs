@@ -21,7 +21,6 @@ use crossbeam_queue::SegQueue;
 use nucleon_protocol::engine::{self, ConnectionConfig, Event};
 use nucleon_protocol::frame::{Error as AmqpError, ErrorCondition};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::container::{ContainerHandle, Unregister};
@@ -31,6 +30,8 @@ use crate::guard;
 use crate::handler::MessagingHandler;
 use crate::options::ReconnectOptions;
 use crate::signal::Signal;
+use crate::tls::TlsServerConfig;
+use crate::transport::{self, BoxedTransport, Target};
 use crate::views::{Connection, Core, CoreWaker};
 
 /// Stop reading from the socket while this much output is waiting to be written.
@@ -411,17 +412,21 @@ pub(crate) type Starter = Box<dyn FnOnce(&ArbiterHandle) + Send>;
 pub(crate) enum Origin {
     /// We connect to the first target; with a reconnect policy, to each in turn after a lost transport.
     Client {
-        /// `(host:port, engine configuration)` for the main URL and each failover URL.
-        targets: Vec<(String, ConnectionConfig)>,
+        /// The main URL and each failover URL.
+        targets: Vec<Target>,
         reconnect: Option<ReconnectOptions>,
     },
-    /// We accepted this socket.
-    Server { stream: std::net::TcpStream },
+    /// We accepted this socket; with a TLS config, TLS or plain as the client's first bytes say.
+    Server {
+        stream: std::net::TcpStream,
+        tls: Option<TlsServerConfig>,
+    },
+    /// The application gave the stream (client or server, as the engine's configuration says).
+    Stream(BoxedTransport),
 }
 
 struct Io {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    stream: BoxedTransport,
     out: BytesMut,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
@@ -534,12 +539,9 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         (handle, starter)
     }
 
-    fn attach_stream(&mut self, stream: TcpStream, ctx: &mut Context<Self>) {
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+    fn attach_stream(&mut self, stream: BoxedTransport, ctx: &mut Context<Self>) {
         self.io = Some(Io {
-            read,
-            write,
+            stream,
             out: BytesMut::with_capacity(64 << 10),
             read_waker: None,
             write_waker: None,
@@ -641,28 +643,50 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         }
     }
 
-    fn connect(&mut self, host_port: String, ctx: &mut Context<Self>) {
+    /// Tells TLS from plain on an accepted socket and does the handshake, off the actor's turn. The
+    /// engine's open timeout, armed here, bounds a client that never finishes.
+    fn accept_tls(&mut self, tcp: TcpStream, tls: TlsServerConfig, ctx: &mut Context<Self>) {
+        self.rearm(ctx);
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(TcpStream::connect(host_port)).map(
+            actix::fut::wrap_future::<_, Self>(transport::accept(tcp, tls)).map(
                 |result, act, ctx| {
-                    // Closed while connecting (the container stopped): `on_transport_close` has run, and no
-                    // callback may follow it.
                     if act.transport_closed || act.finished {
                         return;
                     }
-                    // Work queued before the connect completed runs before what it causes.
-                    act.run_work(usize::MAX, ctx);
                     match result {
-                        Ok(s) => act.attach_stream(s, ctx),
+                        Ok(accepted) => {
+                            act.core.peer_subject = accepted.peer_identity;
+                            act.attach_stream(accepted.transport, ctx);
+                        }
                         Err(e) => {
-                            act.core
-                                .engine
-                                .handle_disconnected(format!("connect failed: {e}"));
+                            log::info!("connection {}: {e}", act.id);
+                            act.core.engine.handle_disconnected(e);
                             act.pump(ctx);
                         }
                     }
                 },
             ),
+        );
+    }
+
+    fn connect(&mut self, target: Target, ctx: &mut Context<Self>) {
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(transport::dial(target)).map(|result, act, ctx| {
+                // Closed while connecting (the container stopped): `on_transport_close` has run, and no
+                // callback may follow it.
+                if act.transport_closed || act.finished {
+                    return;
+                }
+                // Work queued before the connect completed runs before what it causes.
+                act.run_work(usize::MAX, ctx);
+                match result {
+                    Ok(s) => act.attach_stream(s, ctx),
+                    Err(e) => {
+                        act.core.engine.handle_disconnected(e);
+                        act.pump(ctx);
+                    }
+                }
+            }),
         );
     }
 
@@ -679,9 +703,11 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             return false;
         }
         let delay = r.next_delay();
-        let (host_port, config) = r.next_target();
-        self.core
-            .reset(engine::Connection::new(config, Instant::now()));
+        let target = r.next_target();
+        self.core.reset(engine::Connection::new(
+            target.config.clone(),
+            Instant::now(),
+        ));
         self.transport_closed = false;
         self.close_deadline = None;
         if let Some((_, handle)) = self.timer.take() {
@@ -690,13 +716,13 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         if std::mem::take(&mut self.wake_owed) {
             self.guarded(|h, c| h.on_connection_wake(&mut Connection::new(c)));
         }
-        log::info!("reconnecting to {host_port} in {delay:?}");
+        log::info!("reconnecting to {} in {delay:?}", target.host_port);
         ctx.run_later(delay, move |act, ctx| {
             if act.core.container.is_stopping() {
                 act.core.engine.handle_disconnected("the container stopped");
                 act.pump(ctx);
             } else {
-                act.connect(host_port, ctx);
+                act.connect(target, ctx);
             }
         });
         true
@@ -764,23 +790,34 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.spawn(WorkRunner);
         match self.origin.take() {
-            Some(Origin::Server { stream }) => match TcpStream::from_std(stream) {
-                Ok(s) => self.attach_stream(s, ctx),
+            Some(Origin::Server { stream, tls }) => match TcpStream::from_std(stream) {
+                Ok(s) => match tls {
+                    None => {
+                        let _ = s.set_nodelay(true);
+                        self.attach_stream(Box::new(s), ctx);
+                    }
+                    Some(tls) => self.accept_tls(s, tls, ctx),
+                },
                 Err(e) => {
                     self.core.engine.handle_disconnected(e.to_string());
                     self.pump(ctx);
                 }
             },
             Some(Origin::Client { targets, reconnect }) => {
-                let host_port = targets
-                    .first()
-                    .map(|(hp, _)| hp.clone())
-                    .unwrap_or_default();
+                let Some(first) = targets.first().cloned() else {
+                    return;
+                };
                 self.reconnect = reconnect.map(|options| Reconnect::new(options, targets));
                 // Open at once, as Proton does on connect: work queued before the socket connects may then
                 // open sessions and links; the engine holds their frames until the transport is up.
                 let _ = self.core.engine.open();
-                self.connect(host_port, ctx);
+                self.connect(first, ctx);
+            }
+            Some(Origin::Stream(stream)) => {
+                if self.core.engine.config().side == engine::Side::Client {
+                    let _ = self.core.engine.open();
+                }
+                self.attach_stream(stream, ctx);
             }
             None => {}
         }
@@ -911,7 +948,7 @@ fn read_pass<H: MessagingHandler>(
             return Poll::Pending;
         }
         let mut buf = ReadBuf::new(&mut act.read_buf);
-        match Pin::new(&mut io.read).poll_read(task, &mut buf) {
+        match Pin::new(&mut io.stream).poll_read(task, &mut buf) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
@@ -950,11 +987,19 @@ fn write_pass<H: MessagingHandler>(
             return Poll::Ready(());
         };
         if io.out.is_empty() {
+            // What a TLS stream holds back goes out now (a no-op for TCP).
+            if let Poll::Ready(Err(e)) = Pin::new(&mut io.stream).poll_flush(task) {
+                io.out.clear();
+                act.core.engine.handle_disconnected(e.to_string());
+                act.pump(ctx);
+                act.io_done(ctx);
+                return Poll::Ready(());
+            }
             if !act.transport_closed {
                 io.write_waker = Some(task.waker().clone());
                 return Poll::Pending;
             }
-            return match Pin::new(&mut io.write).poll_shutdown(task) {
+            return match Pin::new(&mut io.stream).poll_shutdown(task) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(_) => {
                     act.io_done(ctx);
@@ -962,7 +1007,7 @@ fn write_pass<H: MessagingHandler>(
                 }
             };
         }
-        match Pin::new(&mut io.write).poll_write(task, &io.out) {
+        match Pin::new(&mut io.stream).poll_write(task, &io.out) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(n)) if n > 0 => {
                 io.out.advance(n);
@@ -998,7 +1043,7 @@ impl<H: MessagingHandler> std::fmt::Debug for ConnectionHandle<H> {
 /// A client's reconnect state: the policy, the targets in turn, and the attempts so far.
 struct Reconnect {
     options: ReconnectOptions,
-    targets: Vec<(String, ConnectionConfig)>,
+    targets: Vec<Target>,
     next: usize,
     attempts: u32,
     /// Authentication was refused: never retry.
@@ -1006,7 +1051,7 @@ struct Reconnect {
 }
 
 impl Reconnect {
-    fn new(options: ReconnectOptions, targets: Vec<(String, ConnectionConfig)>) -> Self {
+    fn new(options: ReconnectOptions, targets: Vec<Target>) -> Self {
         Reconnect {
             options,
             targets,
@@ -1034,7 +1079,7 @@ impl Reconnect {
     }
 
     /// The main URL first, then each failover URL, round and round.
-    fn next_target(&mut self) -> (String, ConnectionConfig) {
+    fn next_target(&mut self) -> Target {
         let i = self.next % self.targets.len().max(1);
         self.next = self.next.wrapping_add(1);
         self.targets[i].clone()

@@ -26,6 +26,8 @@ use crate::gate::Gate;
 use crate::guard;
 use crate::handler::{ListenHandler, MessagingHandler};
 use crate::options::ConnectionOptions;
+use crate::tls::{TlsClientConfig, TlsServerConfig};
+use crate::transport::{Target, Transport};
 use crate::url::Address;
 
 /// Builds a [`Container`].
@@ -267,20 +269,15 @@ impl ContainerHandle {
         F: FnOnce(WorkQueue<H>) -> H + Send + 'static,
     {
         self.check_running()?;
-        let address = Address::parse(url)?;
-        let mut targets = vec![(
-            address.host_port(),
-            self.client_config(url, &address, &options)?,
-        )];
+        let mut targets = vec![self.target(url, &options)?];
         let reconnect = options.reconnect.clone();
         for failover in reconnect.iter().flat_map(|r| r.failover_urls.iter()) {
-            let a = Address::parse(failover)?;
-            targets.push((a.host_port(), self.client_config(failover, &a, &options)?));
+            targets.push(self.target(failover, &options)?);
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (handle, start) = ConnectionActor::prepare(
             id,
-            targets[0].1.clone(),
+            targets[0].config.clone(),
             Origin::Client { targets, reconnect },
             self.clone(),
             make,
@@ -289,32 +286,100 @@ impl ContainerHandle {
         Ok(handle)
     }
 
-    /// The engine's configuration for a connection to `address` (`url` as given, for errors). Refuses what
-    /// would silently be weaker than asked: `amqps` (never plaintext instead of TLS) and credentials that
-    /// cannot be used on this transport, unless `allow_anonymous_fallback` says to go on without them.
+    /// Runs a client connection over `stream`, which the application made (a Unix socket, a proxy's
+    /// tunnel, one end of an in-memory pipe): the AMQP (or SASL) header goes out at once. The options apply
+    /// as to [`connect`](Self::connect), with these differences: the `open` names
+    /// [`virtual_host`](ConnectionOptions::virtual_host) as the host (else none), the stream counts as
+    /// unencrypted for PLAIN (set `sasl_allow_insecure_mechs` over a stream that is secure), and there is
+    /// no reconnect: once the stream ends, the connection is finished.
+    pub fn connect_stream<H, S>(
+        &self,
+        stream: S,
+        options: ConnectionOptions,
+        handler: H,
+    ) -> Result<ConnectionHandle<H>, Error>
+    where
+        H: MessagingHandler,
+        S: Transport,
+    {
+        self.check_running()?;
+        let host = options.virtual_host.clone();
+        let config = self.client_config("(a stream)", host.as_deref(), false, &options)?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (handle, start) = ConnectionActor::prepare(
+            id,
+            config,
+            Origin::Stream(Box::new(stream)),
+            self.clone(),
+            move |_| handler,
+        );
+        self.admit(Launch(id, start, handle.shutdown_recipient()))?;
+        Ok(handle)
+    }
+
+    /// Serves one connection over `stream`, as a listener with `options` would serve an accepted socket
+    /// (TLS, if `options.tls` is set, is not done on it: wrap the stream first).
+    pub fn accept_stream<H, S>(
+        &self,
+        stream: S,
+        options: &ListenOptions,
+        handler: H,
+    ) -> Result<ConnectionHandle<H>, Error>
+    where
+        H: MessagingHandler,
+        S: Transport,
+    {
+        self.check_running()?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (handle, start) = ConnectionActor::prepare(
+            id,
+            self.server_config(options),
+            Origin::Stream(Box::new(stream)),
+            self.clone(),
+            move |_| handler,
+        );
+        self.admit(Launch(id, start, handle.shutdown_recipient()))?;
+        Ok(handle)
+    }
+
+    /// Where and how to connect for `url`, with TLS for `amqps`.
+    fn target(&self, url: &str, options: &ConnectionOptions) -> Result<Target, Error> {
+        let address = Address::parse(url)?;
+        let config = self.client_config(url, Some(&address.host), address.is_tls(), options)?;
+        let tls = if address.is_tls() {
+            let tls = match &options.tls {
+                Some(tls) => tls.clone(),
+                None => TlsClientConfig::system_roots()?,
+            };
+            let name = tls.name_for(&address.host)?;
+            Some((tls, name))
+        } else {
+            None
+        };
+        Ok(Target {
+            host_port: address.host_port(),
+            config,
+            tls,
+            tls_header: options.tls_protocol_header,
+        })
+    }
+
+    /// The engine's configuration for a connection to `host` (`url` as given, for errors) over a transport
+    /// that is `encrypted` or not. Refuses credentials that cannot be used on this transport (PLAIN would
+    /// send the password in clear), unless `allow_anonymous_fallback` says to go on without them.
     fn client_config(
         &self,
         url: &str,
-        address: &Address,
+        host: Option<&str>,
+        encrypted: bool,
         o: &ConnectionOptions,
     ) -> Result<ConnectionConfig, Error> {
-        if address.is_tls() {
-            return Err(Error::InvalidUrl {
-                url: url.to_string(),
-                reason: "amqps (TLS) is not supported yet, and is never downgraded to plain TCP"
-                    .into(),
-            });
-        }
         let mut c = ConnectionConfig::client(
             o.container_id
                 .clone()
                 .unwrap_or_else(|| self.inner.id.clone()),
         );
-        c.hostname = Some(
-            o.virtual_host
-                .clone()
-                .unwrap_or_else(|| address.host.clone()),
-        );
+        c.hostname = o.virtual_host.clone().or_else(|| host.map(str::to_string));
         if let Some(m) = o.max_frame_size {
             c.max_frame_size = m;
         }
@@ -327,12 +392,19 @@ impl ContainerHandle {
         c.offered_capabilities = o.offered_capabilities.clone();
         c.desired_capabilities = o.desired_capabilities.clone();
         if !o.sasl_disabled {
-            let user = o.user.clone().or_else(|| address.user.clone());
-            let password = o.password.clone().or_else(|| address.password.clone());
+            let address = Address::parse(url).ok();
+            let user = o
+                .user
+                .clone()
+                .or_else(|| address.as_ref().and_then(|a| a.user.clone()));
+            let password = o
+                .password
+                .clone()
+                .or_else(|| address.and_then(|a| a.password));
             let mut mechanisms = o.sasl_allowed_mechs.clone();
             if mechanisms.is_empty() {
                 // As Proton: PLAIN only where allowed (TLS, or insecure mechanisms explicitly allowed).
-                if user.is_some() && (address.is_tls() || o.sasl_allow_insecure_mechs) {
+                if user.is_some() && (encrypted || o.sasl_allow_insecure_mechs) {
                     mechanisms.push("PLAIN".into());
                 } else if user.is_some() && !o.allow_anonymous_fallback {
                     return Err(Error::InvalidUrl {
@@ -417,6 +489,23 @@ impl ContainerHandle {
         let Ok(std) = stream.into_std() else {
             return;
         };
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (handle, start) = ConnectionActor::prepare(
+            id,
+            self.server_config(options),
+            Origin::Server {
+                stream: std,
+                tls: options.tls.clone(),
+            },
+            self.clone(),
+            move |_| handler.on_accept(peer),
+        );
+        // Refused once the container is stopping: the socket is dropped, `on_accept` never runs.
+        let _ = self.admit(Launch(id, start, handle.shutdown_recipient()));
+    }
+
+    /// The engine's configuration for a connection a listener with `options` accepted.
+    fn server_config(&self, options: &ListenOptions) -> ConnectionConfig {
         let mut config = ConnectionConfig::server(self.inner.id.clone());
         config.idle_timeout = options.idle_timeout;
         config.offered_capabilities = options.offered_capabilities.clone();
@@ -442,16 +531,7 @@ impl ContainerHandle {
                 .unwrap_or_else(|| Arc::new(PlainAuthenticator::anonymous())),
             allow_skip: options.allow_skip_sasl || options.authenticator.is_none(),
         });
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (handle, start) = ConnectionActor::prepare(
-            id,
-            config,
-            Origin::Server { stream: std },
-            self.clone(),
-            move |_| handler.on_accept(peer),
-        );
-        // Refused once the container is stopping: the socket is dropped, `on_accept` never runs.
-        let _ = self.admit(Launch(id, start, handle.shutdown_recipient()));
+        config
     }
 
     pub(crate) fn unregister(&self, msg: Unregister) {
@@ -512,6 +592,9 @@ pub struct ListenOptions {
     pub open_timeout: Option<Duration>,
     /// Capabilities offered to each client in the server's `open` (for example `ANONYMOUS-RELAY`).
     pub offered_capabilities: Vec<Symbol>,
+    /// TLS on this listener: TLS clients are served with it, plain ones too unless it requires TLS (see
+    /// [`TlsServerConfig`]).
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl std::fmt::Debug for ListenOptions {

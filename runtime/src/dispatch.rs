@@ -15,7 +15,7 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
         Event::TlsRequested => core
             .engine
             .handle_disconnected("the peer asked for TLS, which this listener does not offer"),
-        Event::Authenticated { .. } => {}
+        Event::Authenticated { user, .. } => core.user = user,
         Event::ConnectionRemoteOpen(_) => {
             // Proton's default: a remotely opened connection is opened in reply.
             let _ = core.engine.open();

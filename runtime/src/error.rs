@@ -21,6 +21,9 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A TLS configuration that could not be used (an unreadable certificate or key, no trusted root).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// An IO failure (connect, bind, read, write).
     #[error("IO error: {0}")]
     Io(String),

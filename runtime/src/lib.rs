@@ -26,6 +26,8 @@ mod handler;
 mod options;
 mod signal;
 mod sync;
+mod tls;
+mod transport;
 mod url;
 mod views;
 
@@ -39,6 +41,8 @@ pub use nucleon_protocol::{Body, Message, MessageBuilder, Value};
 pub use options::{
     ConnectionOptions, DeliveryMode, ReceiverOptions, ReconnectOptions, SenderOptions,
 };
+pub use tls::{TlsClientConfig, TlsClientConfigBuilder, TlsServerConfig};
+pub use transport::Transport;
 pub use url::Address;
 pub use views::{
     AttachReply, Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId,

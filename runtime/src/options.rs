@@ -5,6 +5,8 @@ use std::time::Duration;
 use nucleon_protocol::codec::{Map, Symbol};
 use nucleon_protocol::frame::{Source, Target};
 
+use crate::tls::TlsClientConfig;
+
 /// How a connection is opened [AMQP 1.0 §2.7.1, §5.3].
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionOptions {
@@ -43,6 +45,12 @@ pub struct ConnectionOptions {
     pub desired_capabilities: Vec<Symbol>,
     /// Reconnect after a lost transport (clients only).
     pub reconnect: Option<ReconnectOptions>,
+    /// How `amqps://` URLs do TLS (default: trust the operating system's root certificates).
+    pub tls: Option<TlsClientConfig>,
+    /// For `amqps://`: send the AMQP TLS protocol header and wait for the server's before the handshake
+    /// [AMQP 1.0 §5.2.1], instead of starting TLS at once (the default, as Proton and most brokers expect
+    /// on port 5671).
+    pub tls_protocol_header: bool,
 }
 
 /// Reconnect policy: exponential backoff with jitter over the main URL and failover URLs.

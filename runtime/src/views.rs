@@ -154,6 +154,10 @@ pub(crate) struct Core {
     pub(crate) next_name: u64,
     pub(crate) reconnected: bool,
     pub(crate) closing: bool,
+    /// The user SASL authenticated (server side), once it has.
+    pub(crate) user: Option<String>,
+    /// The subject of the peer's verified TLS certificate (server side, with client certificates).
+    pub(crate) peer_subject: Option<String>,
     /// Wakes this connection (as `ConnectionHandle::wake`), for in-crate code that only has a view, such as
     /// the broker registering a consumer. Set by the connection actor when it starts.
     pub(crate) waker: Option<CoreWaker>,
@@ -177,6 +181,8 @@ impl Core {
             next_name: 0,
             reconnected: false,
             closing: false,
+            user: None,
+            peer_subject: None,
             waker: None,
             keys: HashMap::new(),
             next_key: 0,
@@ -467,6 +473,19 @@ impl<'a> Connection<'a> {
     /// or a failover after failed first attempts.
     pub fn reconnected(&self) -> bool {
         self.core.reconnected
+    }
+
+    /// On a server: the user the client authenticated as with SASL (`anonymous` for ANONYMOUS, the
+    /// certificate's subject for EXTERNAL), once it has; `None` before, on a client, and when the client
+    /// skipped SASL.
+    pub fn user(&self) -> Option<&str> {
+        self.core.user.as_deref()
+    }
+
+    /// On a server: the subject (common name, else the whole subject) of the client's TLS certificate,
+    /// when it presented one that the listener verified.
+    pub fn peer_certificate_subject(&self) -> Option<&str> {
+        self.core.peer_subject.as_deref()
     }
 
     /// The container, for cross-connection work (`connect`, `schedule`, ...).

@@ -464,9 +464,14 @@ impl Connection {
             ProtocolId::Amqp
         };
         if h.id != expected {
+            let why = if h.id == ProtocolId::Tls {
+                " (it requires TLS: use amqps)"
+            } else {
+                ""
+            };
             self.fail_transport(Error::new(
                 ErrorCondition::FramingError,
-                format!("the server answered with the {h} protocol header"),
+                format!("the server answered with the {h} protocol header{why}"),
             ));
             return;
         }

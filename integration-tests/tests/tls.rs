@@ -1,0 +1,332 @@
+//! TLS between our client and our listener, with certificates made at test time: `amqps://` with a private
+//! CA, plain and TLS on one port (told apart by the first bytes), a listener that requires TLS, the AMQP TLS
+//! protocol header, client certificates and the subject they give, and one clear error for each certificate
+//! a client must refuse (untrusted, expired, for another host). Also a connection over a stream the
+//! application made (an in-memory pipe), which is how other transports plug in.
+
+use std::time::Duration;
+
+use nucleon::{
+    Connection, ConnectionOptions, ContainerHandle, ListenHandler, ListenOptions, MessagingHandler,
+    TlsClientConfig, TlsServerConfig,
+};
+use nucleon_integration_tests::certs::{ServerCert, TestCa};
+use nucleon_integration_tests::client::{container, within};
+use nucleon_protocol::frame::Error as AmqpError;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a client saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Opened,
+    Failed(String),
+}
+
+struct Client(UnboundedSender<Seen>);
+
+impl MessagingHandler for Client {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let _ = self.0.send(Seen::Opened);
+        c.close();
+    }
+    fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
+        let _ = self.0.send(Seen::Failed(error.to_string()));
+    }
+}
+
+/// The server side reports, for each connection it opens, the SASL user and the certificate subject.
+#[derive(Clone)]
+struct Server(UnboundedSender<(Option<String>, Option<String>)>);
+
+impl MessagingHandler for Server {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let _ = self.0.send((
+            c.user().map(str::to_string),
+            c.peer_certificate_subject().map(str::to_string),
+        ));
+    }
+}
+
+impl ListenHandler for Server {
+    type Handler = Server;
+    fn on_accept(&self, _: std::net::SocketAddr) -> Server {
+        self.clone()
+    }
+}
+
+type ServerSeen = UnboundedReceiver<(Option<String>, Option<String>)>;
+
+fn listen(c: &ContainerHandle, tls: Option<TlsServerConfig>) -> (u16, ServerSeen) {
+    let (tx, rx) = unbounded_channel();
+    let listener = c
+        .listen_with(
+            "127.0.0.1:0",
+            ListenOptions {
+                tls,
+                ..ListenOptions::default()
+            },
+            Server(tx),
+        )
+        .expect("listens");
+    (listener.port(), rx)
+}
+
+fn trusting(ca: &TestCa) -> TlsClientConfig {
+    TlsClientConfig::builder()
+        .without_system_roots()
+        .ca_file(ca.ca_file())
+        .build()
+        .expect("a client config")
+}
+
+/// Connects to `url` and returns the first thing the client sees.
+async fn first_seen(c: &ContainerHandle, url: &str, options: ConnectionOptions) -> Seen {
+    let (tx, mut rx) = unbounded_channel();
+    c.connect(url, options, Client(tx)).expect("connects");
+    within(WAIT, "the client opens or fails", rx.recv())
+        .await
+        .expect("a report")
+}
+
+fn with_tls(tls: TlsClientConfig) -> ConnectionOptions {
+    ConnectionOptions {
+        tls: Some(tls),
+        ..ConnectionOptions::default()
+    }
+}
+
+#[actix_rt::test]
+async fn amqps_with_a_private_ca_and_plain_on_the_same_port() {
+    let ca = TestCa::new("tls-ca");
+    let server = ca.server(ServerCert::Loopback);
+    let c = container("tls");
+    let tls = TlsServerConfig::from_pem_files(&server.cert, &server.key).expect("server TLS");
+    let (port, mut server_seen) = listen(&c, Some(tls));
+
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!("amqps://{host}:{port}");
+        assert_eq!(
+            first_seen(&c, &url, with_tls(trusting(&ca))).await,
+            Seen::Opened,
+            "{url}"
+        );
+        let (user, subject) = within(WAIT, "server open", server_seen.recv())
+            .await
+            .expect("the server saw it");
+        assert_eq!(user.as_deref(), Some("anonymous"));
+        assert_eq!(subject, None, "no client certificate");
+    }
+    // The TLS protocol header first, then the handshake [AMQP 1.0 §5.2.1].
+    let header = ConnectionOptions {
+        tls_protocol_header: true,
+        ..with_tls(trusting(&ca))
+    };
+    assert_eq!(
+        first_seen(&c, &format!("amqps://127.0.0.1:{port}"), header).await,
+        Seen::Opened
+    );
+    // Plain AMQP on the same port.
+    assert_eq!(
+        first_seen(
+            &c,
+            &format!("amqp://127.0.0.1:{port}"),
+            ConnectionOptions::default()
+        )
+        .await,
+        Seen::Opened
+    );
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn a_listener_that_requires_tls_refuses_a_plain_client_with_the_tls_header() {
+    let ca = TestCa::new("tls-required");
+    let server = ca.server(ServerCert::Loopback);
+    let c = container("tls-required");
+    let tls = TlsServerConfig::from_pem_files(&server.cert, &server.key)
+        .expect("server TLS")
+        .require_tls(true);
+    let (port, _seen) = listen(&c, Some(tls));
+    match first_seen(
+        &c,
+        &format!("amqp://127.0.0.1:{port}"),
+        ConnectionOptions::default(),
+    )
+    .await
+    {
+        Seen::Failed(e) => {
+            eprintln!("plain client to a TLS-only listener: {e}");
+            assert!(e.contains("TLS"), "{e}")
+        }
+        other => panic!("a plain client got through: {other:?}"),
+    }
+    assert_eq!(
+        first_seen(
+            &c,
+            &format!("amqps://127.0.0.1:{port}"),
+            with_tls(trusting(&ca))
+        )
+        .await,
+        Seen::Opened
+    );
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn a_client_refuses_untrusted_expired_and_wrong_host_certificates_with_one_clear_error() {
+    let ca = TestCa::new("tls-refused");
+    let other_ca = TestCa::new("tls-other");
+    let c = container("tls-refused");
+    let cases = [
+        (
+            ca.server(ServerCert::Loopback),
+            &other_ca,
+            "not issued by a trusted CA",
+        ),
+        (ca.server(ServerCert::Expired), &ca, "expired"),
+        (
+            ca.server(ServerCert::OtherHost),
+            &ca,
+            "not valid for this host name",
+        ),
+    ];
+    for (server, trusted, why) in cases {
+        let tls = TlsServerConfig::from_pem_files(&server.cert, &server.key).expect("server TLS");
+        let (port, mut server_seen) = listen(&c, Some(tls));
+        match first_seen(
+            &c,
+            &format!("amqps://127.0.0.1:{port}"),
+            with_tls(trusting(trusted)),
+        )
+        .await
+        {
+            Seen::Failed(e) => {
+                eprintln!("{why}: {e}");
+                assert!(e.contains(why), "{why}: {e}")
+            }
+            other => panic!("{why}: the client accepted it: {other:?}"),
+        }
+        assert!(server_seen.try_recv().is_err(), "{why}: nothing opened");
+    }
+    // A TLS client to a plain-only listener: the handshake fails, nothing is sent in clear.
+    let (port, _seen) = listen(&c, None);
+    match first_seen(
+        &c,
+        &format!("amqps://127.0.0.1:{port}"),
+        with_tls(trusting(&ca)),
+    )
+    .await
+    {
+        Seen::Failed(e) => assert!(e.contains("TLS handshake failed"), "{e}"),
+        other => panic!("a TLS client opened on a plain listener: {other:?}"),
+    }
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn a_verified_client_certificate_gives_its_subject_to_the_server() {
+    let ca = TestCa::new("tls-clients");
+    let server = ca.server(ServerCert::Loopback);
+    let alice = ca.client("alice");
+    let c = container("tls-clients");
+    let tls = TlsServerConfig::with_client_ca(&server.cert, &server.key, ca.ca_file())
+        .expect("server TLS");
+    let (port, mut server_seen) = listen(&c, Some(tls));
+    let url = format!("amqps://127.0.0.1:{port}");
+    let client_tls = TlsClientConfig::builder()
+        .without_system_roots()
+        .ca_file(ca.ca_file())
+        .client_certificate(&alice.cert, &alice.key)
+        .build()
+        .expect("client TLS");
+    assert_eq!(
+        first_seen(&c, &url, with_tls(client_tls)).await,
+        Seen::Opened
+    );
+    let (_, subject) = within(WAIT, "server open", server_seen.recv())
+        .await
+        .expect("seen");
+    assert_eq!(subject.as_deref(), Some("alice"));
+    // Without a certificate the client still gets in (other mechanisms decide), with no subject.
+    assert_eq!(
+        first_seen(&c, &url, with_tls(trusting(&ca))).await,
+        Seen::Opened
+    );
+    let (_, subject) = within(WAIT, "server open", server_seen.recv())
+        .await
+        .expect("seen");
+    assert_eq!(subject, None);
+    // A certificate from a CA the server does not trust fails the handshake.
+    let stranger_ca = TestCa::new("tls-stranger");
+    let stranger = stranger_ca.client("mallory");
+    let untrusted = TlsClientConfig::builder()
+        .without_system_roots()
+        .ca_file(ca.ca_file())
+        .client_certificate(&stranger.cert, &stranger.key)
+        .build()
+        .expect("client TLS");
+    assert!(
+        matches!(
+            first_seen(&c, &url, with_tls(untrusted)).await,
+            Seen::Failed(_)
+        ),
+        "a client certificate from an unknown CA is refused"
+    );
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn a_connection_runs_over_a_stream_the_application_made() {
+    let c = container("streams");
+    let (client_end, server_end) = tokio::io::duplex(64 << 10);
+    let (server_tx, mut server_seen) = unbounded_channel();
+    c.accept_stream(server_end, &ListenOptions::default(), Server(server_tx))
+        .expect("serves the stream");
+    let (tx, mut rx) = unbounded_channel();
+    c.connect_stream(client_end, ConnectionOptions::default(), Client(tx))
+        .expect("connects over the stream");
+    assert_eq!(within(WAIT, "open", rx.recv()).await, Some(Seen::Opened));
+    let (user, _) = within(WAIT, "server open", server_seen.recv())
+        .await
+        .expect("seen");
+    assert_eq!(user.as_deref(), Some("anonymous"));
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn a_client_that_stalls_before_or_during_the_handshake_is_closed_at_the_open_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("tls-stall");
+    let server = ca.server(ServerCert::Loopback);
+    let c = container("tls-stall");
+    let (tx, _seen) = unbounded_channel();
+    let listener = c
+        .listen_with(
+            "127.0.0.1:0",
+            ListenOptions {
+                tls: Some(TlsServerConfig::from_pem_files(&server.cert, &server.key).expect("TLS")),
+                open_timeout: Some(Duration::from_millis(200)),
+                ..ListenOptions::default()
+            },
+            Server(tx),
+        )
+        .expect("listens");
+    // Nothing at all; the first byte of a TLS record only; half of the AMQP header.
+    for sent in [&b""[..], &[0x16][..], &b"AMQP"[..]] {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", listener.port()))
+            .await
+            .expect("connects");
+        socket.write_all(sent).await.expect("writes");
+        let mut rest = Vec::new();
+        // Closed or reset, either ends the read; `within` fails the test if the socket stays open.
+        let _ = within(
+            WAIT,
+            "the server closes the socket",
+            socket.read_to_end(&mut rest),
+        )
+        .await;
+    }
+    c.stop();
+}
