@@ -4,10 +4,38 @@
 
 pub mod json;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use nucleon::{Address, Body, ConnectionOptions, Container, Message, MessagingHandler, Value};
+use nucleon::{
+    Address, Body, ConnectionOptions, Container, Message, MessagingHandler, TlsClientConfig, Value,
+};
+
+/// The TLS option of the client examples: `amqps://` URLs trust the operating system's root certificates,
+/// or only the CA given here (a private CA).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// For amqps:// URLs, trust only the CA certificates in FILE (PEM) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Connection options with this TLS; the error is the line to print before exiting 2.
+    pub fn connection_options(&self) -> Result<ConnectionOptions, String> {
+        let mut options = ConnectionOptions::default();
+        if let Some(ca) = &self.tls_ca {
+            let tls = TlsClientConfig::builder()
+                .without_system_roots()
+                .ca_file(ca)
+                .build()
+                .map_err(|e| e.to_string())?;
+            options.tls = Some(tls);
+        }
+        Ok(options)
+    }
+}
 
 /// Checks an AMQP URL for clap (`value_parser`): the URL as given, or why it does not parse.
 pub fn parse_url(s: &str) -> Result<String, String> {
@@ -41,20 +69,25 @@ pub fn queue_of(url: &str) -> String {
         .unwrap_or_else(|| "examples".to_owned())
 }
 
-/// Runs one client connection to `url` with `handler` on a one-thread container until the container stops,
-/// then reports: exit 0, or 1 with one line `program: why` (a connect error, or what the handler left in
-/// `failure`).
+/// Runs one client connection to `url` (with `tls` for `amqps://`) and `handler` on a one-thread container
+/// until the container stops, then reports: exit 0, or 1 with one line `program: why` (a connect error, or
+/// what the handler left in `failure`); 2 when the TLS option cannot be used.
 pub fn run_client<H: MessagingHandler>(
     program: &str,
     url: &str,
+    tls: &TlsArgs,
     handler: H,
     failure: &Failure,
 ) -> ExitCode {
+    let options = match tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let container = Container::builder().threads(1).build();
-    if let Err(e) = container
-        .handle()
-        .connect(url, ConnectionOptions::default(), handler)
-    {
+    if let Err(e) = container.handle().connect(url, options, handler) {
         eprintln!("{program}: cannot connect to {url}: {e}");
         return ExitCode::from(1);
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! broker [-a|--address HOST:PORT] [-t|--threads N] [--user NAME:PASSWORD ...] [--allow-anonymous]
 //!        [--max-queue-depth N] [--topic PREFIX ...]
+//!        [--tls-cert FILE --tls-key FILE [--require-tls] [--tls-ca FILE]]
 //! ```
 //!
 //! It listens on 127.0.0.1:5672 by default (port 0 picks a free port) and prints one line,
@@ -13,8 +14,14 @@
 //! every message; one published with no consumer is dropped); clients may also declare a topic with the
 //! `topic` terminus capability. Logs go to stderr at info level (`RUST_LOG` overrides it;
 //! `RUST_LOG=nucleon::frame=trace` traces frames).
+//!
+//! `--tls-cert` and `--tls-key` (PEM) make the listener take TLS clients (`amqps://`, with or without the
+//! AMQP TLS header) and, on the same port, plain ones, told apart by their first bytes; `--require-tls`
+//! refuses plain clients. `--tls-ca` (PEM) asks clients for a certificate from that CA: a verified
+//! certificate's subject is the client's identity.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +29,7 @@ use std::time::Duration;
 use clap::Parser;
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::PlainAuthenticator;
-use nucleon::{Container, ListenOptions};
+use nucleon::{Container, ListenOptions, TlsServerConfig};
 
 /// An at-least-once AMQP 1.0 broker.
 #[derive(Parser, Debug)]
@@ -46,6 +53,31 @@ struct Args {
     /// Addresses starting with PREFIX are topics: every consumer gets every message (repeatable).
     #[arg(long = "topic", value_name = "PREFIX")]
     topics: Vec<String>,
+    /// The listener's TLS certificate chain (PEM, leaf first): TLS clients are served, plain ones too.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not start TLS.
+    #[arg(long, requires = "tls_cert")]
+    require_tls: bool,
+    /// Ask clients for a certificate issued by a CA in FILE (PEM) and verify it.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+}
+
+/// The listener's TLS, from the flags; the error is the line to print.
+fn tls_config(args: &Args) -> Result<Option<TlsServerConfig>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let config = match &args.tls_ca {
+        Some(ca) => TlsServerConfig::with_client_ca(cert, key, ca),
+        None => TlsServerConfig::from_pem_files(cert, key),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(Some(config.require_tls(args.require_tls)))
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -58,6 +90,13 @@ fn parse_user(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let tls = match tls_config(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut builder = Container::builder().id("broker").auto_stop(false);
     if let Some(n) = args.threads {
         builder = builder.threads(usize::from(n));
@@ -70,15 +109,29 @@ fn main() -> ExitCode {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         topic_prefixes: args.topics,
     });
-    let options = if args.user.is_empty() {
-        ListenOptions::default()
-    } else {
-        ListenOptions {
-            authenticator: Some(Arc::new(
-                PlainAuthenticator::new(args.user).allow_anonymous(args.allow_anonymous),
-            )),
-            ..ListenOptions::default()
-        }
+    if tls.is_some() {
+        log::info!(
+            "TLS on the listener ({}{})",
+            if args.require_tls {
+                "required"
+            } else {
+                "plain clients too"
+            },
+            if args.tls_ca.is_some() {
+                ", client certificates verified"
+            } else {
+                ""
+            }
+        );
+    }
+    let authenticator = (!args.user.is_empty()).then(|| {
+        Arc::new(PlainAuthenticator::new(args.user).allow_anonymous(args.allow_anonymous))
+            as Arc<dyn nucleon::protocol::engine::Authenticator>
+    });
+    let options = ListenOptions {
+        authenticator,
+        tls,
+        ..ListenOptions::default()
     };
     let listener = match broker.listen(&handle, &args.address, options) {
         Ok(l) => l,

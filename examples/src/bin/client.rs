@@ -18,7 +18,7 @@ use nucleon::{
     Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender, SenderId,
     SenderOptions,
 };
-use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure};
+use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure, TlsArgs};
 
 const DEFAULT_REQUESTS: [&str; 4] = [
     "Twas brillig, and the slithy toves",
@@ -39,6 +39,8 @@ struct Args {
     quiet: bool,
     /// The requests to send (default: four lines of Jabberwocky).
     requests: Vec<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 struct Client {
@@ -184,5 +186,5 @@ fn main() -> ExitCode {
         replies: 0,
         failure: failure.clone(),
     };
-    run_client("client", &args.address, handler, &failure)
+    run_client("client", &args.address, &args.tls, handler, &failure)
 }

@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Address, Connection, ConnectionOptions, Container, Delivery, ListenHandler, Listener, Message,
-    MessagingHandler, Receiver, ReceiverOptions, Sender,
+    Address, Connection, Container, Delivery, ListenHandler, Listener, Message, MessagingHandler,
+    Receiver, ReceiverOptions, Sender,
 };
-use nucleon_examples::parse_url;
+use nucleon_examples::{parse_url, TlsArgs};
 
 /// Shows credit and drain on a direct link.
 #[derive(Parser, Debug)]
@@ -42,6 +42,8 @@ struct Args {
     /// Print only the rounds and the summary, not each message.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 // ----- the sending side (accepted connections) -----
@@ -225,6 +227,13 @@ impl MessagingHandler for Sink {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let options = match args.tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("flow_control: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let Ok(url) = Address::parse(&args.address) else {
         return ExitCode::from(2);
@@ -254,7 +263,7 @@ fn main() -> ExitCode {
         in_round: 0,
         outcome: outcome.clone(),
     };
-    if let Err(e) = handle.connect(&target, ConnectionOptions::default(), sink) {
+    if let Err(e) = handle.connect(&target, options, sink) {
         listener.stop();
         eprintln!("flow_control: cannot connect to {target}: {e}");
         return ExitCode::from(1);

@@ -15,7 +15,7 @@ use nucleon::{
     Body, Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender,
     SenderOptions, Value,
 };
-use nucleon_examples::{parse_url, queue_of, run_client, Failure};
+use nucleon_examples::{parse_url, queue_of, run_client, Failure, TlsArgs};
 
 /// Sends "Hello World!" to itself through a broker.
 #[derive(Parser, Debug)]
@@ -24,6 +24,8 @@ struct Args {
     /// The URL to use; its path is the queue.
     #[arg(short, long, default_value = "amqp://127.0.0.1:5672/examples", value_parser = parse_url)]
     address: String,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 struct HelloWorld {
@@ -120,5 +122,5 @@ fn main() -> ExitCode {
         received: false,
         failure: failure.clone(),
     };
-    run_client("helloworld", &args.address, handler, &failure)
+    run_client("helloworld", &args.address, &args.tls, handler, &failure)
 }

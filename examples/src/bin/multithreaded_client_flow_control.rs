@@ -20,10 +20,10 @@ use std::thread;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler, Receiver,
-    ReceiverId, ReceiverOptions, Sender, SenderId, SenderOptions, WorkQueue,
+    Connection, Container, Delivery, Message, MessagingHandler, Receiver, ReceiverId,
+    ReceiverOptions, Sender, SenderId, SenderOptions, WorkQueue,
 };
-use nucleon_examples::{body_text, parse_url, queue_of};
+use nucleon_examples::{body_text, parse_url, queue_of, TlsArgs};
 
 /// Sends and receives N messages from user threads, granting credit one message at a time.
 #[derive(Parser, Debug)]
@@ -41,6 +41,8 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// What the handler and the user threads share, under one lock.
@@ -253,6 +255,13 @@ fn receive(shared: &Shared, work: &WorkQueue<Client>, total: u64) -> Option<Mess
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let options = match args.tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("multithreaded_client_flow_control: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let queue = queue_of(&args.address);
     let shared = Arc::new(Shared::default());
@@ -262,20 +271,16 @@ fn main() -> ExitCode {
         shared: shared.clone(),
     };
     let container = Container::new("multithreaded_client_flow_control");
-    let connection =
-        match container
-            .handle()
-            .connect(&args.address, ConnectionOptions::default(), client)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!(
-                    "multithreaded_client_flow_control: cannot connect to {}: {e}",
-                    args.address
-                );
-                return ExitCode::from(1);
-            }
-        };
+    let connection = match container.handle().connect(&args.address, options, client) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "multithreaded_client_flow_control: cannot connect to {}: {e}",
+                args.address
+            );
+            return ExitCode::from(1);
+        }
+    };
 
     // The user threads: they only touch the shared state and the connection's work queue.
     let threads = u64::from(args.threads);

@@ -18,10 +18,9 @@ use clap::Parser;
 use nucleon::protocol::frame::definitions::DISTRIBUTION_MODE_COPY;
 use nucleon::protocol::frame::{Error as AmqpError, Source};
 use nucleon::{
-    Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler, Receiver,
-    ReceiverOptions,
+    Connection, Container, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions,
 };
-use nucleon_examples::{body_text, parse_url, queue_of};
+use nucleon_examples::{body_text, parse_url, queue_of, TlsArgs};
 
 /// Browses a queue without consuming its messages.
 #[derive(Parser, Debug)]
@@ -36,6 +35,8 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// What `main` reports: how many were browsed, or why it failed.
@@ -135,6 +136,13 @@ impl MessagingHandler for QueueBrowser {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let options = match args.tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("queue_browser: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
@@ -147,10 +155,7 @@ fn main() -> ExitCode {
         outcome: outcome.clone(),
     };
     let container = Container::builder().threads(1).build();
-    if let Err(e) = container
-        .handle()
-        .connect(&args.address, ConnectionOptions::default(), handler)
-    {
+    if let Err(e) = container.handle().connect(&args.address, options, handler) {
         eprintln!("queue_browser: cannot connect to {}: {e}", args.address);
         return ExitCode::from(1);
     }

@@ -25,7 +25,7 @@ use nucleon::{
     Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler, ReceiverOptions,
     ReconnectOptions, Sender, SenderId, SenderOptions, WorkQueue,
 };
-use nucleon_examples::{parse_url, queue_of};
+use nucleon_examples::{parse_url, queue_of, TlsArgs};
 
 /// Sends and receives N messages through a broker, reconnecting when the connection is lost.
 #[derive(Parser, Debug)]
@@ -49,6 +49,8 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -206,6 +208,13 @@ impl MessagingHandler for ReconnectClient {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let options = match args.tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("reconnect_client: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
@@ -235,7 +244,7 @@ fn main() -> ExitCode {
             failover_urls: args.failover.clone(),
             ..ReconnectOptions::default()
         }),
-        ..ConnectionOptions::default()
+        ..options
     };
     let container = Container::builder().threads(1).build();
     let connected = container

@@ -20,10 +20,10 @@ use std::time::Duration;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Connection, ConnectionOptions, Container, Message, MessagingHandler, Sender, SenderId,
-    SenderOptions, Tracker, WorkQueue,
+    Connection, Container, Message, MessagingHandler, Sender, SenderId, SenderOptions, Tracker,
+    WorkQueue,
 };
-use nucleon_examples::{parse_url, queue_of};
+use nucleon_examples::{parse_url, queue_of, TlsArgs};
 
 /// Sends messages at intervals until the time runs out.
 #[derive(Parser, Debug)]
@@ -44,6 +44,8 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -214,6 +216,13 @@ impl MessagingHandler for ScheduledSend {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let options = match args.tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("scheduled_send: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let queue = queue_of(&args.address);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
@@ -236,10 +245,9 @@ fn main() -> ExitCode {
         outcome: shared,
     };
     let container = Container::builder().threads(1).build();
-    let connected =
-        container
-            .handle()
-            .connect_with_queue(&args.address, ConnectionOptions::default(), make);
+    let connected = container
+        .handle()
+        .connect_with_queue(&args.address, options, make);
     if let Err(e) = connected {
         eprintln!("scheduled_send: cannot connect to {}: {e}", args.address);
         return ExitCode::from(1);

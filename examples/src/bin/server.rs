@@ -19,7 +19,7 @@ use nucleon::{
     Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender, SenderId,
     SenderOptions,
 };
-use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure};
+use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure, TlsArgs};
 
 /// Replies to requests with their body in upper case.
 #[derive(Parser, Debug)]
@@ -31,6 +31,8 @@ struct Args {
     /// Print only the ready line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 struct Server {
@@ -152,5 +154,5 @@ fn main() -> ExitCode {
         pending: VecDeque::new(),
         failure: failure.clone(),
     };
-    run_client("server", &args.address, handler, &failure)
+    run_client("server", &args.address, &args.tls, handler, &failure)
 }

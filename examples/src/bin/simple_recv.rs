@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions};
-use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure};
+use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure, TlsArgs};
 
 /// Receives N messages and prints them.
 #[derive(Parser, Debug)]
@@ -28,6 +28,8 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 struct SimpleRecv {
@@ -116,5 +118,5 @@ fn main() -> ExitCode {
         received: 0,
         failure: failure.clone(),
     };
-    run_client("simple_recv", &args.address, handler, &failure)
+    run_client("simple_recv", &args.address, &args.tls, handler, &failure)
 }

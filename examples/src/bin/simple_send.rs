@@ -15,7 +15,7 @@ use clap::Parser;
 use nucleon::protocol::codec::Map;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{Connection, Message, MessagingHandler, Sender, SenderOptions, Tracker, Value};
-use nucleon_examples::{parse_url, queue_of, run_client, Failure};
+use nucleon_examples::{parse_url, queue_of, run_client, Failure, TlsArgs};
 
 /// Sends N messages and waits for them all to be accepted.
 #[derive(Parser, Debug)]
@@ -30,6 +30,8 @@ struct Args {
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 struct SimpleSend {
@@ -145,5 +147,5 @@ fn main() -> ExitCode {
         confirmed: 0,
         failure: failure.clone(),
     };
-    run_client("simple_send", &args.address, handler, &failure)
+    run_client("simple_send", &args.address, &args.tls, handler, &failure)
 }

@@ -47,8 +47,8 @@ use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::codec::Symbol;
 use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
-    Address, ContainerBuilder, ContainerHandle, Error, ListenOptions, Message, Outcome, Received,
-    ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions, Value,
+    Address, ConnectionOptions, ContainerBuilder, ContainerHandle, Error, ListenOptions, Message,
+    Outcome, Received, ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions, Value,
 };
 use nucleon_examples::json::{is_json_type, is_text_type, message_to_json, value_from_json};
 use serde::Deserialize;
@@ -76,9 +76,12 @@ struct Args {
     /// The HTTP address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8081", value_parser = parse_listen)]
     listen: String,
-    /// The broker to use, as amqp://HOST:PORT (default: an in-process broker on a free loopback port).
+    /// The broker to use, as amqp://HOST:PORT or amqps://HOST:PORT (default: an in-process broker on a
+    /// free loopback port).
     #[arg(long, value_parser = parse_broker_url)]
     broker: Option<String>,
+    #[command(flatten)]
+    tls: nucleon_examples::TlsArgs,
 }
 
 /// `HOST:PORT` with a non-empty host and a port number (the host is resolved when binding).
@@ -105,6 +108,8 @@ struct Gateway {
     container: ContainerHandle,
     /// `amqp://host:port` of the broker.
     broker: String,
+    /// How to connect to it (TLS for `amqps://`).
+    connection: ConnectionOptions,
     /// One sender per address, reused across requests.
     senders: Mutex<HashMap<String, SenderHandle>>,
 }
@@ -125,8 +130,11 @@ impl Gateway {
         }
         let opened = tokio::time::timeout(
             BROKER_TIMEOUT,
-            self.container
-                .open_sender(&self.url(address), SenderOptions::default()),
+            self.container.open_sender_with(
+                &self.url(address),
+                self.connection.clone(),
+                SenderOptions::default(),
+            ),
         )
         .await
         .map_err(|_| Error::Io("timed out opening a sender".into()))??;
@@ -419,9 +427,11 @@ async fn open_receiver(
     };
     tokio::time::timeout(
         BROKER_TIMEOUT,
-        gateway
-            .container
-            .open_receiver(&gateway.url(address), options),
+        gateway.container.open_receiver_with(
+            &gateway.url(address),
+            gateway.connection.clone(),
+            options,
+        ),
     )
     .await
     .map_err(|_| Error::Io("timed out opening a receiver".into()))?
@@ -518,6 +528,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> ExitCode {
+    let connection = match args.tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("web_gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Inside actix-web's System: the container's home arbiter is this one.
     let container = ContainerBuilder::default()
         .id("web_gateway")
@@ -540,6 +557,7 @@ async fn serve(args: Args) -> ExitCode {
     let gateway = web::Data::new(Gateway {
         container: container.clone(),
         broker: broker.clone(),
+        connection,
         senders: Mutex::new(HashMap::new()),
     });
     let server = HttpServer::new(move || {

@@ -69,7 +69,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use clap::Parser;
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::{ConnectionOptions, ContainerBuilder, ListenOptions, ReconnectOptions};
-use nucleon_examples::parse_url;
+use nucleon_examples::{parse_url, TlsArgs};
 
 use crate::hub::Hub;
 use crate::relay::Relay;
@@ -92,9 +92,11 @@ struct Args {
     /// Where the embedded broker listens (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:5672", value_parser = parse_host_port)]
     amqp_listen: String,
-    /// Use this broker (`amqp://HOST:PORT`) instead of an embedded one.
+    /// Use this broker (`amqp://HOST:PORT` or `amqps://HOST:PORT`) instead of an embedded one.
     #[arg(long, value_parser = parse_url, conflicts_with = "amqp_listen")]
     broker: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Milliseconds between presence heartbeats; a relay silent for three is dropped.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     heartbeat_ms: u64,
@@ -112,6 +114,13 @@ fn parse_host_port(s: &str) -> Result<String, String> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let tls_options = match args.tls.connection_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("chat_relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let container = ContainerBuilder::default()
         .id(format!("chat_relay-{}", uuid::Uuid::new_v4()))
         .threads(1)
@@ -142,7 +151,7 @@ async fn main() -> ExitCode {
             max_delay: Duration::from_secs(2),
             ..ReconnectOptions::default()
         }),
-        ..ConnectionOptions::default()
+        ..tls_options
     };
     let connection =
         match container.connect(&broker_url, options, Relay::new(hub_context.address())) {
