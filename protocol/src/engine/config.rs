@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::scram::{ScramCredential, ScramHash};
 use crate::codec::{Map, Symbol};
 use crate::frame::SaslCode;
 
@@ -121,11 +122,13 @@ impl ConnectionConfig {
 /// SASL as a client [AMQP 1.0 §5.3].
 #[derive(Clone, Debug, Default)]
 pub struct SaslClientConfig {
-    /// Mechanisms we may use, in order of preference; empty means "PLAIN if we have a user, then ANONYMOUS".
+    /// Mechanisms we may use, in order of preference; the first one the server offers is used. Empty means
+    /// "PLAIN if we have a user, then ANONYMOUS": list `SCRAM-SHA-512`, `SCRAM-SHA-256` or `SCRAM-SHA-1` here to
+    /// use SCRAM, which never sends the password and checks that the server knows it [RFC 5802].
     pub mechanisms: Vec<Symbol>,
-    /// The user name for PLAIN.
+    /// The user name for PLAIN and SCRAM.
     pub username: Option<String>,
-    /// The password for PLAIN.
+    /// The password for PLAIN and SCRAM.
     pub password: Option<String>,
 }
 
@@ -184,6 +187,17 @@ pub enum SaslCredentials {
         /// The identity to act as, if given.
         authzid: Option<String>,
     },
+    /// SCRAM-SHA-1, -256 or -512 (RFC 5802, RFC 7677): the client has already proved that it knows the password
+    /// of the credential [`Authenticator::scram_credential`] gave for `username`; the authenticator only
+    /// decides whether that user may connect.
+    Scram {
+        /// The hash of the mechanism.
+        hash: ScramHash,
+        /// The user name (with SCRAM's `=3D` and `=2C` escapes undone).
+        username: String,
+        /// The identity to act as, if given.
+        authzid: Option<String>,
+    },
 }
 
 /// The verdict of an [`Authenticator`].
@@ -201,6 +215,18 @@ pub trait Authenticator: Send + Sync {
     fn mechanisms(&self) -> Vec<Symbol>;
     /// Checks a client's credentials.
     fn authenticate(&self, credentials: &SaslCredentials, hostname: Option<&str>) -> SaslVerdict;
+
+    /// The stored credential of `username` for a SCRAM mechanism among [`mechanisms`](Self::mechanisms). The
+    /// engine checks the client's proof against it and, if the proof is right, asks
+    /// [`authenticate`](Self::authenticate) about [`SaslCredentials::Scram`] for the verdict.
+    ///
+    /// `None` (the default) refuses the client at once, which tells it that the user is unknown. To hide which
+    /// users exist, return [`ScramCredential::decoy`] for an unknown one, as
+    /// [`ScramAuthenticator`](super::ScramAuthenticator) does: the exchange then fails at the proof, as a wrong
+    /// password does [RFC 5802 §9].
+    fn scram_credential(&self, _hash: ScramHash, _username: &str) -> Option<ScramCredential> {
+        None
+    }
 }
 
 /// An authenticator with a fixed user table for PLAIN, optionally also admitting ANONYMOUS.

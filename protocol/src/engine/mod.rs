@@ -37,6 +37,7 @@ mod fit;
 mod link;
 pub mod pair;
 mod sasl;
+mod scram;
 mod session;
 mod store;
 
@@ -47,6 +48,10 @@ pub use config::{
 pub use error::EngineError;
 pub use event::{DeliveryId, Event, LinkId, SessionId};
 pub use link::LinkConfig;
+pub use scram::{
+    ParseScramCredentialError, ScramAuthenticator, ScramCredential, ScramHash,
+    SCRAM_DEFAULT_ITERATIONS, SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -1,35 +1,53 @@
-//! SASL negotiation, client and server, for ANONYMOUS, PLAIN and EXTERNAL [AMQP 1.0 §5.3].
+//! SASL negotiation, client and server [AMQP 1.0 §5.3]: ANONYMOUS, PLAIN and EXTERNAL in one step, and
+//! SCRAM-SHA-1/256/512 with one challenge [RFC 5802, RFC 7677].
 //!
 //! ```text
 //! client                         server
 //!   SASL header  ──────────────▶
 //!                ◀──────────────  SASL header, sasl-mechanisms
-//!   sasl-init    ──────────────▶  (authenticator decides)
-//!                ◀──────────────  sasl-outcome
+//!   sasl-init    ──────────────▶  (authenticator decides, or SCRAM looks up the user)
+//!                ◀──────────────  sasl-challenge     ┐ SCRAM only: server-first, client-final; some
+//!   sasl-response ─────────────▶                     ┘ servers also send server-final as a challenge
+//!                ◀──────────────  sasl-outcome (SCRAM: server-final in additional-data)
 //!   AMQP header  ──────────────▶  (on success, both restart with the AMQP header)
 //! ```
+//!
+//! The exchange is bounded by construction: a server takes one response per challenge it sent and sends at most
+//! one challenge; a client answers at most two challenges. Any other SASL frame fails the transport, as does a
+//! frame over the 512 bytes allowed before `open` [AMQP 1.0 §2.4.1].
 
 use bytes::Bytes;
 
+use super::scram::{ClientFirst, ScramClient, ScramHash, ScramServer};
 use super::{Connection, ConnectionConfig, Event, Phase};
 use crate::codec::Symbol;
 use crate::frame::{
-    Error, ErrorCondition, SaslCode, SaslFrame, SaslInit, SaslMechanisms, SaslOutcome,
+    Error, ErrorCondition, SaslChallenge, SaslCode, SaslFrame, SaslInit, SaslMechanisms,
+    SaslOutcome, SaslResponse,
 };
 
 use super::config::{SaslCredentials, SaslVerdict};
 
+/// A server's SCRAM exchange, and the hostname the client's `sasl-init` named (for the authenticator).
+pub(super) struct ServerScram {
+    scram: ScramServer,
+    hostname: Option<String>,
+}
+
 /// Where the SASL exchange is.
-#[derive(Debug)]
 pub(super) enum SaslState {
     /// No SASL on this connection, or not started.
     Idle,
     /// Client: waiting for `sasl-mechanisms`.
     AwaitMechanisms,
-    /// Client: `sasl-init` sent with this mechanism; waiting for `sasl-outcome`.
+    /// Client: `sasl-init` sent with this single-step mechanism; waiting for `sasl-outcome`.
     AwaitOutcome(Symbol),
+    /// Client: in a SCRAM exchange; waiting for a `sasl-challenge` or the `sasl-outcome`.
+    ClientScram(Box<ScramClient>),
     /// Server: `sasl-mechanisms` sent; waiting for `sasl-init`.
     AwaitInit,
+    /// Server: SCRAM server-first sent in a `sasl-challenge`; waiting for the `sasl-response`.
+    ServerScram(Box<ServerScram>),
     /// Finished successfully.
     Done,
 }
@@ -47,7 +65,7 @@ impl SaslState {
     }
 }
 
-/// Decodes a client's initial response for a mechanism we understand.
+/// Decodes a client's initial response for a single-step mechanism we understand.
 fn credentials(mechanism: &str, response: &[u8]) -> Option<SaslCredentials> {
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
     let opt = |s: String| (!s.is_empty()).then_some(s);
@@ -97,7 +115,16 @@ impl Connection {
             (SaslState::AwaitOutcome(mechanism), SaslFrame::SaslOutcome(o)) => {
                 self.sasl_client_outcome(mechanism, o)
             }
+            (SaslState::ClientScram(scram), SaslFrame::SaslChallenge(c)) => {
+                self.scram_client_challenge(scram, c)
+            }
+            (SaslState::ClientScram(scram), SaslFrame::SaslOutcome(o)) => {
+                self.scram_client_outcome(&scram, o)
+            }
             (SaslState::AwaitInit, SaslFrame::SaslInit(init)) => self.sasl_server_init(init),
+            (SaslState::ServerScram(scram), SaslFrame::SaslResponse(r)) => {
+                self.scram_server_response(&scram, r)
+            }
             (state, frame) => {
                 self.sasl = state;
                 self.fail_transport(Error::new(
@@ -107,6 +134,8 @@ impl Connection {
             }
         }
     }
+
+    // ----- client -----
 
     fn sasl_choose(&mut self, offered: SaslMechanisms) {
         let Some(client) = self.config.sasl_client.clone() else {
@@ -130,34 +159,59 @@ impl Connection {
             ));
             return;
         };
+        if let Some(hash) = ScramHash::from_mechanism(mechanism.as_str()) {
+            let (Some(user), Some(pass)) = (&client.username, &client.password) else {
+                return self.sasl_client_fail(&mechanism, "a user name and a password are needed");
+            };
+            match ScramClient::start(hash, user, pass) {
+                Ok((scram, first)) => {
+                    self.write_sasl_init(mechanism, Bytes::from(first));
+                    self.sasl = SaslState::ClientScram(Box::new(scram));
+                }
+                Err(why) => self.sasl_client_fail(&mechanism, &why),
+            }
+            return;
+        }
         let response = match mechanism.as_str() {
             "PLAIN" => {
                 let user = client.username.unwrap_or_default();
                 let pass = client.password.unwrap_or_default();
-                Some(Bytes::from(format!("\0{user}\0{pass}")))
+                Bytes::from(format!("\0{user}\0{pass}"))
             }
-            "ANONYMOUS" => Some(Bytes::from_static(b"anonymous")),
-            _ => Some(Bytes::new()),
+            "ANONYMOUS" => Bytes::from_static(b"anonymous"),
+            _ => Bytes::new(),
         };
+        self.write_sasl_init(mechanism.clone(), response);
+        self.sasl = SaslState::AwaitOutcome(mechanism);
+    }
+
+    fn write_sasl_init(&mut self, mechanism: Symbol, response: Bytes) {
         self.write_sasl_frame(SaslFrame::SaslInit(SaslInit {
-            mechanism: mechanism.clone(),
-            initial_response: response,
+            mechanism,
+            initial_response: Some(response),
             hostname: self.config.hostname.clone(),
         }));
-        self.sasl = SaslState::AwaitOutcome(mechanism);
+    }
+
+    /// The client's SASL exchange failed: `amqp:unauthorized-access` (which the runtime never retries).
+    fn sasl_client_fail(&mut self, mechanism: &Symbol, why: &str) {
+        self.fail_transport(Error::new(
+            ErrorCondition::UnauthorizedAccess,
+            format!("SASL {mechanism} authentication failed: {why}"),
+        ));
     }
 
     fn sasl_client_outcome(&mut self, mechanism: Symbol, outcome: SaslOutcome) {
         if outcome.code != SaslCode::Ok {
-            self.fail_transport(Error::new(
-                ErrorCondition::UnauthorizedAccess,
-                format!(
-                    "SASL {mechanism} authentication failed ({:?})",
-                    outcome.code
-                ),
-            ));
-            return;
+            return self.sasl_client_fail(
+                &mechanism,
+                &format!("the server answered {:?}", outcome.code),
+            );
         }
+        self.sasl_client_done(mechanism);
+    }
+
+    fn sasl_client_done(&mut self, mechanism: Symbol) {
         self.sasl = SaslState::Done;
         self.events.push_back(Event::Authenticated {
             mechanism,
@@ -167,42 +221,144 @@ impl Connection {
         self.write_amqp_header();
     }
 
+    fn scram_client_challenge(&mut self, mut scram: Box<ScramClient>, challenge: SaslChallenge) {
+        match scram.handle_challenge(&challenge.challenge) {
+            Ok(response) => {
+                self.write_sasl_frame(SaslFrame::SaslResponse(SaslResponse {
+                    response: Bytes::from(response),
+                }));
+                self.sasl = SaslState::ClientScram(scram);
+            }
+            Err(why) => self.sasl_client_fail(&scram.hash().symbol(), &why),
+        }
+    }
+
+    fn scram_client_outcome(&mut self, scram: &ScramClient, outcome: SaslOutcome) {
+        let mechanism = scram.hash().symbol();
+        if outcome.code != SaslCode::Ok {
+            return self.sasl_client_outcome(mechanism, outcome);
+        }
+        match scram.handle_success(outcome.additional_data.as_deref()) {
+            Ok(()) => self.sasl_client_done(mechanism),
+            Err(why) => self.sasl_client_fail(&mechanism, &why),
+        }
+    }
+
+    // ----- server -----
+
     fn sasl_server_init(&mut self, init: SaslInit) {
         let Some(server) = self.config.sasl_server.clone() else {
             return;
         };
-        let offered = server.authenticator.mechanisms();
+        if !server.authenticator.mechanisms().contains(&init.mechanism) {
+            return self.sasl_refuse(
+                &init.mechanism,
+                SaslCode::Auth,
+                "the mechanism was not offered",
+            );
+        }
         let response = init.initial_response.as_deref().unwrap_or_default();
+        if let Some(hash) = ScramHash::from_mechanism(init.mechanism.as_str()) {
+            return self.scram_server_init(hash, response, init.hostname);
+        }
         let verdict = match credentials(init.mechanism.as_str(), response) {
-            Some(creds) if offered.contains(&init.mechanism) => server
+            Some(creds) => server
                 .authenticator
                 .authenticate(&creds, init.hostname.as_deref()),
-            _ => SaslVerdict::Reject(SaslCode::Auth),
+            None => SaslVerdict::Reject(SaslCode::Auth),
         };
+        self.sasl_server_verdict(init.mechanism, verdict, None);
+    }
+
+    fn scram_server_init(
+        &mut self,
+        hash: ScramHash,
+        client_first: &[u8],
+        hostname: Option<String>,
+    ) {
+        let mechanism = hash.symbol();
+        let first = match ClientFirst::parse(client_first) {
+            Ok(first) => first,
+            Err(why) => return self.sasl_refuse(&mechanism, SaslCode::Auth, &why),
+        };
+        let credential = self
+            .config
+            .sasl_server
+            .as_ref()
+            .and_then(|s| s.authenticator.scram_credential(hash, first.username()))
+            .filter(|c| c.hash() == hash);
+        let Some(credential) = credential else {
+            return self.sasl_refuse(&mechanism, SaslCode::Auth, "no credential for the user");
+        };
+        match ScramServer::start(first, credential) {
+            Ok((scram, server_first)) => {
+                self.write_sasl_frame(SaslFrame::SaslChallenge(SaslChallenge {
+                    challenge: Bytes::from(server_first),
+                }));
+                self.sasl = SaslState::ServerScram(Box::new(ServerScram { scram, hostname }));
+            }
+            Err(why) => self.sasl_refuse(&mechanism, SaslCode::Sys, &why),
+        }
+    }
+
+    fn scram_server_response(&mut self, state: &ServerScram, response: SaslResponse) {
+        let scram = &state.scram;
+        let mechanism = scram.hash().symbol();
+        let server_final = match scram.handle_client_final(&response.response) {
+            Ok(server_final) => server_final,
+            Err(why) => return self.sasl_refuse(&mechanism, SaslCode::Auth, &why),
+        };
+        let credentials = SaslCredentials::Scram {
+            hash: scram.hash(),
+            username: scram.username().to_string(),
+            authzid: scram.authzid().map(String::from),
+        };
+        let verdict = match &self.config.sasl_server {
+            Some(s) => s
+                .authenticator
+                .authenticate(&credentials, state.hostname.as_deref()),
+            None => SaslVerdict::Reject(SaslCode::Auth),
+        };
+        self.sasl_server_verdict(mechanism, verdict, Some(Bytes::from(server_final)));
+    }
+
+    /// Sends the outcome of `verdict`; on success `additional_data` goes with it.
+    fn sasl_server_verdict(
+        &mut self,
+        mechanism: Symbol,
+        verdict: SaslVerdict,
+        additional_data: Option<Bytes>,
+    ) {
         match verdict {
             SaslVerdict::Accept(user) => {
                 self.write_sasl_frame(SaslFrame::SaslOutcome(SaslOutcome {
                     code: SaslCode::Ok,
-                    additional_data: None,
+                    additional_data,
                 }));
                 self.sasl = SaslState::Done;
                 self.phase = Phase::Header;
                 self.events.push_back(Event::Authenticated {
-                    mechanism: init.mechanism,
+                    mechanism,
                     user: Some(user),
                 });
             }
             SaslVerdict::Reject(code) => {
-                self.write_sasl_frame(SaslFrame::SaslOutcome(SaslOutcome {
-                    code,
-                    additional_data: None,
-                }));
-                self.fail_transport(Error::new(
-                    ErrorCondition::UnauthorizedAccess,
-                    format!("SASL {} authentication refused", init.mechanism),
-                ));
+                self.sasl_refuse(&mechanism, code, "the authenticator refused")
             }
         }
+    }
+
+    /// Sends a failed `sasl-outcome` and ends the transport with `amqp:unauthorized-access`. `why` stays local:
+    /// the client learns only the code.
+    fn sasl_refuse(&mut self, mechanism: &Symbol, code: SaslCode, why: &str) {
+        self.write_sasl_frame(SaslFrame::SaslOutcome(SaslOutcome {
+            code,
+            additional_data: None,
+        }));
+        self.fail_transport(Error::new(
+            ErrorCondition::UnauthorizedAccess,
+            format!("SASL {mechanism} authentication refused: {why}"),
+        ));
     }
 }
 

@@ -8,6 +8,7 @@ mod errors;
 mod flow;
 mod lifecycle;
 mod sasl;
+mod scram;
 mod settlement;
 mod transfer;
 

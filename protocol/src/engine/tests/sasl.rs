@@ -12,7 +12,10 @@ use crate::frame::{SaslCode, SaslFrame, SaslInit, SaslOutcome};
 const C2S: Direction = Direction::ClientToServer;
 const S2C: Direction = Direction::ServerToClient;
 
-fn server_sasl(auth: impl Authenticator + 'static, allow_skip: bool) -> Option<SaslServerConfig> {
+pub(super) fn server_sasl(
+    auth: impl Authenticator + 'static,
+    allow_skip: bool,
+) -> Option<SaslServerConfig> {
     Some(SaslServerConfig {
         authenticator: Arc::new(auth),
         allow_skip,
@@ -27,7 +30,7 @@ fn plain(user: &str, password: &str) -> Option<SaslClientConfig> {
     })
 }
 
-fn authenticated(mechanism: &'static str, user: Option<&str>) -> Event {
+pub(super) fn authenticated(mechanism: &'static str, user: Option<&str>) -> Event {
     Event::Authenticated {
         mechanism: Symbol::from_static(mechanism),
         user: user.map(String::from),
@@ -35,7 +38,7 @@ fn authenticated(mechanism: &'static str, user: Option<&str>) -> Event {
 }
 
 /// The SASL frames logged going `dir`.
-fn sasl_frames(log: &FrameLog, dir: Direction) -> Vec<SaslFrame> {
+pub(super) fn sasl_frames(log: &FrameLog, dir: Direction) -> Vec<SaslFrame> {
     log.borrow()
         .iter()
         .filter(|(d, _)| *d == dir)
@@ -60,7 +63,7 @@ fn raw_units(p: &mut Pair) -> Units {
     units
 }
 
-fn opened(events: &[Event]) -> bool {
+pub(super) fn opened(events: &[Event]) -> bool {
     has(events, |e| matches!(e, Event::ConnectionRemoteOpen(_)))
 }
 
