@@ -165,6 +165,18 @@ impl std::fmt::Debug for SaslServerConfig {
     }
 }
 
+/// A server connection's transport, for SASL ([`Connection::set_transport_security`](super::Connection::set_transport_security)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportSecurity {
+    /// The transport is encrypted (TLS).
+    pub encrypted: bool,
+    /// SASL PLAIN may be offered: it sends the password as it is, so only over an encrypted transport,
+    /// unless the server allows it by name.
+    pub plain_allowed: bool,
+    /// The subject of the client's verified certificate: SASL EXTERNAL is offered and grants it.
+    pub peer_identity: Option<String>,
+}
+
 /// What a client presented, decoded from its `sasl-init` [AMQP 1.0 §5.3.3.2].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SaslCredentials {

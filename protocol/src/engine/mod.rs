@@ -43,7 +43,8 @@ mod store;
 
 pub use config::{
     Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslCredentials,
-    SaslServerConfig, SaslVerdict, Side, DEFAULT_MAX_MESSAGE_SIZE, MAX_MAX_FRAME_SIZE, UNLIMITED,
+    SaslServerConfig, SaslVerdict, Side, TransportSecurity, DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_MAX_FRAME_SIZE, UNLIMITED,
 };
 pub use error::EngineError;
 pub use event::{DeliveryId, Event, LinkId, SessionId};
@@ -138,6 +139,8 @@ pub struct Connection {
     idle_floor_logged: bool,
     /// Bytes held in unfinished multi-frame deliveries, all links together.
     partial_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// What the transport under a server's SASL is (see [`Connection::set_transport_security`]).
+    transport: Option<TransportSecurity>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -153,6 +156,15 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Tells a server engine what its transport is, before any input: whether it is encrypted, whether SASL
+    /// PLAIN may be offered on it, and the identity a verified client certificate gives. Then PLAIN is offered
+    /// only where allowed, and EXTERNAL (first) only with an identity, which it grants [RFC 4422 appendix A]:
+    /// the client's authorization identity must be empty or that identity. Without this call the engine
+    /// offers what the authenticator offers, without restriction.
+    pub fn set_transport_security(&mut self, security: TransportSecurity) {
+        self.transport = Some(security);
+    }
+
     /// A new engine. A client writes its protocol header at once (see `poll_transmit`).
     pub fn new(mut config: ConnectionConfig, now: Instant) -> Self {
         config.max_frame_size = config
@@ -188,6 +200,7 @@ impl Connection {
             unpolled_deliveries: VecDeque::new(),
             idle_floor_logged: false,
             partial_bytes: Default::default(),
+            transport: None,
         };
         if c.config.side == Side::Client {
             if c.config.sasl_client.is_some() {

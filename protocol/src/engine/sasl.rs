@@ -95,13 +95,29 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<SaslCredentials> {
 }
 
 impl Connection {
-    pub(super) fn sasl_server_start(&mut self) {
-        let mechanisms = self
+    /// What the server offers: the authenticator's mechanisms, without PLAIN where the transport does not
+    /// allow it, and with EXTERNAL first where the transport gave an identity.
+    fn offered_mechanisms(&self) -> Vec<Symbol> {
+        let mut mechanisms = self
             .config
             .sasl_server
             .as_ref()
             .map(|s| s.authenticator.mechanisms())
             .unwrap_or_default();
+        if let Some(t) = &self.transport {
+            if !t.plain_allowed {
+                mechanisms.retain(|m| m.as_str() != "PLAIN");
+            }
+            mechanisms.retain(|m| m.as_str() != "EXTERNAL");
+            if t.peer_identity.is_some() {
+                mechanisms.insert(0, Symbol::from_static("EXTERNAL"));
+            }
+        }
+        mechanisms
+    }
+
+    pub(super) fn sasl_server_start(&mut self) {
+        let mechanisms = self.offered_mechanisms();
         self.sasl = SaslState::AwaitInit;
         self.write_sasl_frame(SaslFrame::SaslMechanisms(SaslMechanisms {
             sasl_server_mechanisms: mechanisms,
@@ -179,6 +195,8 @@ impl Connection {
                 Bytes::from(format!("\0{user}\0{pass}"))
             }
             "ANONYMOUS" => Bytes::from_static(b"anonymous"),
+            // The user, if given, is the identity to act as; none means the certificate's own.
+            "EXTERNAL" => Bytes::from(client.username.unwrap_or_default()),
             _ => Bytes::new(),
         };
         self.write_sasl_init(mechanism.clone(), response);
@@ -250,7 +268,7 @@ impl Connection {
         let Some(server) = self.config.sasl_server.clone() else {
             return;
         };
-        if !server.authenticator.mechanisms().contains(&init.mechanism) {
+        if !self.offered_mechanisms().contains(&init.mechanism) {
             return self.sasl_refuse(
                 &init.mechanism,
                 SaslCode::Auth,
@@ -258,6 +276,21 @@ impl Connection {
             );
         }
         let response = init.initial_response.as_deref().unwrap_or_default();
+        let identity = self
+            .transport
+            .as_ref()
+            .and_then(|t| t.peer_identity.clone());
+        if let (Some(identity), "EXTERNAL") = (identity, init.mechanism.as_str()) {
+            let verdict = match credentials("EXTERNAL", response) {
+                Some(SaslCredentials::External { authzid })
+                    if authzid.as_deref().is_none_or(|a| a == identity) =>
+                {
+                    SaslVerdict::Accept(identity)
+                }
+                _ => SaslVerdict::Reject(SaslCode::Auth),
+            };
+            return self.sasl_server_verdict(init.mechanism, verdict, None);
+        }
         if let Some(hash) = ScramHash::from_mechanism(init.mechanism.as_str()) {
             return self.scram_server_init(hash, response, init.hostname);
         }

@@ -359,3 +359,102 @@ fn a_mechanism_the_server_did_not_offer_is_refused() {
         assert_closed_once(events);
     }
 }
+
+/// A pair whose server was told its transport, with `client` SASL.
+fn pair_over(transport: TransportSecurity, client: Option<SaslClientConfig>) -> Pair {
+    let mut p = pair_with(
+        |c| c.sasl_client = client,
+        |s| s.sasl_server = server_sasl(PlainAuthenticator::new([("user", "secret")]), false),
+    );
+    p.server.set_transport_security(transport);
+    p
+}
+
+/// The mechanisms the server offered.
+fn offered(log: &FrameLog) -> Vec<Symbol> {
+    sasl_frames(log, S2C)
+        .into_iter()
+        .find_map(|f| match f {
+            SaslFrame::SaslMechanisms(m) => Some(m.sasl_server_mechanisms),
+            _ => None,
+        })
+        .expect("sasl-mechanisms")
+}
+
+#[test]
+fn plain_is_offered_only_where_the_transport_allows_it() {
+    let mut p = pair_over(TransportSecurity::default(), plain("user", "secret"));
+    let log = record(&mut p);
+    p.client.open().unwrap();
+    p.drive();
+    assert!(
+        offered(&log).is_empty(),
+        "no PLAIN in clear: {:?}",
+        offered(&log)
+    );
+    assert_eq!(
+        transport_errors(&p.client_events),
+        vec![ErrorCondition::UnauthorizedAccess]
+    );
+    assert!(sasl_frames(&log, C2S).is_empty(), "the password never left");
+
+    let mut p = pair_over(
+        TransportSecurity {
+            encrypted: true,
+            plain_allowed: true,
+            peer_identity: None,
+        },
+        plain("user", "secret"),
+    );
+    p.open();
+    assert_eq!(p.server_events[0], authenticated("PLAIN", Some("user")));
+}
+
+#[test]
+fn external_grants_the_certificate_identity_and_nothing_else() {
+    let external = |authzid: Option<&str>| {
+        let mut p = pair_over(
+            TransportSecurity {
+                encrypted: true,
+                plain_allowed: true,
+                peer_identity: Some("alice".into()),
+            },
+            Some(SaslClientConfig {
+                mechanisms: vec![Symbol::from_static("EXTERNAL")],
+                username: authzid.map(String::from),
+                ..SaslClientConfig::default()
+            }),
+        );
+        let log = record(&mut p);
+        p.client.open().unwrap();
+        p.drive();
+        assert_eq!(offered(&log)[0].as_str(), "EXTERNAL", "offered first");
+        p
+    };
+    let p = external(None);
+    assert_eq!(p.server_events[0], authenticated("EXTERNAL", Some("alice")));
+    assert!(opened(&p.server_events));
+    let p = external(Some("alice"));
+    assert_eq!(p.server_events[0], authenticated("EXTERNAL", Some("alice")));
+    // Asking to act as someone else is refused.
+    let p = external(Some("mallory"));
+    assert_eq!(
+        transport_errors(&p.client_events),
+        vec![ErrorCondition::UnauthorizedAccess]
+    );
+
+    // Without a certificate identity EXTERNAL is not offered, even if the authenticator would.
+    let mut p = pair_over(
+        TransportSecurity::default(),
+        Some(SaslClientConfig {
+            mechanisms: vec![Symbol::from_static("EXTERNAL")],
+            ..SaslClientConfig::default()
+        }),
+    );
+    p.client.open().unwrap();
+    p.drive();
+    assert_eq!(
+        transport_errors(&p.client_events),
+        vec![ErrorCondition::UnauthorizedAccess]
+    );
+}
