@@ -99,3 +99,53 @@ fn tls_flags_need_each_other() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent.pem"), "names the file: {err}");
 }
+
+#[test]
+fn broker_users_from_a_file_of_scram_credentials() {
+    use std::io::Write as _;
+    let mut print = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(["--print-scram-credential", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    print
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret\n")
+        .expect("writes the password");
+    let printed = print.wait_with_output().expect("prints");
+    assert!(printed.status.success());
+    let line = String::from_utf8(printed.stdout).expect("text");
+    assert!(line.starts_with("alice:SCRAM-SHA-256$4096:"), "{line}");
+    assert!(!line.contains("s3cret"), "no password in the file: {line}");
+    let ca = TestCa::new("users-file");
+    let users = ca.dir().join("users");
+    std::fs::write(&users, format!("# test users\n{line}")).expect("writes the users file");
+    let broker = Broker::start_with(&["--users", users.to_str().expect("a UTF-8 path")]);
+
+    // SCRAM over plain TCP: the password never travels.
+    let url = |password: &str| format!("amqp://alice:{password}@127.0.0.1:{}/q", broker.port);
+    let sent = run_example(
+        env!("CARGO_BIN_EXE_simple_send"),
+        &["-a", &url("s3cret"), "-m", "2", "-q"],
+        TIMEOUT,
+    );
+    assert_success(&sent);
+    let refused = run_example(
+        env!("CARGO_BIN_EXE_simple_send"),
+        &["-a", &url("wrong"), "-m", "1"],
+        TIMEOUT,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("unauthorized-access"), "{err}");
+    // Without credentials: authentication is required.
+    let anonymous = run_example(
+        env!("CARGO_BIN_EXE_simple_send"),
+        &["-a", &broker.url("q"), "-m", "1"],
+        TIMEOUT,
+    );
+    assert_eq!(anonymous.status.code(), Some(1));
+}

@@ -296,6 +296,8 @@ async fn sasl_plain_is_required_when_users_are_configured() {
     let container = container();
     let broker = Broker::new(BrokerOptions::default());
     let options = ListenOptions {
+        // PLAIN over loopback TCP, offered only when asked for by name.
+        allow_insecure_plain: true,
         authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
         ..ListenOptions::default()
     };

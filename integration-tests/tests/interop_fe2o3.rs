@@ -784,6 +784,8 @@ async fn fe2o3_acceptor_settlement() {
 async fn fe2o3_client_sasl() {
     let c = container();
     let users = ListenOptions {
+        // PLAIN over loopback TCP, offered only when asked for by name.
+        allow_insecure_plain: true,
         authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
         ..ListenOptions::default()
     };

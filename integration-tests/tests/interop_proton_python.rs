@@ -514,6 +514,8 @@ async fn pyproton_our_broker_request_reply() {
 
 fn plain_users() -> ListenOptions {
     ListenOptions {
+        // PLAIN over loopback TCP, offered only when asked for by name.
+        allow_insecure_plain: true,
         authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
         ..ListenOptions::default()
     }

@@ -638,6 +638,8 @@ async fn rhea_client_request_reply() {
 
 fn plain_broker(c: &ContainerHandle, idle: Option<Duration>) -> u16 {
     let options = ListenOptions {
+        // PLAIN over loopback TCP, offered only when asked for by name.
+        allow_insecure_plain: true,
         authenticator: Some(std::sync::Arc::new(PlainAuthenticator::new([(
             "alice", "secret",
         )]))),

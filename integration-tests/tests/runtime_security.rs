@@ -1,64 +1,185 @@
-//! No silent downgrade: credentials that cannot be used on a connection are an error unless the application
-//! asks, by name, to go on as ANONYMOUS. (`amqps://` never connecting in plaintext is shown in `tls.rs`: a
-//! TLS client to a plain-only listener fails its handshake.)
+//! No silent downgrade of authentication: a client with credentials uses SCRAM (the password never leaves)
+//! or PLAIN where PLAIN does not travel in clear, and never drops to ANONYMOUS unless asked by name; a
+//! server offers PLAIN over TLS only unless asked by name, and SCRAM everywhere. (`amqps://` never connecting
+//! in plaintext is shown in `tls.rs`: a TLS client to a plain-only listener fails its handshake.)
 
-use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use nucleon::{Connection, ConnectionOptions, Error, MessagingHandler};
-use nucleon_integration_tests::client::{container, threaded_server};
+use nucleon::protocol::engine::{
+    Authenticator, PlainAuthenticator, ScramAuthenticator, ScramCredential, ScramHash,
+};
+use nucleon::{
+    Connection, ConnectionOptions, ContainerHandle, Error, ListenHandler, ListenOptions,
+    MessagingHandler,
+};
+use nucleon_integration_tests::client::{container, within};
+use nucleon_protocol::frame::Error as AmqpError;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Opened(mpsc::Sender<()>);
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Opened,
+    Failed(String),
+}
 
-impl MessagingHandler for Opened {
+struct Client(UnboundedSender<Seen>);
+
+impl MessagingHandler for Client {
     fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let _ = self.0.send(());
+        let _ = self.0.send(Seen::Opened);
         c.close();
     }
-}
-
-struct Server;
-
-impl MessagingHandler for Server {}
-
-impl nucleon::ListenHandler for Server {
-    type Handler = Server;
-    fn on_accept(&self, _: std::net::SocketAddr) -> Server {
-        Server
+    fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
+        let _ = self.0.send(Seen::Failed(error.to_string()));
     }
 }
 
-fn refusal(result: Result<nucleon::ConnectionHandle<Opened>, Error>) -> String {
-    match result {
-        Err(Error::InvalidUrl { reason, .. }) => reason,
-        other => panic!("expected the connect to be refused, got {other:?}"),
+/// Reports the SASL user of each connection it opens.
+#[derive(Clone)]
+struct Server(UnboundedSender<Option<String>>);
+
+impl MessagingHandler for Server {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let _ = self.0.send(c.user().map(str::to_string));
+    }
+}
+
+impl ListenHandler for Server {
+    type Handler = Server;
+    fn on_accept(&self, _: std::net::SocketAddr) -> Server {
+        self.clone()
+    }
+}
+
+fn listen(
+    c: &ContainerHandle,
+    authenticator: Option<Arc<dyn Authenticator>>,
+) -> (u16, UnboundedReceiver<Option<String>>) {
+    let (tx, rx) = unbounded_channel();
+    let listener = c
+        .listen_with(
+            "127.0.0.1:0",
+            ListenOptions {
+                authenticator,
+                ..ListenOptions::default()
+            },
+            Server(tx),
+        )
+        .expect("listens");
+    (listener.port(), rx)
+}
+
+async fn first_seen(c: &ContainerHandle, url: &str, options: ConnectionOptions) -> Seen {
+    let (tx, mut rx) = unbounded_channel();
+    c.connect(url, options, Client(tx)).expect("connects");
+    within(WAIT, "the client opens or fails", rx.recv())
+        .await
+        .expect("a report")
+}
+
+fn failure(seen: Seen) -> String {
+    match seen {
+        Seen::Failed(e) => e,
+        Seen::Opened => panic!("the connection opened"),
     }
 }
 
 #[actix_rt::test]
-async fn credentials_that_plain_tcp_would_expose_are_refused_unless_the_fallback_is_asked_for() {
-    let (server, port, t) = threaded_server("anonymous-server", "127.0.0.1:0", Server);
-    let c = container("security");
-    let (tx, rx) = mpsc::channel();
+async fn credentials_are_never_dropped_for_anonymous_unless_asked() {
+    let c = container("security-anonymous");
+    let (port, mut users) = listen(&c, None);
     let url = format!("amqp://alice:secret@127.0.0.1:{port}");
-    let reason = refusal(c.connect(&url, ConnectionOptions::default(), Opened(tx.clone())));
-    assert!(reason.contains("in clear"), "{reason}");
+    let e = failure(first_seen(&c, &url, ConnectionOptions::default()).await);
+    assert!(
+        e.contains("unauthorized-access")
+            && e.contains("SCRAM-SHA-256")
+            && !e.contains("\"PLAIN\""),
+        "SCRAM tried, PLAIN not in clear, no ANONYMOUS: {e}"
+    );
+    assert!(users.try_recv().is_err(), "nothing opened");
 
-    // Asked for by name: on as ANONYMOUS, which this server admits.
-    let options = ConnectionOptions {
+    let fallback = ConnectionOptions {
         allow_anonymous_fallback: true,
         ..ConnectionOptions::default()
     };
-    c.connect(&url, options, Opened(tx))
-        .expect("the fallback was asked for");
-    let opened = actix_rt::task::spawn_blocking(move || rx.recv_timeout(WAIT));
-    opened
+    assert_eq!(first_seen(&c, &url, fallback).await, Seen::Opened);
+    let user = within(WAIT, "server open", users.recv())
         .await
-        .expect("joins")
-        .expect("the connection opens as ANONYMOUS");
+        .expect("seen");
+    assert_eq!(user.as_deref(), Some("anonymous"));
+
+    // A user without a password has nothing to use over plain TCP: refused at once.
+    let (tx, _rx) = unbounded_channel();
+    match c.connect(
+        &format!("amqp://alice@127.0.0.1:{port}"),
+        ConnectionOptions::default(),
+        Client(tx),
+    ) {
+        Err(Error::InvalidUrl { reason, .. }) => assert!(reason.contains("in clear"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     c.stop();
-    server.stop();
-    t.join().expect("server stopped");
+}
+
+#[actix_rt::test]
+async fn a_listener_offers_plain_over_plain_tcp_only_when_asked() {
+    let c = container("security-plain");
+    let plain: Arc<dyn Authenticator> = Arc::new(PlainAuthenticator::new([("alice", "secret")]));
+    let (port, _users) = listen(&c, Some(plain.clone()));
+    let url = format!("amqp://alice:secret@127.0.0.1:{port}");
+    // Even a client that would send it in clear gets no PLAIN offered.
+    let insecure = ConnectionOptions {
+        sasl_allow_insecure_mechs: true,
+        ..ConnectionOptions::default()
+    };
+    let e = failure(first_seen(&c, &url, insecure.clone()).await);
+    assert!(e.contains("no SASL mechanism in common"), "{e}");
+
+    let (tx, mut users) = unbounded_channel();
+    let listener = c
+        .listen_with(
+            "127.0.0.1:0",
+            ListenOptions {
+                authenticator: Some(plain),
+                allow_insecure_plain: true,
+                ..ListenOptions::default()
+            },
+            Server(tx),
+        )
+        .expect("listens");
+    let url = format!("amqp://alice:secret@127.0.0.1:{}", listener.port());
+    assert_eq!(first_seen(&c, &url, insecure).await, Seen::Opened);
+    let user = within(WAIT, "server open", users.recv())
+        .await
+        .expect("seen");
+    assert_eq!(user.as_deref(), Some("alice"));
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn scram_authenticates_over_plain_tcp_without_sending_the_password() {
+    let c = container("security-scram");
+    let credential = ScramCredential::derive(ScramHash::Sha256, "secret", b"a salt of 16 b.", 4096);
+    let scram: Arc<dyn Authenticator> = Arc::new(ScramAuthenticator::new([("alice", credential)]));
+    let (port, mut users) = listen(&c, Some(scram));
+    let good = format!("amqp://alice:secret@127.0.0.1:{port}");
+    assert_eq!(
+        first_seen(&c, &good, ConnectionOptions::default()).await,
+        Seen::Opened
+    );
+    let user = within(WAIT, "server open", users.recv())
+        .await
+        .expect("seen");
+    assert_eq!(user.as_deref(), Some("alice"));
+    let wrong = format!("amqp://alice:wrong@127.0.0.1:{port}");
+    let e = failure(first_seen(&c, &wrong, ConnectionOptions::default()).await);
+    assert!(e.contains("unauthorized-access"), "{e}");
+    assert!(
+        users.try_recv().is_err(),
+        "the wrong password opened nothing"
+    );
+    c.stop();
 }

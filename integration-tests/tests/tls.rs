@@ -330,3 +330,41 @@ async fn a_client_that_stalls_before_or_during_the_handshake_is_closed_at_the_op
     }
     c.stop();
 }
+
+#[actix_rt::test]
+async fn sasl_external_authenticates_as_the_certificate_subject() {
+    let ca = TestCa::new("tls-external");
+    let server = ca.server(ServerCert::Loopback);
+    let alice = ca.client("alice");
+    let c = container("tls-external");
+    let tls = TlsServerConfig::with_client_ca(&server.cert, &server.key, ca.ca_file())
+        .expect("server TLS");
+    let (port, mut server_seen) = listen(&c, Some(tls));
+    let client_tls = TlsClientConfig::builder()
+        .without_system_roots()
+        .ca_file(ca.ca_file())
+        .client_certificate(&alice.cert, &alice.key)
+        .build()
+        .expect("client TLS");
+    let external = ConnectionOptions {
+        sasl_allowed_mechs: vec!["EXTERNAL".into()],
+        ..with_tls(client_tls)
+    };
+    let url = format!("amqps://127.0.0.1:{port}");
+    assert_eq!(first_seen(&c, &url, external.clone()).await, Seen::Opened);
+    let (user, subject) = within(WAIT, "server open", server_seen.recv())
+        .await
+        .expect("seen");
+    assert_eq!(user.as_deref(), Some("alice"), "EXTERNAL gives the subject");
+    assert_eq!(subject.as_deref(), Some("alice"));
+    // Without a client certificate there is no EXTERNAL to use.
+    let no_cert = ConnectionOptions {
+        sasl_allowed_mechs: vec!["EXTERNAL".into()],
+        ..with_tls(trusting(&ca))
+    };
+    match first_seen(&c, &url, no_cert).await {
+        Seen::Failed(e) => assert!(e.contains("no SASL mechanism in common"), "{e}"),
+        other => panic!("EXTERNAL without a certificate: {other:?}"),
+    }
+    c.stop();
+}

@@ -420,9 +420,12 @@ pub(crate) enum Origin {
     Server {
         stream: std::net::TcpStream,
         tls: Option<TlsServerConfig>,
+        /// SASL PLAIN may be offered on a plain transport (`ListenOptions::allow_insecure_plain`).
+        insecure_plain: bool,
     },
-    /// The application gave the stream (client or server, as the engine's configuration says).
-    Stream(BoxedTransport),
+    /// The application gave the stream (client or server, as the engine's configuration says); for a
+    /// server, whether PLAIN may be offered on it (the stream counts as unencrypted).
+    Stream(BoxedTransport, bool),
 }
 
 struct Io {
@@ -645,17 +648,27 @@ impl<H: MessagingHandler> ConnectionActor<H> {
 
     /// Tells TLS from plain on an accepted socket and does the handshake, off the actor's turn. The
     /// engine's open timeout, armed here, bounds a client that never finishes.
-    fn accept_tls(&mut self, tcp: TcpStream, tls: TlsServerConfig, ctx: &mut Context<Self>) {
+    fn accept_tls(
+        &mut self,
+        tcp: TcpStream,
+        tls: TlsServerConfig,
+        insecure_plain: bool,
+        ctx: &mut Context<Self>,
+    ) {
         self.rearm(ctx);
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(transport::accept(tcp, tls)).map(
-                |result, act, ctx| {
+                move |result, act, ctx| {
                     if act.transport_closed || act.finished {
                         return;
                     }
                     match result {
                         Ok(accepted) => {
-                            act.core.peer_subject = accepted.peer_identity;
+                            act.secure_transport(
+                                accepted.encrypted,
+                                insecure_plain,
+                                accepted.peer_identity,
+                            );
                             act.attach_stream(accepted.transport, ctx);
                         }
                         Err(e) => {
@@ -667,6 +680,19 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 },
             ),
         );
+    }
+
+    /// Tells a server's engine what its transport is (see `engine::TransportSecurity`): PLAIN only over TLS
+    /// unless `insecure_plain`, EXTERNAL for a verified client certificate's subject.
+    fn secure_transport(&mut self, encrypted: bool, insecure_plain: bool, subject: Option<String>) {
+        self.core
+            .engine
+            .set_transport_security(engine::TransportSecurity {
+                encrypted,
+                plain_allowed: encrypted || insecure_plain,
+                peer_identity: subject.clone(),
+            });
+        self.core.peer_subject = subject;
     }
 
     fn connect(&mut self, target: Target, ctx: &mut Context<Self>) {
@@ -790,13 +816,18 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.spawn(WorkRunner);
         match self.origin.take() {
-            Some(Origin::Server { stream, tls }) => match TcpStream::from_std(stream) {
+            Some(Origin::Server {
+                stream,
+                tls,
+                insecure_plain,
+            }) => match TcpStream::from_std(stream) {
                 Ok(s) => match tls {
                     None => {
                         let _ = s.set_nodelay(true);
+                        self.secure_transport(false, insecure_plain, None);
                         self.attach_stream(Box::new(s), ctx);
                     }
-                    Some(tls) => self.accept_tls(s, tls, ctx),
+                    Some(tls) => self.accept_tls(s, tls, insecure_plain, ctx),
                 },
                 Err(e) => {
                     self.core.engine.handle_disconnected(e.to_string());
@@ -813,9 +844,11 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
                 let _ = self.core.engine.open();
                 self.connect(first, ctx);
             }
-            Some(Origin::Stream(stream)) => {
+            Some(Origin::Stream(stream, insecure_plain)) => {
                 if self.core.engine.config().side == engine::Side::Client {
                     let _ = self.core.engine.open();
+                } else {
+                    self.secure_transport(false, insecure_plain, None);
                 }
                 self.attach_stream(stream, ctx);
             }

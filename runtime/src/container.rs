@@ -14,6 +14,7 @@ use actix::prelude::*;
 use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::engine::{
     self, Authenticator, ConnectionConfig, PlainAuthenticator, SaslClientConfig, SaslServerConfig,
+    ScramHash,
 };
 use nucleon_protocol::frame::Error as AmqpError;
 use tokio::sync::Notify;
@@ -309,7 +310,7 @@ impl ContainerHandle {
         let (handle, start) = ConnectionActor::prepare(
             id,
             config,
-            Origin::Stream(Box::new(stream)),
+            Origin::Stream(Box::new(stream), false),
             self.clone(),
             move |_| handler,
         );
@@ -318,7 +319,8 @@ impl ContainerHandle {
     }
 
     /// Serves one connection over `stream`, as a listener with `options` would serve an accepted socket
-    /// (TLS, if `options.tls` is set, is not done on it: wrap the stream first).
+    /// (TLS, if `options.tls` is set, is not done on it: wrap the stream first). The stream counts as
+    /// unencrypted: PLAIN is offered on it only with `options.allow_insecure_plain`.
     pub fn accept_stream<H, S>(
         &self,
         stream: S,
@@ -334,7 +336,7 @@ impl ContainerHandle {
         let (handle, start) = ConnectionActor::prepare(
             id,
             self.server_config(options),
-            Origin::Stream(Box::new(stream)),
+            Origin::Stream(Box::new(stream), options.allow_insecure_plain),
             self.clone(),
             move |_| handler,
         );
@@ -403,19 +405,16 @@ impl ContainerHandle {
                 .or_else(|| address.and_then(|a| a.password));
             let mut mechanisms = o.sasl_allowed_mechs.clone();
             if mechanisms.is_empty() {
-                // As Proton: PLAIN only where allowed (TLS, or insecure mechanisms explicitly allowed).
-                if user.is_some() && (encrypted || o.sasl_allow_insecure_mechs) {
-                    mechanisms.push("PLAIN".into());
-                } else if user.is_some() && !o.allow_anonymous_fallback {
+                mechanisms = default_mechanisms(&user, &password, encrypted, o);
+                if mechanisms.is_empty() {
                     return Err(Error::InvalidUrl {
                         url: url.to_string(),
-                        reason: "a user was given, but PLAIN would send the password in clear over \
-                                 plain TCP; use amqps, or set sasl_allow_insecure_mechs to send it anyway, \
-                                 or allow_anonymous_fallback to connect as ANONYMOUS without it"
+                        reason: "a user was given without a password, and PLAIN would send it in \
+                                 clear over plain TCP; use amqps, or set sasl_allow_insecure_mechs to \
+                                 send it anyway, or allow_anonymous_fallback to connect as ANONYMOUS"
                             .into(),
                     });
                 }
-                mechanisms.push("ANONYMOUS".into());
             }
             c.sasl_client = Some(SaslClientConfig {
                 mechanisms,
@@ -496,6 +495,7 @@ impl ContainerHandle {
             Origin::Server {
                 stream: std,
                 tls: options.tls.clone(),
+                insecure_plain: options.allow_insecure_plain,
             },
             self.clone(),
             move |_| handler.on_accept(peer),
@@ -593,8 +593,12 @@ pub struct ListenOptions {
     /// Capabilities offered to each client in the server's `open` (for example `ANONYMOUS-RELAY`).
     pub offered_capabilities: Vec<Symbol>,
     /// TLS on this listener: TLS clients are served with it, plain ones too unless it requires TLS (see
-    /// [`TlsServerConfig`]).
+    /// [`TlsServerConfig`]). A client with a certificate the listener verified may authenticate with SASL
+    /// EXTERNAL as its subject.
     pub tls: Option<TlsServerConfig>,
+    /// Offer SASL PLAIN to clients on plain TCP too. Off by default: PLAIN sends the password as it is, so it
+    /// is offered over TLS only (SCRAM is offered everywhere).
+    pub allow_insecure_plain: bool,
 }
 
 impl std::fmt::Debug for ListenOptions {
@@ -606,6 +610,33 @@ impl std::fmt::Debug for ListenOptions {
             .field("offered_capabilities", &self.offered_capabilities)
             .finish_non_exhaustive()
     }
+}
+
+/// The SASL mechanisms a client tries when the options name none, best first. With a user: SCRAM (the
+/// password never leaves) when there is a password, PLAIN where it does not travel in clear (TLS, or
+/// `sasl_allow_insecure_mechs`), and ANONYMOUS only if `allow_anonymous_fallback` says so; a server that
+/// offers none of them fails the connection with `amqp:unauthorized-access`, never a silent downgrade.
+/// Without a user: ANONYMOUS.
+fn default_mechanisms(
+    user: &Option<String>,
+    password: &Option<String>,
+    encrypted: bool,
+    o: &ConnectionOptions,
+) -> Vec<Symbol> {
+    if user.is_none() {
+        return vec![Symbol::from_static("ANONYMOUS")];
+    }
+    let mut mechanisms = Vec::new();
+    if password.is_some() {
+        mechanisms.extend(ScramHash::ALL.map(ScramHash::symbol));
+    }
+    if encrypted || o.sasl_allow_insecure_mechs {
+        mechanisms.push(Symbol::from_static("PLAIN"));
+    }
+    if o.allow_anonymous_fallback {
+        mechanisms.push(Symbol::from_static("ANONYMOUS"));
+    }
+    mechanisms
 }
 
 /// A listening socket. Dropping it does not stop it; call [`Listener::stop`].

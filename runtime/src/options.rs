@@ -14,18 +14,19 @@ pub struct ConnectionOptions {
     pub container_id: Option<String>,
     /// The virtual host (sent as `hostname` in `open` and `sasl-init`; default: the URL's host).
     pub virtual_host: Option<String>,
-    /// The user for SASL PLAIN (default: the URL's user).
+    /// The user for SASL SCRAM or PLAIN (default: the URL's user).
     pub user: Option<String>,
-    /// The password for SASL PLAIN (default: the URL's password).
+    /// The password for SASL SCRAM or PLAIN (default: the URL's password).
     pub password: Option<String>,
-    /// SASL mechanisms we may use, in order of preference (default: PLAIN when there is a user, then
-    /// ANONYMOUS).
+    /// SASL mechanisms we may use, in order of preference. Default: with a user, SCRAM-SHA-512, -256 and
+    /// -1 (when there is a password), then PLAIN where it is allowed (over TLS, or with
+    /// `sasl_allow_insecure_mechs`), then ANONYMOUS only with `allow_anonymous_fallback`; without a user,
+    /// ANONYMOUS. A server that offers none of them fails the connection (`amqp:unauthorized-access`).
     pub sasl_allowed_mechs: Vec<Symbol>,
     /// Allow PLAIN over an unencrypted transport (Proton refuses by default; so does nucleon).
     pub sasl_allow_insecure_mechs: bool,
-    /// When a user is given but cannot be used on this transport (PLAIN over plain TCP without
-    /// `sasl_allow_insecure_mechs`), connect as ANONYMOUS instead of failing. Off by default: `connect`
-    /// refuses credentials it would not send.
+    /// With a user, also try ANONYMOUS last, when the server offers none of the mechanisms that use the
+    /// credentials. Off by default: credentials are never dropped silently.
     pub allow_anonymous_fallback: bool,
     /// Skip SASL entirely and send the AMQP header directly.
     pub sasl_disabled: bool,

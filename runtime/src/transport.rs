@@ -69,6 +69,8 @@ pub(crate) async fn dial(target: Target) -> Result<BoxedTransport, String> {
 /// What an accepted socket turned out to be.
 pub(crate) struct Accepted {
     pub(crate) transport: BoxedTransport,
+    /// TLS, not plain.
+    pub(crate) encrypted: bool,
     /// The subject of the client's verified TLS certificate, for SASL EXTERNAL.
     pub(crate) peer_identity: Option<String>,
 }
@@ -105,6 +107,7 @@ pub(crate) async fn accept(mut tcp: TcpStream, tls: TlsServerConfig) -> Result<A
         } else {
             return Ok(Accepted {
                 transport: Box::new(Rewind::new(first.to_vec(), tcp)),
+                encrypted: false,
                 peer_identity: None,
             });
         }
@@ -118,6 +121,7 @@ pub(crate) async fn accept(mut tcp: TcpStream, tls: TlsServerConfig) -> Result<A
         .and_then(tls::certificate_identity);
     Ok(Accepted {
         transport: Box::new(stream),
+        encrypted: true,
         peer_identity,
     })
 }

@@ -1,16 +1,20 @@
 //! `broker`: an at-least-once AMQP 1.0 broker, a thin command line over `nucleon::broker`.
 //!
 //! ```text
-//! broker [-a|--address HOST:PORT] [-t|--threads N] [--user NAME:PASSWORD ...] [--allow-anonymous]
-//!        [--max-queue-depth N] [--topic PREFIX ...]
+//! broker [-a|--address HOST:PORT] [-t|--threads N] [--users FILE] [--user NAME:PASSWORD ...]
+//!        [--allow-anonymous] [--allow-insecure-plain] [--max-queue-depth N] [--topic PREFIX ...]
 //!        [--tls-cert FILE --tls-key FILE [--require-tls] [--tls-ca FILE]]
+//! broker --print-scram-credential NAME < password
 //! ```
 //!
 //! It listens on 127.0.0.1:5672 by default (port 0 picks a free port) and prints one line,
 //! `broker listening on HOST:PORT`, once it accepts connections. SIGINT or SIGTERM stop it: connections
 //! are closed and it exits 0. Exit status 1 when it cannot listen, 2 on a bad argument.
-//! `--user` switches authentication from ANONYMOUS to SASL PLAIN with these users, and requires it unless
-//! `--allow-anonymous` is given. Addresses starting with a `--topic` prefix are topics (every consumer gets
+//! `--users FILE` (lines `NAME:CREDENTIAL`, the credential as `--print-scram-credential NAME` prints it for the
+//! password on stdin: salted keys, never the password) and `--user NAME:PASSWORD` switch authentication from
+//! ANONYMOUS to these users, with SASL SCRAM-SHA-256 (or -1, -512 if the file has them) and PLAIN, and
+//! require it unless `--allow-anonymous` is given. PLAIN is offered over TLS only, unless
+//! `--allow-insecure-plain`; SCRAM does not send the password and is offered everywhere. Addresses starting with a `--topic` prefix are topics (every consumer gets
 //! every message; one published with no consumer is dropped); clients may also declare a topic with the
 //! `topic` terminus capability. Logs go to stderr at info level (`RUST_LOG` overrides it;
 //! `RUST_LOG=nucleon::frame=trace` traces frames).
@@ -28,7 +32,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use nucleon::broker::{Broker, BrokerOptions};
-use nucleon::protocol::engine::PlainAuthenticator;
+use nucleon::protocol::engine::{
+    Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
+};
 use nucleon::{Container, ListenOptions, TlsServerConfig};
 
 /// An at-least-once AMQP 1.0 broker.
@@ -41,12 +47,24 @@ struct Args {
     /// Worker threads (default: the available cores).
     #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
-    /// A user for SASL PLAIN, as NAME:PASSWORD (repeatable); makes PLAIN required.
+    /// A user, as NAME:PASSWORD (repeatable; the password shows in `ps`, prefer --users); makes
+    /// authentication required.
     #[arg(long, value_parser = parse_user)]
     user: Vec<(String, String)>,
-    /// With --user, also admit ANONYMOUS clients.
+    /// Users from FILE, one `NAME:CREDENTIAL` a line (see --print-scram-credential; # comments); makes
+    /// authentication required.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// With users, also admit ANONYMOUS clients.
     #[arg(long)]
     allow_anonymous: bool,
+    /// Offer SASL PLAIN on plain TCP too (it sends the password as it is; by default PLAIN is offered
+    /// over TLS only).
+    #[arg(long)]
+    allow_insecure_plain: bool,
+    /// Print a users-file line for NAME, with the password read from stdin, and exit.
+    #[arg(long, value_name = "NAME", exclusive = true)]
+    print_scram_credential: Option<String>,
     /// The most messages a queue holds before its producers get no more credit.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_queue_depth: Option<u64>,
@@ -80,6 +98,77 @@ fn tls_config(args: &Args) -> Result<Option<TlsServerConfig>, String> {
     Ok(Some(config.require_tls(args.require_tls)))
 }
 
+/// A new SCRAM-SHA-256 credential for `password`, with a random salt.
+fn new_credential(password: &str) -> Result<ScramCredential, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no random salt: {e}"))?;
+    Ok(ScramCredential::derive(
+        ScramHash::Sha256,
+        password,
+        &salt,
+        SCRAM_DEFAULT_ITERATIONS,
+    ))
+}
+
+/// `--print-scram-credential NAME`: the users-file line for the password on stdin.
+fn print_credential(name: &str) -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        eprintln!("broker: reading the password from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if name.is_empty() || name.contains(':') || password.is_empty() {
+        eprintln!("broker: expected a NAME without ':' and a password on stdin");
+        return ExitCode::from(2);
+    }
+    match new_credential(password) {
+        Ok(credential) => {
+            println!("{name}:{credential}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The users of `--users FILE` and `--user`, as credentials; the error is the line to print.
+fn load_users(args: &Args) -> Result<Vec<(String, ScramCredential)>, String> {
+    let mut users = Vec::new();
+    if let Some(path) = &args.users {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--users {}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parsed = line.split_once(':').and_then(|(name, credential)| {
+                Some((
+                    name.to_string(),
+                    credential.parse::<ScramCredential>().ok()?,
+                ))
+            });
+            match parsed {
+                Some((name, credential)) if !name.is_empty() => users.push((name, credential)),
+                _ => {
+                    return Err(format!(
+                        "--users {}:{}: expected NAME:CREDENTIAL (see --print-scram-credential)",
+                        path.display(),
+                        n + 1
+                    ))
+                }
+            }
+        }
+    }
+    for (name, password) in &args.user {
+        users.push((name.clone(), new_credential(password)?));
+    }
+    Ok(users)
+}
+
 fn parse_user(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((name, password)) if !name.is_empty() => Ok((name.to_owned(), password.to_owned())),
@@ -89,7 +178,17 @@ fn parse_user(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(name) = &args.print_scram_credential {
+        return print_credential(name);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let users = match load_users(&args) {
+        Ok(users) => users,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let tls = match tls_config(&args) {
         Ok(tls) => tls,
         Err(e) => {
@@ -124,13 +223,17 @@ fn main() -> ExitCode {
             }
         );
     }
-    let authenticator = (!args.user.is_empty()).then(|| {
-        Arc::new(PlainAuthenticator::new(args.user).allow_anonymous(args.allow_anonymous))
-            as Arc<dyn nucleon::protocol::engine::Authenticator>
+    let authenticator = (!users.is_empty()).then(|| {
+        Arc::new(
+            ScramAuthenticator::new(users)
+                .allow_plain(true)
+                .allow_anonymous(args.allow_anonymous),
+        ) as Arc<dyn Authenticator>
     });
     let options = ListenOptions {
         authenticator,
         tls,
+        allow_insecure_plain: args.allow_insecure_plain,
         ..ListenOptions::default()
     };
     let listener = match broker.listen(&handle, &args.address, options) {

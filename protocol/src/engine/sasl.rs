@@ -165,9 +165,14 @@ impl Connection {
             self.fail_transport(Error::new(
                 ErrorCondition::UnauthorizedAccess,
                 format!(
-                    "no SASL mechanism in common: the server offers {:?}",
+                    "no SASL mechanism in common: the server offers {:?}, this client may use {:?}",
                     offered
                         .sasl_server_mechanisms
+                        .iter()
+                        .map(Symbol::as_str)
+                        .collect::<Vec<_>>(),
+                    client
+                        .preference()
                         .iter()
                         .map(Symbol::as_str)
                         .collect::<Vec<_>>()

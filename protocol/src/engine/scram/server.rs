@@ -167,12 +167,18 @@ impl ScramServer {
 /// the table's credentials of that hash have. The secret is random unless set with
 /// [`with_decoy_secret`](Self::with_decoy_secret): set one that survives restarts if a prober must not learn which
 /// users exist by seeing a made-up user's salt change.
+///
+/// It may also offer PLAIN ([`allow_plain`](Self::allow_plain)), checking the password against the stored
+/// credential (the password is salted and hashed as SCRAM does, and the result compared in constant time), and
+/// ANONYMOUS ([`allow_anonymous`](Self::allow_anonymous)).
 #[derive(Clone)]
 pub struct ScramAuthenticator {
     users: HashMap<String, Vec<ScramCredential>>,
     decoy_secret: Vec<u8>,
     /// The iteration count of each hash's decoys.
     decoy_iterations: [(ScramHash, u32); 3],
+    plain: bool,
+    anonymous: bool,
 }
 
 impl ScramAuthenticator {
@@ -209,7 +215,53 @@ impl ScramAuthenticator {
             users: table,
             decoy_secret,
             decoy_iterations,
+            plain: false,
+            anonymous: false,
         }
+    }
+
+    /// Also offers PLAIN, checked against the stored credentials. Where PLAIN may travel is the transport's
+    /// business: a server offers it over TLS only unless told otherwise.
+    pub fn allow_plain(mut self, allow: bool) -> Self {
+        self.plain = allow;
+        self
+    }
+
+    /// Also admits ANONYMOUS clients.
+    pub fn allow_anonymous(mut self, allow: bool) -> Self {
+        self.anonymous = allow;
+        self
+    }
+
+    /// True if `password` is `username`'s: salted and hashed with the user's strongest credential (a decoy
+    /// for an unknown user, so that the time taken does not tell) and compared in constant time.
+    fn check_password(&self, username: &str, password: &str) -> bool {
+        let known = ScramHash::ALL
+            .into_iter()
+            .find_map(|hash| self.credential(hash, username));
+        let reference = match known {
+            Some(c) => c.clone(),
+            None => {
+                let hash = ScramHash::Sha256;
+                let iterations = self.decoy_iterations_for(hash);
+                ScramCredential::decoy(hash, username, &self.decoy_secret, iterations)
+            }
+        };
+        let derived = ScramCredential::derive(
+            reference.hash(),
+            password,
+            reference.salt(),
+            reference.iterations(),
+        );
+        let same: bool = derived.stored_key().ct_eq(reference.stored_key()).into();
+        same && known.is_some()
+    }
+
+    fn decoy_iterations_for(&self, hash: ScramHash) -> u32 {
+        self.decoy_iterations
+            .iter()
+            .find(|(h, _)| *h == hash)
+            .map_or(SCRAM_DEFAULT_ITERATIONS, |&(_, i)| i)
     }
 
     /// Makes decoys from this secret instead of a random one, so that they stay the same across restarts. Keep
@@ -235,11 +287,18 @@ impl fmt::Debug for ScramAuthenticator {
 
 impl Authenticator for ScramAuthenticator {
     fn mechanisms(&self) -> Vec<Symbol> {
-        ScramHash::ALL
+        let mut mechanisms: Vec<Symbol> = ScramHash::ALL
             .into_iter()
             .filter(|&h| self.users.values().flatten().any(|c| c.hash() == h))
             .map(ScramHash::symbol)
-            .collect()
+            .collect();
+        if self.plain {
+            mechanisms.push(Symbol::from_static("PLAIN"));
+        }
+        if self.anonymous {
+            mechanisms.push(Symbol::from_static("ANONYMOUS"));
+        }
+        mechanisms
     }
 
     fn authenticate(&self, credentials: &SaslCredentials, _hostname: Option<&str>) -> SaslVerdict {
@@ -249,16 +308,20 @@ impl Authenticator for ScramAuthenticator {
             {
                 SaslVerdict::Accept(username.clone())
             }
+            SaslCredentials::Plain {
+                username, password, ..
+            } if self.plain && self.check_password(username, password) => {
+                SaslVerdict::Accept(username.clone())
+            }
+            SaslCredentials::Anonymous { .. } if self.anonymous => {
+                SaslVerdict::Accept("anonymous".into())
+            }
             _ => SaslVerdict::Reject(SaslCode::Auth),
         }
     }
 
     fn scram_credential(&self, hash: ScramHash, username: &str) -> Option<ScramCredential> {
-        let iterations = self
-            .decoy_iterations
-            .iter()
-            .find(|(h, _)| *h == hash)
-            .map_or(SCRAM_DEFAULT_ITERATIONS, |&(_, i)| i);
+        let iterations = self.decoy_iterations_for(hash);
         // Made for known users too, so that an unknown one takes no less time.
         let decoy = ScramCredential::decoy(hash, username, &self.decoy_secret, iterations);
         Some(self.credential(hash, username).cloned().unwrap_or(decoy))

@@ -601,3 +601,56 @@ fn the_hostname_of_sasl_init_reaches_the_authenticator() {
     );
     assert_eq!(*auth.1.lock().unwrap(), vec![Some("vhost".to_string())]);
 }
+
+/// A pair whose client uses PLAIN (or ANONYMOUS without a user) against `auth`.
+fn plain_pair(auth: ScramAuthenticator, user: Option<(&str, &str)>) -> Pair {
+    let mut p = pair_with(
+        |c| {
+            c.sasl_client = Some(SaslClientConfig {
+                mechanisms: vec![Symbol::from_static(if user.is_some() {
+                    "PLAIN"
+                } else {
+                    "ANONYMOUS"
+                })],
+                username: user.map(|(u, _)| u.to_string()),
+                password: user.map(|(_, p)| p.to_string()),
+            })
+        },
+        |s| s.sasl_server = server_sasl(auth, false),
+    );
+    p.client.open().unwrap();
+    p.drive();
+    p
+}
+
+#[test]
+fn plain_and_anonymous_are_offered_only_when_allowed_and_plain_checks_the_stored_keys() {
+    let offered = |a: &ScramAuthenticator| -> Vec<String> {
+        a.mechanisms()
+            .iter()
+            .map(|m| m.as_str().to_string())
+            .collect()
+    };
+    let auth = users(&[ScramHash::Sha256]);
+    assert_eq!(offered(&auth), ["SCRAM-SHA-256"]);
+    let auth = auth.allow_plain(true).allow_anonymous(true);
+    assert_eq!(offered(&auth), ["SCRAM-SHA-256", "PLAIN", "ANONYMOUS"]);
+
+    let p = plain_pair(auth.clone(), Some(("user", "pencil")));
+    assert_eq!(p.server_events[0], authenticated("PLAIN", Some("user")));
+    for (user, password) in [("user", "wrong"), ("nobody", "pencil")] {
+        let p = plain_pair(auth.clone(), Some((user, password)));
+        assert!(
+            !opened(&p.server_events),
+            "{user}/{password}: {:?}",
+            p.server_events
+        );
+    }
+    let p = plain_pair(auth, None);
+    assert_eq!(
+        p.server_events[0],
+        authenticated("ANONYMOUS", Some("anonymous"))
+    );
+    let p = plain_pair(users(&[ScramHash::Sha256]), Some(("user", "pencil")));
+    assert!(!opened(&p.server_events), "PLAIN not offered by default");
+}
