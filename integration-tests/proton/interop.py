@@ -134,6 +134,9 @@ def add_common_args(parser):
     parser.add_argument("--expect-auth-failure", action="store_true",
                         help="succeed only if SASL authentication is refused")
     parser.add_argument("--timeout", type=float, default=20.0, help="give up after this many seconds")
+    parser.add_argument("--tls-ca", help="for amqps: trust the CA certificates in this PEM file (and check the name)")
+    parser.add_argument("--tls-cert", help="for amqps: present this certificate (PEM; needs --tls-key)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
 
 
 def parse(description, add_args=None, argv=None):
@@ -153,6 +156,14 @@ def connect_kwargs(args):
         kw["heartbeat"] = args.idle_timeout
     if args.max_frame:
         kw["max_frame_size"] = args.max_frame
+    if args.tls_ca:
+        from proton import SSLDomain
+        domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        domain.set_trusted_ca_db(args.tls_ca)
+        domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, args.tls_ca)
+        if args.tls_cert:
+            domain.set_credentials(args.tls_cert, args.tls_key, None)
+        kw["ssl_domain"] = domain
     return kw
 
 

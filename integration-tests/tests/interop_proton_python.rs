@@ -9,7 +9,9 @@
 //! * `our_broker`: Python clients (`echo.py`, `reqrep.py`, `client_send.py`, `broker_send.py`,
 //!   `broker_recv.py`, `pyclient.py`) against our in-process `nucleon::broker::Broker`: pre-settled (an
 //!   `AtMostOnce` link) and accepted outcomes seen by the Python sender, prefetch 0 with `receiver.flow(n)`,
-//!   and `receiver.drain(n)`, whose drained flow must come back with the unused credit and 0 left.
+//!   and `receiver.drain(n)`, whose drained flow must come back with the unused credit and 0 left; over TLS
+//!   (Proton's OpenSSL against our rustls listener, `SSLDomain` with a CA made at test time): SASL PLAIN
+//!   (offered over TLS only), EXTERNAL with a client certificate, and a plain client refused.
 //! * `our_listener`: Python clients (`echo.py`, `pyclient.py`, `reqrep.py`) against a nucleon listener that
 //!   sends and receives itself (a `MessagingHandler`, the code path of the `direct_send` / `direct_recv`
 //!   examples): accepted, rejected and released by message index, as the Python sender reports them (JSON
@@ -43,8 +45,9 @@ use nucleon::protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition
 use nucleon::{
     AttachReply, Body, Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode,
     ListenHandler, ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverOptions,
-    Sender, SenderId, SenderOptions, Value,
+    Sender, SenderId, SenderOptions, TlsServerConfig, Value,
 };
+use nucleon_integration_tests::certs::{ServerCert, TestCa};
 use nucleon_integration_tests::client::{
     self, bodies, broker as our_broker, numbered, Direct, DirectEvent, ManualCredit, Verdict,
 };
@@ -560,6 +563,92 @@ async fn pyproton_our_broker_sasl_plain() {
     )
     .await;
     wrong.assert_success();
+}
+
+/// Our broker with TLS required and PLAIN users (offered over TLS only), its certificates made by `ca`.
+fn tls_broker(c: &ContainerHandle, ca: &TestCa) -> u16 {
+    let server = ca.server(ServerCert::Loopback);
+    let tls = TlsServerConfig::with_client_ca(&server.cert, &server.key, ca.ca_file())
+        .expect("server TLS")
+        .require_tls(true);
+    let (_broker, port) = our_broker(
+        c,
+        ListenOptions {
+            tls: Some(tls),
+            authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
+            ..ListenOptions::default()
+        },
+    );
+    port
+}
+
+#[actix_rt::test]
+async fn pyproton_our_broker_tls_with_plain_and_external() {
+    let c = container();
+    let ca = TestCa::new("pyproton-tls");
+    let port = tls_broker(&c, &ca);
+    let url = format!("amqps://localhost:{port}");
+    let ca_file = ca.ca_file().to_string_lossy().into_owned();
+    // PLAIN, which the broker offers over TLS only: Proton's OpenSSL client, our rustls listener.
+    let plain = script(
+        "client_send.py",
+        strings(&[
+            &url,
+            "tls",
+            "1",
+            "--mechs",
+            "PLAIN",
+            "--user",
+            "alice",
+            "--password",
+            "secret",
+            "--tls-ca",
+            &ca_file,
+        ]),
+    )
+    .await;
+    plain.assert_success();
+    assert!(plain.lines().contains(&"outcome 0 ACCEPTED"), "{plain}");
+    // EXTERNAL with a client certificate the broker verifies.
+    let bob = ca.client("bob");
+    let external = script(
+        "client_send.py",
+        strings(&[
+            &url,
+            "tls",
+            "1",
+            "--mechs",
+            "EXTERNAL",
+            "--tls-ca",
+            &ca_file,
+            "--tls-cert",
+            &bob.cert.to_string_lossy(),
+            "--tls-key",
+            &bob.key.to_string_lossy(),
+        ]),
+    )
+    .await;
+    external.assert_success();
+    assert!(
+        external.lines().contains(&"outcome 0 ACCEPTED"),
+        "{external}"
+    );
+    // Plain AMQP to the TLS-only broker: refused.
+    let refused = script(
+        "client_send.py",
+        strings(&[
+            &format!("amqp://127.0.0.1:{port}"),
+            "tls",
+            "1",
+            "--timeout",
+            "5",
+        ]),
+    )
+    .await;
+    assert!(
+        !refused.lines().contains(&"outcome 0 ACCEPTED"),
+        "{refused}"
+    );
 }
 
 #[actix_rt::test]
