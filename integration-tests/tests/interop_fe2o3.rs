@@ -8,6 +8,9 @@
 //!   `LinkAcceptor` on a tokio `TcpListener` at 127.0.0.1:0) with our clients sending to it and receiving
 //!   from it.
 //!
+//! SASL both ways: PLAIN, ANONYMOUS and SCRAM-SHA-256 (fe2o3's feature `scram`; its acceptor stores keys our
+//! `ScramCredential` derived, so the two implementations agree on the derivation as well as the exchange).
+//!
 //! Type fidelity is checked by relaying: each corpus message goes through fe2o3, which decodes it into its
 //! own raw types (`Message<Body<Value>>`) and encodes it again; what comes back to us must equal the
 //! original, type included.
@@ -198,6 +201,46 @@ async fn nucleon_take(receiver: &mut nucleon::ReceiverHandle) -> Message {
 enum Auth {
     Anonymous,
     Plain(&'static str, &'static str),
+    /// SCRAM-SHA-256 for this user and password (fe2o3's authenticator, keys derived by ours).
+    Scram(&'static str, &'static str),
+}
+
+/// One SCRAM-SHA-256 user for fe2o3's SCRAM authenticator, its stored keys derived by our
+/// `ScramCredential` (so the two implementations must agree on the key derivation, too).
+#[derive(Clone)]
+struct Fe2o3Scram {
+    user: &'static str,
+    credential: nucleon::protocol::engine::ScramCredential,
+}
+
+impl Fe2o3Scram {
+    fn new(user: &'static str, password: &str) -> Fe2o3Scram {
+        let credential = nucleon::protocol::engine::ScramCredential::derive(
+            nucleon::protocol::engine::ScramHash::Sha256,
+            password,
+            b"fe2o3 interop salt",
+            4096,
+        );
+        Fe2o3Scram { user, credential }
+    }
+}
+
+impl fe2o3_amqp::auth::scram::ScramCredentialProvider for Fe2o3Scram {
+    fn scram_version(&self) -> &fe2o3_amqp::auth::scram::ScramVersion {
+        &fe2o3_amqp::auth::scram::ScramVersion::Sha256
+    }
+
+    fn get_stored_password(
+        &self,
+        username: &str,
+    ) -> Option<fe2o3_amqp::auth::scram::StoredPassword<'_>> {
+        (username == self.user).then(|| fe2o3_amqp::auth::scram::StoredPassword {
+            salt: self.credential.salt(),
+            iterations: self.credential.iterations(),
+            stored_key: self.credential.stored_key(),
+            server_key: self.credential.server_key(),
+        })
+    }
 }
 
 /// A fe2o3 acceptor listening on loopback. Every link our clients attach arrives on `links`, in attach
@@ -248,6 +291,15 @@ impl Fe2o3Server {
                     Auth::Plain(user, password) => {
                         builder
                             .sasl_acceptor(SaslPlainMechanism::new(*user, *password))
+                            .build()
+                            .accept(stream)
+                            .await
+                    }
+                    Auth::Scram(user, password) => {
+                        builder
+                            .sasl_acceptor(fe2o3_amqp::auth::scram::ScramAuthenticator::new(
+                                Fe2o3Scram::new(user, password),
+                            ))
                             .build()
                             .accept(stream)
                             .await
@@ -877,6 +929,76 @@ async fn fe2o3_acceptor_sasl() {
     let mut anonymous = Fe2o3Server::start(Auth::Anonymous, None).await;
     let url = anonymous.url("sasl");
     send_one_to(&c, &mut anonymous, &url, ConnectionOptions::default()).await;
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn fe2o3_acceptor_scram() {
+    let c = container();
+    let mut server = Fe2o3Server::start(Auth::Scram("alice", "secret"), None).await;
+    // Our client prefers SCRAM with credentials, over plain TCP too: the password never travels.
+    let url = server.url_as("alice", "secret", "scram");
+    send_one_to(&c, &mut server, &url, ConnectionOptions::default()).await;
+    let wrong = within(
+        "our sender is refused",
+        c.open_sender_with(
+            &server.url_as("alice", "wrong", "scram"),
+            ConnectionOptions::default(),
+            SenderOptions::default(),
+        ),
+    )
+    .await;
+    let err = wrong.expect_err("a wrong password is refused");
+    assert_eq!(
+        err.condition(),
+        Some(&ErrorCondition::UnauthorizedAccess),
+        "{err}"
+    );
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn fe2o3_client_scram() {
+    use nucleon::protocol::engine::{ScramAuthenticator, ScramCredential, ScramHash};
+    let c = container();
+    let credential = ScramCredential::derive(ScramHash::Sha256, "secret", b"a salt of 16 b.", 4096);
+    let users = ListenOptions {
+        authenticator: Some(Arc::new(ScramAuthenticator::new([("alice", credential)]))),
+        ..ListenOptions::default()
+    };
+    let (_broker, port) = broker(&c, users);
+    let url = format!("amqp://127.0.0.1:{port}");
+    let mut connection = within(
+        "fe2o3 connects with SCRAM-SHA-256",
+        fe2o3_amqp::Connection::builder()
+            .container_id("fe2o3-scram")
+            .sasl_profile(fe2o3_amqp::sasl_profile::SaslScramSha256::new(
+                "alice", "secret",
+            ))
+            .open(&*url),
+    )
+    .await
+    .expect("SCRAM is accepted");
+    let mut session = within("begins", fe2o3_amqp::Session::begin(&mut connection))
+        .await
+        .expect("a session");
+    let mut sender = fe2o3_sender(&mut session, "scram").await;
+    let outcome = fe2o3_send(&mut sender, raw_value(FValue::Long(1))).await;
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    let _ = sender.close().await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
+    let wrong = within(
+        "fe2o3 is refused",
+        fe2o3_amqp::Connection::builder()
+            .container_id("fe2o3-scram-wrong")
+            .sasl_profile(fe2o3_amqp::sasl_profile::SaslScramSha256::new(
+                "alice", "wrong",
+            ))
+            .open(&*url),
+    )
+    .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
     c.stop();
 }
 
