@@ -682,6 +682,38 @@ async fn rhea_client_sasl() {
 }
 
 #[actix_rt::test]
+async fn rhea_client_over_websocket() {
+    let c = container();
+    let (_broker, port) = broker(
+        &c,
+        ListenOptions {
+            websocket: true,
+            ..ListenOptions::default()
+        },
+    );
+    // rhea's WebSocket binding (on the `ws` package, subprotocol `amqp`) to our WebSocket listener.
+    let mut op = Op::start(json!({"op": "send", "port": port, "address": "ws",
+        "websocket": format!("ws://127.0.0.1:{port}/"), "messages": [{"body": 1}, {"body": 2}]}))
+    .await;
+    assert_eq!(
+        op.until("done").await.last().expect("done")["outcomes"],
+        json!(["accepted", "accepted"])
+    );
+    let mut op = Op::start(json!({"op": "receive", "port": port, "address": "ws",
+        "websocket": format!("ws://127.0.0.1:{port}/"), "credit_window": 10,
+        "dispositions": ["accept", "accept"]}))
+    .await;
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        let e = op.next().await;
+        if e["event"] == "message" {
+            bodies.push(e["body"].clone());
+        }
+    }
+    assert_eq!(bodies, vec![json!(1), json!(2)]);
+}
+
+#[actix_rt::test]
 async fn rhea_client_idle_timeout() {
     let c = container();
     let port = plain_broker(&c, Some(Duration::from_secs(1)));

@@ -420,6 +420,8 @@ pub(crate) enum Origin {
     Server {
         stream: std::net::TcpStream,
         tls: Option<TlsServerConfig>,
+        /// AMQP over WebSocket: the WebSocket handshake first (after TLS, if any).
+        websocket: bool,
         /// SASL PLAIN may be offered on a plain transport (`ListenOptions::allow_insecure_plain`).
         insecure_plain: bool,
     },
@@ -646,18 +648,19 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         }
     }
 
-    /// Tells TLS from plain on an accepted socket and does the handshake, off the actor's turn. The
-    /// engine's open timeout, armed here, bounds a client that never finishes.
-    fn accept_tls(
+    /// Tells TLS from plain on an accepted socket and does the TLS and WebSocket handshakes, off the
+    /// actor's turn. The engine's open timeout, armed here, bounds a client that never finishes.
+    fn accept_async(
         &mut self,
         tcp: TcpStream,
-        tls: TlsServerConfig,
+        tls: Option<TlsServerConfig>,
+        websocket: bool,
         insecure_plain: bool,
         ctx: &mut Context<Self>,
     ) {
         self.rearm(ctx);
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(transport::accept(tcp, tls)).map(
+            actix::fut::wrap_future::<_, Self>(transport::serve(tcp, tls, websocket)).map(
                 move |result, act, ctx| {
                     if act.transport_closed || act.finished {
                         return;
@@ -819,16 +822,15 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
             Some(Origin::Server {
                 stream,
                 tls,
+                websocket,
                 insecure_plain,
             }) => match TcpStream::from_std(stream) {
-                Ok(s) => match tls {
-                    None => {
-                        let _ = s.set_nodelay(true);
-                        self.secure_transport(false, insecure_plain, None);
-                        self.attach_stream(Box::new(s), ctx);
-                    }
-                    Some(tls) => self.accept_tls(s, tls, insecure_plain, ctx),
-                },
+                Ok(s) if tls.is_none() && !websocket => {
+                    let _ = s.set_nodelay(true);
+                    self.secure_transport(false, insecure_plain, None);
+                    self.attach_stream(Box::new(s), ctx);
+                }
+                Ok(s) => self.accept_async(s, tls, websocket, insecure_plain, ctx),
                 Err(e) => {
                     self.core.engine.handle_disconnected(e.to_string());
                     self.pump(ctx);

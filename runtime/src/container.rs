@@ -363,6 +363,7 @@ impl ContainerHandle {
             config,
             tls,
             tls_header: options.tls_protocol_header,
+            websocket: address.websocket.clone(),
         })
     }
 
@@ -495,6 +496,7 @@ impl ContainerHandle {
             Origin::Server {
                 stream: std,
                 tls: options.tls.clone(),
+                websocket: options.websocket,
                 insecure_plain: options.allow_insecure_plain,
             },
             self.clone(),
@@ -599,6 +601,9 @@ pub struct ListenOptions {
     /// Offer SASL PLAIN to clients on plain TCP too. Off by default: PLAIN sends the password as it is, so it
     /// is offered over TLS only (SCRAM is offered everywhere).
     pub allow_insecure_plain: bool,
+    /// AMQP over WebSocket (the OASIS binding, subprotocol `amqp`): each connection starts with the
+    /// WebSocket handshake, after TLS if `tls` is set (`wss`).
+    pub websocket: bool,
 }
 
 impl std::fmt::Debug for ListenOptions {

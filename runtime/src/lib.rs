@@ -30,6 +30,7 @@ mod tls;
 mod transport;
 mod url;
 mod views;
+mod ws;
 
 pub use connection::{ConnectionHandle, WorkQueue};
 pub use container::{Container, ContainerBuilder, ContainerHandle, ListenOptions, Listener};

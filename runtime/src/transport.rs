@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::tls::{self, TlsClientConfig, TlsServerConfig, TLS_HEADER};
+use crate::ws;
 
 /// A byte stream a connection can run over: anything that reads and writes asynchronously on tokio and can
 /// move to a worker thread (a `TcpStream`, a `UnixStream`, a TLS stream, one end of a `tokio::io::duplex`,
@@ -32,6 +33,8 @@ pub(crate) struct Target {
     /// Ask for TLS with the AMQP TLS protocol header first [AMQP 1.0 §5.2.1], instead of starting the
     /// handshake at once.
     pub(crate) tls_header: bool,
+    /// AMQP over WebSocket: the URL of the handshake.
+    pub(crate) websocket: Option<String>,
 }
 
 /// Connects to `target`, with TLS if it says so. The error is the one line the application sees.
@@ -40,11 +43,24 @@ pub(crate) async fn dial(target: Target) -> Result<BoxedTransport, String> {
         .await
         .map_err(|e| format!("connect failed: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let Some((config, name)) = target.tls else {
-        return Ok(Box::new(tcp));
+    let stream: BoxedTransport = match target.tls {
+        None => Box::new(tcp),
+        Some((config, name)) => tls_client(tcp, config, name, target.tls_header).await?,
     };
+    match target.websocket {
+        Some(url) => ws::connect(&url, stream).await,
+        None => Ok(stream),
+    }
+}
+
+async fn tls_client(
+    tcp: TcpStream,
+    config: TlsClientConfig,
+    name: rustls::pki_types::ServerName<'static>,
+    tls_header: bool,
+) -> Result<BoxedTransport, String> {
     let mut tcp = tcp;
-    if target.tls_header {
+    if tls_header {
         tcp.write_all(&TLS_HEADER)
             .await
             .map_err(|e| format!("sending the TLS protocol header: {e}"))?;
@@ -64,6 +80,30 @@ pub(crate) async fn dial(target: Target) -> Result<BoxedTransport, String> {
         .await
         .map_err(|e| tls::describe_handshake_error(&e))?;
     Ok(Box::new(stream))
+}
+
+/// Makes an accepted socket a transport: TLS or plain as the first bytes say (with a TLS config), then the
+/// WebSocket handshake (for a WebSocket listener).
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    tls: Option<TlsServerConfig>,
+    websocket: bool,
+) -> Result<Accepted, String> {
+    let mut accepted = match tls {
+        Some(tls) => accept(tcp, tls).await?,
+        None => {
+            let _ = tcp.set_nodelay(true);
+            Accepted {
+                transport: Box::new(tcp),
+                encrypted: false,
+                peer_identity: None,
+            }
+        }
+    };
+    if websocket {
+        accepted.transport = ws::accept(accepted.transport).await?;
+    }
+    Ok(accepted)
 }
 
 /// What an accepted socket turned out to be.

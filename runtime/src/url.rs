@@ -1,11 +1,12 @@
-//! AMQP URLs with Proton's defaults: `amqp[s]://[user[:password]@]host[:port][/address]`.
+//! AMQP URLs with Proton's defaults: `amqp[s]://[user[:password]@]host[:port][/address]`, and AMQP over
+//! WebSocket: `ws[s]://[user[:password]@]host[:port][/path]` (the path is the HTTP endpoint's, not a node's).
 
 use crate::error::Error;
 
 /// A parsed AMQP URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Address {
-    /// `amqp` or `amqps` (TLS).
+    /// `amqp`, `amqps` (TLS), `ws` (WebSocket) or `wss` (WebSocket over TLS).
     pub scheme: String,
     /// The user name, if given.
     pub user: Option<String>,
@@ -13,10 +14,12 @@ pub struct Address {
     pub password: Option<String>,
     /// The host name or address.
     pub host: String,
-    /// The port: 5672 for `amqp`, 5671 for `amqps` when not given.
+    /// The port: 5672 for `amqp`, 5671 for `amqps`, 80 for `ws`, 443 for `wss` when not given.
     pub port: u16,
-    /// The node address (the URL path without its leading `/`), if any.
+    /// The node address (the URL path without its leading `/`), if any; never for WebSocket URLs.
     pub address: Option<String>,
+    /// For WebSocket URLs: the URL to ask for in the handshake (without credentials).
+    pub websocket: Option<String>,
 }
 
 impl Address {
@@ -36,7 +39,9 @@ impl Address {
         let default_port = match scheme.as_str() {
             "amqp" => 5672,
             "amqps" => 5671,
-            _ => return Err(invalid("the scheme must be amqp or amqps")),
+            "ws" => 80,
+            "wss" => 443,
+            _ => return Err(invalid("the scheme must be amqp, amqps, ws or wss")),
         };
         let host = url
             .host_str()
@@ -54,13 +59,20 @@ impl Address {
         let password = url.password().map(decode);
         // Only the separator goes: `amqp://host//queue/x` names the address `/queue/x`, as in Proton.
         let path = url.path().strip_prefix('/').unwrap_or(url.path());
+        let websocket = scheme.starts_with("ws").then(|| {
+            let mut plain = url.clone();
+            let _ = plain.set_username("");
+            let _ = plain.set_password(None);
+            plain.to_string()
+        });
         Ok(Address {
+            port: url.port().unwrap_or(default_port),
+            address: (!path.is_empty() && websocket.is_none()).then(|| path.to_string()),
             scheme,
             user,
             password,
             host,
-            port: url.port().unwrap_or(default_port),
-            address: (!path.is_empty()).then(|| path.to_string()),
+            websocket,
         })
     }
 
@@ -73,9 +85,9 @@ impl Address {
         }
     }
 
-    /// True for `amqps`.
+    /// True for `amqps` and `wss`.
     pub fn is_tls(&self) -> bool {
-        self.scheme == "amqps"
+        self.scheme == "amqps" || self.scheme == "wss"
     }
 }
 
@@ -103,6 +115,16 @@ mod tests {
             ("127.0.0.1:5673", None)
         );
         assert!(Address::parse("http://x").is_err());
+        let ws = Address::parse("wss://u:p@h/$servicebus/websocket").unwrap();
+        assert_eq!(
+            (ws.port, ws.is_tls(), ws.address.as_deref()),
+            (443, true, None)
+        );
+        assert_eq!(
+            ws.websocket.as_deref(),
+            Some("wss://h/$servicebus/websocket")
+        );
+        assert_eq!(Address::parse("ws://h:8080").unwrap().port, 8080);
         assert!(Address::parse("amqp://").is_err());
     }
 }

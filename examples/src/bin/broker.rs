@@ -3,7 +3,7 @@
 //! ```text
 //! broker [-a|--address HOST:PORT] [-t|--threads N] [--users FILE] [--user NAME:PASSWORD ...]
 //!        [--allow-anonymous] [--allow-insecure-plain] [--max-queue-depth N] [--topic PREFIX ...]
-//!        [--tls-cert FILE --tls-key FILE [--require-tls] [--tls-ca FILE]]
+//!        [--tls-cert FILE --tls-key FILE [--require-tls] [--tls-ca FILE]] [--ws-listen HOST:PORT]
 //! broker --print-scram-credential NAME < password
 //! ```
 //!
@@ -22,7 +22,9 @@
 //! `--tls-cert` and `--tls-key` (PEM) make the listener take TLS clients (`amqps://`, with or without the
 //! AMQP TLS header) and, on the same port, plain ones, told apart by their first bytes; `--require-tls`
 //! refuses plain clients. `--tls-ca` (PEM) asks clients for a certificate from that CA: a verified
-//! certificate's subject is the client's identity.
+//! certificate's subject is the client's identity (SASL EXTERNAL). `--ws-listen` adds a listener for AMQP over
+//! WebSocket (subprotocol `amqp`; `wss` with the TLS flags), announced on a second line,
+//! `broker WebSocket listening on HOST:PORT`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -83,6 +85,9 @@ struct Args {
     /// Ask clients for a certificate issued by a CA in FILE (PEM) and verify it.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// Also listen for AMQP over WebSocket on HOST:PORT (wss with the TLS flags).
+    #[arg(long, value_name = "HOST:PORT")]
+    ws_listen: Option<String>,
 }
 
 /// The listener's TLS, from the flags; the error is the line to print.
@@ -236,6 +241,10 @@ fn main() -> ExitCode {
         allow_insecure_plain: args.allow_insecure_plain,
         ..ListenOptions::default()
     };
+    let ws_options = ListenOptions {
+        websocket: true,
+        ..options.clone()
+    };
     let listener = match broker.listen(&handle, &args.address, options) {
         Ok(l) => l,
         Err(e) => {
@@ -245,12 +254,25 @@ fn main() -> ExitCode {
     };
     let stopper = handle.clone();
     let addr = listener.local_addr();
+    let ws_addr = match &args.ws_listen {
+        Some(ws) => match broker.listen(&handle, ws, ws_options) {
+            Ok(l) => Some(l.local_addr()),
+            Err(e) => {
+                eprintln!("broker: cannot listen on {ws}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     // Signal handlers live inside the container's actix System, on its own thread; the ready line is
     // printed only once they are in place, so a signal sent right after it is handled.
     let scheduled = handle.schedule(Duration::ZERO, move || {
         watch_signals(stopper);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "broker listening on {addr}");
+        if let Some(ws) = ws_addr {
+            let _ = writeln!(out, "broker WebSocket listening on {ws}");
+        }
         let _ = out.flush();
     });
     if let Err(e) = scheduled {

@@ -13,6 +13,7 @@
 import net from 'node:net';
 import readline from 'node:readline';
 import rhea from 'rhea';
+import WebSocket from 'ws';
 
 process.stdin.on('end', () => process.exit(0));
 process.stdin.on('error', () => process.exit(0));
@@ -30,6 +31,10 @@ function client(out, cmd, on_open) {
     const options = { host: '127.0.0.1', port: cmd.port, reconnect: false };
     for (const k of ['username', 'password', 'idle_time_out']) {
         if (cmd[k] !== undefined) options[k] = cmd[k];
+    }
+    // AMQP over WebSocket (`"websocket": "ws://..."`): rhea's binding on the `ws` package, subprotocol `amqp`.
+    if (cmd.websocket !== undefined) {
+        options.connection_details = container.websocket_connect(WebSocket)(cmd.websocket, ['amqp']);
     }
     const conn = container.connect(options);
     conn.on('connection_open', () => on_open(conn));

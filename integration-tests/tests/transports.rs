@@ -1,8 +1,9 @@
-//! TLS between our client and our listener, with certificates made at test time: `amqps://` with a private
-//! CA, plain and TLS on one port (told apart by the first bytes), a listener that requires TLS, the AMQP TLS
-//! protocol header, client certificates and the subject they give, and one clear error for each certificate
-//! a client must refuse (untrusted, expired, for another host). Also a connection over a stream the
-//! application made (an in-memory pipe), which is how other transports plug in.
+//! Transports between our client and our listener, with certificates made at test time: TLS (`amqps://` with
+//! a private CA, plain and TLS on one port told apart by the first bytes, a listener that requires TLS, the
+//! AMQP TLS protocol header, client certificates, the subject they give and SASL EXTERNAL, and one clear error
+//! for each certificate a client must refuse: untrusted, expired, for another host); AMQP over WebSocket
+//! (`ws://` and `wss://`, the `amqp` subprotocol required); and a connection over a stream the application
+//! made (an in-memory pipe), which is how other transports plug in.
 
 use std::time::Duration;
 
@@ -59,16 +60,19 @@ impl ListenHandler for Server {
 type ServerSeen = UnboundedReceiver<(Option<String>, Option<String>)>;
 
 fn listen(c: &ContainerHandle, tls: Option<TlsServerConfig>) -> (u16, ServerSeen) {
+    listen_with(
+        c,
+        ListenOptions {
+            tls,
+            ..ListenOptions::default()
+        },
+    )
+}
+
+fn listen_with(c: &ContainerHandle, options: ListenOptions) -> (u16, ServerSeen) {
     let (tx, rx) = unbounded_channel();
     let listener = c
-        .listen_with(
-            "127.0.0.1:0",
-            ListenOptions {
-                tls,
-                ..ListenOptions::default()
-            },
-            Server(tx),
-        )
+        .listen_with("127.0.0.1:0", options, Server(tx))
         .expect("listens");
     (listener.port(), rx)
 }
@@ -366,5 +370,92 @@ async fn sasl_external_authenticates_as_the_certificate_subject() {
         Seen::Failed(e) => assert!(e.contains("no SASL mechanism in common"), "{e}"),
         other => panic!("EXTERNAL without a certificate: {other:?}"),
     }
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn amqp_over_websocket_plain_and_tls() {
+    let ca = TestCa::new("websocket");
+    let server = ca.server(ServerCert::Loopback);
+    let c = container("websocket");
+    let (port, mut server_seen) = listen_with(
+        &c,
+        ListenOptions {
+            websocket: true,
+            ..ListenOptions::default()
+        },
+    );
+    assert_eq!(
+        first_seen(
+            &c,
+            &format!("ws://127.0.0.1:{port}/amqp"),
+            ConnectionOptions::default()
+        )
+        .await,
+        Seen::Opened
+    );
+    let (user, _) = within(WAIT, "server open", server_seen.recv())
+        .await
+        .expect("seen");
+    assert_eq!(user.as_deref(), Some("anonymous"));
+    // A plain AMQP client is not a WebSocket client: refused.
+    assert!(matches!(
+        first_seen(
+            &c,
+            &format!("amqp://127.0.0.1:{port}"),
+            ConnectionOptions::default()
+        )
+        .await,
+        Seen::Failed(_)
+    ));
+
+    // wss: TLS first, then the WebSocket handshake.
+    let tls = TlsServerConfig::from_pem_files(&server.cert, &server.key).expect("server TLS");
+    let (port, _seen) = listen_with(
+        &c,
+        ListenOptions {
+            tls: Some(tls),
+            websocket: true,
+            ..ListenOptions::default()
+        },
+    );
+    assert_eq!(
+        first_seen(
+            &c,
+            &format!("wss://localhost:{port}/"),
+            with_tls(trusting(&ca))
+        )
+        .await,
+        Seen::Opened
+    );
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn a_websocket_client_must_ask_for_the_amqp_subprotocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = container("websocket-subprotocol");
+    let (port, _seen) = listen_with(
+        &c,
+        ListenOptions {
+            websocket: true,
+            ..ListenOptions::default()
+        },
+    );
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    let handshake = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    socket
+        .write_all(handshake.as_bytes())
+        .await
+        .expect("writes");
+    let mut answer = Vec::new();
+    let _ = within(WAIT, "the answer", socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     c.stop();
 }
