@@ -2,7 +2,8 @@
 //! `node` process per test binary, see [`Rhea`]), in two directions:
 //!
 //! * `rhea_client_*`: rhea clients against our broker (`nucleon::broker::Broker`, served in-process on
-//!   127.0.0.1:0), with our clients on the broker's other side where a case needs them;
+//!   127.0.0.1:0), with our clients on the broker's other side where a case needs them; also over TLS
+//!   (Node's TLS, SASL PLAIN inside) and over WebSocket (rhea's binding on the `ws` package);
 //! * `rhea_listener_*`: our clients against a rhea listener (`container.listen` on 127.0.0.1:0), which
 //!   stores what it receives by address and sends it back to a receiver attaching to that address.
 //!
@@ -41,8 +42,9 @@ use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
     Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode, ListenOptions, Message,
-    MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender, SenderOptions,
+    MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender, SenderOptions, TlsServerConfig,
 };
+use nucleon_integration_tests::certs::{ServerCert, TestCa};
 use nucleon_integration_tests::client::{self, bodies, broker, numbered, plain_allowed, Clients};
 use nucleon_integration_tests::corpus;
 use nucleon_integration_tests::peers::rhea::Rhea;
@@ -711,6 +713,42 @@ async fn rhea_client_over_websocket() {
         }
     }
     assert_eq!(bodies, vec![json!(1), json!(2)]);
+}
+
+#[actix_rt::test]
+async fn rhea_client_over_tls_with_plain() {
+    let c = container();
+    let ca = TestCa::new("rhea-tls");
+    let server = ca.server(ServerCert::Loopback);
+    let tls = TlsServerConfig::from_pem_files(&server.cert, &server.key)
+        .expect("server TLS")
+        .require_tls(true);
+    let (_broker, port) = broker(
+        &c,
+        ListenOptions {
+            tls: Some(tls),
+            // Offered over TLS only: this is what rhea gets.
+            authenticator: Some(std::sync::Arc::new(PlainAuthenticator::new([(
+                "alice", "secret",
+            )]))),
+            ..ListenOptions::default()
+        },
+    );
+    let ca_file = ca.ca_file().to_string_lossy().into_owned();
+    // Node's TLS against our rustls listener, SASL PLAIN inside.
+    let mut op = Op::start(json!({"op": "quiet", "port": port, "address": "tls",
+        "tls_ca": ca_file, "username": "alice", "password": "secret"}))
+    .await;
+    assert_eq!(
+        op.until("done").await.last().expect("done")["outcome"],
+        json!("accepted")
+    );
+    // Without TLS the listener refuses it.
+    let mut op = Op::start(json!({"op": "quiet", "port": port, "address": "tls",
+        "username": "alice", "password": "secret"}))
+    .await;
+    let refused = op.next().await;
+    assert_ne!(refused["event"], json!("done"), "{refused}");
 }
 
 #[actix_rt::test]

@@ -10,6 +10,7 @@
 // Messages are re-sent exactly as rhea decoded them (no re-typing here), so that a type rhea loses on the
 // way in shows up as a difference in the tests.
 
+import fs from 'node:fs';
 import net from 'node:net';
 import readline from 'node:readline';
 import rhea from 'rhea';
@@ -31,6 +32,13 @@ function client(out, cmd, on_open) {
     const options = { host: '127.0.0.1', port: cmd.port, reconnect: false };
     for (const k of ['username', 'password', 'idle_time_out']) {
         if (cmd[k] !== undefined) options[k] = cmd[k];
+    }
+    // TLS (`"tls_ca": FILE`): Node's TLS, trusting only that CA, checking the server's name (`"servername"`).
+    if (cmd.tls_ca !== undefined) {
+        options.transport = 'tls';
+        options.ca = [fs.readFileSync(cmd.tls_ca)];
+        options.servername = cmd.servername ?? 'localhost';
+        options.host = 'localhost';
     }
     // AMQP over WebSocket (`"websocket": "ws://..."`): rhea's binding on the `ws` package, subprotocol `amqp`.
     if (cmd.websocket !== undefined) {
