@@ -98,6 +98,15 @@ struct Args {
     /// Turn the links around: the client connections open receivers, the listener's connections send
     #[arg(long)]
     client_receives: bool,
+    /// Run over TLS: the listener's certificate chain (PEM, for `localhost`; needs --tls-key and --tls-ca).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The CA the clients trust for --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// What the handlers report to the monitoring thread.
@@ -451,20 +460,42 @@ fn run(args: &Args) -> Result<Report, String> {
     } else {
         (Open::Sender, None, args.credit)
     };
+    let (listen_options, client_tls) = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let server =
+                nucleon::TlsServerConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?;
+            let client = nucleon::TlsClientConfig::builder()
+                .without_system_roots()
+                .ca_file(ca)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let listen = nucleon::ListenOptions {
+                tls: Some(server.require_tls(true)),
+                ..nucleon::ListenOptions::default()
+            };
+            (listen, Some(client))
+        }
+        _ => (nucleon::ListenOptions::default(), None),
+    };
     let listener = handle
-        .listen(
+        .listen_with(
             "127.0.0.1:0",
+            listen_options,
             Accept {
                 shared: shared.clone(),
                 topup: server_topup,
             },
         )
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-    let url = format!("amqp://127.0.0.1:{}", listener.port());
+    let url = match client_tls {
+        Some(_) => format!("amqps://localhost:{}", listener.port()),
+        None => format!("amqp://127.0.0.1:{}", listener.port()),
+    };
     for i in 0..links {
         let handler = Bench::new(shared.clone(), Some(client_link), None, client_window);
         let options = ConnectionOptions {
             container_id: Some(format!("throughput-client-{i}")),
+            tls: client_tls.clone(),
             ..ConnectionOptions::default()
         };
         if let Err(e) = handle.connect(&url, options, handler) {
