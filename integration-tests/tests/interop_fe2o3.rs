@@ -8,6 +8,8 @@
 //!   `LinkAcceptor` on a tokio `TcpListener` at 127.0.0.1:0) with our clients sending to it and receiving
 //!   from it.
 //!
+//! TLS: fe2o3's rustls client against our TLS-only broker (SASL PLAIN inside, offered over TLS only).
+//!
 //! SASL both ways: PLAIN, ANONYMOUS and SCRAM-SHA-256 (fe2o3's feature `scram`; its acceptor stores keys our
 //! `ScramCredential` derived, so the two implementations agree on the derivation as well as the exchange).
 //!
@@ -954,6 +956,56 @@ async fn fe2o3_acceptor_scram() {
         Some(&ErrorCondition::UnauthorizedAccess),
         "{err}"
     );
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn fe2o3_client_over_tls_with_plain() {
+    use nucleon_integration_tests::certs::{ServerCert, TestCa};
+    let c = container();
+    let ca = TestCa::new("fe2o3-tls");
+    let server = ca.server(ServerCert::Loopback);
+    let tls = nucleon::TlsServerConfig::from_pem_files(&server.cert, &server.key)
+        .expect("server TLS")
+        .require_tls(true);
+    let users = ListenOptions {
+        tls: Some(tls),
+        // PLAIN, which the listener offers over TLS only.
+        authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
+        ..ListenOptions::default()
+    };
+    let (_broker, port) = broker(&c, users);
+    // fe2o3's rustls client, trusting only the test CA.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(ca.ca_file()).expect("the CA file");
+    let ca_der =
+        rustls::pki_types::pem::PemObject::from_pem_slice(&ca_pem).expect("a PEM certificate");
+    roots.add(ca_der).expect("a CA certificate");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut connection = within(
+        "fe2o3 connects over TLS",
+        fe2o3_amqp::Connection::builder()
+            .container_id("fe2o3-tls")
+            .tls_connector(tokio_rustls::TlsConnector::from(Arc::new(config)))
+            .open(&*format!("amqps://alice:secret@localhost:{port}")),
+    )
+    .await
+    .expect("TLS and PLAIN are accepted");
+    let mut session = within("begins", fe2o3_amqp::Session::begin(&mut connection))
+        .await
+        .expect("a session");
+    let mut sender = fe2o3_sender(&mut session, "tls").await;
+    let outcome = fe2o3_send(&mut sender, raw_value(FValue::Long(1))).await;
+    assert!(is_accepted(&outcome), "{outcome:?}");
+    let _ = sender.close().await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
     c.stop();
 }
 
