@@ -451,3 +451,62 @@ pub fn threaded_server<L: ListenHandler>(
         .expect("server started");
     (h, port, t)
 }
+
+/// What a client connection saw first: it opened (and closed at once), or its transport failed.
+#[derive(Debug, PartialEq)]
+pub enum Seen {
+    /// The connection opened.
+    Opened,
+    /// The transport failed, with this error.
+    Failed(String),
+}
+
+/// A client handler that reports its open (then closes the connection) or its transport error.
+pub struct Opener(pub mpsc::UnboundedSender<Seen>);
+
+impl MessagingHandler for Opener {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let _ = self.0.send(Seen::Opened);
+        c.close();
+    }
+    fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
+        let _ = self.0.send(Seen::Failed(error.to_string()));
+    }
+}
+
+/// Connects to `url` with `options` and returns the first thing the client sees (within 20 s).
+pub async fn first_seen(c: &ContainerHandle, url: &str, options: ConnectionOptions) -> Seen {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    c.connect(url, options, Opener(tx)).expect("connects");
+    within(
+        Duration::from_secs(20),
+        "the client opens or fails",
+        rx.recv(),
+    )
+    .await
+    .expect("a report")
+}
+
+/// The SASL user and the certificate subject of a connection a server opened.
+pub type Identity = (Option<String>, Option<String>);
+
+/// A listener handler that reports, for each connection it opens, the SASL user and the client
+/// certificate's subject.
+#[derive(Clone)]
+pub struct Identities(pub mpsc::UnboundedSender<Identity>);
+
+impl MessagingHandler for Identities {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let _ = self.0.send((
+            c.user().map(str::to_string),
+            c.peer_certificate_subject().map(str::to_string),
+        ));
+    }
+}
+
+impl ListenHandler for Identities {
+    type Handler = Identities;
+    fn on_accept(&self, _: std::net::SocketAddr) -> Identities {
+        self.clone()
+    }
+}

@@ -863,7 +863,7 @@ async fn fe2o3_client_sasl() {
     assert!(format!("{err:?}").contains("Auth"), "{err:?}");
     // ANONYMOUS, against a broker that allows anyone.
     let (_open_broker, open_port) = broker(&c, ListenOptions::default());
-    let mut connection = within(
+    let connection = within(
         "fe2o3 connects anonymously",
         fe2o3_amqp::Connection::builder()
             .container_id("fe2o3-anonymous")
@@ -872,16 +872,22 @@ async fn fe2o3_client_sasl() {
     )
     .await
     .expect("ANONYMOUS is accepted");
+    fe2o3_send_one_and_close(connection, "sasl", 2).await;
+    c.stop();
+}
+
+/// On a new session of `connection`: one long `body` to `address`, which must be accepted; then the
+/// sender, the session and the connection are closed.
+async fn fe2o3_send_one_and_close(mut connection: ConnectionHandle<()>, address: &str, body: i64) {
     let mut session = within("begins", fe2o3_amqp::Session::begin(&mut connection))
         .await
         .expect("a session");
-    let mut sender = fe2o3_sender(&mut session, "sasl").await;
-    let outcome = fe2o3_send(&mut sender, raw_value(FValue::Long(2))).await;
+    let mut sender = fe2o3_sender(&mut session, address).await;
+    let outcome = fe2o3_send(&mut sender, raw_value(FValue::Long(body))).await;
     assert!(is_accepted(&outcome), "{outcome:?}");
     let _ = sender.close().await;
     let _ = session.end().await;
     let _ = connection.close().await;
-    c.stop();
 }
 
 /// Sends one message from our side to the fe2o3 server at `url` and checks fe2o3 accepts it.
@@ -988,7 +994,7 @@ async fn fe2o3_client_over_tls_with_plain() {
     .expect("TLS versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut connection = within(
+    let connection = within(
         "fe2o3 connects over TLS",
         fe2o3_amqp::Connection::builder()
             .container_id("fe2o3-tls")
@@ -997,15 +1003,7 @@ async fn fe2o3_client_over_tls_with_plain() {
     )
     .await
     .expect("TLS and PLAIN are accepted");
-    let mut session = within("begins", fe2o3_amqp::Session::begin(&mut connection))
-        .await
-        .expect("a session");
-    let mut sender = fe2o3_sender(&mut session, "tls").await;
-    let outcome = fe2o3_send(&mut sender, raw_value(FValue::Long(1))).await;
-    assert!(is_accepted(&outcome), "{outcome:?}");
-    let _ = sender.close().await;
-    let _ = session.end().await;
-    let _ = connection.close().await;
+    fe2o3_send_one_and_close(connection, "tls", 1).await;
     c.stop();
 }
 
@@ -1020,7 +1018,7 @@ async fn fe2o3_client_scram() {
     };
     let (_broker, port) = broker(&c, users);
     let url = format!("amqp://127.0.0.1:{port}");
-    let mut connection = within(
+    let connection = within(
         "fe2o3 connects with SCRAM-SHA-256",
         fe2o3_amqp::Connection::builder()
             .container_id("fe2o3-scram")
@@ -1031,15 +1029,7 @@ async fn fe2o3_client_scram() {
     )
     .await
     .expect("SCRAM is accepted");
-    let mut session = within("begins", fe2o3_amqp::Session::begin(&mut connection))
-        .await
-        .expect("a session");
-    let mut sender = fe2o3_sender(&mut session, "scram").await;
-    let outcome = fe2o3_send(&mut sender, raw_value(FValue::Long(1))).await;
-    assert!(is_accepted(&outcome), "{outcome:?}");
-    let _ = sender.close().await;
-    let _ = session.end().await;
-    let _ = connection.close().await;
+    fe2o3_send_one_and_close(connection, "scram", 1).await;
     let wrong = within(
         "fe2o3 is refused",
         fe2o3_amqp::Connection::builder()

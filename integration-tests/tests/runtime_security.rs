@@ -9,55 +9,18 @@ use std::time::Duration;
 use nucleon::protocol::engine::{
     Authenticator, PlainAuthenticator, ScramAuthenticator, ScramCredential, ScramHash,
 };
-use nucleon::{
-    Connection, ConnectionOptions, ContainerHandle, Error, ListenHandler, ListenOptions,
-    MessagingHandler,
+use nucleon::{ConnectionOptions, ContainerHandle, Error, ListenOptions};
+use nucleon_integration_tests::client::{
+    container, first_seen, within, Identities, Identity, Opener, Seen,
 };
-use nucleon_integration_tests::client::{container, within};
-use nucleon_protocol::frame::Error as AmqpError;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Opened,
-    Failed(String),
-}
-
-struct Client(UnboundedSender<Seen>);
-
-impl MessagingHandler for Client {
-    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let _ = self.0.send(Seen::Opened);
-        c.close();
-    }
-    fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
-        let _ = self.0.send(Seen::Failed(error.to_string()));
-    }
-}
-
-/// Reports the SASL user of each connection it opens.
-#[derive(Clone)]
-struct Server(UnboundedSender<Option<String>>);
-
-impl MessagingHandler for Server {
-    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let _ = self.0.send(c.user().map(str::to_string));
-    }
-}
-
-impl ListenHandler for Server {
-    type Handler = Server;
-    fn on_accept(&self, _: std::net::SocketAddr) -> Server {
-        self.clone()
-    }
-}
 
 fn listen(
     c: &ContainerHandle,
     authenticator: Option<Arc<dyn Authenticator>>,
-) -> (u16, UnboundedReceiver<Option<String>>) {
+) -> (u16, UnboundedReceiver<Identity>) {
     let (tx, rx) = unbounded_channel();
     let listener = c
         .listen_with(
@@ -66,18 +29,10 @@ fn listen(
                 authenticator,
                 ..ListenOptions::default()
             },
-            Server(tx),
+            Identities(tx),
         )
         .expect("listens");
     (listener.port(), rx)
-}
-
-async fn first_seen(c: &ContainerHandle, url: &str, options: ConnectionOptions) -> Seen {
-    let (tx, mut rx) = unbounded_channel();
-    c.connect(url, options, Client(tx)).expect("connects");
-    within(WAIT, "the client opens or fails", rx.recv())
-        .await
-        .expect("a report")
 }
 
 fn failure(seen: Seen) -> String {
@@ -106,7 +61,7 @@ async fn credentials_are_never_dropped_for_anonymous_unless_asked() {
         ..ConnectionOptions::default()
     };
     assert_eq!(first_seen(&c, &url, fallback).await, Seen::Opened);
-    let user = within(WAIT, "server open", users.recv())
+    let (user, _) = within(WAIT, "server open", users.recv())
         .await
         .expect("seen");
     assert_eq!(user.as_deref(), Some("anonymous"));
@@ -116,7 +71,7 @@ async fn credentials_are_never_dropped_for_anonymous_unless_asked() {
     match c.connect(
         &format!("amqp://alice@127.0.0.1:{port}"),
         ConnectionOptions::default(),
-        Client(tx),
+        Opener(tx),
     ) {
         Err(Error::InvalidUrl { reason, .. }) => assert!(reason.contains("in clear"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
@@ -147,12 +102,12 @@ async fn a_listener_offers_plain_over_plain_tcp_only_when_asked() {
                 allow_insecure_plain: true,
                 ..ListenOptions::default()
             },
-            Server(tx),
+            Identities(tx),
         )
         .expect("listens");
     let url = format!("amqp://alice:secret@127.0.0.1:{}", listener.port());
     assert_eq!(first_seen(&c, &url, insecure).await, Seen::Opened);
-    let user = within(WAIT, "server open", users.recv())
+    let (user, _) = within(WAIT, "server open", users.recv())
         .await
         .expect("seen");
     assert_eq!(user.as_deref(), Some("alice"));
@@ -170,7 +125,7 @@ async fn scram_authenticates_over_plain_tcp_without_sending_the_password() {
         first_seen(&c, &good, ConnectionOptions::default()).await,
         Seen::Opened
     );
-    let user = within(WAIT, "server open", users.recv())
+    let (user, _) = within(WAIT, "server open", users.recv())
         .await
         .expect("seen");
     assert_eq!(user.as_deref(), Some("alice"));

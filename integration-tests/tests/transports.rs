@@ -8,56 +8,17 @@
 use std::time::Duration;
 
 use nucleon::{
-    Connection, ConnectionOptions, ContainerHandle, ListenHandler, ListenOptions, MessagingHandler,
-    TlsClientConfig, TlsServerConfig,
+    ConnectionOptions, ContainerHandle, ListenOptions, TlsClientConfig, TlsServerConfig,
 };
 use nucleon_integration_tests::certs::{ServerCert, TestCa};
-use nucleon_integration_tests::client::{container, within};
-use nucleon_protocol::frame::Error as AmqpError;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use nucleon_integration_tests::client::{
+    container, first_seen, within, Identities, Identity, Opener, Seen,
+};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// What a client saw.
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Opened,
-    Failed(String),
-}
-
-struct Client(UnboundedSender<Seen>);
-
-impl MessagingHandler for Client {
-    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let _ = self.0.send(Seen::Opened);
-        c.close();
-    }
-    fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
-        let _ = self.0.send(Seen::Failed(error.to_string()));
-    }
-}
-
-/// The server side reports, for each connection it opens, the SASL user and the certificate subject.
-#[derive(Clone)]
-struct Server(UnboundedSender<(Option<String>, Option<String>)>);
-
-impl MessagingHandler for Server {
-    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let _ = self.0.send((
-            c.user().map(str::to_string),
-            c.peer_certificate_subject().map(str::to_string),
-        ));
-    }
-}
-
-impl ListenHandler for Server {
-    type Handler = Server;
-    fn on_accept(&self, _: std::net::SocketAddr) -> Server {
-        self.clone()
-    }
-}
-
-type ServerSeen = UnboundedReceiver<(Option<String>, Option<String>)>;
+type ServerSeen = UnboundedReceiver<Identity>;
 
 fn listen(c: &ContainerHandle, tls: Option<TlsServerConfig>) -> (u16, ServerSeen) {
     listen_with(
@@ -72,7 +33,7 @@ fn listen(c: &ContainerHandle, tls: Option<TlsServerConfig>) -> (u16, ServerSeen
 fn listen_with(c: &ContainerHandle, options: ListenOptions) -> (u16, ServerSeen) {
     let (tx, rx) = unbounded_channel();
     let listener = c
-        .listen_with("127.0.0.1:0", options, Server(tx))
+        .listen_with("127.0.0.1:0", options, Identities(tx))
         .expect("listens");
     (listener.port(), rx)
 }
@@ -83,15 +44,6 @@ fn trusting(ca: &TestCa) -> TlsClientConfig {
         .ca_file(ca.ca_file())
         .build()
         .expect("a client config")
-}
-
-/// Connects to `url` and returns the first thing the client sees.
-async fn first_seen(c: &ContainerHandle, url: &str, options: ConnectionOptions) -> Seen {
-    let (tx, mut rx) = unbounded_channel();
-    c.connect(url, options, Client(tx)).expect("connects");
-    within(WAIT, "the client opens or fails", rx.recv())
-        .await
-        .expect("a report")
 }
 
 fn with_tls(tls: TlsClientConfig) -> ConnectionOptions {
@@ -286,10 +238,10 @@ async fn a_connection_runs_over_a_stream_the_application_made() {
     let c = container("streams");
     let (client_end, server_end) = tokio::io::duplex(64 << 10);
     let (server_tx, mut server_seen) = unbounded_channel();
-    c.accept_stream(server_end, &ListenOptions::default(), Server(server_tx))
+    c.accept_stream(server_end, &ListenOptions::default(), Identities(server_tx))
         .expect("serves the stream");
     let (tx, mut rx) = unbounded_channel();
-    c.connect_stream(client_end, ConnectionOptions::default(), Client(tx))
+    c.connect_stream(client_end, ConnectionOptions::default(), Opener(tx))
         .expect("connects over the stream");
     assert_eq!(within(WAIT, "open", rx.recv()).await, Some(Seen::Opened));
     let (user, _) = within(WAIT, "server open", server_seen.recv())
@@ -314,7 +266,7 @@ async fn a_client_that_stalls_before_or_during_the_handshake_is_closed_at_the_op
                 open_timeout: Some(Duration::from_millis(200)),
                 ..ListenOptions::default()
             },
-            Server(tx),
+            Identities(tx),
         )
         .expect("listens");
     // Nothing at all; the first byte of a TLS record only; half of the AMQP header.

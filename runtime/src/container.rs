@@ -306,16 +306,7 @@ impl ContainerHandle {
         self.check_running()?;
         let host = options.virtual_host.clone();
         let config = self.client_config("(a stream)", host.as_deref(), false, &options)?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (handle, start) = ConnectionActor::prepare(
-            id,
-            config,
-            Origin::Stream(Box::new(stream), false),
-            self.clone(),
-            move |_| handler,
-        );
-        self.admit(Launch(id, start, handle.shutdown_recipient()))?;
-        Ok(handle)
+        self.launch(config, Origin::Stream(Box::new(stream), false), handler)
     }
 
     /// Serves one connection over `stream`, as a listener with `options` would serve an accepted socket
@@ -332,14 +323,20 @@ impl ContainerHandle {
         S: Transport,
     {
         self.check_running()?;
+        let origin = Origin::Stream(Box::new(stream), options.allow_insecure_plain);
+        self.launch(self.server_config(options), origin, handler)
+    }
+
+    /// Hands a connection with `handler` to the supervisor to start.
+    fn launch<H: MessagingHandler>(
+        &self,
+        config: ConnectionConfig,
+        origin: Origin,
+        handler: H,
+    ) -> Result<ConnectionHandle<H>, Error> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (handle, start) = ConnectionActor::prepare(
-            id,
-            self.server_config(options),
-            Origin::Stream(Box::new(stream), options.allow_insecure_plain),
-            self.clone(),
-            move |_| handler,
-        );
+        let (handle, start) =
+            ConnectionActor::prepare(id, config, origin, self.clone(), move |_| handler);
         self.admit(Launch(id, start, handle.shutdown_recipient()))?;
         Ok(handle)
     }
