@@ -5,7 +5,8 @@
 //!   127.0.0.1:0), with our clients on the broker's other side where a case needs them; also over TLS
 //!   (Node's TLS, SASL PLAIN inside) and over WebSocket (rhea's binding on the `ws` package);
 //! * `rhea_listener_*`: our clients against a rhea listener (`container.listen` on 127.0.0.1:0), which
-//!   stores what it receives by address and sends it back to a receiver attaching to that address.
+//!   stores what it receives by address and sends it back to a receiver attaching to that address; also over
+//!   TLS (Node's TLS server, SASL PLAIN inside).
 //!
 //! Type fidelity goes through rhea's own decoding: the peer re-sends each message exactly as rhea decoded it.
 //! rhea 3.0.5 decodes values to plain JavaScript values and encodes them again by JavaScript type
@@ -1114,6 +1115,50 @@ async fn rhea_listener_sasl() {
         send_all(&c, &anonymous, numbered(1)).await,
         vec![Outcome::Accepted]
     );
+}
+
+#[actix_rt::test]
+async fn rhea_listener_over_tls_with_plain() {
+    let c = container();
+    let ca = TestCa::new("rhea-listener-tls");
+    let server = ca.server(ServerCert::Loopback);
+    let (_op, port) = rhea_listener(json!({"sasl": {"user": "alice", "password": "secret"},
+        "tls_cert": server.cert, "tls_key": server.key}))
+    .await;
+    // Our rustls client against Node's TLS server; PLAIN, as it travels encrypted.
+    let tls = nucleon::TlsClientConfig::builder()
+        .without_system_roots()
+        .ca_file(ca.ca_file())
+        .build()
+        .expect("client TLS");
+    let options = ConnectionOptions {
+        tls: Some(tls),
+        ..ConnectionOptions::default()
+    };
+    let url = format!("amqps://alice:secret@localhost:{port}/tls");
+    let sender = client::within(
+        TIMEOUT,
+        "our sender opens over TLS",
+        c.open_sender_with(&url, options, SenderOptions::default()),
+    )
+    .await
+    .expect("TLS and PLAIN are accepted");
+    assert_eq!(
+        client::within(TIMEOUT, "an outcome", sender.send(Message::with_body(1i64)))
+            .await
+            .expect("an outcome"),
+        Outcome::Accepted
+    );
+    sender.close().expect("closes");
+    // Without the private CA, the system's roots do not trust it: refused before any AMQP byte.
+    let err = client::within(
+        TIMEOUT,
+        "our sender is refused",
+        c.open_sender(&url, SenderOptions::default()),
+    )
+    .await
+    .expect_err("an untrusted certificate is refused");
+    assert!(err.to_string().contains("trusted CA"), "{err}");
 }
 
 #[actix_rt::test]

@@ -295,6 +295,12 @@ function listen(out, cmd) {
     const listen_options = { port: 0, host: '127.0.0.1', credit_window: cmd.credit_window ?? 100, autoaccept: false };
     if (cmd.idle_time_out !== undefined) listen_options.idle_time_out = cmd.idle_time_out;
     if (cmd.sasl) listen_options.require_sasl = true;
+    // TLS (`"tls_cert"`, `"tls_key"`: PEM files): Node's TLS server.
+    if (cmd.tls_cert !== undefined) {
+        listen_options.transport = 'tls';
+        listen_options.cert = fs.readFileSync(cmd.tls_cert);
+        listen_options.key = fs.readFileSync(cmd.tls_key);
+    }
     const server = container.listen(listen_options);
     server.on('listening', () => out({ event: 'listening', port: server.address().port }));
     server.on('error', (e) => out({ event: 'error', description: String(e) }));
