@@ -6,7 +6,7 @@
 //!   (Node's TLS, SASL PLAIN inside) and over WebSocket (rhea's binding on the `ws` package);
 //! * `rhea_listener_*`: our clients against a rhea listener (`container.listen` on 127.0.0.1:0), which
 //!   stores what it receives by address and sends it back to a receiver attaching to that address; also over
-//!   TLS (Node's TLS server, SASL PLAIN inside).
+//!   TLS (Node's TLS server, SASL PLAIN inside) and over WebSocket (rhea's binding on a `ws` server).
 //!
 //! Type fidelity goes through rhea's own decoding: the peer re-sends each message exactly as rhea decoded it.
 //! rhea 3.0.5 decodes values to plain JavaScript values and encodes them again by JavaScript type
@@ -1159,6 +1159,35 @@ async fn rhea_listener_over_tls_with_plain() {
     .await
     .expect_err("an untrusted certificate is refused");
     assert!(err.to_string().contains("trusted CA"), "{err}");
+}
+
+#[actix_rt::test]
+async fn rhea_listener_over_websocket() {
+    let c = container();
+    let (_op, port) = rhea_listener(json!({"websocket": true})).await;
+    // Our WebSocket client (subprotocol `amqp`) against rhea's binding on a `ws` server.
+    let url = format!("ws://127.0.0.1:{port}/");
+    let options = SenderOptions {
+        target: Some(nucleon::protocol::frame::Target {
+            address: Some("ws".into()),
+            ..Default::default()
+        }),
+        ..SenderOptions::default()
+    };
+    let sender = client::within(
+        TIMEOUT,
+        "our sender opens over WebSocket",
+        c.open_sender(&url, options),
+    )
+    .await
+    .expect("a WebSocket connection");
+    assert_eq!(
+        client::within(TIMEOUT, "an outcome", sender.send(Message::with_body(1i64)))
+            .await
+            .expect("an outcome"),
+        Outcome::Accepted
+    );
+    sender.close().expect("closes");
 }
 
 #[actix_rt::test]

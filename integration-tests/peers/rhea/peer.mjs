@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import readline from 'node:readline';
 import rhea from 'rhea';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 
 process.stdin.on('end', () => process.exit(0));
 process.stdin.on('error', () => process.exit(0));
@@ -301,7 +301,18 @@ function listen(out, cmd) {
         listen_options.cert = fs.readFileSync(cmd.tls_cert);
         listen_options.key = fs.readFileSync(cmd.tls_key);
     }
-    const server = container.listen(listen_options);
+    // AMQP over WebSocket (`"websocket": true`): a `ws` server that agrees to the `amqp` subprotocol only,
+    // each socket handed to rhea.
+    const server = cmd.websocket
+        ? new WebSocketServer({
+              port: 0,
+              host: '127.0.0.1',
+              handleProtocols: (protocols) => (protocols.has('amqp') ? 'amqp' : false),
+          })
+        : container.listen(listen_options);
+    if (cmd.websocket) {
+        server.on('connection', (socket) => container.websocket_accept(socket, listen_options));
+    }
     server.on('listening', () => out({ event: 'listening', port: server.address().port }));
     server.on('error', (e) => out({ event: 'error', description: String(e) }));
     container.on('connection_open', (ctx) => connections.add(ctx.connection));
