@@ -74,9 +74,14 @@ impl std::fmt::Debug for TlsClientConfig {
 }
 
 impl TlsClientConfig {
-    /// Trusts the operating system's root certificates (the default for `amqps://`).
+    /// Trusts the operating system's root certificates (the default for `amqps://`). The trust store is read
+    /// once per process, on first use.
     pub fn system_roots() -> Result<TlsClientConfig, Error> {
-        TlsClientConfig::builder().build()
+        static SYSTEM: std::sync::OnceLock<Result<TlsClientConfig, Error>> =
+            std::sync::OnceLock::new();
+        SYSTEM
+            .get_or_init(|| TlsClientConfig::builder().build())
+            .clone()
     }
 
     /// A config to build: system roots, no client certificate, to start with.
