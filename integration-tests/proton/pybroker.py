@@ -43,9 +43,10 @@ class Queue:
 
 
 class Broker(MessagingHandler):
-    def __init__(self, port):
+    def __init__(self, port, tls=None):
         super().__init__(auto_accept=False)
         self.port = port
+        self.tls = tls
         self.queues = {}
         self.dynamic = 0
 
@@ -53,7 +54,13 @@ class Broker(MessagingHandler):
         return self.queues.setdefault(address, Queue())
 
     def on_start(self, event):
-        event.container.listen("127.0.0.1:%d" % self.port)
+        if self.tls:
+            from proton import SSLDomain
+            domain = SSLDomain(SSLDomain.MODE_SERVER)
+            domain.set_credentials(self.tls[0], self.tls[1], None)
+            event.container.listen("amqps://127.0.0.1:%d" % self.port, ssl_domain=domain)
+        else:
+            event.container.listen("127.0.0.1:%d" % self.port)
         print("listening on %d" % self.port, flush=True)
 
     def on_connection_bound(self, event):
@@ -118,4 +125,6 @@ def stop_at_end_of_input():
 
 if __name__ == "__main__":
     threading.Thread(target=stop_at_end_of_input, daemon=True).start()
-    Container(Broker(int(sys.argv[1]))).run()
+    # pybroker.py PORT [CERT KEY]: with a certificate and key (PEM), it listens with TLS only.
+    tls = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else None
+    Container(Broker(int(sys.argv[1]), tls)).run()

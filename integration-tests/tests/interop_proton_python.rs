@@ -5,7 +5,8 @@
 //!
 //! * `client`: our clients against `pybroker.py`, a small queue broker made of Proton's `Container` and
 //!   `MessagingHandler` (one per test binary; dynamic sources; an `x-outcome` application property of
-//!   `reject` or `release` gets that outcome; 64 KiB frames, so a 5 MiB message is multi-frame both ways).
+//!   `reject` or `release` gets that outcome; 64 KiB frames, so a 5 MiB message is multi-frame both ways);
+//!   and over TLS, our rustls client against a `pybroker.py` of its own listening with Proton's OpenSSL.
 //! * `our_broker`: Python clients (`echo.py`, `reqrep.py`, `client_send.py`, `broker_send.py`,
 //!   `broker_recv.py`, `pyclient.py`) against our in-process `nucleon::broker::Broker`: pre-settled (an
 //!   `AtMostOnce` link) and accepted outcomes seen by the Python sender, prefetch 0 with `receiver.flow(n)`,
@@ -246,6 +247,44 @@ async fn pyproton_client_sasl_anonymous() {
         options,
         DeliveryMode::AtLeastOnce,
         vec![Message::with_body("anonymous")],
+    )
+    .await;
+    assert_eq!(outcomes, [Outcome::Accepted]);
+}
+
+#[actix_rt::test]
+async fn pyproton_client_over_tls() {
+    let ca = TestCa::new("pyproton-server-tls");
+    let server = ca.server(ServerCert::Loopback);
+    // A Python broker of its own, listening with TLS only (Proton's OpenSSL server).
+    let port = nucleon_integration_tests::peers::free_port();
+    let args = [
+        port.to_string(),
+        server.cert.to_string_lossy().into_owned(),
+        server.key.to_string_lossy().into_owned(),
+    ];
+    let mut process = ProtonProcess::spawn(python_script("pybroker.py", &args));
+    let ready = format!("listening on {port}");
+    process
+        .wait_line(TIMEOUT, |l| l == ready)
+        .expect("the TLS Python broker starts");
+    let c = container();
+    let tls = nucleon::TlsClientConfig::builder()
+        .without_system_roots()
+        .ca_file(ca.ca_file())
+        .build()
+        .expect("client TLS");
+    let options = ConnectionOptions {
+        tls: Some(tls),
+        sasl_allowed_mechs: vec!["ANONYMOUS".into()],
+        ..ConnectionOptions::default()
+    };
+    let outcomes = send_all(
+        &c,
+        &format!("amqps://localhost:{port}/tls"),
+        options,
+        DeliveryMode::AtLeastOnce,
+        vec![Message::with_body("over TLS")],
     )
     .await;
     assert_eq!(outcomes, [Outcome::Accepted]);
