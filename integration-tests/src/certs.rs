@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use nucleon::TlsClientConfig;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -64,6 +65,27 @@ impl TestCa {
     /// The CA's certificate (PEM file), to trust.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
+    }
+
+    /// A client TLS config that trusts this CA only.
+    pub fn client_tls(&self) -> TlsClientConfig {
+        self.client_tls_builder()
+            .build()
+            .expect("a client TLS config")
+    }
+
+    /// A client TLS config that trusts this CA only and presents `identity` to servers that ask.
+    pub fn client_tls_as(&self, identity: &CertFiles) -> TlsClientConfig {
+        self.client_tls_builder()
+            .client_certificate(&identity.cert, &identity.key)
+            .build()
+            .expect("a client TLS config")
+    }
+
+    fn client_tls_builder(&self) -> nucleon::TlsClientConfigBuilder {
+        TlsClientConfig::builder()
+            .without_system_roots()
+            .ca_file(self.ca_file())
     }
 
     /// The directory the files are in.

@@ -269,11 +269,7 @@ async fn pyproton_client_over_tls() {
         .wait_line(TIMEOUT, |l| l == ready)
         .expect("the TLS Python broker starts");
     let c = container();
-    let tls = nucleon::TlsClientConfig::builder()
-        .without_system_roots()
-        .ca_file(ca.ca_file())
-        .build()
-        .expect("client TLS");
+    let tls = ca.client_tls();
     let options = ConnectionOptions {
         tls: Some(tls),
         sasl_allowed_mechs: vec!["ANONYMOUS".into()],

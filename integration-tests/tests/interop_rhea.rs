@@ -1126,11 +1126,7 @@ async fn rhea_listener_over_tls_with_plain() {
         "tls_cert": server.cert, "tls_key": server.key}))
     .await;
     // Our rustls client against Node's TLS server; PLAIN, as it travels encrypted.
-    let tls = nucleon::TlsClientConfig::builder()
-        .without_system_roots()
-        .ca_file(ca.ca_file())
-        .build()
-        .expect("client TLS");
+    let tls = ca.client_tls();
     let options = ConnectionOptions {
         tls: Some(tls),
         ..ConnectionOptions::default()

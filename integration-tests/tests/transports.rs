@@ -38,14 +38,6 @@ fn listen_with(c: &ContainerHandle, options: ListenOptions) -> (u16, ServerSeen)
     (listener.port(), rx)
 }
 
-fn trusting(ca: &TestCa) -> TlsClientConfig {
-    TlsClientConfig::builder()
-        .without_system_roots()
-        .ca_file(ca.ca_file())
-        .build()
-        .expect("a client config")
-}
-
 fn with_tls(tls: TlsClientConfig) -> ConnectionOptions {
     ConnectionOptions {
         tls: Some(tls),
@@ -64,7 +56,7 @@ async fn amqps_with_a_private_ca_and_plain_on_the_same_port() {
     for host in ["127.0.0.1", "localhost"] {
         let url = format!("amqps://{host}:{port}");
         assert_eq!(
-            first_seen(&c, &url, with_tls(trusting(&ca))).await,
+            first_seen(&c, &url, with_tls(ca.client_tls())).await,
             Seen::Opened,
             "{url}"
         );
@@ -77,7 +69,7 @@ async fn amqps_with_a_private_ca_and_plain_on_the_same_port() {
     // The TLS protocol header first, then the handshake [AMQP 1.0 §5.2.1].
     let header = ConnectionOptions {
         tls_protocol_header: true,
-        ..with_tls(trusting(&ca))
+        ..with_tls(ca.client_tls())
     };
     assert_eq!(
         first_seen(&c, &format!("amqps://127.0.0.1:{port}"), header).await,
@@ -122,7 +114,7 @@ async fn a_listener_that_requires_tls_refuses_a_plain_client_with_the_tls_header
         first_seen(
             &c,
             &format!("amqps://127.0.0.1:{port}"),
-            with_tls(trusting(&ca))
+            with_tls(ca.client_tls())
         )
         .await,
         Seen::Opened
@@ -154,7 +146,7 @@ async fn a_client_refuses_untrusted_expired_and_wrong_host_certificates_with_one
         match first_seen(
             &c,
             &format!("amqps://127.0.0.1:{port}"),
-            with_tls(trusting(trusted)),
+            with_tls(trusted.client_tls()),
         )
         .await
         {
@@ -171,7 +163,7 @@ async fn a_client_refuses_untrusted_expired_and_wrong_host_certificates_with_one
     match first_seen(
         &c,
         &format!("amqps://127.0.0.1:{port}"),
-        with_tls(trusting(&ca)),
+        with_tls(ca.client_tls()),
     )
     .await
     {
@@ -191,12 +183,7 @@ async fn a_verified_client_certificate_gives_its_subject_to_the_server() {
         .expect("server TLS");
     let (port, mut server_seen) = listen(&c, Some(tls));
     let url = format!("amqps://127.0.0.1:{port}");
-    let client_tls = TlsClientConfig::builder()
-        .without_system_roots()
-        .ca_file(ca.ca_file())
-        .client_certificate(&alice.cert, &alice.key)
-        .build()
-        .expect("client TLS");
+    let client_tls = ca.client_tls_as(&alice);
     assert_eq!(
         first_seen(&c, &url, with_tls(client_tls)).await,
         Seen::Opened
@@ -207,7 +194,7 @@ async fn a_verified_client_certificate_gives_its_subject_to_the_server() {
     assert_eq!(subject.as_deref(), Some("alice"));
     // Without a certificate the client still gets in (other mechanisms decide), with no subject.
     assert_eq!(
-        first_seen(&c, &url, with_tls(trusting(&ca))).await,
+        first_seen(&c, &url, with_tls(ca.client_tls())).await,
         Seen::Opened
     );
     let (_, subject) = within(WAIT, "server open", server_seen.recv())
@@ -217,12 +204,7 @@ async fn a_verified_client_certificate_gives_its_subject_to_the_server() {
     // A certificate from a CA the server does not trust fails the handshake.
     let stranger_ca = TestCa::new("tls-stranger");
     let stranger = stranger_ca.client("mallory");
-    let untrusted = TlsClientConfig::builder()
-        .without_system_roots()
-        .ca_file(ca.ca_file())
-        .client_certificate(&stranger.cert, &stranger.key)
-        .build()
-        .expect("client TLS");
+    let untrusted = ca.client_tls_as(&stranger);
     assert!(
         matches!(
             first_seen(&c, &url, with_tls(untrusted)).await,
@@ -296,12 +278,7 @@ async fn sasl_external_authenticates_as_the_certificate_subject() {
     let tls = TlsServerConfig::with_client_ca(&server.cert, &server.key, ca.ca_file())
         .expect("server TLS");
     let (port, mut server_seen) = listen(&c, Some(tls));
-    let client_tls = TlsClientConfig::builder()
-        .without_system_roots()
-        .ca_file(ca.ca_file())
-        .client_certificate(&alice.cert, &alice.key)
-        .build()
-        .expect("client TLS");
+    let client_tls = ca.client_tls_as(&alice);
     let external = ConnectionOptions {
         sasl_allowed_mechs: vec!["EXTERNAL".into()],
         ..with_tls(client_tls)
@@ -316,7 +293,7 @@ async fn sasl_external_authenticates_as_the_certificate_subject() {
     // Without a client certificate there is no EXTERNAL to use.
     let no_cert = ConnectionOptions {
         sasl_allowed_mechs: vec!["EXTERNAL".into()],
-        ..with_tls(trusting(&ca))
+        ..with_tls(ca.client_tls())
     };
     match first_seen(&c, &url, no_cert).await {
         Seen::Failed(e) => assert!(e.contains("no SASL mechanism in common"), "{e}"),
@@ -375,7 +352,7 @@ async fn amqp_over_websocket_plain_and_tls() {
         first_seen(
             &c,
             &format!("wss://localhost:{port}/"),
-            with_tls(trusting(&ca))
+            with_tls(ca.client_tls())
         )
         .await,
         Seen::Opened
