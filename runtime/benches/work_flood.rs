@@ -54,6 +54,9 @@ impl MessagingHandler for Firehose {
     }
 }
 
+/// The work items run so far (a static, so that an item captures nothing: it costs what a no-op costs).
+static RAN: AtomicUsize = AtomicUsize::new(0);
+
 #[derive(Clone, Copy)]
 enum Flood {
     Send,
@@ -68,8 +71,8 @@ const FLOODS: [(Flood, usize); 4] = [
     (Flood::Add, 3),
 ];
 
-/// The messages received in one second: alone, then under each of `FLOODS`.
-fn round() -> [usize; 5] {
+/// The messages received in one second alone, then under each of `FLOODS` with the work items run meanwhile.
+fn round() -> (usize, [(usize, usize); 4]) {
     let container = Container::builder().id("work-flood").threads(2).build();
     let handle = container.handle();
     let received = Arc::new(AtomicUsize::new(0));
@@ -100,11 +103,12 @@ fn round() -> [usize; 5] {
                     let (wq, flooding) = (conn.work_queue(), flooding.clone());
                     thread::spawn(move || {
                         while flooding.load(Ordering::Relaxed) {
+                            let item = |_: &mut Firehose, _: &mut Connection<'_>| {
+                                RAN.fetch_add(1, Ordering::Relaxed);
+                            };
                             let added = match how {
-                                Flood::Send => {
-                                    futures::executor::block_on(wq.send(|_: &mut Firehose, _| {}))
-                                }
-                                Flood::Add => wq.add(|_: &mut Firehose, _| {}),
+                                Flood::Send => futures::executor::block_on(wq.send(item)),
+                                Flood::Add => wq.add(item),
                             };
                             if added.is_err() {
                                 return;
@@ -113,18 +117,20 @@ fn round() -> [usize; 5] {
                     })
                 })
                 .collect();
+            let work_before = RAN.load(Ordering::Relaxed);
             let count = count_for_a_second();
+            let work = RAN.load(Ordering::Relaxed) - work_before;
             flooding.store(false, Ordering::Relaxed);
             for f in flooders {
                 f.join().expect("a flooding thread");
             }
-            count
+            (count, work)
         };
         let alone = count_for_a_second();
-        let [a, b, c, d] = FLOODS.map(flooded);
+        let floods = FLOODS.map(flooded);
         conn.close().expect("close is queued");
         listener.stop();
-        [alone, a, b, c, d]
+        (alone, floods)
     });
     container.run().expect("the container runs until auto-stop");
     measure.join().expect("the measuring thread")
@@ -150,28 +156,36 @@ fn main() {
             if threads > 1 { "s" } else { "" }
         )
     };
-    let mut figures: [Vec<usize>; 5] = Default::default();
+    let (mut alone, mut flooded, mut work) = (
+        Vec::new(),
+        [(); 4].map(|_| Vec::new()),
+        [(); 4].map(|_| Vec::new()),
+    );
     for i in 0..rounds {
-        let r = round();
-        let flooded: Vec<String> = FLOODS
+        let (a, floods) = round();
+        let described: Vec<String> = FLOODS
             .iter()
-            .zip(&r[1..])
-            .map(|(&f, n)| format!("{n} under {}", name(f)))
+            .zip(&floods)
+            .map(|(&f, (n, w))| format!("{n} under {} ({w} items run)", name(f)))
             .collect();
-        println!(
-            "round {}: {} msg/s alone, {}",
-            i + 1,
-            r[0],
-            flooded.join(", ")
-        );
-        for (all, one) in figures.iter_mut().zip(r) {
-            all.push(one);
+        println!("round {}: {a} msg/s alone, {}", i + 1, described.join(", "));
+        alone.push(a);
+        for (k, (n, w)) in floods.into_iter().enumerate() {
+            flooded[k].push(n);
+            work[k].push(w);
         }
     }
-    let [alone, flooded @ ..] = figures.map(median);
+    let alone = median(alone);
     println!("median of {rounds} rounds: {alone} msg/s alone");
-    for (f, n) in FLOODS.into_iter().zip(flooded) {
+    for ((f, n), w) in FLOODS
+        .into_iter()
+        .zip(flooded.map(median))
+        .zip(work.map(median))
+    {
         let slowdown = alone as f64 / n.max(1) as f64;
-        println!("  {n} msg/s under {}: {slowdown:.2}x slower", name(f));
+        println!(
+            "  {n} msg/s under {}: {slowdown:.2}x slower; {w} work items/s run",
+            name(f)
+        );
     }
 }

@@ -72,8 +72,13 @@ impl Default for Shared {
     }
 }
 
-/// The bound of [`WorkQueue::try_add`] and [`WorkQueue::send`] ([`WorkQueue::CAPACITY`]).
-const BOUNDED_WORK: usize = 1024;
+/// The bound of [`WorkQueue::try_add`] and [`WorkQueue::send`] ([`WorkQueue::CAPACITY`]). Work queued
+/// before bytes are read runs before the events they cause, so each read may first run up to this many
+/// items: the bound is also how much a flood can delay the connection's I/O, and it makes flooding threads
+/// wait (sleeping) instead of competing for the cores. Measured by `benches/work_flood.rs`: at 1024 a
+/// `send` flood from 3 threads slowed the stream 3.9x, at 256 2.3x, at 64 1.3x-1.8x while still running
+/// over 2 million items a second.
+const BOUNDED_WORK: usize = 64;
 
 impl Shared {
     /// Tells the connection's handles it is finished (after its queue has been closed): `send` and
@@ -312,6 +317,7 @@ impl<H: MessagingHandler> WorkQueue<H> {
 
     /// The most work items [`try_add`](Self::try_add) and [`send`](Self::send) keep waiting on one
     /// connection (items from [`add`](Self::add) are not counted). An item frees its room once it has run.
+    /// Small on purpose: a read of the connection's socket may have to run this many items first.
     pub const CAPACITY: usize = BOUNDED_WORK;
 
     /// Queues `f` as [`add`](Self::add) does, unless [`CAPACITY`](Self::CAPACITY) bounded items are
