@@ -32,7 +32,7 @@ use crate::options::ReconnectOptions;
 use crate::signal::Signal;
 use crate::tls::TlsServerConfig;
 use crate::transport::{self, BoxedTransport, Target};
-use crate::views::{Connection, Core, CoreWaker};
+use crate::views::{Connection, ConnectionWaker, Core};
 
 /// Stop reading from the socket while this much output is waiting to be written.
 const HIGH_WATERMARK: usize = 1 << 20;
@@ -516,8 +516,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 return;
             };
             let engine = engine::Connection::new(config, Instant::now());
-            let mut core = Core::new(engine, container);
-            core.waker = Some(CoreWaker(Arc::new(move || me.wake())));
+            let waker = ConnectionWaker(Arc::new(move || me.wake()));
+            let core = Core::new(engine, container, waker);
             let actor = ConnectionActor {
                 id,
                 core,

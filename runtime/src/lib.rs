@@ -46,6 +46,6 @@ pub use tls::{TlsClientConfig, TlsClientConfigBuilder, TlsServerConfig};
 pub use transport::Transport;
 pub use url::Address;
 pub use views::{
-    AttachReply, Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId,
-    Session, Tracker,
+    AttachReply, Connection, ConnectionWaker, Delivery, DeliveryRef, Receiver, ReceiverId, Sender,
+    SenderId, Session, Tracker,
 };

@@ -1,4 +1,4 @@
-//! TLS for connections (`amqps://`) and listeners, on rustls with the ring provider.
+//! TLS for connections (`amqps://`) and listeners, on rustls with the aws-lc-rs provider.
 //!
 //! A client trusts the operating system's roots unless told otherwise, plus any CA added, verifies the
 //! server's name (SNI is the URL's host unless [`TlsClientConfig::server_name`] says otherwise) and may

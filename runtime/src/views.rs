@@ -96,20 +96,23 @@ pub struct DeliveryRef {
 /// Numbers connections for the ids and refs bound to them (0 is never given).
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// A type-erased, thread-safe `ConnectionHandle::wake` of one connection (crate-internal).
+/// Wakes one connection from any thread, as [`ConnectionHandle::wake`](crate::ConnectionHandle::wake)
+/// does, without naming its handler type: code that only has a view (a callback's [`Connection`]) can
+/// hand it to other threads, as a broker hands a consumer's to the producers that fill its queue.
+/// `Send + Sync + Clone`.
 #[derive(Clone)]
-pub(crate) struct CoreWaker(pub(crate) std::sync::Arc<dyn Fn() + Send + Sync>);
+pub struct ConnectionWaker(pub(crate) std::sync::Arc<dyn Fn() + Send + Sync>);
 
-impl CoreWaker {
+impl ConnectionWaker {
     /// Wakes the connection: `on_connection_wake` follows (coalesced, a no-op once it is finished).
-    pub(crate) fn wake(&self) {
+    pub fn wake(&self) {
         (self.0)()
     }
 }
 
-impl std::fmt::Debug for CoreWaker {
+impl std::fmt::Debug for ConnectionWaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CoreWaker")
+        f.write_str("ConnectionWaker")
     }
 }
 
@@ -158,9 +161,8 @@ pub(crate) struct Core {
     pub(crate) user: Option<String>,
     /// The subject of the peer's verified TLS certificate (server side, with client certificates).
     pub(crate) peer_subject: Option<String>,
-    /// Wakes this connection (as `ConnectionHandle::wake`), for in-crate code that only has a view, such as
-    /// the broker registering a consumer. Set by the connection actor when it starts.
-    pub(crate) waker: Option<CoreWaker>,
+    /// Wakes this connection (as `ConnectionHandle::wake`), for code that only has a view.
+    pub(crate) waker: ConnectionWaker,
     /// Stable link ids to the current engine links.
     keys: HashMap<u64, LinkId>,
     next_key: u64,
@@ -171,7 +173,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(engine: engine::Connection, container: ContainerHandle) -> Self {
+    pub(crate) fn new(
+        engine: engine::Connection,
+        container: ContainerHandle,
+        waker: ConnectionWaker,
+    ) -> Self {
         Core {
             engine,
             links: HashMap::new(),
@@ -183,7 +189,7 @@ impl Core {
             closing: false,
             user: None,
             peer_subject: None,
-            waker: None,
+            waker,
             keys: HashMap::new(),
             next_key: 0,
             conn: NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -480,6 +486,11 @@ impl<'a> Connection<'a> {
     /// skipped SASL.
     pub fn user(&self) -> Option<&str> {
         self.core.user.as_deref()
+    }
+
+    /// Wakes this connection from any thread (`on_connection_wake` follows), as its handle's `wake` does.
+    pub fn waker(&self) -> ConnectionWaker {
+        self.core.waker.clone()
     }
 
     /// On a server: the subject (common name, else the whole subject) of the client's TLS certificate,

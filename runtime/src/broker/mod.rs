@@ -52,8 +52,8 @@ use crate::container::{ContainerHandle, ListenOptions, Listener};
 use crate::error::Error;
 use crate::handler::{ListenHandler, MessagingHandler};
 use crate::views::{
-    AttachReply, Connection, Core, CoreWaker, Delivery, DeliveryRef, Receiver, ReceiverId, Sender,
-    SenderId, Tracker,
+    AttachReply, Connection, ConnectionWaker, Core, Delivery, DeliveryRef, Receiver, ReceiverId,
+    Sender, SenderId, Tracker,
 };
 
 /// The connection capability saying that a link with no target address routes by each message's `to`.
@@ -373,16 +373,14 @@ pub struct BrokerHandler {
     producers: HashMap<ReceiverId, Option<Destination>>,
 }
 
-fn waker(core: &Core) -> Option<CoreWaker> {
-    core.waker.clone()
+fn waker(core: &Core) -> Option<ConnectionWaker> {
+    Some(core.waker.clone())
 }
 
 /// Messages went back to a queue from this connection's own callback: the queue woke the other
 /// connections' consumers, and this wakes this connection's, which may want them too.
 fn wake_self(core: &Core) {
-    if let Some(w) = waker(core) {
-        w.wake();
-    }
+    core.waker.wake();
 }
 
 impl BrokerHandler {
@@ -624,9 +622,7 @@ impl MessagingHandler for BrokerHandler {
         // Wake this connection too (coalesced): `on_connection_wake` sends to its own consumers, which
         // `enqueue` does not wake, and tops up producer credit once every transfer already read is enqueued
         // (the link's credit does not count those yet; topping up now would overfill a bounded queue).
-        if let Some(w) = waker(d.core) {
-            w.wake();
-        }
+        d.core.waker.wake();
     }
 
     fn on_tracker_accept(&mut self, t: &mut Tracker<'_>) {

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use nucleon_protocol::Message;
 
-use crate::views::{CoreWaker, SenderId};
+use crate::views::{ConnectionWaker, SenderId};
 
 /// A queued message and its place in the queue's order.
 #[derive(Clone, Debug)]
@@ -32,7 +32,7 @@ pub(crate) struct ConsumerKey {
 #[derive(Debug)]
 struct Consumer {
     key: ConsumerKey,
-    waker: Option<CoreWaker>,
+    waker: Option<ConnectionWaker>,
     /// Credit as last seen by its connection, minus what is in the outbox.
     credit: u32,
     /// Messages assigned to this consumer, to be sent by its connection.
@@ -49,7 +49,7 @@ struct State {
     /// Where the round robin over consumers goes on.
     cursor: usize,
     /// Producer connections (by id) to wake when messages leave a bounded queue.
-    producers: HashMap<u64, CoreWaker>,
+    producers: HashMap<u64, ConnectionWaker>,
 }
 
 /// A named queue.
@@ -122,7 +122,12 @@ impl Queue {
     }
 
     /// Registers a consumer (with no credit yet). `browse`: COPY distribution.
-    pub(crate) fn add_consumer(&self, key: ConsumerKey, waker: Option<CoreWaker>, browse: bool) {
+    pub(crate) fn add_consumer(
+        &self,
+        key: ConsumerKey,
+        waker: Option<ConnectionWaker>,
+        browse: bool,
+    ) {
         self.lock().consumers.push(Consumer {
             key,
             waker,
@@ -175,7 +180,7 @@ impl Queue {
     }
 
     /// Registers a producer connection, woken when a bounded queue has room again.
-    pub(crate) fn add_producer(&self, conn: u64, waker: Option<CoreWaker>) {
+    pub(crate) fn add_producer(&self, conn: u64, waker: Option<ConnectionWaker>) {
         if let (Some(w), Some(_)) = (waker, self.max_depth) {
             self.lock().producers.insert(conn, w);
         }
@@ -188,7 +193,7 @@ impl Queue {
 
     /// Hands waiting messages to consumers with credit, round robin (browsers get copies), and returns the
     /// connections to wake (not `except`, the connection doing this, which sends right after).
-    fn dispatch(&self, s: &mut State, except: u64) -> Vec<CoreWaker> {
+    fn dispatch(&self, s: &mut State, except: u64) -> Vec<ConnectionWaker> {
         let State {
             messages,
             consumers,
@@ -222,7 +227,7 @@ impl Queue {
             *cursor = (i + 1) % n;
             moved = true;
         }
-        let mut wake: Vec<CoreWaker> = consumers
+        let mut wake: Vec<ConnectionWaker> = consumers
             .iter()
             .zip(woken)
             .filter(|(c, w)| *w && c.key.conn != except)
@@ -272,7 +277,7 @@ fn insert_in_order(messages: &mut VecDeque<Entry>, e: Entry) {
 }
 
 /// Wakes connections, after the queue's lock is released.
-fn wake_all(wakers: Vec<CoreWaker>) {
+fn wake_all(wakers: Vec<ConnectionWaker>) {
     for w in wakers {
         w.wake();
     }
