@@ -8,7 +8,11 @@
 //!   `LinkAcceptor` on a tokio `TcpListener` at 127.0.0.1:0) with our clients sending to it and receiving
 //!   from it.
 //!
-//! TLS: fe2o3's rustls client against our TLS-only broker (SASL PLAIN inside, offered over TLS only).
+//! TLS: fe2o3's rustls client against our TLS-only broker (SASL PLAIN inside, offered over TLS only), and our
+//! rustls client against fe2o3's acceptor serving TLS (its `rustls` feature, a `tokio_rustls::TlsAcceptor`),
+//! SASL PLAIN and SCRAM-SHA-256 inside. fe2o3's acceptor only does TLS after the AMQP TLS protocol header
+//! `AMQP 2 1 0 0` [AMQP 1.0 §5.2.1] (our `tls_protocol_header`); a client that starts TLS at once gets that
+//! header back, or a reset, instead of a ServerHello, and fails its handshake.
 //!
 //! SASL both ways: PLAIN, ANONYMOUS and SCRAM-SHA-256 (fe2o3's feature `scram`; its acceptor stores keys our
 //! `ScramCredential` derived, so the two implementations agree on the derivation as well as the exchange).
@@ -58,6 +62,7 @@ use nucleon::{
     MessagingHandler, Outcome, Receiver, ReceiverOptions, Sender, SenderHandle, SenderOptions,
     Value,
 };
+use nucleon_integration_tests::certs::{CertFiles, ServerCert, TestCa};
 use nucleon_integration_tests::client::{self, broker, five_mib, plain_allowed, Clients};
 use nucleon_integration_tests::corpus;
 use tokio::net::TcpListener;
@@ -249,17 +254,59 @@ impl fe2o3_amqp::auth::scram::ScramCredentialProvider for Fe2o3Scram {
 /// order; its connection and session are kept by the acceptor's tasks.
 struct Fe2o3Server {
     port: u16,
+    /// `amqps` when it serves TLS, else `amqp`.
+    scheme: &'static str,
     links: mpsc::UnboundedReceiver<LinkEndpoint>,
+}
+
+/// fe2o3's `ConnectionAcceptor` for `auth`, from `builder` (with or without TLS: `accept` is an inherent
+/// method of each acceptor type, not a trait's), accepting `stream`.
+macro_rules! fe2o3_accept {
+    ($builder:expr, $auth:expr, $stream:expr) => {
+        match $auth {
+            Auth::Anonymous => {
+                $builder
+                    .sasl_acceptor(SaslAnonymousMechanism::new())
+                    .build()
+                    .accept($stream)
+                    .await
+            }
+            Auth::Plain(user, password) => {
+                $builder
+                    .sasl_acceptor(SaslPlainMechanism::new(*user, *password))
+                    .build()
+                    .accept($stream)
+                    .await
+            }
+            Auth::Scram(user, password) => {
+                $builder
+                    .sasl_acceptor(fe2o3_amqp::auth::scram::ScramAuthenticator::new(
+                        Fe2o3Scram::new(user, password),
+                    ))
+                    .build()
+                    .accept($stream)
+                    .await
+            }
+        }
+    };
 }
 
 impl Fe2o3Server {
     async fn start(auth: Auth, idle_timeout_ms: Option<u32>) -> Fe2o3Server {
-        Self::start_with(auth, idle_timeout_ms, LinkAcceptor::new()).await
+        Self::start_with(auth, idle_timeout_ms, None, LinkAcceptor::new()).await
+    }
+
+    /// An acceptor that serves TLS with fe2o3's rustls support: the client sends the AMQP TLS header
+    /// (`AMQP 2 1 0 0`), fe2o3 answers with the same, then the handshake, then SASL inside TLS
+    /// [AMQP 1.0 §5.2.1]. fe2o3 takes no TLS from the first byte.
+    async fn start_tls(auth: Auth, tls: tokio_rustls::TlsAcceptor) -> Fe2o3Server {
+        Self::start_with(auth, None, Some(tls), LinkAcceptor::new()).await
     }
 
     async fn start_with<FS, FT>(
         auth: Auth,
         idle_timeout_ms: Option<u32>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         link_acceptor: LinkAcceptor<FS, FT>,
     ) -> Fe2o3Server
     where
@@ -273,6 +320,7 @@ impl Fe2o3Server {
             .await
             .expect("fe2o3 acceptor binds");
         let port = listener.local_addr().expect("bound").port();
+        let scheme = if tls.is_some() { "amqps" } else { "amqp" };
         let (tx, links) = mpsc::unbounded_channel();
         let link_acceptor = Arc::new(link_acceptor);
         tokio::spawn(async move {
@@ -282,32 +330,11 @@ impl Fe2o3Server {
                     Some(ms) => builder.idle_time_out(ms),
                     None => builder,
                 };
-                let connection = match &auth {
-                    Auth::Anonymous => {
-                        builder
-                            .sasl_acceptor(SaslAnonymousMechanism::new())
-                            .build()
-                            .accept(stream)
-                            .await
-                    }
-                    Auth::Plain(user, password) => {
-                        builder
-                            .sasl_acceptor(SaslPlainMechanism::new(*user, *password))
-                            .build()
-                            .accept(stream)
-                            .await
-                    }
-                    Auth::Scram(user, password) => {
-                        builder
-                            .sasl_acceptor(fe2o3_amqp::auth::scram::ScramAuthenticator::new(
-                                Fe2o3Scram::new(user, password),
-                            ))
-                            .build()
-                            .accept(stream)
-                            .await
-                    }
+                let connection = match &tls {
+                    None => fe2o3_accept!(builder, &auth, stream),
+                    Some(tls) => fe2o3_accept!(builder.tls_acceptor(tls.clone()), &auth, stream),
                 };
-                // A refused client (wrong password) is an expected outcome for the SASL cases.
+                // A refused client (wrong password, no TLS header) is an expected outcome for some cases.
                 let Ok(mut connection) = connection else {
                     continue;
                 };
@@ -331,15 +358,22 @@ impl Fe2o3Server {
                 });
             }
         });
-        Fe2o3Server { port, links }
+        Fe2o3Server {
+            port,
+            scheme,
+            links,
+        }
     }
 
     fn url(&self, address: &str) -> String {
-        format!("amqp://127.0.0.1:{}/{address}", self.port)
+        format!("{}://127.0.0.1:{}/{address}", self.scheme, self.port)
     }
 
     fn url_as(&self, user: &str, password: &str, address: &str) -> String {
-        format!("amqp://{user}:{password}@127.0.0.1:{}/{address}", self.port)
+        format!(
+            "{}://{user}:{password}@127.0.0.1:{}/{address}",
+            self.scheme, self.port
+        )
     }
 
     async fn next_link(&mut self) -> LinkEndpoint {
@@ -967,7 +1001,6 @@ async fn fe2o3_acceptor_scram() {
 
 #[actix_rt::test]
 async fn fe2o3_client_over_tls_with_plain() {
-    use nucleon_integration_tests::certs::{ServerCert, TestCa};
     let c = container();
     let ca = TestCa::new("fe2o3-tls");
     let server = ca.server(ServerCert::Loopback);
@@ -1004,6 +1037,97 @@ async fn fe2o3_client_over_tls_with_plain() {
     .await
     .expect("TLS and PLAIN are accepted");
     fe2o3_send_one_and_close(connection, "tls", 1).await;
+    c.stop();
+}
+
+/// A tokio-rustls acceptor presenting `server` (a certificate and key made at test time), for fe2o3's
+/// acceptor; no client certificates.
+fn fe2o3_tls_acceptor(server: &CertFiles) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_pem = std::fs::read(&server.cert).expect("the server certificate");
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificates");
+    let key_pem = std::fs::read(&server.key).expect("the server key");
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).expect("a PEM key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("the server certificate and key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[actix_rt::test]
+async fn fe2o3_acceptor_over_tls() {
+    let c = container();
+    let ca = TestCa::new("fe2o3-acceptor-tls");
+    let tls = fe2o3_tls_acceptor(&ca.server(ServerCert::Loopback));
+    // fe2o3 serves TLS only after the AMQP TLS header [AMQP 1.0 §5.2.1]; our client sends it when asked.
+    let options = ConnectionOptions {
+        tls: Some(ca.client_tls()),
+        tls_protocol_header: true,
+        ..ConnectionOptions::default()
+    };
+    // SASL PLAIN inside TLS: no insecure-mechanism switch on our side, since it does not travel in clear.
+    let mut plain = Fe2o3Server::start_tls(Auth::Plain("alice", "secret"), tls.clone()).await;
+    let url = plain.url_as("alice", "secret", "tls");
+    send_one_to(&c, &mut plain, &url, options.clone()).await;
+    let wrong = within(
+        "our sender is refused",
+        c.open_sender_with(
+            &plain.url_as("alice", "wrong", "tls"),
+            options.clone(),
+            SenderOptions::default(),
+        ),
+    )
+    .await
+    .expect_err("a wrong password is refused");
+    assert_eq!(
+        wrong.condition(),
+        Some(&ErrorCondition::UnauthorizedAccess),
+        "{wrong}"
+    );
+    // SCRAM-SHA-256 inside TLS.
+    let mut scram = Fe2o3Server::start_tls(Auth::Scram("alice", "secret"), tls).await;
+    let url = scram.url_as("alice", "secret", "tls");
+    send_one_to(&c, &mut scram, &url, options.clone()).await;
+    // Without the private CA (the operating system's roots only): refused by our certificate check.
+    let untrusted = ConnectionOptions {
+        tls: None,
+        ..options.clone()
+    };
+    let err = within(
+        "our sender is refused",
+        c.open_sender_with(&url, untrusted, SenderOptions::default()),
+    )
+    .await
+    .expect_err("an untrusted certificate is refused");
+    eprintln!("without the private CA: {err}");
+    assert!(
+        err.to_string()
+            .contains("the peer's certificate was refused: it is not issued by a trusted CA"),
+        "{err}"
+    );
+    // Without the TLS header fe2o3 reads our ClientHello's first 8 bytes as a protocol header, answers with
+    // its `AMQP 2 1 0 0` and drops the socket with the rest unread (a reset, here): our handshake fails, and
+    // nothing went in clear.
+    let no_header = ConnectionOptions {
+        tls_protocol_header: false,
+        ..options
+    };
+    let err = within(
+        "our sender is refused",
+        c.open_sender_with(&url, no_header, SenderOptions::default()),
+    )
+    .await
+    .expect_err("fe2o3 needs the TLS header");
+    eprintln!("without the TLS header: {err}");
+    assert!(err.to_string().contains("TLS handshake failed"), "{err}");
     c.stop();
 }
 
@@ -1445,7 +1569,7 @@ async fn fe2o3_acceptor_request_reply() {
             Some(source)
         })
         .build();
-    let mut server = Fe2o3Server::start_with(Auth::Anonymous, None, links).await;
+    let mut server = Fe2o3Server::start_with(Auth::Anonymous, None, None, links).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let handle = c
         .connect(

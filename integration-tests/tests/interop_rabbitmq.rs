@@ -37,7 +37,12 @@
 //! - Idle timeout: RabbitMQ advertises none (so we send no heartbeats) and heartbeats at half the timeout we
 //!   advertise (half of ours); it counts in whole seconds, so ours should be 2 s or more.
 //! - SASL PLAIN (guest) and ANONYMOUS (mapped to guest) both work; a wrong password gets
-//!   `amqp:unauthorized-access`.
+//!   `amqp:unauthorized-access`. The plugin offers PLAIN, AMQPLAIN and ANONYMOUS, no SCRAM.
+//! - TLS: its `listeners.ssl` port (TLS from the first byte, no `AMQP 2 1 0 0` header [AMQP 1.0 §5.2]) serves
+//!   the AMQP 1.0 plugin too. With a certificate from a CA made at test time (see [`RabbitMq::shared`]), our
+//!   rustls client trusting that CA connects, authenticates with PLAIN inside TLS (no insecure-mechanism
+//!   switch needed) and sends and receives; without the CA it is refused by its own certificate check, and a
+//!   TLS client to the plain port fails its handshake. Erlang's TLS speaks TLS 1.3 here.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -174,6 +179,91 @@ async fn rabbitmq_sasl_wrong_password() {
         Some(&ErrorCondition::UnauthorizedAccess),
         "{err}"
     );
+}
+
+/// Our clients over TLS to RabbitMQ's TLS listener, trusting only its private CA. No
+/// `sasl_allow_insecure_mechs`: PLAIN is allowed because it travels inside TLS.
+fn tls_clients(rabbit: &RabbitMq) -> Clients {
+    Clients {
+        connection: ConnectionOptions {
+            tls: Some(rabbit.client_tls()),
+            ..ConnectionOptions::default()
+        },
+        timeout: TIMEOUT,
+    }
+}
+
+#[actix_rt::test]
+async fn rabbitmq_over_tls_with_plain() {
+    let rabbit = RabbitMq::shared();
+    let c = container();
+    let tls = tls_clients(rabbit);
+    let url = rabbit.tls_url(GUEST, &queue("tls"));
+    let sent = vec![Message::with_body("over TLS"), Message::with_body(2i64)];
+    assert_eq!(
+        tls.send_all(&c, &url, SenderOptions::default(), sent.clone())
+            .await,
+        vec![Outcome::Accepted; 2]
+    );
+    let got = tls.receive(&c, &url, 2, 2).await;
+    let bodies: Vec<_> = got.iter().map(|m| m.body_value().cloned()).collect();
+    assert_eq!(
+        bodies,
+        sent.iter()
+            .map(|m| m.body_value().cloned())
+            .collect::<Vec<_>>()
+    );
+    // SASL runs inside TLS: a wrong password is still refused by RabbitMQ.
+    let wrong = rabbit.tls_url(Some(("guest", "wrong")), &queue("tls"));
+    let err = client::within(
+        TIMEOUT,
+        "our sender is refused",
+        c.open_sender_with(&wrong, tls.connection.clone(), SenderOptions::default()),
+    )
+    .await
+    .expect_err("a wrong password is refused");
+    assert_eq!(
+        err.condition(),
+        Some(&ErrorCondition::UnauthorizedAccess),
+        "{err}"
+    );
+}
+
+#[actix_rt::test]
+async fn rabbitmq_over_tls_refused_without_the_private_ca() {
+    let rabbit = RabbitMq::shared();
+    let c = container();
+    // The default TLS config trusts the operating system's roots only, which do not include the test CA:
+    // refused by our certificate check, before any AMQP byte.
+    let url = rabbit.tls_url(GUEST, &queue("tls-untrusted"));
+    let err = client::within(
+        TIMEOUT,
+        "our sender is refused",
+        c.open_sender_with(&url, ConnectionOptions::default(), SenderOptions::default()),
+    )
+    .await
+    .expect_err("an untrusted certificate is refused");
+    eprintln!("without the private CA: {err}");
+    assert!(
+        err.to_string()
+            .contains("the peer's certificate was refused: it is not issued by a trusted CA"),
+        "{err}"
+    );
+    // A TLS client to the plain AMQP port: the handshake fails, nothing is sent in clear.
+    let plain_port = format!("amqps://127.0.0.1:{}/{}", rabbit.port, queue("tls-plain"));
+    let err = client::within(
+        TIMEOUT,
+        "our sender is refused",
+        c.open_sender_with(
+            &plain_port,
+            tls_clients(rabbit).connection,
+            SenderOptions::default(),
+        ),
+    )
+    .await
+    .expect_err("the plain port does not speak TLS");
+    eprintln!("TLS to the plain port: {err}");
+    assert!(err.to_string().contains("TLS handshake failed"), "{err}");
 }
 
 #[actix_rt::test]

@@ -15,6 +15,10 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nucleon::TlsClientConfig;
+
+use crate::certs::{ServerCert, TestCa};
+
 pub mod proton;
 pub mod rhea;
 
@@ -140,11 +144,17 @@ impl Drop for PeerProcess {
     }
 }
 
-/// A private RabbitMQ 3.10 with the AMQP 1.0 plugin (`scripts/interop/rabbitmq.sh`), one per test binary.
+/// A private RabbitMQ 3.10 with the AMQP 1.0 plugin (`scripts/interop/rabbitmq.sh`), one per test binary. It
+/// serves plain AMQP on [`RabbitMq::port`] and AMQP over TLS on [`RabbitMq::tls_port`], with a server
+/// certificate for `localhost` and `127.0.0.1` from a CA made when it starts ([`TestCa`]).
 #[derive(Debug)]
 pub struct RabbitMq {
     /// Its AMQP port on 127.0.0.1.
     pub port: u16,
+    /// Its AMQP-over-TLS port on 127.0.0.1 (TLS from the first byte, as on 5671 [AMQP 1.0 §5.2]).
+    pub tls_port: u16,
+    /// The private CA that signed its TLS certificate (a PEM file in its scratch folder).
+    pub ca_file: PathBuf,
     _process: Mutex<PeerProcess>,
 }
 
@@ -154,17 +164,28 @@ impl RabbitMq {
         static PEER: OnceLock<Result<RabbitMq, String>> = OnceLock::new();
         let peer = PEER.get_or_init(|| {
             let script = workspace_root().join("scripts/interop/rabbitmq.sh");
-            let port = free_port();
+            let dir = scratch_dir("rabbitmq");
+            // RabbitMQ reads its certificates when it starts: make them now. The script copies them into
+            // its folder, so this CA's own temporary folder can go when `ca` is dropped.
+            let ca = TestCa::new("rabbitmq");
+            let server = ca.server(ServerCert::Loopback);
+            let (port, tls_port) = (free_port(), free_port());
             let mut command = Command::new(script);
             command
-                .arg(scratch_dir("rabbitmq"))
+                .arg(&dir)
                 .arg(port.to_string())
                 .arg(free_port().to_string())
-                .arg(free_port().to_string());
+                .arg(free_port().to_string())
+                .arg(tls_port.to_string())
+                .arg(ca.ca_file())
+                .arg(&server.cert)
+                .arg(&server.key);
             let (process, _) =
                 PeerProcess::start("RabbitMQ", command, "ready", Duration::from_secs(120))?;
             Ok(RabbitMq {
                 port,
+                tls_port,
+                ca_file: dir.join("tls").join("ca.pem"),
                 _process: Mutex::new(process),
             })
         });
@@ -178,9 +199,27 @@ impl RabbitMq {
 
     /// An AMQP URL to `address` on this broker as `guest` (`user:password@` left out when `user` is `None`).
     pub fn url(&self, user: Option<(&str, &str)>, address: &str) -> String {
+        Self::url_on("amqp", self.port, user, address)
+    }
+
+    /// An `amqps://` URL to `address` on the TLS listener, by the address the certificate names.
+    pub fn tls_url(&self, user: Option<(&str, &str)>, address: &str) -> String {
+        Self::url_on("amqps", self.tls_port, user, address)
+    }
+
+    /// A client TLS config that trusts only the CA of this broker's certificate.
+    pub fn client_tls(&self) -> TlsClientConfig {
+        TlsClientConfig::builder()
+            .without_system_roots()
+            .ca_file(&self.ca_file)
+            .build()
+            .expect("a client TLS config")
+    }
+
+    fn url_on(scheme: &str, port: u16, user: Option<(&str, &str)>, address: &str) -> String {
         match user {
-            Some((u, p)) => format!("amqp://{u}:{p}@127.0.0.1:{}/{address}", self.port),
-            None => format!("amqp://127.0.0.1:{}/{address}", self.port),
+            Some((u, p)) => format!("{scheme}://{u}:{p}@127.0.0.1:{port}/{address}"),
+            None => format!("{scheme}://127.0.0.1:{port}/{address}"),
         }
     }
 }
