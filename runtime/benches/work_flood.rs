@@ -124,6 +124,17 @@ fn round() -> (usize, [(usize, usize); 4]) {
             for f in flooders {
                 f.join().expect("a flooding thread");
             }
+            // What the flood left queued runs before the next measurement starts: an item added now
+            // runs after all of it.
+            let (drained_tx, drained_rx) = mpsc::channel();
+            conn.work_queue()
+                .add(move |_, _| {
+                    let _ = drained_tx.send(());
+                })
+                .expect("the connection is open");
+            drained_rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the flood's backlog drains");
             (count, work)
         };
         let alone = count_for_a_second();

@@ -464,6 +464,14 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     /// fires, a connect completes, a wake or a shutdown is handled.
     pending: Pending<H>,
     work_waker: Option<Waker>,
+    /// When the socket last gave input. While it keeps doing so, `WorkRunner` runs at most `WORK_BATCH`
+    /// items per `IO_ACTIVE` (work also runs before each read), so a flood of work cannot take the worker
+    /// from the I/O: the bounded queue stays full and the flooding threads wait.
+    last_input: Option<Instant>,
+    /// The runner's budget: when its current window started, and the items it ran in it.
+    work_window: (Instant, usize),
+    /// Wakes the runner at the end of a window whose budget it used up.
+    work_timer: Option<SpawnHandle>,
     /// A wake arrived after the transport closed: delivered once the connection starts reconnecting.
     wake_owed: bool,
     /// Work from `WorkQueue::schedule` waiting for its time, by arrival, with its timer. What is left at
@@ -533,6 +541,9 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 finished: false,
                 pending: p,
                 work_waker: None,
+                last_input: None,
+                work_window: (Instant::now(), 0),
+                work_timer: None,
                 wake_owed: false,
                 scheduled: BTreeMap::new(),
                 next_scheduled: 0,
@@ -777,12 +788,12 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         }
     }
 
-    /// Runs up to `limit` queued work items, then handles what they produced.
-    fn run_work(&mut self, limit: usize, ctx: &mut Context<Self>) {
+    /// Runs up to `limit` queued work items, then handles what they produced. Returns how many ran.
+    fn run_work(&mut self, limit: usize, ctx: &mut Context<Self>) -> usize {
         // What is queued now, and no more: items added meanwhile wait for the next turn.
         let n = limit.min(self.pending.items.len());
         if n == 0 {
-            return;
+            return 0;
         }
         let mut places = 0;
         let pending = self.pending.clone();
@@ -792,6 +803,11 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         }
         self.shared.room.add_permits(places);
         self.pump(ctx);
+        n
+    }
+
+    fn io_active(&self) -> bool {
+        self.last_input.is_some_and(|t| t.elapsed() < IO_ACTIVE)
     }
 
     fn has_pending_work(&self) -> bool {
@@ -999,6 +1015,7 @@ fn read_pass<H: MessagingHandler>(
                     return Poll::Ready(());
                 }
                 // Work queued before these bytes were read runs before the events they cause.
+                act.last_input = Some(Instant::now());
                 act.run_work(usize::MAX, ctx);
                 act.core
                     .engine
@@ -1133,6 +1150,9 @@ struct WorkRunner;
 /// Work items run per batch.
 const WORK_BATCH: usize = 64;
 
+/// A socket that gave input this recently is busy; the runner's budget window (see `last_input`).
+const IO_ACTIVE: Duration = Duration::from_millis(1);
+
 impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for WorkRunner {
     type Output = ();
 
@@ -1142,7 +1162,27 @@ impl<H: MessagingHandler> ActorFuture<ConnectionActor<H>> for WorkRunner {
         ctx: &mut Context<ConnectionActor<H>>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
-        act.run_work(WORK_BATCH, ctx);
+        let now = Instant::now();
+        if now.duration_since(act.work_window.0) >= IO_ACTIVE {
+            act.work_window = (now, 0);
+        }
+        let (start, used) = act.work_window;
+        if used >= WORK_BATCH && act.io_active() {
+            // This window's budget is spent while the socket is busy: the rest waits for the next
+            // window (or runs before the next read, as all queued work does).
+            let rest = IO_ACTIVE.saturating_sub(now.duration_since(start));
+            act.work_waker = Some(task.waker().clone());
+            if act.work_timer.is_none() {
+                act.work_timer = Some(ctx.run_later(rest, |act, _| {
+                    act.work_timer = None;
+                    if let Some(w) = act.work_waker.take() {
+                        w.wake();
+                    }
+                }));
+            }
+            return Poll::Pending;
+        }
+        act.work_window.1 += act.run_work(WORK_BATCH, ctx);
         if !act.has_pending_work() {
             act.work_waker = Some(task.waker().clone());
         } else {
