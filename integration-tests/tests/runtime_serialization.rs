@@ -288,6 +288,7 @@ fn callbacks_of_one_connection_never_overlap() {
         let foreign: Vec<_> = (0..FOREIGN_THREADS)
             .map(|t| {
                 let (conns, start, flowing) = (conns.clone(), start.clone(), flowing.clone());
+                let stats = st.clone();
                 thread::spawn(move || {
                     let deadline = Instant::now() + LIMIT;
                     start.wait();
@@ -300,9 +301,14 @@ fn callbacks_of_one_connection_never_overlap() {
                             wakes += 1;
                         } else {
                             let send = i % 4 == 1;
-                            c.work_queue()
-                                .add(move |h: &mut Client, c| h.work(c, send))
-                                .expect("work is queued on an open connection");
+                            if let Err(e) =
+                                c.work_queue().add(move |h: &mut Client, c| h.work(c, send))
+                            {
+                                let errors = stats.errors.lock().unwrap().clone();
+                                panic!(
+                                    "work refused by a connection still in use: {e}; {errors:?}"
+                                );
+                            }
                             added += 1;
                         }
                         i += 1;

@@ -29,10 +29,19 @@
 //!   of a topic always get the normal credit window. Each subscription gets one producer's messages in the
 //!   order they were published.
 //!
+//! * Authorization ([`BrokerOptions::authorization`], [`Authorization`]): each user (SASL's, `anonymous` for
+//!   ANONYMOUS or a client that skipped SASL) is granted send, consume, browse and create on address
+//!   patterns. A link the user may not attach is refused [AMQP 1.0 §2.6.3] (a null terminus, then a detach)
+//!   with `amqp:unauthorized-access`, or `amqp:not-found` where nothing exists and the user may not create
+//!   it; each anonymous-relay message is checked against its `to` and rejected the same way. Without it the
+//!   broker is open (development). A temporary queue belongs to the connection whose dynamic source made
+//!   it: only that connection consumes or browses it, open or not.
+//!
 //! Threading follows Proton's rules: each connection's [`BrokerHandler`] touches only its own connection.
 //! Queues are shared behind a mutex; a message for a consumer on another connection is assigned to it under
 //! the queue's lock, and that connection is woken to send it from its own `on_connection_wake`.
 
+mod authz;
 mod queue;
 
 use std::collections::HashMap;
@@ -43,10 +52,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::frame::{
-    DeliveryState, Error as AmqpError, ErrorCondition, Role, SenderSettleMode,
+    DeliveryState, Error as AmqpError, ErrorCondition, Role, SenderSettleMode, Source,
 };
 use nucleon_protocol::Message;
 
+pub use self::authz::{Authorization, Operation, Pattern, ANONYMOUS_USER, EVERY_USER};
 use self::queue::{ConsumerKey, Entry, Queue};
 use crate::container::{ContainerHandle, ListenOptions, Listener};
 use crate::error::Error;
@@ -76,6 +86,10 @@ pub struct BrokerOptions {
     /// a topic). Each consumer of a topic gets every message published after it attached; a message
     /// published with no consumer attached is accepted and dropped.
     pub topic_prefixes: Vec<String>,
+    /// Who may send, consume, browse and create where (default `None`: open, everyone may do everything,
+    /// for development). Temporary queues (dynamic sources) are always their connection's own: only it may
+    /// consume or browse them.
+    pub authorization: Option<Authorization>,
 }
 
 /// The broker's shared state: its queues by address. `Send + Sync + Clone`; each accepted connection gets
@@ -93,6 +107,8 @@ struct Inner {
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     next_connection: AtomicU64,
     next_dynamic: AtomicU64,
+    /// The connection each temporary queue belongs to, by address.
+    owners: Mutex<HashMap<String, u64>>,
     rejected: AtomicU64,
     dropped_without_subscribers: AtomicU64,
 }
@@ -169,6 +185,7 @@ impl Broker {
                 topics: Mutex::new(HashMap::new()),
                 next_connection: AtomicU64::new(1),
                 next_dynamic: AtomicU64::new(1),
+                owners: Mutex::new(HashMap::new()),
                 rejected: AtomicU64::new(0),
                 dropped_without_subscribers: AtomicU64::new(0),
             }),
@@ -302,8 +319,8 @@ impl Broker {
         q
     }
 
-    /// A new temporary queue with a unique address, for a dynamic source.
-    fn temporary_queue(&self) -> Arc<Queue> {
+    /// A new temporary queue with a unique address, for a dynamic source of connection `owner`.
+    fn temporary_queue(&self, owner: u64) -> Arc<Queue> {
         let n = self.inner.next_dynamic.fetch_add(1, Ordering::Relaxed);
         let address = format!("dynamic-{}-{n}", uuid::Uuid::new_v4().simple());
         log::info!("temporary queue {address} created");
@@ -312,8 +329,18 @@ impl Broker {
             true,
             self.inner.options.max_queue_depth,
         ));
+        self.owners().insert(address.clone(), owner);
         self.queues().insert(address, q.clone());
         q
+    }
+
+    fn owners(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.inner.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a queue or topic exists at `address`.
+    fn exists(&self, address: &str) -> bool {
+        self.is_topic(address) || self.queues().contains_key(address)
     }
 
     /// Deletes a temporary queue (its messages go with it).
@@ -321,6 +348,7 @@ impl Broker {
         let mut queues = self.queues();
         if queues.get(&q.name).is_some_and(|x| std::ptr::eq(&**x, q)) {
             queues.remove(&q.name);
+            self.owners().remove(&q.name);
             log::info!(
                 "temporary queue {} deleted ({} messages dropped)",
                 q.name,
@@ -340,6 +368,7 @@ impl ListenHandler for Broker {
             broker: self.clone(),
             conn,
             peer,
+            user: ANONYMOUS_USER.to_owned(),
             consumers: HashMap::new(),
             producers: HashMap::new(),
         }
@@ -368,6 +397,8 @@ pub struct BrokerHandler {
     broker: Broker,
     conn: u64,
     peer: SocketAddr,
+    /// Who the client authenticated as ([`ANONYMOUS_USER`] for ANONYMOUS or no SASL), for authorization.
+    user: String,
     consumers: HashMap<SenderId, ConsumerLink>,
     /// Producer links and where their messages go (`None`: anonymous relay, routed by each message's `to`).
     producers: HashMap<ReceiverId, Option<Destination>>,
@@ -384,6 +415,51 @@ fn wake_self(core: &Core) {
 }
 
 impl BrokerHandler {
+    /// Whether this connection may attach a link that does `op` on `address` (or publish to it through
+    /// the anonymous relay): its user must be granted `op` there, and `create` too if nothing exists there
+    /// yet; a temporary queue is consumed or browsed by its own connection only. The error is the link's
+    /// (or the message's) [AMQP 1.0 §2.8.15]: `unauthorized-access`, or `not-found` for an address the user
+    /// may use but not create, so that it learns nothing it could not.
+    fn may(&self, op: Operation, address: &str) -> Result<(), AmqpError> {
+        let refused = |condition, what: String| {
+            log::info!(
+                "connection {} ({} from {}): {what}",
+                self.conn,
+                self.user,
+                self.peer
+            );
+            Err(AmqpError::new(condition, what))
+        };
+        if matches!(op, Operation::Consume | Operation::Browse) {
+            let owner = self.broker.owners().get(address).copied();
+            if owner.is_some_and(|o| o != self.conn) {
+                return refused(
+                    ErrorCondition::UnauthorizedAccess,
+                    format!("{address} is another connection's temporary queue"),
+                );
+            }
+        }
+        let Some(authz) = &self.broker.inner.options.authorization else {
+            return Ok(());
+        };
+        if !authz.permits(&self.user, op, address) {
+            return refused(
+                ErrorCondition::UnauthorizedAccess,
+                format!("user {} may not {op} on {address}", self.user),
+            );
+        }
+        if !self.broker.exists(address) && !authz.permits(&self.user, Operation::Create, address) {
+            return refused(
+                ErrorCondition::NotFound,
+                format!(
+                    "no queue or topic {address} (and user {} may not create one)",
+                    self.user
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn key(&self, link: SenderId) -> ConsumerKey {
         ConsumerKey {
             conn: self.conn,
@@ -458,6 +534,19 @@ impl BrokerHandler {
     }
 }
 
+/// What a consumer with this source does: browse (distribution mode `copy`) or consume.
+fn consumer_operation(source: &Source) -> Operation {
+    let copy = source
+        .distribution_mode
+        .as_ref()
+        .is_some_and(|m| m.as_str() == "copy");
+    if copy {
+        Operation::Browse
+    } else {
+        Operation::Consume
+    }
+}
+
 /// Sends a message pre-settled (at-most-once), forwarding its encoded bytes.
 fn send_settled(s: &mut Sender<'_>, m: &Message) -> Result<(), Error> {
     s.core.next_tag += 1;
@@ -470,19 +559,38 @@ impl MessagingHandler for BrokerHandler {
     fn on_link_attach_request(&mut self, reply: &mut AttachReply) {
         match reply.role {
             Role::Sender => {
-                if let Some(source) = reply.source.as_mut() {
-                    if source.dynamic {
-                        source.address = Some(self.broker.temporary_queue().name.clone());
-                    } else {
-                        self.broker
-                            .topic_terminus(source.address.as_deref(), &mut source.capabilities);
-                    }
+                let Some(source) = reply.source.as_mut() else {
+                    return;
+                };
+                if source.dynamic {
+                    source.address = Some(self.broker.temporary_queue(self.conn).name.clone());
+                    return;
+                }
+                let refused = source
+                    .address
+                    .as_deref()
+                    .is_some_and(|a| self.may(consumer_operation(source), a).is_err());
+                if refused {
+                    // A null source refuses the link [AMQP 1.0 §2.6.3]; `on_sender_open` detaches it
+                    // with the reason. Nothing is declared or made.
+                    reply.source = None;
+                } else {
+                    self.broker
+                        .topic_terminus(source.address.as_deref(), &mut source.capabilities);
                 }
             }
             Role::Receiver => {
                 let Some(target) = reply.target.as_mut() else {
                     return;
                 };
+                if let Some(a) = target.address.as_deref() {
+                    if self.may(Operation::Send, a).is_err() {
+                        // A null target refuses the link [AMQP 1.0 §2.6.3]; `on_receiver_open`
+                        // detaches it with the reason.
+                        reply.target = None;
+                        return;
+                    }
+                }
                 let topic = self
                     .broker
                     .topic_terminus(target.address.as_deref(), &mut target.capabilities);
@@ -496,7 +604,13 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_sender_open(&mut self, s: &mut Sender<'_>) {
-        let Some(address) = s.address().map(str::to_owned) else {
+        let remote = s.core.engine.remote_attach(s.link).ok().flatten();
+        let asked = remote
+            .and_then(|a| a.source.as_ref())
+            .and_then(|src| src.address.clone());
+        // Ours, unless the attach was refused (then the peer's, for the reason); a dynamic source's is
+        // the temporary queue's.
+        let Some(address) = s.address().map(str::to_owned).or(asked) else {
             log::info!(
                 "connection {}: consumer with no source address refused",
                 self.conn
@@ -514,8 +628,16 @@ impl MessagingHandler for BrokerHandler {
         let remote = s.core.engine.remote_attach(s.link).ok().flatten();
         let browse = remote
             .and_then(|a| a.source.as_ref())
-            .and_then(|src| src.distribution_mode.as_ref())
-            .is_some_and(|m| m.as_str() == "copy");
+            .is_some_and(|src| consumer_operation(src) == Operation::Browse);
+        let op = if browse {
+            Operation::Browse
+        } else {
+            Operation::Consume
+        };
+        if let Err(e) = self.may(op, &address) {
+            let _ = s.core.engine.detach(s.link, true, Some(e));
+            return;
+        }
         let presettled = s
             .core
             .engine
@@ -574,6 +696,10 @@ impl MessagingHandler for BrokerHandler {
             .flatten()
             .and_then(|a| a.target.as_ref())
             .and_then(|t| t.address.clone());
+        if let Some(Err(e)) = address.as_deref().map(|a| self.may(Operation::Send, a)) {
+            let _ = r.core.engine.detach(r.link, true, Some(e));
+            return;
+        }
         let destination = address.map(|a| self.broker.destination(&a));
         if let Some(Destination::Queue(q)) = &destination {
             q.add_producer(self.conn, waker(r.core));
@@ -595,7 +721,13 @@ impl MessagingHandler for BrokerHandler {
         let destination = match self.producers.get(&rid) {
             Some(Some(d)) => d.clone(),
             _ => match message.to() {
-                Some(to) => self.broker.destination(to),
+                Some(to) => {
+                    if let Err(e) = self.may(Operation::Send, to) {
+                        d.reject(Some(e));
+                        return;
+                    }
+                    self.broker.destination(to)
+                }
                 None => {
                     d.reject(Some(AmqpError::new(
                         ErrorCondition::NotFound,
@@ -681,6 +813,19 @@ impl MessagingHandler for BrokerHandler {
                 Self::top_up(&mut r, q);
             }
         }
+    }
+
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        // SASL is over by now: the user is known for every link to come.
+        if let Some(user) = c.user() {
+            self.user = user.to_owned();
+        }
+        log::info!(
+            "connection {} from {} opened as {}",
+            self.conn,
+            self.peer,
+            self.user
+        );
     }
 
     fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
