@@ -42,6 +42,10 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
         Event::LinkRemoteAttach(link) => {
             if !core.links.contains_key(&link) {
                 answer_attach(h, core, link);
+            } else if refused(core, link) {
+                // The peer refused our link [AMQP 1.0 §2.6.3]: not open; its detach, with the reason,
+                // follows as `on_*_error` and `on_*_close`.
+                return;
             }
             let Ok(config) = core.engine.link_config(link) else {
                 return;
@@ -171,6 +175,20 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
 
 /// Proton's default for a link the peer attached: attach in reply, mirroring its terms; a receiver gets the
 /// default credit window. The handler may change the reply first (`on_link_attach_request`).
+/// Whether the peer's attach answering ours has a null terminus where ours named one: a refusal.
+fn refused(core: &Core, link: nucleon_protocol::engine::LinkId) -> bool {
+    let (Ok(Some(remote)), Ok(ours)) = (
+        core.engine.remote_attach(link),
+        core.engine.link_config(link),
+    ) else {
+        return false;
+    };
+    match ours.role {
+        Role::Sender => remote.target.is_none(),
+        Role::Receiver => remote.source.is_none(),
+    }
+}
+
 fn answer_attach<H: MessagingHandler>(
     h: &mut H,
     core: &mut Core,

@@ -211,11 +211,6 @@ impl MessagingHandler for Facade {
     }
 
     fn on_sender_open(&mut self, s: &mut Sender<'_>) {
-        let attach = s.core.engine.remote_attach(s.link).ok().flatten();
-        if attach.is_some_and(|a| a.target.is_none()) {
-            // Refused [AMQP 1.0 §2.6.3]: the peer's detach follows with the reason, which the open gets.
-            return;
-        }
         if let Some(reply) = self.opened.take() {
             let _ = reply.send(Ok(()));
         }
@@ -223,11 +218,6 @@ impl MessagingHandler for Facade {
     }
 
     fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
-        let attach = r.core.engine.remote_attach(r.link).ok().flatten();
-        if attach.is_some_and(|a| a.source.is_none()) {
-            // Refused [AMQP 1.0 §2.6.3]: the peer's detach follows with the reason, which the open gets.
-            return;
-        }
         if let Some(reply) = self.opened.take() {
             let _ = reply.send(Ok(()));
         }

@@ -585,9 +585,10 @@ impl MessagingHandler for BrokerHandler {
                 };
                 if let Some(a) = target.address.as_deref() {
                     if self.may(Operation::Send, a).is_err() {
-                        // A null target refuses the link [AMQP 1.0 §2.6.3]; `on_receiver_open`
-                        // detaches it with the reason.
+                        // A null target refuses the link [AMQP 1.0 §2.6.3], with no credit;
+                        // `on_receiver_open` detaches it with the reason.
                         reply.target = None;
+                        reply.credit_window = 0;
                         return;
                     }
                 }
