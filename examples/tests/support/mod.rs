@@ -79,8 +79,14 @@ pub struct Running {
 impl Running {
     /// Starts `program` with `args`, stdout and stderr piped.
     pub fn spawn(program: &str, args: &[&str]) -> Running {
+        Running::spawn_with_env(program, args, &[])
+    }
+
+    /// [`Running::spawn`] with these environment variables set for the process.
+    pub fn spawn_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -221,6 +227,8 @@ impl Broker {
         args.extend_from_slice(extra);
         let mut process = Running::spawn(env!("CARGO_BIN_EXE_broker"), &args);
         let addr = process.wait_for_line("broker listening on ", READY_TIMEOUT);
+        // The line may go on after the address (an open broker says so).
+        let addr = addr.split_whitespace().next().unwrap_or_default();
         let port = addr
             .rsplit_once(':')
             .and_then(|(_, p)| p.trim().parse().ok())

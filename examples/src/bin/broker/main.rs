@@ -1,14 +1,15 @@
 //! `broker`: an at-least-once AMQP 1.0 broker, a thin command line over `nucleon::broker`.
 //!
 //! ```text
-//! broker [-a|--address HOST:PORT] [-t|--threads N] [--users FILE] [--user NAME:PASSWORD ...]
+//! broker [--config FILE] [-a|--address HOST:PORT] [-t|--threads N] [--users FILE] [--user NAME:PASSWORD ...]
 //!        [--allow-anonymous] [--allow-insecure-plain] [--max-queue-depth N] [--topic PREFIX ...]
 //!        [--tls-cert FILE --tls-key FILE [--require-tls] [--tls-ca FILE]] [--ws-listen HOST:PORT]
 //! broker --print-scram-credential NAME < password
 //! ```
 //!
 //! It listens on 127.0.0.1:5672 by default (port 0 picks a free port) and prints one line,
-//! `broker listening on HOST:PORT`, once it accepts connections. SIGINT or SIGTERM stop it: connections
+//! `broker listening on HOST:PORT`, once it accepts connections; with no `[permissions]` in a config file
+//! the line goes on to say that the broker is open. SIGINT or SIGTERM stop it: connections
 //! are closed and it exits 0. Exit status 1 when it cannot listen, 2 on a bad argument.
 //! `--users FILE` (lines `NAME:CREDENTIAL`, the credential as `--print-scram-credential NAME` prints it for the
 //! password on stdin: salted keys, never the password) and `--user NAME:PASSWORD` switch authentication from
@@ -25,6 +26,12 @@
 //! certificate's subject is the client's identity (SASL EXTERNAL). `--ws-listen` adds a listener for AMQP over
 //! WebSocket (subprotocol `amqp`; `wss` with the TLS flags), announced on a second line,
 //! `broker WebSocket listening on HOST:PORT`.
+//!
+//! `--config FILE` reads listeners, TLS, users (with a SCRAM credential, or a password from an environment
+//! variable or a file), per-user permissions and limits from a TOML file (see `examples/broker.toml`);
+//! flags given on the command line win over it.
+
+mod config;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -39,13 +46,18 @@ use nucleon::protocol::engine::{
 };
 use nucleon::{Container, ListenOptions, TlsServerConfig};
 
+use config::{Config, Secret};
+
 /// An at-least-once AMQP 1.0 broker.
 #[derive(Parser, Debug)]
-#[command(name = "broker")]
+#[command(name = "broker", after_help = CONFIG_HELP)]
 struct Args {
-    /// The address to listen on (port 0 picks a free port).
-    #[arg(short, long, default_value = "127.0.0.1:5672")]
-    address: String,
+    /// Read listeners, TLS, users, permissions and limits from this TOML file (flags win over it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address to listen on (port 0 picks a free port) [default: 127.0.0.1:5672].
+    #[arg(short, long)]
+    address: Option<String>,
     /// Worker threads (default: the available cores).
     #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
@@ -90,17 +102,37 @@ struct Args {
     ws_listen: Option<String>,
 }
 
-/// The listener's TLS, from the flags; the error is the line to print.
-fn tls_config(args: &Args) -> Result<Option<TlsServerConfig>, String> {
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        return Ok(None);
+/// What `--help` says about `--config`.
+const CONFIG_HELP: &str = "\
+The config file (TOML; every key optional, see examples/broker.toml):
+  [listen]       address, websocket (HOST:PORT), threads
+  [tls]          cert, key, client_ca, require
+  [auth]         users_file, allow_anonymous, allow_insecure_plain
+  [[user]]       name, and one of: credential (from --print-scram-credential), password_env, password_file
+  [permissions]  USER = { send = [PATTERN, ...], consume = [...], browse = [...], create = [...] }
+                 for each user, `anonymous`, or `*` (everyone); `*` in a pattern stands for any characters.
+                 Without [permissions] the broker is open: every client may send, consume and create anywhere.
+  [limits]       max_queue_depth, max_message_size, max_sessions_per_connection,
+                 max_links_per_connection, open_timeout_secs, idle_timeout_secs (default 60)
+  [topics]       prefixes";
+
+/// The idle time-out the broker keeps by default: a client that stops sending (a vanished host) is
+/// closed after it, and its unsettled messages go back to their queues.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The listener's TLS, from the flags or else the file; the error is the line to print.
+fn tls_config(args: &Args, file: Option<&config::Tls>) -> Result<Option<TlsServerConfig>, String> {
+    let (cert, key, ca, require) = match (&args.tls_cert, &args.tls_key, file) {
+        (Some(cert), Some(key), _) => (cert, key, args.tls_ca.as_ref(), args.require_tls),
+        (_, _, Some(t)) => (&t.cert, &t.key, t.client_ca.as_ref(), t.require),
+        _ => return Ok(None),
     };
-    let config = match &args.tls_ca {
+    let config = match ca {
         Some(ca) => TlsServerConfig::with_client_ca(cert, key, ca),
         None => TlsServerConfig::from_pem_files(cert, key),
     }
     .map_err(|e| e.to_string())?;
-    Ok(Some(config.require_tls(args.require_tls)))
+    Ok(Some(config.require_tls(require)))
 }
 
 /// A new SCRAM-SHA-256 credential for `password`, with a random salt.
@@ -139,10 +171,11 @@ fn print_credential(name: &str) -> ExitCode {
     }
 }
 
-/// The users of `--users FILE` and `--user`, as credentials; the error is the line to print.
-fn load_users(args: &Args) -> Result<Vec<(String, ScramCredential)>, String> {
+/// The users of `--users FILE` (or the file's `users_file`), the file's `[[user]]`s and `--user`, as
+/// credentials; the error is the line to print.
+fn load_users(args: &Args, file: &Config) -> Result<Vec<(String, ScramCredential)>, String> {
     let mut users = Vec::new();
-    if let Some(path) = &args.users {
+    if let Some(path) = args.users.as_ref().or(file.auth.users_file.as_ref()) {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--users {}: {e}", path.display()))?;
         for (n, line) in text.lines().enumerate() {
@@ -168,6 +201,18 @@ fn load_users(args: &Args) -> Result<Vec<(String, ScramCredential)>, String> {
             }
         }
     }
+    for user in &file.users {
+        let credential = match user.secret()? {
+            Secret::Credential(c) => c.parse::<ScramCredential>().map_err(|_| {
+                format!(
+                    "user {}: credential is not one --print-scram-credential prints",
+                    user.name
+                )
+            })?,
+            Secret::Password(p) => new_credential(&p)?,
+        };
+        users.push((user.name.clone(), credential));
+    }
     for (name, password) in &args.user {
         users.push((name.clone(), new_credential(password)?));
     }
@@ -187,14 +232,21 @@ fn main() -> ExitCode {
         return print_credential(name);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let users = match load_users(&args) {
+    let file = match args.config.as_deref().map(Config::load).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let users = match load_users(&args, &file) {
         Ok(users) => users,
         Err(e) => {
             eprintln!("broker: {e}");
             return ExitCode::from(2);
         }
     };
-    let tls = match tls_config(&args) {
+    let tls = match tls_config(&args, file.tls.as_ref()) {
         Ok(tls) => tls,
         Err(e) => {
             eprintln!("broker: {e}");
@@ -202,27 +254,43 @@ fn main() -> ExitCode {
         }
     };
     let mut builder = Container::builder().id("broker").auto_stop(false);
-    if let Some(n) = args.threads {
+    if let Some(n) = args.threads.or(file.listen.threads) {
         builder = builder.threads(usize::from(n));
     }
     let container = builder.build();
     let handle = container.handle();
+    let authorization = file
+        .authorization()
+        .expect("checked when the file was loaded");
+    let open = authorization.is_none();
+    let topic_prefixes = if args.topics.is_empty() {
+        file.topics.prefixes.clone()
+    } else {
+        args.topics.clone()
+    };
     let broker = Broker::new(BrokerOptions {
         max_queue_depth: args
             .max_queue_depth
+            .or(file.limits.max_queue_depth)
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        topic_prefixes: args.topics,
-        ..BrokerOptions::default()
+        topic_prefixes,
+        authorization,
     });
+    let allow_anonymous = args.allow_anonymous || file.auth.allow_anonymous;
+    let require_tls = if args.tls_cert.is_some() {
+        args.require_tls
+    } else {
+        file.tls.as_ref().is_some_and(|t| t.require)
+    };
     if tls.is_some() {
         log::info!(
             "TLS on the listener ({}{})",
-            if args.require_tls {
+            if require_tls {
                 "required"
             } else {
                 "plain clients too"
             },
-            if args.tls_ca.is_some() {
+            if args.tls_ca.is_some() || file.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
                 ", client certificates verified"
             } else {
                 ""
@@ -233,29 +301,44 @@ fn main() -> ExitCode {
         Arc::new(
             ScramAuthenticator::new(users)
                 .allow_plain(true)
-                .allow_anonymous(args.allow_anonymous),
+                .allow_anonymous(allow_anonymous),
         ) as Arc<dyn Authenticator>
     });
+    let limits = &file.limits;
     let options = ListenOptions {
         authenticator,
         tls,
-        allow_insecure_plain: args.allow_insecure_plain,
+        allow_insecure_plain: args.allow_insecure_plain || file.auth.allow_insecure_plain,
+        max_message_size: limits.max_message_size,
+        max_sessions: limits.max_sessions_per_connection,
+        max_links: limits.max_links_per_connection,
+        open_timeout: limits.open_timeout_secs.map(Duration::from_secs),
+        idle_timeout: Some(
+            limits
+                .idle_timeout_secs
+                .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
+        ),
         ..ListenOptions::default()
     };
     let ws_options = ListenOptions {
         websocket: true,
         ..options.clone()
     };
-    let listener = match broker.listen(&handle, &args.address, options) {
+    let address = args
+        .address
+        .clone()
+        .or(file.listen.address.clone())
+        .unwrap_or_else(|| "127.0.0.1:5672".to_owned());
+    let listener = match broker.listen(&handle, &address, options) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("broker: cannot listen on {}: {e}", args.address);
+            eprintln!("broker: cannot listen on {address}: {e}");
             return ExitCode::from(1);
         }
     };
     let stopper = handle.clone();
     let addr = listener.local_addr();
-    let ws_addr = match &args.ws_listen {
+    let ws_addr = match args.ws_listen.as_ref().or(file.listen.websocket.as_ref()) {
         Some(ws) => match broker.listen(&handle, ws, ws_options) {
             Ok(l) => Some(l.local_addr()),
             Err(e) => {
@@ -270,7 +353,15 @@ fn main() -> ExitCode {
     let scheduled = handle.schedule(Duration::ZERO, move || {
         watch_signals(stopper);
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "broker listening on {addr}");
+        if open {
+            let _ = writeln!(
+                out,
+                "broker listening on {addr} (open: no [permissions] configured, every client may \
+                 send, consume and create anywhere)"
+            );
+        } else {
+            let _ = writeln!(out, "broker listening on {addr}");
+        }
         if let Some(ws) = ws_addr {
             let _ = writeln!(out, "broker WebSocket listening on {ws}");
         }
