@@ -213,6 +213,13 @@ impl Broker {
         self.queues().get(address).map(|q| q.depth())
     }
 
+    /// The messages waiting in all named queues, and how many queues there are (for the count a stopping
+    /// broker logs).
+    pub fn queued(&self) -> (usize, usize) {
+        let queues = self.queues();
+        (queues.values().map(|q| q.depth()).sum(), queues.len())
+    }
+
     /// How many messages consumers rejected (and the broker therefore dropped).
     pub fn rejected(&self) -> u64 {
         self.inner.rejected.load(Ordering::Relaxed)

@@ -44,6 +44,7 @@ use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::{
     Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
 };
+use nucleon::protocol::frame::{Error as AmqpError, ErrorCondition};
 use nucleon::{Container, ListenOptions, TlsServerConfig};
 
 use config::{Config, Secret};
@@ -371,7 +372,10 @@ fn main() -> ExitCode {
         eprintln!("broker: {e}");
         return ExitCode::from(1);
     }
-    match container.run() {
+    let run = container.run();
+    let (queued, queues) = broker.queued();
+    log::info!("stopped: {queued} messages still queued in {queues} queues");
+    match run {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("broker: {e}");
@@ -380,7 +384,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Stops the container on SIGINT or (on Unix) SIGTERM.
+/// What clients are told when a signal stops the broker [AMQP 1.0 §2.8.16].
+fn shutting_down() -> AmqpError {
+    AmqpError::new(
+        ErrorCondition::ConnectionForced,
+        "the broker is shutting down",
+    )
+}
+
+/// Stops the container on SIGINT or (on Unix) SIGTERM: every connection is closed with
+/// `amqp:connection:forced`; one that does not answer within the close time-out (5 s) is dropped.
 fn watch_signals(container: nucleon::ContainerHandle) {
     #[cfg(unix)]
     {
@@ -391,7 +404,7 @@ fn watch_signals(container: nucleon::ContainerHandle) {
                 actix_rt::spawn(async move {
                     if term.recv().await.is_some() {
                         log::info!("SIGTERM: stopping");
-                        stopper.stop();
+                        stopper.stop_with(Some(shutting_down()));
                     }
                 });
             }
@@ -401,7 +414,7 @@ fn watch_signals(container: nucleon::ContainerHandle) {
     actix_rt::spawn(async move {
         if actix_rt::signal::ctrl_c().await.is_ok() {
             log::info!("SIGINT: stopping");
-            container.stop();
+            container.stop_with(Some(shutting_down()));
         }
     });
 }
