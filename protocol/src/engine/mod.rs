@@ -531,7 +531,11 @@ impl Connection {
     /// or `Err` if it refuses anonymous clients (a skipping client is anonymous: it presented nothing).
     /// `None` without SASL, or after it.
     fn skipping_user(&self) -> Option<Result<String, ()>> {
-        let server = self.config.sasl_server.as_ref().filter(|_| !self.sasl.done())?;
+        let server = self
+            .config
+            .sasl_server
+            .as_ref()
+            .filter(|_| !self.sasl.done())?;
         let anonymous = SaslCredentials::Anonymous { trace: None };
         Some(match server.authenticator.authenticate(&anonymous, None) {
             SaslVerdict::Accept(user) => Ok(user),

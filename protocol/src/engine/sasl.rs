@@ -330,7 +330,12 @@ impl Connection {
             .and_then(|s| s.authenticator.scram_credential(hash, first.username()))
             .filter(|c| c.hash() == hash);
         let Some(credential) = credential else {
-            return self.sasl_refuse(&mechanism, user, SaslCode::Auth, "no credential for the user");
+            return self.sasl_refuse(
+                &mechanism,
+                user,
+                SaslCode::Auth,
+                "no credential for the user",
+            );
         };
         match ScramServer::start(first, credential) {
             Ok((scram, server_first)) => {
