@@ -28,6 +28,7 @@ use crate::dispatch;
 use crate::error::Error;
 use crate::guard;
 use crate::handler::MessagingHandler;
+use crate::listener::Slot;
 use crate::options::ReconnectOptions;
 use crate::signal::Signal;
 use crate::tls::TlsServerConfig;
@@ -430,6 +431,8 @@ pub(crate) enum Origin {
         websocket: bool,
         /// SASL PLAIN may be offered on a plain transport (`ListenOptions::allow_insecure_plain`).
         insecure_plain: bool,
+        /// Its place in the listener's limits.
+        slot: Slot,
     },
     /// The application gave the stream (client or server, as the engine's configuration says); for a
     /// server, whether PLAIN may be offered on it (the stream counts as unencrypted).
@@ -478,6 +481,9 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     /// `Finish` runs then: `schedule` said Ok, so the closure is never dropped.
     scheduled: BTreeMap<u64, (SpawnHandle, WorkFn<H>)>,
     next_scheduled: u64,
+    /// A listener's connection: its place in the listener's limits (given back when the actor is
+    /// dropped), and where its login is logged and failures counted.
+    slot: Option<Slot>,
 }
 
 impl<H: MessagingHandler> ConnectionActor<H> {
@@ -547,6 +553,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 wake_owed: false,
                 scheduled: BTreeMap::new(),
                 next_scheduled: 0,
+                slot: None,
             };
             Context::with_receiver(rx).run(actor);
         };
@@ -591,6 +598,24 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                     {
                         if let Some(r) = self.reconnect.as_mut() {
                             r.refused = true;
+                        }
+                    }
+                    Event::Authenticated { mechanism, user } => {
+                        if let Some(slot) = &self.slot {
+                            slot.logged_in(Some(mechanism.as_str()), user.as_deref());
+                        }
+                    }
+                    Event::SaslSkipped { user } => {
+                        if let Some(slot) = &self.slot {
+                            slot.logged_in(None, Some(user));
+                        }
+                    }
+                    Event::AuthenticationFailed { mechanism, user } => {
+                        if let Some(slot) = &self.slot {
+                            slot.login_failed(
+                                mechanism.as_ref().map(|m| m.as_str()),
+                                user.as_deref(),
+                            );
                         }
                     }
                     Event::ConnectionRemoteOpen(_) => {
@@ -846,18 +871,22 @@ impl<H: MessagingHandler> Actor for ConnectionActor<H> {
                 tls,
                 websocket,
                 insecure_plain,
-            }) => match TcpStream::from_std(stream) {
-                Ok(s) if tls.is_none() && !websocket => {
-                    let _ = s.set_nodelay(true);
-                    self.secure_transport(false, insecure_plain, None);
-                    self.attach_stream(Box::new(s), ctx);
+                slot,
+            }) => {
+                self.slot = Some(slot);
+                match TcpStream::from_std(stream) {
+                    Ok(s) if tls.is_none() && !websocket => {
+                        let _ = s.set_nodelay(true);
+                        self.secure_transport(false, insecure_plain, None);
+                        self.attach_stream(Box::new(s), ctx);
+                    }
+                    Ok(s) => self.accept_async(s, tls, websocket, insecure_plain, ctx),
+                    Err(e) => {
+                        self.core.engine.handle_disconnected(e.to_string());
+                        self.pump(ctx);
+                    }
                 }
-                Ok(s) => self.accept_async(s, tls, websocket, insecure_plain, ctx),
-                Err(e) => {
-                    self.core.engine.handle_disconnected(e.to_string());
-                    self.pump(ctx);
-                }
-            },
+            }
             Some(Origin::Client { targets, reconnect }) => {
                 let Some(first) = targets.first().cloned() else {
                     return;

@@ -26,7 +26,8 @@ use crate::error::Error;
 use crate::gate::Gate;
 use crate::guard;
 use crate::handler::{ListenHandler, MessagingHandler};
-use crate::options::ConnectionOptions;
+use crate::listener::{self, AcceptBackoff, Admission, Slot};
+use crate::options::{ConnectionOptions, LoginThrottle, TcpKeepalive};
 use crate::tls::{TlsClientConfig, TlsServerConfig};
 use crate::transport::{Target, Transport};
 use crate::url::Address;
@@ -361,6 +362,7 @@ impl ContainerHandle {
             tls,
             tls_header: options.tls_protocol_header,
             websocket: address.websocket.clone(),
+            keepalive: options.tcp_keepalive,
         })
     }
 
@@ -439,6 +441,19 @@ impl ContainerHandle {
         let std = StdListener::bind(addr)?;
         std.set_nonblocking(true)?;
         let local = std.local_addr()?;
+        if options.max_connections == usize::MAX
+            || options.max_connections_per_address == usize::MAX
+        {
+            log::warn!(
+                "listener {local}: no limit on its connections (total {}, per address {})",
+                options.max_connections,
+                options.max_connections_per_address
+            );
+        }
+        if options.login_throttle.is_none() {
+            log::warn!("listener {local}: failed logins are not throttled");
+        }
+        let admission = Admission::new(local, &options);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(Notify::new());
         let listener = Listener {
@@ -452,21 +467,37 @@ impl ContainerHandle {
             let listener = match tokio::net::TcpListener::from_std(std) {
                 Ok(l) => l,
                 Err(e) => {
+                    log::error!("listener {local}: cannot accept: {e}");
                     let _ = guard::run("ListenHandler::on_error", || handler.on_error(&e.into()));
                     container.inner.supervisor.do_send(ListenerDown(id));
                     return;
                 }
             };
             let _ = guard::run("ListenHandler::on_open", || handler.on_open(local));
+            let mut backoff = AcceptBackoff::default();
             loop {
-                tokio::select! {
+                let pause = tokio::select! {
                     _ = notified.notified() => break,
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => container.accept(stream, peer, &options, handler.clone()),
+                        Ok((stream, peer)) => {
+                            backoff.succeeded();
+                            // Over a limit the socket is closed at once, before a byte is read: see
+                            // `ListenOptions::max_connections`.
+                            if let Some(slot) = admission.admit(peer) {
+                                container.accept(stream, slot, &options, handler.clone());
+                            }
+                            continue;
+                        }
                         Err(e) => {
+                            let pause = backoff.failed(local, &e);
                             let _ = guard::run("ListenHandler::on_error", || handler.on_error(&e.into()));
+                            pause
                         }
                     },
+                };
+                tokio::select! {
+                    _ = notified.notified() => break,
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
             let _ = guard::run("ListenHandler::on_close", || handler.on_close());
@@ -479,10 +510,14 @@ impl ContainerHandle {
     fn accept<L: ListenHandler>(
         &self,
         stream: tokio::net::TcpStream,
-        peer: SocketAddr,
+        slot: Slot,
         options: &ListenOptions,
         handler: Arc<L>,
     ) {
+        let peer = slot.peer();
+        if let Err(e) = listener::set_keepalive(&stream, options.tcp_keepalive) {
+            log::warn!("connection from {peer}: setting TCP keepalive failed: {e}");
+        }
         let Ok(std) = stream.into_std() else {
             return;
         };
@@ -495,6 +530,7 @@ impl ContainerHandle {
                 tls: options.tls.clone(),
                 websocket: options.websocket,
                 insecure_plain: options.allow_insecure_plain,
+                slot,
             },
             self.clone(),
             move |_| handler.on_accept(peer),
@@ -528,7 +564,7 @@ impl ContainerHandle {
                 .authenticator
                 .clone()
                 .unwrap_or_else(|| Arc::new(PlainAuthenticator::anonymous())),
-            allow_skip: options.allow_skip_sasl || options.authenticator.is_none(),
+            allow_skip: options.allow_skip_sasl,
         });
         config
     }
@@ -569,12 +605,14 @@ impl ContainerHandle {
 }
 
 /// Server-side options for a listener.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ListenOptions {
     /// Who may connect (default: anyone, with SASL ANONYMOUS).
     pub authenticator: Option<Arc<dyn Authenticator>>,
-    /// Also accept clients that skip SASL and send the AMQP header directly. Always allowed when no
-    /// authenticator is set (everyone is anonymous then); otherwise off by default.
+    /// Accept clients that skip SASL and send the AMQP header directly [AMQP 1.0 §5.3.1] as anonymous,
+    /// if the authenticator admits anonymous clients; otherwise they are refused (`amqp:not-allowed`,
+    /// logged, and counted as a failed login). On by default, as Proton, RabbitMQ and Qpid Dispatch
+    /// accept such clients where anonymous access is allowed; off, every client must do SASL.
     pub allow_skip_sasl: bool,
     /// Close connections that are silent this long.
     pub idle_timeout: Option<Duration>,
@@ -601,6 +639,50 @@ pub struct ListenOptions {
     /// AMQP over WebSocket (the OASIS binding, subprotocol `amqp`): each connection starts with the
     /// WebSocket handshake, after TLS if `tls` is set (`wss`).
     pub websocket: bool,
+    /// The most connections this listener holds at once (default 10,000; `usize::MAX`: no limit, which is
+    /// logged). A connection over a limit is closed as soon as it is accepted, before a byte is read: an
+    /// AMQP `close` with `amqp:resource-limit-exceeded` [AMQP 1.0 §2.8.15] could only follow the client's
+    /// SASL exchange (nearly every client starts with SASL), which would spend on the refused client the
+    /// authenticator's work and the time the limit is there to bound. A client sees a lost transport, which
+    /// clients retry with backoff (a SASL refusal would stop them). Refusals are logged at most once per
+    /// 10 s, with a count.
+    pub max_connections: usize,
+    /// The most connections from one client address this listener holds at once (default 1,000;
+    /// `usize::MAX`: no limit, which is logged). Refused as over `max_connections`.
+    pub max_connections_per_address: usize,
+    /// Failed logins per client address before its connections are refused for a while (default: 10
+    /// within a minute refuse it for a minute; `None`: not throttled, which is logged). Every login is
+    /// logged: accepted at info, refused at warn, with the user, the client's address and the mechanism.
+    pub login_throttle: Option<LoginThrottle>,
+    /// TCP keepalive on accepted sockets (default: probes after 60 s idle).
+    pub tcp_keepalive: TcpKeepalive,
+}
+
+/// The limits' defaults: 10,000 connections are far more than one process serves well (each holds two
+/// 64 KiB buffers, about 1.3 GB in all, and a file descriptor), so a flood is stopped before it takes the
+/// host; 1,000 per address lets a busy host or a NAT serve many clients, while one host cannot take the
+/// whole listener.
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            authenticator: None,
+            allow_skip_sasl: true,
+            idle_timeout: None,
+            max_frame_size: None,
+            max_message_size: None,
+            max_sessions: None,
+            max_links: None,
+            open_timeout: None,
+            offered_capabilities: Vec::new(),
+            tls: None,
+            allow_insecure_plain: false,
+            websocket: false,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            login_throttle: Some(LoginThrottle::default()),
+            tcp_keepalive: TcpKeepalive::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ListenOptions {
@@ -610,6 +692,13 @@ impl std::fmt::Debug for ListenOptions {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_frame_size", &self.max_frame_size)
             .field("offered_capabilities", &self.offered_capabilities)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("login_throttle", &self.login_throttle)
+            .field("tcp_keepalive", &self.tcp_keepalive)
             .finish_non_exhaustive()
     }
 }

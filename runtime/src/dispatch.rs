@@ -16,6 +16,7 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
             .engine
             .handle_disconnected("the peer asked for TLS, which this listener does not offer"),
         Event::Authenticated { user, .. } => core.user = user,
+        Event::SaslSkipped { user } => core.user = Some(user),
         Event::ConnectionRemoteOpen(_) => {
             // Proton's default: a remotely opened connection is opened in reply.
             let _ = core.engine.open();

@@ -128,10 +128,10 @@ pub trait ListenHandler: Send + Sync + 'static {
     /// The listener is bound and accepting.
     fn on_open(&self, addr: SocketAddr) {}
 
-    /// Accepting failed; the listener goes on unless the error is fatal.
-    fn on_error(&self, error: &Error) {
-        log::warn!("listener error: {error}");
-    }
+    /// Accepting failed; the listener goes on unless the error is fatal. Called for each failure; the
+    /// listener itself logs them (at most one line a second, with a count) and pauses accepting after each
+    /// (100 ms, doubling to 1 s while they go on), so that running out of file descriptors does not spin.
+    fn on_error(&self, error: &Error) {}
 
     /// The listener stopped.
     fn on_close(&self) {}

@@ -23,6 +23,7 @@ mod facade;
 mod gate;
 mod guard;
 mod handler;
+mod listener;
 mod options;
 mod signal;
 mod sync;
@@ -40,7 +41,8 @@ pub use handler::{ListenHandler, MessagingHandler};
 pub use nucleon_protocol as protocol;
 pub use nucleon_protocol::{Body, Message, MessageBuilder, Value};
 pub use options::{
-    ConnectionOptions, DeliveryMode, ReceiverOptions, ReconnectOptions, SenderOptions,
+    ConnectionOptions, DeliveryMode, LoginThrottle, ReceiverOptions, ReconnectOptions,
+    SenderOptions, TcpKeepalive,
 };
 pub use tls::{TlsClientConfig, TlsClientConfigBuilder, TlsServerConfig};
 pub use transport::Transport;

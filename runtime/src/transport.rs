@@ -9,6 +9,8 @@ use nucleon_protocol::engine::ConnectionConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::listener;
+use crate::options::TcpKeepalive;
 use crate::tls::{self, TlsClientConfig, TlsServerConfig, TLS_HEADER};
 use crate::ws;
 
@@ -35,6 +37,7 @@ pub(crate) struct Target {
     pub(crate) tls_header: bool,
     /// AMQP over WebSocket: the URL of the handshake.
     pub(crate) websocket: Option<String>,
+    pub(crate) keepalive: TcpKeepalive,
 }
 
 /// Connects to `target`, with TLS if it says so. The error is the one line the application sees.
@@ -43,6 +46,12 @@ pub(crate) async fn dial(target: Target) -> Result<BoxedTransport, String> {
         .await
         .map_err(|e| format!("connect failed: {e}"))?;
     let _ = tcp.set_nodelay(true);
+    if let Err(e) = listener::set_keepalive(&tcp, target.keepalive) {
+        log::warn!(
+            "connection to {}: setting TCP keepalive failed: {e}",
+            target.host_port
+        );
+    }
     let stream: BoxedTransport = match target.tls {
         None => Box::new(tcp),
         Some((config, name)) => tls_client(tcp, config, name, target.tls_header).await?,

@@ -212,6 +212,19 @@ pub enum SaslCredentials {
     },
 }
 
+impl SaslCredentials {
+    /// The user these credentials name, for a log line: PLAIN's and SCRAM's user name, EXTERNAL's authzid.
+    pub fn into_user(self) -> Option<String> {
+        match self {
+            SaslCredentials::Anonymous { .. } => None,
+            SaslCredentials::Plain { username, .. } | SaslCredentials::Scram { username, .. } => {
+                Some(username)
+            }
+            SaslCredentials::External { authzid } => authzid,
+        }
+    }
+}
+
 /// The verdict of an [`Authenticator`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SaslVerdict {

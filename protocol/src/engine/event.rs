@@ -37,6 +37,20 @@ pub enum Event {
         /// The authenticated user (server side); `None` on a client.
         user: Option<String>,
     },
+    /// Server: the client skipped SASL and sent the AMQP header at once [AMQP 1.0 §5.3.1]. The server's
+    /// `allow_skip` let it in as `user`: who its authenticator accepts ANONYMOUS as.
+    SaslSkipped {
+        /// The user the client acts as.
+        user: String,
+    },
+    /// Server: the client's login was refused. `TransportError` follows: `amqp:unauthorized-access`, or
+    /// `amqp:not-allowed` for a client that skipped SASL where that is not allowed.
+    AuthenticationFailed {
+        /// The mechanism the client chose; `None` if it skipped SASL.
+        mechanism: Option<Symbol>,
+        /// The user the client named, if the mechanism names one (PLAIN, SCRAM, EXTERNAL).
+        user: Option<String>,
+    },
     /// The peer's `open` arrived. A server replies with `Connection::open` if it has not opened yet.
     ConnectionRemoteOpen(Box<Open>),
     /// The peer closed the connection.

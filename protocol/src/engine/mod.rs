@@ -508,9 +508,15 @@ impl Connection {
                 self.sasl_server_start();
             }
             ProtocolId::Amqp if self.preferred_header().id == ProtocolId::Amqp => {
+                match self.skipping_user() {
+                    Some(Ok(user)) => self.events.push_back(Event::SaslSkipped { user }),
+                    Some(Err(())) => return self.refuse_skip(h),
+                    None => {}
+                }
                 self.write_amqp_header();
                 self.phase = Phase::Amqp;
             }
+            ProtocolId::Amqp if self.config.sasl_server.is_some() => self.refuse_skip(h),
             _ => {
                 self.write_header(self.preferred_header());
                 self.fail_transport(Error::new(
@@ -519,6 +525,36 @@ impl Connection {
                 ));
             }
         }
+    }
+
+    /// For a server with SASL whose client skipped it: the user its authenticator accepts ANONYMOUS as,
+    /// or `Err` if it refuses anonymous clients (a skipping client is anonymous: it presented nothing).
+    /// `None` without SASL, or after it.
+    fn skipping_user(&self) -> Option<Result<String, ()>> {
+        let server = self
+            .config
+            .sasl_server
+            .as_ref()
+            .filter(|_| !self.sasl.done())?;
+        let anonymous = SaslCredentials::Anonymous { trace: None };
+        Some(match server.authenticator.authenticate(&anonymous, None) {
+            SaslVerdict::Accept(user) => Ok(user),
+            SaslVerdict::Reject(_) => Err(()),
+        })
+    }
+
+    /// Refuses a client that skipped SASL [AMQP 1.0 §5.3.1]: the SASL header back, as the spec's header
+    /// exchange says [AMQP 1.0 §2.2], then `amqp:not-allowed`.
+    fn refuse_skip(&mut self, h: ProtocolHeader) {
+        self.events.push_back(Event::AuthenticationFailed {
+            mechanism: None,
+            user: None,
+        });
+        self.write_header(ProtocolHeader::SASL);
+        self.fail_transport(Error::new(
+            ErrorCondition::NotAllowed,
+            format!("the client sent the {h} protocol header, skipping SASL, which this server requires"),
+        ));
     }
 
     /// The frame size the peer may send us now: 512 until its `open`, then our max-frame-size.

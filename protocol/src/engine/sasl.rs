@@ -276,6 +276,7 @@ impl Connection {
         if !self.offered_mechanisms().contains(&init.mechanism) {
             return self.sasl_refuse(
                 &init.mechanism,
+                None,
                 SaslCode::Auth,
                 "the mechanism was not offered",
             );
@@ -290,22 +291,24 @@ impl Connection {
                 Some(SaslCredentials::External { authzid })
                     if authzid.as_deref().is_none_or(|a| a == identity) =>
                 {
-                    SaslVerdict::Accept(identity)
+                    SaslVerdict::Accept(identity.clone())
                 }
                 _ => SaslVerdict::Reject(SaslCode::Auth),
             };
-            return self.sasl_server_verdict(init.mechanism, verdict, None);
+            return self.sasl_server_verdict(init.mechanism, Some(identity), verdict, None);
         }
         if let Some(hash) = ScramHash::from_mechanism(init.mechanism.as_str()) {
             return self.scram_server_init(hash, response, init.hostname);
         }
-        let verdict = match credentials(init.mechanism.as_str(), response) {
+        let creds = credentials(init.mechanism.as_str(), response);
+        let verdict = match &creds {
             Some(creds) => server
                 .authenticator
-                .authenticate(&creds, init.hostname.as_deref()),
+                .authenticate(creds, init.hostname.as_deref()),
             None => SaslVerdict::Reject(SaslCode::Auth),
         };
-        self.sasl_server_verdict(init.mechanism, verdict, None);
+        let user = creds.and_then(SaslCredentials::into_user);
+        self.sasl_server_verdict(init.mechanism, user, verdict, None);
     }
 
     fn scram_server_init(
@@ -317,8 +320,9 @@ impl Connection {
         let mechanism = hash.symbol();
         let first = match ClientFirst::parse(client_first) {
             Ok(first) => first,
-            Err(why) => return self.sasl_refuse(&mechanism, SaslCode::Auth, &why),
+            Err(why) => return self.sasl_refuse(&mechanism, None, SaslCode::Auth, &why),
         };
+        let user = Some(first.username().to_string());
         let credential = self
             .config
             .sasl_server
@@ -326,7 +330,12 @@ impl Connection {
             .and_then(|s| s.authenticator.scram_credential(hash, first.username()))
             .filter(|c| c.hash() == hash);
         let Some(credential) = credential else {
-            return self.sasl_refuse(&mechanism, SaslCode::Auth, "no credential for the user");
+            return self.sasl_refuse(
+                &mechanism,
+                user,
+                SaslCode::Auth,
+                "no credential for the user",
+            );
         };
         match ScramServer::start(first, credential) {
             Ok((scram, server_first)) => {
@@ -335,16 +344,17 @@ impl Connection {
                 }));
                 self.sasl = SaslState::ServerScram(Box::new(ServerScram { scram, hostname }));
             }
-            Err(why) => self.sasl_refuse(&mechanism, SaslCode::Sys, &why),
+            Err(why) => self.sasl_refuse(&mechanism, user, SaslCode::Sys, &why),
         }
     }
 
     fn scram_server_response(&mut self, state: &ServerScram, response: SaslResponse) {
         let scram = &state.scram;
         let mechanism = scram.hash().symbol();
+        let user = Some(scram.username().to_string());
         let server_final = match scram.handle_client_final(&response.response) {
             Ok(server_final) => server_final,
-            Err(why) => return self.sasl_refuse(&mechanism, SaslCode::Auth, &why),
+            Err(why) => return self.sasl_refuse(&mechanism, user, SaslCode::Auth, &why),
         };
         let credentials = SaslCredentials::Scram {
             hash: scram.hash(),
@@ -357,13 +367,15 @@ impl Connection {
                 .authenticate(&credentials, state.hostname.as_deref()),
             None => SaslVerdict::Reject(SaslCode::Auth),
         };
-        self.sasl_server_verdict(mechanism, verdict, Some(Bytes::from(server_final)));
+        self.sasl_server_verdict(mechanism, user, verdict, Some(Bytes::from(server_final)));
     }
 
-    /// Sends the outcome of `verdict`; on success `additional_data` goes with it.
+    /// Sends the outcome of `verdict` on the login of `user` (as the client named it); on success
+    /// `additional_data` goes with it.
     fn sasl_server_verdict(
         &mut self,
         mechanism: Symbol,
+        user: Option<String>,
         verdict: SaslVerdict,
         additional_data: Option<Bytes>,
     ) {
@@ -381,14 +393,18 @@ impl Connection {
                 });
             }
             SaslVerdict::Reject(code) => {
-                self.sasl_refuse(&mechanism, code, "the authenticator refused")
+                self.sasl_refuse(&mechanism, user, code, "the authenticator refused")
             }
         }
     }
 
     /// Sends a failed `sasl-outcome` and ends the transport with `amqp:unauthorized-access`. `why` stays local:
     /// the client learns only the code.
-    fn sasl_refuse(&mut self, mechanism: &Symbol, code: SaslCode, why: &str) {
+    fn sasl_refuse(&mut self, mechanism: &Symbol, user: Option<String>, code: SaslCode, why: &str) {
+        self.events.push_back(Event::AuthenticationFailed {
+            mechanism: Some(mechanism.clone()),
+            user,
+        });
         self.write_sasl_frame(SaslFrame::SaslOutcome(SaslOutcome {
             code,
             additional_data: None,

@@ -136,9 +136,18 @@ fn plain_with_a_wrong_password_fails_on_both_ends_before_any_amqp_frame() {
             transport_errors(events),
             vec![ErrorCondition::UnauthorizedAccess]
         );
-        assert_eq!(events.len(), 2, "{events:?}");
         assert_closed_once(events);
     }
+    assert_eq!(p.client_events.len(), 2, "{:?}", p.client_events);
+    // The server tells its user who failed, for its log and its throttle.
+    assert_eq!(
+        p.server_events[0],
+        Event::AuthenticationFailed {
+            mechanism: Some(Symbol::from_static("PLAIN")),
+            user: Some("user".into())
+        }
+    );
+    assert_eq!(p.server_events.len(), 3, "{:?}", p.server_events);
     assert_eq!(
         sasl_frames(&log, S2C).last(),
         Some(&SaslFrame::SaslOutcome(SaslOutcome {
@@ -300,10 +309,12 @@ fn allow_skip_admits_clients_with_and_without_sasl() {
     let mut skipping = pair_with(|_| {}, server);
     skipping.open();
     assert!(opened(&skipping.client_events) && opened(&skipping.server_events));
-    assert!(!has(&skipping.server_events, |e| matches!(
-        e,
-        Event::Authenticated { .. }
-    )));
+    assert_eq!(
+        skipping.server_events[0],
+        Event::SaslSkipped {
+            user: "anonymous".into()
+        }
+    );
     skipping.begin();
     let mut negotiating = pair_with(
         |c| c.sasl_client = Some(SaslClientConfig::default()),
@@ -315,6 +326,30 @@ fn allow_skip_admits_clients_with_and_without_sasl() {
         authenticated("ANONYMOUS", Some("anonymous"))
     );
     assert!(opened(&negotiating.client_events) && opened(&negotiating.server_events));
+}
+
+#[test]
+fn allow_skip_refuses_a_skipping_client_when_the_authenticator_refuses_anonymous() {
+    // As a broker with users and no anonymous access: skipping SASL must not get round the password.
+    let mut p = pair_with(
+        |_| {},
+        |s| s.sasl_server = server_sasl(PlainAuthenticator::new([("user", "secret")]), true),
+    );
+    p.client.open().unwrap();
+    p.drive();
+    assert_eq!(
+        p.server_events[0],
+        Event::AuthenticationFailed {
+            mechanism: None,
+            user: None
+        }
+    );
+    assert_eq!(
+        transport_errors(&p.server_events),
+        vec![ErrorCondition::NotAllowed]
+    );
+    assert!(!opened(&p.server_events));
+    assert_closed_once(&p.server_events);
 }
 
 /// Offers PLAIN only, but would admit anyone it is asked about.
