@@ -140,6 +140,14 @@ pub struct Limits {
     pub open_timeout_secs: Option<u64>,
     /// Seconds of silence after which a connection is closed (the broker advertises half of it).
     pub idle_timeout_secs: Option<u64>,
+    /// Connections at once, in total and from one client address.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
+    /// Failed logins from one address within `login_failure_window_secs` before that address is refused
+    /// for `login_lockout_secs`.
+    pub max_login_failures: Option<u32>,
+    pub login_failure_window_secs: Option<u64>,
+    pub login_lockout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -45,7 +45,7 @@ use nucleon::protocol::engine::{
     Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
 };
 use nucleon::protocol::frame::{Error as AmqpError, ErrorCondition};
-use nucleon::{Container, ListenOptions, TlsServerConfig};
+use nucleon::{Container, ListenOptions, LoginThrottle, TlsServerConfig};
 
 use config::{Config, Secret};
 
@@ -114,7 +114,10 @@ The config file (TOML; every key optional, see examples/broker.toml):
                  for each user, `anonymous`, or `*` (everyone); `*` in a pattern stands for any characters.
                  Without [permissions] the broker is open: every client may send, consume and create anywhere.
   [limits]       max_queue_depth, max_message_size, max_sessions_per_connection,
-                 max_links_per_connection, open_timeout_secs, idle_timeout_secs (default 60)
+                 max_links_per_connection, open_timeout_secs (default 10), idle_timeout_secs (default 60),
+                 max_connections (default 10000), max_connections_per_address (default 1000),
+                 max_login_failures, login_failure_window_secs, login_lockout_secs (default 10 in 60 s:
+                 the address is refused for 60 s)
   [topics]       prefixes";
 
 /// The idle time-out the broker keeps by default: a client that stops sending (a vanished host) is
@@ -306,6 +309,14 @@ fn main() -> ExitCode {
         ) as Arc<dyn Authenticator>
     });
     let limits = &file.limits;
+    let defaults = ListenOptions::default();
+    let throttle = defaults.login_throttle.map(|t| LoginThrottle {
+        max_failures: limits.max_login_failures.unwrap_or(t.max_failures),
+        window: limits
+            .login_failure_window_secs
+            .map_or(t.window, Duration::from_secs),
+        lockout: limits.login_lockout_secs.map_or(t.lockout, Duration::from_secs),
+    });
     let options = ListenOptions {
         authenticator,
         tls,
@@ -319,7 +330,12 @@ fn main() -> ExitCode {
                 .idle_timeout_secs
                 .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
         ),
-        ..ListenOptions::default()
+        max_connections: limits.max_connections.unwrap_or(defaults.max_connections),
+        max_connections_per_address: limits
+            .max_connections_per_address
+            .unwrap_or(defaults.max_connections_per_address),
+        login_throttle: throttle,
+        ..defaults
     };
     let ws_options = ListenOptions {
         websocket: true,
