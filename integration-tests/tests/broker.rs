@@ -683,6 +683,7 @@ fn topic_options(max_queue_depth: Option<usize>) -> BrokerOptions {
     BrokerOptions {
         max_queue_depth,
         topic_prefixes: vec!["chat/".into()],
+        ..BrokerOptions::default()
     }
 }
 

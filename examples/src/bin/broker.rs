@@ -212,6 +212,7 @@ fn main() -> ExitCode {
             .max_queue_depth
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         topic_prefixes: args.topics,
+        ..BrokerOptions::default()
     });
     if tls.is_some() {
         log::info!(
