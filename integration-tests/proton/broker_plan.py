@@ -24,12 +24,17 @@ def is_large(i, args):
 
 
 def planned(i, args):
-    """Message ``i`` of the plan, as sent."""
+    """Message ``i`` of the plan, as sent.  The broker honours expiry and priority, so the rich message gets a
+    ttl of an hour and an absolute-expiry-time in 2100 (its own would expire in the queue), and the large
+    ones its priority, 7 (with the default, 4, they would wait behind every rich message)."""
     if is_large(i, args):
         # inferred=True: a bytes body is a data section (not an amqp-value holding binary).
-        return Message(id=1000 + i, durable=True, inferred=True, body=interop.large_body(args.large),
-                       properties={"index": i})
-    return interop.message(i)
+        return Message(id=1000 + i, durable=True, priority=7, inferred=True,
+                       body=interop.large_body(args.large), properties={"index": i})
+    m = interop.message(i)
+    m.ttl = 3600.0
+    m.expiry_time = 4102444800.0
+    return m
 
 
 def expected(i, args):

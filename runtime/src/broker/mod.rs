@@ -6,19 +6,32 @@
 //!   [`Broker::listen`] offers the `ANONYMOUS-RELAY` capability in `open` (a plain `container.listen` with
 //!   the broker as handler relays too, but offers only what its [`ListenOptions`] say).
 //! * A message from an unsettled producer is accepted only once it is enqueued. Consumers with credit get
-//!   messages round robin. A message leaves the broker when its consumer accepts it; released, or modified
-//!   (with or without delivery-failed, which counts a delivery attempt in its header), it goes back to its
-//!   place at the head of the queue, and modified with undeliverable-here it is never sent to that consumer
-//!   again (it waits for another); rejected, it is dropped and counted ([`Broker::rejected`]). When a
-//!   consumer's link or connection is lost, its unsettled messages go back to the queue. Consumers whose link
-//!   is pre-settled get at-most-once delivery.
-//! * A dynamic source gets a temporary queue with a unique address, deleted when its link closes.
-//!   Distribution mode `copy` browses a queue without consuming it. Drain is honoured.
+//!   messages round robin, header priority 5 and above before 0 to 4 (the default 4; two levels, as the spec
+//!   allows [AMQP 1.0 §3.2.1] and RabbitMQ's quorum queues do), in arrival order within a level. A message
+//!   leaves the broker when its consumer accepts it; rejected, it is dropped and counted
+//!   ([`Broker::rejected`]). Released, it goes back to its place at the head of its level with first-acquirer
+//!   cleared and delivery-count unchanged [AMQP 1.0 §3.4.4]; modified, the same, plus one on delivery-count
+//!   with delivery-failed, its annotations merged into the message's, and with undeliverable-here it is never
+//!   sent to that consumer again (it waits for another) [AMQP 1.0 §3.4.5]. Settled with no outcome, or held
+//!   unsettled by a consumer whose link or connection is lost, it goes back as if modified with
+//!   delivery-failed (the consumer may have processed it: the redelivery says it may be a duplicate). The
+//!   first delivery forwards the header as the producer sent it. Consumers whose link is pre-settled get
+//!   at-most-once delivery.
+//! * A message given back [`BrokerOptions::max_deliveries`] times (default 10; releases count) is not queued
+//!   again, and one that expires (header ttl from its arrival, or absolute-expiry-time) is never delivered:
+//!   both go to [`BrokerOptions::dead_letter_address`], or are dropped (default); counted by
+//!   [`Broker::max_deliveries_reached`], [`Broker::expired`] and [`Broker::dead_lettered`]. An expired message
+//!   is found on arrival or when a consumer would get it.
+//! * A dynamic source gets a temporary queue with a unique address, deleted when its link closes. Its
+//!   address is not made again: a link attaching to it is refused, and a message sent to it (by its `to` or
+//!   through a link attached before) is rejected, with `amqp:not-found`. Distribution mode `copy` browses a
+//!   queue (in arrival order) without consuming it. Drain is honoured.
 //! * With [`BrokerOptions::max_queue_depth`], producers of a full queue get no more credit until it drains.
 //! * Topics (publish/subscribe, as Artemis and Qpid JMS clients expect): an address is a topic when it starts
 //!   with one of [`BrokerOptions::topic_prefixes`], or once a link attaches to it with the [`TOPIC`]
-//!   capability on its terminus (the consumer's source, the producer's target) [AMQP 1.0 §3.5.3, §3.5.4];
-//!   from then on the broker remembers it as a topic, so anonymous-relay messages whose `to` names it are
+//!   capability on its terminus (the consumer's source, the producer's target) [AMQP 1.0 §3.5.3, §3.5.4],
+//!   unless it is a queue: such a link is refused with `amqp:precondition-failed` (answered with no terminus,
+//!   then detached [AMQP 1.0 §2.6.3]). From then on the broker remembers it as a topic, so anonymous-relay messages whose `to` names it are
 //!   published too. The broker's attach reply carries the `topic` capability for a topic address. Each
 //!   consumer of a topic gets its own subscription, a private queue with everything above (round robin,
 //!   release and modify, drain, pre-settled delivery; `copy` distribution is an ordinary subscription), which
@@ -51,13 +64,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
+use nucleon_protocol::engine::LinkId;
 use nucleon_protocol::frame::{
     DeliveryState, Error as AmqpError, ErrorCondition, Role, SenderSettleMode, Source,
 };
 use nucleon_protocol::Message;
 
 pub use self::authz::{Authorization, Operation, Pattern, ANONYMOUS_USER, EVERY_USER};
-use self::queue::{ConsumerKey, Entry, Queue};
+use self::queue::{ConsumerKey, DeadLetterCounts, DeadLetters, Entry, Queue};
 use crate::container::{ContainerHandle, ListenOptions, Listener};
 use crate::error::Error;
 use crate::handler::{ListenHandler, MessagingHandler};
@@ -77,7 +91,7 @@ pub const TOPIC: &str = "topic";
 const PRODUCER_WINDOW: u32 = 10;
 
 /// Broker settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BrokerOptions {
     /// The most messages a queue holds before its producers get no more credit (default: unbounded). Topic
     /// subscriptions are never bounded: producers of a topic always get the normal credit window.
@@ -90,6 +104,30 @@ pub struct BrokerOptions {
     /// for development). Temporary queues (dynamic sources) are always their connection's own: only it may
     /// consume or browse them.
     pub authorization: Option<Authorization>,
+    /// How many times a message may be delivered: acquired by a consumer and given back (released,
+    /// modified, settled with no outcome, or its consumer lost with it unsettled). Given back once more, it
+    /// goes to [`dead_letter_address`](Self::dead_letter_address) instead of its queue. Default 10, ActiveMQ
+    /// Artemis's `max-delivery-attempts` (RabbitMQ's quorum queues take 20): a message that makes every
+    /// consumer fail, or that a consumer always releases, cannot loop forever. Releases count here though
+    /// they do not change the message's delivery-count [AMQP 1.0 §3.4.4]. `None`: no limit.
+    pub max_deliveries: Option<u32>,
+    /// The queue that gets the messages that may not stay in theirs: expired, or given back after
+    /// [`max_deliveries`](Self::max_deliveries) deliveries (without their ttl and absolute-expiry-time, so
+    /// they do not expire there). Default `None`: they are dropped (and counted, as they are when the
+    /// dead-letter queue is full). It is a queue, made at start, even on a topic prefix.
+    pub dead_letter_address: Option<String>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            max_queue_depth: None,
+            topic_prefixes: Vec::new(),
+            authorization: None,
+            max_deliveries: Some(10),
+            dead_letter_address: None,
+        }
+    }
 }
 
 /// The broker's shared state: its queues by address. `Send + Sync + Clone`; each accepted connection gets
@@ -105,6 +143,8 @@ struct Inner {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     /// Every address known as a topic (by prefix, once used, or declared by capability).
     topics: Mutex<HashMap<String, Arc<Topic>>>,
+    /// Where every queue puts the messages that may not stay in it, and their counts.
+    dead_letters: Arc<DeadLetters>,
     next_connection: AtomicU64,
     next_dynamic: AtomicU64,
     /// The connection each temporary queue belongs to, by address.
@@ -119,14 +159,16 @@ struct Topic {
     name: String,
     subscriptions: Mutex<Vec<Arc<Queue>>>,
     next_subscription: AtomicU64,
+    dead_letters: Arc<DeadLetters>,
 }
 
 impl Topic {
-    fn new(name: String) -> Topic {
+    fn new(name: String, dead_letters: Arc<DeadLetters>) -> Topic {
         Topic {
             name,
             subscriptions: Mutex::new(Vec::new()),
             next_subscription: AtomicU64::new(1),
+            dead_letters,
         }
     }
 
@@ -137,7 +179,12 @@ impl Topic {
     /// A new subscription: an unbounded private queue, not among the broker's named queues.
     fn subscribe(&self) -> Arc<Queue> {
         let n = self.next_subscription.fetch_add(1, Ordering::Relaxed);
-        let q = Arc::new(Queue::new(format!("{}#{n}", self.name), true, None));
+        let q = Arc::new(Queue::new(
+            format!("{}#{n}", self.name),
+            true,
+            None,
+            self.dead_letters.clone(),
+        ));
         log::info!("subscription {} created", q.name);
         self.subscriptions().push(q.clone());
         q
@@ -157,14 +204,15 @@ impl Topic {
     /// throughout, so each subscription gets one producer's messages in publish order.
     fn publish(&self, message: Message, from_conn: u64) -> usize {
         let subscriptions = self.subscriptions();
+        let mut n = 0;
         if let Some((last, others)) = subscriptions.split_last() {
             for q in others {
                 // A cheap clone: the message keeps its encoded bytes.
-                q.enqueue(message.clone(), from_conn);
+                n += usize::from(q.enqueue(message.clone(), from_conn));
             }
-            last.enqueue(message, from_conn);
+            n += usize::from(last.enqueue(message, from_conn));
         }
-        subscriptions.len()
+        n
     }
 }
 
@@ -178,11 +226,35 @@ enum Destination {
 impl Broker {
     /// A broker with no queues yet.
     pub fn new(options: BrokerOptions) -> Broker {
+        let counts = Arc::new(DeadLetterCounts::default());
+        let mut queues = HashMap::new();
+        let dead_letter_queue = options.dead_letter_address.as_ref().map(|address| {
+            // Its own dead letters are dropped.
+            let own = DeadLetters {
+                max_deliveries: options.max_deliveries,
+                queue: None,
+                counts: counts.clone(),
+            };
+            let q = Arc::new(Queue::new(
+                address.clone(),
+                false,
+                options.max_queue_depth,
+                Arc::new(own),
+            ));
+            queues.insert(address.clone(), q.clone());
+            q
+        });
+        let dead_letters = Arc::new(DeadLetters {
+            max_deliveries: options.max_deliveries,
+            queue: dead_letter_queue,
+            counts,
+        });
         Broker {
             inner: Arc::new(Inner {
                 options,
-                queues: Mutex::new(HashMap::new()),
+                queues: Mutex::new(queues),
                 topics: Mutex::new(HashMap::new()),
+                dead_letters,
                 next_connection: AtomicU64::new(1),
                 next_dynamic: AtomicU64::new(1),
                 owners: Mutex::new(HashMap::new()),
@@ -223,6 +295,37 @@ impl Broker {
     /// How many messages consumers rejected (and the broker therefore dropped).
     pub fn rejected(&self) -> u64 {
         self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    /// How many messages expired in a queue (and were dead-lettered or dropped, never delivered). An
+    /// expired message is found when a consumer or browser would get it, or on arrival; until then
+    /// [`queue_depth`](Self::queue_depth) counts it.
+    pub fn expired(&self) -> u64 {
+        self.inner
+            .dead_letters
+            .counts
+            .expired
+            .load(Ordering::Relaxed)
+    }
+
+    /// How many messages were given back once more after [`BrokerOptions::max_deliveries`] deliveries (and
+    /// were dead-lettered or dropped).
+    pub fn max_deliveries_reached(&self) -> u64 {
+        self.inner
+            .dead_letters
+            .counts
+            .max_deliveries
+            .load(Ordering::Relaxed)
+    }
+
+    /// How many expired or too often delivered messages went to [`BrokerOptions::dead_letter_address`]
+    /// (the others were dropped).
+    pub fn dead_lettered(&self) -> u64 {
+        self.inner
+            .dead_letters
+            .counts
+            .dead_lettered
+            .load(Ordering::Relaxed)
     }
 
     /// How many subscriptions (consumer links) the topic at `address` has, or `None` when `address` is not
@@ -270,71 +373,92 @@ impl Broker {
             .entry(address.to_owned())
             .or_insert_with(|| {
                 log::info!("topic {address} created");
-                Arc::new(Topic::new(address.to_owned()))
+                Arc::new(Topic::new(
+                    address.to_owned(),
+                    self.inner.dead_letters.clone(),
+                ))
             })
             .clone()
     }
 
-    /// Where a message for `address` goes: its topic if it is one, else its queue (made if needed).
-    fn destination(&self, address: &str) -> Destination {
-        if self.is_topic(address) {
-            Destination::Topic(self.topic(address))
-        } else {
-            Destination::Queue(self.queue(address))
-        }
-    }
-
-    /// Whether the terminus of an attaching link names a topic. A [`TOPIC`] capability declares it one
-    /// (remembered); a topic address gets the capability added, so the reply says so.
-    fn topic_terminus(
-        &self,
-        address: Option<&str>,
-        capabilities: &mut Option<Vec<Symbol>>,
-    ) -> bool {
-        let Some(address) = address else {
-            return false;
-        };
-        let declared = capabilities
-            .as_ref()
-            .is_some_and(|c| c.iter().any(|s| s == TOPIC));
-        if declared {
-            self.topic(address);
-            true
-        } else if self.is_topic(address) {
-            capabilities
-                .get_or_insert_with(Vec::new)
-                .push(Symbol::from_static(TOPIC));
-            true
-        } else {
-            false
-        }
-    }
-
-    /// The queue at `address`, made if it does not exist.
-    fn queue(&self, address: &str) -> Arc<Queue> {
+    /// Where messages for `address` go, and where its consumers take them from: its queue if it has one,
+    /// else its topic if it is one, else a new queue. The address of a temporary queue that is gone is not
+    /// made again: refused with `amqp:not-found` [AMQP 1.0 §2.8.15]. The queue map is locked throughout
+    /// (before the topics, as in `topic_terminus`), so no address gets both a queue and a topic.
+    fn destination(&self, address: &str) -> Result<Destination, AmqpError> {
         let mut queues = self.queues();
         if let Some(q) = queues.get(address) {
-            return q.clone();
+            return Ok(Destination::Queue(q.clone()));
+        }
+        if self.is_topic(address) {
+            return Ok(Destination::Topic(self.topic(address)));
+        }
+        if is_temporary(address) {
+            return Err(gone(address));
         }
         log::info!("queue {address} created");
         let q = Arc::new(Queue::new(
             address.to_owned(),
             false,
             self.inner.options.max_queue_depth,
+            self.inner.dead_letters.clone(),
         ));
         queues.insert(address.to_owned(), q.clone());
-        q
+        Ok(Destination::Queue(q))
+    }
+
+    /// Whether the terminus of an attaching link names a topic. A [`TOPIC`] capability declares it one
+    /// (remembered), but a queue cannot become a topic: that link is refused with
+    /// `amqp:precondition-failed` [AMQP 1.0 §2.8.15] (its queued messages would be stranded and later
+    /// ones published past its consumers). A topic address gets the capability added, so the reply says
+    /// so. A temporary queue that is gone is refused with `amqp:not-found`.
+    fn topic_terminus(
+        &self,
+        address: Option<&str>,
+        capabilities: &mut Option<Vec<Symbol>>,
+    ) -> Result<bool, AmqpError> {
+        let Some(address) = address else {
+            return Ok(false);
+        };
+        let declared = capabilities
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|s| s == TOPIC));
+        // Locked before the topics, as in `destination`: no queue is made while this declares a topic.
+        let queues = self.queues();
+        if queues.contains_key(address) {
+            if declared {
+                return Err(AmqpError::new(
+                    ErrorCondition::PreconditionFailed,
+                    format!("{address} is a queue: it cannot be used as a topic"),
+                ));
+            }
+            return Ok(false);
+        }
+        if declared {
+            self.topic(address);
+            Ok(true)
+        } else if self.is_topic(address) {
+            capabilities
+                .get_or_insert_with(Vec::new)
+                .push(Symbol::from_static(TOPIC));
+            Ok(true)
+        } else if is_temporary(address) {
+            Err(gone(address))
+        } else {
+            Ok(false)
+        }
     }
 
     /// A new temporary queue with a unique address, for a dynamic source of connection `owner`.
     fn temporary_queue(&self, owner: u64) -> Arc<Queue> {
         let n = self.inner.next_dynamic.fetch_add(1, Ordering::Relaxed);
-        let address = format!("dynamic-{}-{n}", uuid::Uuid::new_v4().simple());
+        let address = format!("{TEMPORARY_PREFIX}{}-{n}", uuid::Uuid::new_v4().simple());
         log::info!("temporary queue {address} created");
         let q = Arc::new(Queue::new(
             address.clone(),
             true,
             self.inner.options.max_queue_depth,
+            self.inner.dead_letters.clone(),
         ));
         self.owners().insert(address.clone(), owner);
         self.queues().insert(address, q.clone());
@@ -350,19 +474,43 @@ impl Broker {
         self.is_topic(address) || self.queues().contains_key(address)
     }
 
-    /// Deletes a temporary queue (its messages go with it).
+    /// Deletes a temporary queue (its messages go with it, and it takes no more).
     fn delete(&self, q: &Queue) {
         let mut queues = self.queues();
         if queues.get(&q.name).is_some_and(|x| std::ptr::eq(&**x, q)) {
             queues.remove(&q.name);
             self.owners().remove(&q.name);
+            let dropped = q.delete();
             log::info!(
-                "temporary queue {} deleted ({} messages dropped)",
-                q.name,
-                q.depth()
+                "temporary queue {} deleted ({dropped} messages dropped)",
+                q.name
             );
         }
     }
+}
+
+/// How a temporary queue's address starts: `dynamic-`, a UUID's 32 hex digits, `-`, a number.
+const TEMPORARY_PREFIX: &str = "dynamic-";
+
+/// `address` has the form of a temporary queue's (see [`TEMPORARY_PREFIX`]), which nothing else can get.
+fn is_temporary(address: &str) -> bool {
+    address
+        .strip_prefix(TEMPORARY_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(uuid, n)| {
+            uuid.len() == 32
+                && uuid.bytes().all(|b| b.is_ascii_hexdigit())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// The error for the address of a temporary queue that is gone.
+fn gone(address: &str) -> AmqpError {
+    AmqpError::new(
+        ErrorCondition::NotFound,
+        format!("temporary queue {address} no longer exists"),
+    )
 }
 
 impl ListenHandler for Broker {
@@ -378,6 +526,7 @@ impl ListenHandler for Broker {
             user: ANONYMOUS_USER.to_owned(),
             consumers: HashMap::new(),
             producers: HashMap::new(),
+            refusal: None,
         }
     }
 
@@ -409,6 +558,9 @@ pub struct BrokerHandler {
     consumers: HashMap<SenderId, ConsumerLink>,
     /// Producer links and where their messages go (`None`: anonymous relay, routed by each message's `to`).
     producers: HashMap<ReceiverId, Option<Destination>>,
+    /// Why the link whose attach was just answered is refused: it was answered with no terminus and is
+    /// detached with this error as it opens, right after [AMQP 1.0 §2.6.3].
+    refusal: Option<AmqpError>,
 }
 
 fn waker(core: &Core) -> Option<ConnectionWaker> {
@@ -467,6 +619,16 @@ impl BrokerHandler {
         Ok(())
     }
 
+    /// Detaches (closes) a link the broker will not serve, with `error`.
+    fn refuse(&self, core: &mut Core, link: LinkId, error: AmqpError) {
+        log::info!(
+            "connection {}: link refused: {}",
+            self.conn,
+            error.description.as_deref().unwrap_or_default()
+        );
+        let _ = core.engine.detach(link, true, Some(error));
+    }
+
     fn key(&self, link: SenderId) -> ConsumerKey {
         ConsumerKey {
             conn: self.conn,
@@ -510,8 +672,17 @@ impl BrokerHandler {
     fn drop_consumer(&mut self, id: SenderId) {
         let key = self.key(id);
         if let Some(c) = self.consumers.remove(&id) {
-            c.queue
-                .remove_consumer(key, c.unsettled.into_values().collect());
+            // The source's default outcome for what its lost link held unsettled [AMQP 1.0 §3.5.3]: modified
+            // with delivery-failed [AMQP 1.0 §3.4.5], as the consumer may have processed it.
+            let unsettled = c
+                .unsettled
+                .into_values()
+                .map(|mut e| {
+                    e.returned(true);
+                    e
+                })
+                .collect();
+            c.queue.remove_consumer(key, unsettled);
             if let Some(t) = &c.topic {
                 t.unsubscribe(&c.queue);
             } else if c.queue.temporary {
@@ -573,35 +744,51 @@ impl MessagingHandler for BrokerHandler {
                     source.address = Some(self.broker.temporary_queue(self.conn).name.clone());
                     return;
                 }
-                let refused = source
-                    .address
-                    .as_deref()
-                    .is_some_and(|a| self.may(consumer_operation(source), a).is_err());
-                if refused {
-                    // A null source refuses the link [AMQP 1.0 §2.6.3]; `on_sender_open` detaches it
-                    // with the reason. Nothing is declared or made.
-                    reply.source = None;
-                } else {
+                let refused = match source.address.as_deref() {
+                    Some(a) => self.may(consumer_operation(source), a).err(),
+                    None => None,
+                };
+                // Refused links declare and make nothing.
+                let refused = refused.or_else(|| {
                     self.broker
-                        .topic_terminus(source.address.as_deref(), &mut source.capabilities);
+                        .topic_terminus(source.address.as_deref(), &mut source.capabilities)
+                        .err()
+                });
+                if let Some(e) = refused {
+                    // A null source refuses the link [AMQP 1.0 §2.6.3]; `on_sender_open` detaches it
+                    // with the reason.
+                    reply.source = None;
+                    self.refusal = Some(e);
                 }
             }
             Role::Receiver => {
                 let Some(target) = reply.target.as_mut() else {
                     return;
                 };
-                if let Some(a) = target.address.as_deref() {
-                    if self.may(Operation::Send, a).is_err() {
-                        // A null target refuses the link [AMQP 1.0 §2.6.3], with no credit;
-                        // `on_receiver_open` detaches it with the reason.
+                if let Some(Err(e)) = target
+                    .address
+                    .as_deref()
+                    .map(|a| self.may(Operation::Send, a))
+                {
+                    // A null target refuses the link [AMQP 1.0 §2.6.3], with no credit;
+                    // `on_receiver_open` detaches it with the reason.
+                    reply.target = None;
+                    reply.credit_window = 0;
+                    self.refusal = Some(e);
+                    return;
+                }
+                let topic = match self
+                    .broker
+                    .topic_terminus(target.address.as_deref(), &mut target.capabilities)
+                {
+                    Ok(topic) => topic,
+                    Err(e) => {
                         reply.target = None;
                         reply.credit_window = 0;
+                        self.refusal = Some(e);
                         return;
                     }
-                }
-                let topic = self
-                    .broker
-                    .topic_terminus(target.address.as_deref(), &mut target.capabilities);
+                };
                 let bounded = self.broker.inner.options.max_queue_depth.is_some();
                 if target.address.is_some() && !topic && bounded {
                     // Credit follows the queue's room (`top_up`); topics keep the normal window.
@@ -612,13 +799,11 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_sender_open(&mut self, s: &mut Sender<'_>) {
-        let remote = s.core.engine.remote_attach(s.link).ok().flatten();
-        let asked = remote
-            .and_then(|a| a.source.as_ref())
-            .and_then(|src| src.address.clone());
-        // Ours, unless the attach was refused (then the peer's, for the reason); a dynamic source's is
-        // the temporary queue's.
-        let Some(address) = s.address().map(str::to_owned).or(asked) else {
+        if let Some(e) = self.refusal.take() {
+            self.refuse(s.core, s.link, e);
+            return;
+        }
+        let Some(address) = s.address().map(str::to_owned) else {
             log::info!(
                 "connection {}: consumer with no source address refused",
                 self.conn
@@ -637,26 +822,19 @@ impl MessagingHandler for BrokerHandler {
         let browse = remote
             .and_then(|a| a.source.as_ref())
             .is_some_and(|src| consumer_operation(src) == Operation::Browse);
-        let op = if browse {
-            Operation::Browse
-        } else {
-            Operation::Consume
-        };
-        if let Err(e) = self.may(op, &address) {
-            let _ = s.core.engine.detach(s.link, true, Some(e));
-            return;
-        }
         let presettled = s
             .core
             .engine
             .link_config(s.link)
             .is_ok_and(|c| c.snd_settle_mode == SenderSettleMode::Settled);
-        let (queue, topic, browse) = if self.broker.is_topic(&address) {
+        let (queue, topic, browse) = match self.broker.destination(&address) {
             // Every subscriber gets every message anyway: browsing a subscription is consuming it.
-            let topic = self.broker.topic(&address);
-            (topic.subscribe(), Some(topic), false)
-        } else {
-            (self.broker.queue(&address), None, browse)
+            Ok(Destination::Topic(topic)) => (topic.subscribe(), Some(topic), false),
+            Ok(Destination::Queue(q)) => (q, None, browse),
+            Err(e) => {
+                self.refuse(s.core, s.link, e);
+                return;
+            }
         };
         let id = s.id();
         queue.add_consumer(self.key(id), waker(s.core), browse);
@@ -696,6 +874,10 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        if let Some(e) = self.refusal.take() {
+            self.refuse(r.core, r.link, e);
+            return;
+        }
         let address = r
             .core
             .engine
@@ -704,11 +886,13 @@ impl MessagingHandler for BrokerHandler {
             .flatten()
             .and_then(|a| a.target.as_ref())
             .and_then(|t| t.address.clone());
-        if let Some(Err(e)) = address.as_deref().map(|a| self.may(Operation::Send, a)) {
-            let _ = r.core.engine.detach(r.link, true, Some(e));
-            return;
-        }
-        let destination = address.map(|a| self.broker.destination(&a));
+        let destination = match address.map(|a| self.broker.destination(&a)).transpose() {
+            Ok(d) => d,
+            Err(e) => {
+                self.refuse(r.core, r.link, e);
+                return;
+            }
+        };
         if let Some(Destination::Queue(q)) = &destination {
             q.add_producer(self.conn, waker(r.core));
             Self::top_up(r, q);
@@ -727,27 +911,30 @@ impl MessagingHandler for BrokerHandler {
     fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
         let rid = d.receiver().id();
         let destination = match self.producers.get(&rid) {
-            Some(Some(d)) => d.clone(),
+            Some(Some(d)) => Ok(d.clone()),
             _ => match message.to() {
-                Some(to) => {
-                    if let Err(e) = self.may(Operation::Send, to) {
-                        d.reject(Some(e));
-                        return;
-                    }
-                    self.broker.destination(to)
-                }
-                None => {
-                    d.reject(Some(AmqpError::new(
-                        ErrorCondition::NotFound,
-                        "the link has no target address and the message no `to`",
-                    )));
-                    return;
-                }
+                Some(to) => self
+                    .may(Operation::Send, to)
+                    .and_then(|()| self.broker.destination(to)),
+                None => Err(AmqpError::new(
+                    ErrorCondition::NotFound,
+                    "the link has no target address and the message no `to`",
+                )),
             },
         };
         match destination {
-            Destination::Queue(q) => q.enqueue(message, self.conn),
-            Destination::Topic(t) => {
+            Err(e) => {
+                d.reject(Some(e));
+                return;
+            }
+            Ok(Destination::Queue(q)) => {
+                if !q.enqueue(message, self.conn) {
+                    // A temporary queue deleted since the link attached [AMQP 1.0 §3.4.3].
+                    d.reject(Some(gone(&q.name)));
+                    return;
+                }
+            }
+            Ok(Destination::Topic(t)) => {
                 if t.publish(message, self.conn) == 0 {
                     self.broker
                         .inner
@@ -781,14 +968,23 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_tracker_release(&mut self, t: &mut Tracker<'_>) {
-        let (failed, elsewhere) = match t.state() {
-            Some(DeliveryState::Modified(m)) => (m.delivery_failed, m.undeliverable_here),
-            _ => (false, false),
+        let (failed, elsewhere, annotations) = match t.state() {
+            Some(DeliveryState::Modified(m)) => (
+                m.delivery_failed,
+                m.undeliverable_here,
+                m.message_annotations.clone(),
+            ),
+            _ => (false, false, None),
         };
         let key = self.key(t.sender().id());
         if let Some((q, mut e)) = self.settled_entry(t) {
-            if failed {
-                e.message.header_mut().delivery_count += 1;
+            e.returned(failed);
+            if let Some(annotations) = annotations {
+                // Merged into the message's, replacing those with the same key [AMQP 1.0 §3.4.5].
+                let ours = e.message.message_annotations_mut();
+                for (k, v) in annotations.into_entries() {
+                    ours.insert(k, v);
+                }
             }
             if elsewhere {
                 // Not to this consumer again; it waits for another.
@@ -801,8 +997,10 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_tracker_settle(&mut self, t: &mut Tracker<'_>) {
-        // Settled by the peer with no outcome: not consumed, so it goes back.
-        if let Some((q, e)) = self.settled_entry(t) {
+        // Settled by the peer with no outcome: not consumed, so it goes back, as its lost link's would
+        // (see `drop_consumer`).
+        if let Some((q, mut e)) = self.settled_entry(t) {
+            e.returned(true);
             q.requeue(vec![e], self.conn);
             wake_self(t.core);
         }
@@ -868,9 +1066,9 @@ pub mod bench {
 
     /// A queue of `depth` messages and a consumer of it with no credit yet.
     fn filled(depth: usize) -> (Queue, ConsumerKey) {
-        let q = Queue::new("bench".into(), false, None);
+        let q = Queue::new("bench".into(), false, None, Default::default());
         for i in 0..depth {
-            q.enqueue(Message::with_body(i as i64), 0);
+            assert!(q.enqueue(Message::with_body(i as i64), 0));
         }
         let key = ConsumerKey {
             conn: 1,

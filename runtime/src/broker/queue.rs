@@ -4,13 +4,33 @@
 //! A queue is shared by every connection that uses it, behind one mutex. Connections never touch each
 //! other's objects: a message meant for a consumer on another connection is put in that consumer's outbox
 //! under the lock, and its connection is woken; it sends the outbox from its own callback.
+//!
+//! Messages wait in two priority levels, each in arrival order: header priority 5 and above before 0 to 4
+//! (the default is 4). With two distinct priorities the spec makes 0–4 one level and 5–255 the other
+//! [AMQP 1.0 §3.2.1]; RabbitMQ's quorum queues do the same. A message that expires (header ttl from its
+//! arrival here, or properties absolute-expiry-time) is never handed out; one given back too often may not
+//! stay either. Both leave through the broker's [`DeadLetters`], after the queue's lock is released.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use nucleon_protocol::Message;
 
 use crate::views::{ConnectionWaker, SenderId};
+
+/// The connection id of no connection (the broker numbers them from 1): what the queue does for it wakes
+/// every consumer's connection.
+const NO_CONNECTION: u64 = 0;
+
+/// The priority levels, highest first.
+const LEVELS: usize = 2;
+
+/// A message's level: 0 (high) for header priority 5 and above, 1 for 0 to 4 [AMQP 1.0 §3.2.1].
+fn level(m: &Message) -> usize {
+    usize::from(m.priority() <= 4)
+}
 
 /// A queued message and its place in the queue's order.
 #[derive(Clone, Debug)]
@@ -20,6 +40,137 @@ pub(crate) struct Entry {
     pub(crate) message: Message,
     /// Consumers that gave it back as undeliverable-here: it is not sent to them again.
     pub(crate) refused: Vec<ConsumerKey>,
+    /// When it expires: it is not handed out from then on.
+    expires: Option<Instant>,
+    /// How many times a consumer acquired it and gave it back (or was lost with it).
+    returns: u32,
+}
+
+impl Entry {
+    fn new(message: Message, now: &mut Now) -> Entry {
+        let expires = expiry(&message, now);
+        Entry {
+            seq: 0,
+            message,
+            refused: Vec::new(),
+            expires,
+            returns: 0,
+        }
+    }
+
+    /// A consumer that acquired the message gives it back, or is lost with it: first-acquirer is cleared
+    /// (it has been acquired), and a `failed` attempt increments delivery-count [AMQP 1.0 §3.2.1]. A
+    /// released message is otherwise unchanged [AMQP 1.0 §3.4.4]. The header is re-encoded only when one
+    /// of its fields changes.
+    pub(crate) fn returned(&mut self, failed: bool) {
+        self.returns = self.returns.saturating_add(1);
+        let first = self.message.header().is_some_and(|h| h.first_acquirer);
+        if failed || first {
+            let h = self.message.header_mut();
+            h.first_acquirer = false;
+            if failed {
+                h.delivery_count = h.delivery_count.saturating_add(1);
+            }
+        }
+    }
+
+    fn expired(&self, now: &mut Now) -> bool {
+        self.expires.is_some_and(|t| t <= now.get())
+    }
+}
+
+/// The clock, read at most once per queue operation and only for a message that can expire.
+#[derive(Default)]
+struct Now(Option<Instant>);
+
+impl Now {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
+/// When a message arriving now expires: its header ttl from now, or its properties absolute-expiry-time,
+/// whichever comes first [AMQP 1.0 §3.2.1, §3.2.4]. `None`: never (or too far ahead to say).
+fn expiry(m: &Message, now: &mut Now) -> Option<Instant> {
+    let ttl = m.ttl().map(|ms| Duration::from_millis(u64::from(ms)));
+    let absolute = m.absolute_expiry_time().map(|t| {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Duration::from_millis(u64::try_from(t.0.saturating_sub(wall)).unwrap_or(0))
+    });
+    let left = match (ttl, absolute) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    now.get().checked_add(left)
+}
+
+/// Why a message may not stay in its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Expired,
+    MaxDeliveries,
+}
+
+/// What a broker's queues do with the messages that may not stay in them (expired, or given back after
+/// `max_deliveries` deliveries): move them to the dead-letter queue, or drop them; counted either way.
+/// Shared by the queues of one broker. The dead-letter queue's own has no dead-letter queue: what may not
+/// stay there is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct DeadLetters {
+    pub(crate) max_deliveries: Option<u32>,
+    pub(crate) queue: Option<Arc<Queue>>,
+    pub(crate) counts: Arc<DeadLetterCounts>,
+}
+
+/// The broker's counts of messages that left a queue undelivered.
+#[derive(Debug, Default)]
+pub(crate) struct DeadLetterCounts {
+    /// Expired in a queue.
+    pub(crate) expired: AtomicU64,
+    /// Given back after `max_deliveries` deliveries.
+    pub(crate) max_deliveries: AtomicU64,
+    /// Of those, moved to the dead-letter queue (the others were dropped).
+    pub(crate) dead_lettered: AtomicU64,
+}
+
+impl DeadLetters {
+    /// Moves dead messages of queue `from` to the dead-letter queue if there is one with room, else drops
+    /// them. A dead letter no longer expires: its ttl and absolute-expiry-time are removed.
+    fn bury(&self, from: &str, dead: Vec<(Fate, Entry)>) {
+        for (fate, e) in dead {
+            let counter = match fate {
+                Fate::Expired => &self.counts.expired,
+                Fate::MaxDeliveries => &self.counts.max_deliveries,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut message = e.message;
+            let moved = match &self.queue {
+                Some(q) if q.room() != Some(0) => {
+                    if message.ttl().is_some() {
+                        message.header_mut().ttl = None;
+                    }
+                    if message.absolute_expiry_time().is_some() {
+                        message.properties_mut().absolute_expiry_time = None;
+                    }
+                    q.enqueue(message, NO_CONNECTION)
+                }
+                _ => false,
+            };
+            if moved {
+                self.counts.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            log::debug!(
+                "a message on {from} {} and was {}",
+                match fate {
+                    Fate::Expired => "expired",
+                    Fate::MaxDeliveries => "reached the maximum deliveries",
+                },
+                if moved { "dead-lettered" } else { "dropped" }
+            );
+        }
+    }
 }
 
 /// A consumer: a sending link of one connection.
@@ -43,13 +194,29 @@ struct Consumer {
 
 #[derive(Debug, Default)]
 struct State {
-    messages: VecDeque<Entry>,
+    /// The waiting messages by level, highest first, each in arrival (`seq`) order.
+    levels: [VecDeque<Entry>; LEVELS],
     next_seq: u64,
     consumers: Vec<Consumer>,
     /// Where the round robin over consumers goes on.
     cursor: usize,
     /// Producer connections (by id) to wake when messages leave a bounded queue.
     producers: HashMap<u64, ConnectionWaker>,
+    /// The queue was deleted: it takes no more messages.
+    deleted: bool,
+}
+
+impl State {
+    fn depth(&self) -> usize {
+        self.levels.iter().map(VecDeque::len).sum()
+    }
+}
+
+/// What a queue operation leaves to do once the lock is released.
+#[derive(Default)]
+struct After {
+    wake: Vec<ConnectionWaker>,
+    dead: Vec<(Fate, Entry)>,
 }
 
 /// A named queue.
@@ -59,15 +226,22 @@ pub(crate) struct Queue {
     /// Made for a dynamic source or as a topic subscription: deleted when its link closes.
     pub(crate) temporary: bool,
     max_depth: Option<usize>,
+    dead_letters: Arc<DeadLetters>,
     state: Mutex<State>,
 }
 
 impl Queue {
-    pub(crate) fn new(name: String, temporary: bool, max_depth: Option<usize>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        temporary: bool,
+        max_depth: Option<usize>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Self {
         Queue {
             name,
             temporary,
             max_depth,
+            dead_letters,
             state: Mutex::new(State::default()),
         }
     }
@@ -76,9 +250,19 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Messages waiting (not assigned to a consumer).
+    /// Wakes connections and disposes of dead messages, once the lock is released.
+    fn finish(&self, after: After) {
+        for w in after.wake {
+            w.wake();
+        }
+        if !after.dead.is_empty() {
+            self.dead_letters.bury(&self.name, after.dead);
+        }
+    }
+
+    /// Messages waiting (not assigned to a consumer; expired ones count until a consumer would get them).
     pub(crate) fn depth(&self) -> usize {
-        self.lock().messages.len()
+        self.lock().depth()
     }
 
     /// How many more messages a producer may send now: `None` when the queue is unbounded.
@@ -87,23 +271,32 @@ impl Queue {
         self.max_depth.map(|m| m.saturating_sub(depth))
     }
 
-    /// Appends a message and hands it to a consumer if one has credit.
-    pub(crate) fn enqueue(&self, message: Message, from_conn: u64) {
-        let wake = {
+    /// Appends a message to its level and hands it to a consumer if one has credit. False when the queue
+    /// was deleted (the message is not taken). A message already expired is disposed of at once.
+    pub(crate) fn enqueue(&self, message: Message, from_conn: u64) -> bool {
+        let mut now = Now::default();
+        let mut e = Entry::new(message, &mut now);
+        let mut after = After::default();
+        {
             let mut s = self.lock();
-            let seq = s.next_seq;
-            s.next_seq += 1;
-            s.messages.push_back(Entry {
-                seq,
-                message,
-                refused: Vec::new(),
-            });
-            self.dispatch(&mut s, from_conn)
-        };
-        wake_all(wake);
+            if s.deleted {
+                return false;
+            }
+            if e.expired(&mut now) {
+                after.dead.push((Fate::Expired, e));
+            } else {
+                e.seq = s.next_seq;
+                s.next_seq += 1;
+                s.levels[level(&e.message)].push_back(e);
+                self.dispatch(&mut s, from_conn, &mut after, &mut now);
+            }
+        }
+        self.finish(after);
+        true
     }
 
-    /// Puts messages back at their place near the head of the queue (in their original order).
+    /// Puts messages back at their place near the head of their level (in their original order); one
+    /// given back `max_deliveries` times is disposed of instead.
     pub(crate) fn requeue(&self, mut entries: Vec<Entry>, from_conn: u64) {
         if entries.is_empty() {
             return;
@@ -111,14 +304,24 @@ impl Queue {
         // Newest first: each one then lands in front of the ones just put back, which for the usual case
         // (all of them older than everything queued) is an O(1) insert at the head instead of O(k) shifts.
         entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
-        let wake = {
+        let mut after = After::default();
+        {
             let mut s = self.lock();
             for e in entries {
-                insert_in_order(&mut s.messages, e);
+                self.put_back(&mut s, e, &mut after);
             }
-            self.dispatch(&mut s, from_conn)
-        };
-        wake_all(wake);
+            self.dispatch(&mut s, from_conn, &mut after, &mut Now::default());
+        }
+        self.finish(after);
+    }
+
+    fn put_back(&self, s: &mut State, e: Entry, after: &mut After) {
+        let limit = self.dead_letters.max_deliveries;
+        if limit.is_some_and(|m| e.returns >= m) {
+            after.dead.push((Fate::MaxDeliveries, e));
+        } else {
+            insert_in_order(&mut s.levels[level(&e.message)], e);
+        }
     }
 
     /// Registers a consumer (with no credit yet). `browse`: COPY distribution.
@@ -140,7 +343,8 @@ impl Queue {
     /// Removes a consumer; what it held unsettled or not yet sent goes back to the queue (for a browser it
     /// was only a copy, and is dropped).
     pub(crate) fn remove_consumer(&self, key: ConsumerKey, unsettled: Vec<Entry>) {
-        let wake = {
+        let mut after = After::default();
+        {
             let mut s = self.lock();
             let Some(i) = s.consumers.iter().position(|c| c.key == key) else {
                 return;
@@ -148,35 +352,41 @@ impl Queue {
             let c = s.consumers.remove(i);
             if c.browse.is_none() {
                 for e in c.outbox.into_iter().chain(unsettled) {
-                    insert_in_order(&mut s.messages, e);
+                    self.put_back(&mut s, e, &mut after);
                 }
             }
-            self.dispatch(&mut s, key.conn)
-        };
-        wake_all(wake);
+            self.dispatch(&mut s, key.conn, &mut after, &mut Now::default());
+        }
+        self.finish(after);
     }
 
     /// The consumer's link has `credit`: assigns it what it may send now and returns that (the caller sends
     /// it, or requeues what it could not send).
     pub(crate) fn take(&self, key: ConsumerKey, credit: u32) -> Vec<Entry> {
-        let (taken, wake) = {
+        let mut after = After::default();
+        let taken = {
             let mut s = self.lock();
             let Some(c) = s.consumers.iter_mut().find(|c| c.key == key) else {
                 return Vec::new();
             };
             let queued = u32::try_from(c.outbox.len()).unwrap_or(u32::MAX);
             c.credit = credit.saturating_sub(queued);
-            let wake = self.dispatch(&mut s, key.conn);
-            let taken = s
-                .consumers
+            self.dispatch(&mut s, key.conn, &mut after, &mut Now::default());
+            s.consumers
                 .iter_mut()
                 .find(|c| c.key == key)
                 .map(|c| c.outbox.drain(..).collect())
-                .unwrap_or_default();
-            (taken, wake)
+                .unwrap_or_default()
         };
-        wake_all(wake);
+        self.finish(after);
         taken
+    }
+
+    /// Deletes the queue: it takes no more messages. Returns how many it held (they go with it).
+    pub(crate) fn delete(&self) -> usize {
+        let mut s = self.lock();
+        s.deleted = true;
+        s.depth()
     }
 
     /// Registers a producer connection, woken when a bounded queue has room again.
@@ -191,11 +401,12 @@ impl Queue {
         self.lock().producers.remove(&conn);
     }
 
-    /// Hands waiting messages to consumers with credit, round robin (browsers get copies), and returns the
-    /// connections to wake (not `except`, the connection doing this, which sends right after).
-    fn dispatch(&self, s: &mut State, except: u64) -> Vec<ConnectionWaker> {
+    /// Hands waiting messages to consumers with credit, highest level first, round robin (browsers get
+    /// copies, in arrival order); expired messages met on the way are taken out as dead. Adds the
+    /// connections to wake to `after` (not `except`, the connection doing this, which sends right after).
+    fn dispatch(&self, s: &mut State, except: u64, after: &mut After, now: &mut Now) {
         let State {
-            messages,
+            levels,
             consumers,
             cursor,
             producers,
@@ -206,86 +417,109 @@ impl Queue {
             let Some(next) = c.browse else {
                 continue;
             };
-            let start = messages.partition_point(|e| e.seq < next);
-            for e in messages.range(start..).take(c.credit as usize) {
-                c.outbox.push_back(e.clone());
-                c.credit -= 1;
+            for e in browsable(levels, next) {
+                if c.credit == 0 {
+                    break;
+                }
                 c.browse = Some(e.seq + 1);
-                woken[i] = true;
+                if !e.expired(now) {
+                    c.outbox.push_back(e.clone());
+                    c.credit -= 1;
+                    woken[i] = true;
+                }
             }
         }
         let n = consumers.len();
         let mut moved = false;
-        while let Some((pos, i)) = next_assignment(messages, consumers, *cursor) {
-            let Some(e) = messages.remove(pos) else {
+        while let Some((l, pos, i)) = next_assignment(levels, consumers, *cursor) {
+            let Some(e) = levels[l].remove(pos) else {
                 break;
             };
+            moved = true;
+            if e.expired(now) {
+                after.dead.push((Fate::Expired, e));
+                continue;
+            }
             let c = &mut consumers[i];
             c.outbox.push_back(e);
             c.credit -= 1;
             woken[i] = true;
             *cursor = (i + 1) % n;
-            moved = true;
         }
-        let mut wake: Vec<ConnectionWaker> = consumers
-            .iter()
-            .zip(woken)
-            .filter(|(c, w)| *w && c.key.conn != except)
-            .filter_map(|(c, _)| c.waker.clone())
-            .collect();
-        if moved && self.max_depth.is_some_and(|m| messages.len() < m) {
-            wake.extend(
+        after.wake.extend(
+            consumers
+                .iter()
+                .zip(woken)
+                .filter(|(c, w)| *w && c.key.conn != except)
+                .filter_map(|(c, _)| c.waker.clone()),
+        );
+        let depth: usize = levels.iter().map(VecDeque::len).sum();
+        if moved && self.max_depth.is_some_and(|m| depth < m) {
+            after.wake.extend(
                 producers
                     .iter()
                     .filter(|(conn, _)| **conn != except)
                     .map(|(_, w)| w.clone()),
             );
         }
-        wake
     }
 }
 
-/// The next message to hand out and the consumer to get it: the first message, in queue order, that a
-/// consumer with credit (round robin from `cursor`) has not refused. Only messages refused as
-/// undeliverable-here are ever skipped, so this looks past the head only while such messages wait there.
+/// The waiting messages from sequence number `next` on, in arrival order across the levels (a merge of
+/// the sorted levels).
+fn browsable(levels: &[VecDeque<Entry>; LEVELS], next: u64) -> impl Iterator<Item = &Entry> {
+    let [high, normal] = levels;
+    let mut high = high
+        .range(high.partition_point(|e| e.seq < next)..)
+        .peekable();
+    let mut normal = normal
+        .range(normal.partition_point(|e| e.seq < next)..)
+        .peekable();
+    std::iter::from_fn(move || match (high.peek(), normal.peek()) {
+        (Some(h), Some(n)) if n.seq < h.seq => normal.next(),
+        (Some(_), _) => high.next(),
+        (None, _) => normal.next(),
+    })
+}
+
+/// The next message to hand out and the consumer to get it, as (level, position, consumer): the first
+/// message, highest level first and in order within it, that a consumer with credit (round robin from
+/// `cursor`) has not refused. Only messages refused as undeliverable-here are ever skipped, so this looks
+/// past the head of a level only while such messages wait there.
 fn next_assignment(
-    messages: &VecDeque<Entry>,
+    levels: &[VecDeque<Entry>; LEVELS],
     consumers: &[Consumer],
     cursor: usize,
-) -> Option<(usize, usize)> {
+) -> Option<(usize, usize, usize)> {
     let n = consumers.len();
-    for (pos, e) in messages.iter().enumerate() {
-        let pick = (0..n).map(|k| (cursor + k) % n).find(|&i| {
-            let c = &consumers[i];
-            c.browse.is_none() && c.credit > 0 && !e.refused.contains(&c.key)
-        });
-        if let Some(i) = pick {
-            return Some((pos, i));
-        }
-        if e.refused.is_empty() {
-            // No consumer has credit at all.
-            return None;
+    for (l, messages) in levels.iter().enumerate() {
+        for (pos, e) in messages.iter().enumerate() {
+            let pick = (0..n).map(|k| (cursor + k) % n).find(|&i| {
+                let c = &consumers[i];
+                c.browse.is_none() && c.credit > 0 && !e.refused.contains(&c.key)
+            });
+            if let Some(i) = pick {
+                return Some((l, pos, i));
+            }
+            if e.refused.is_empty() {
+                // No consumer has credit at all.
+                return None;
+            }
         }
     }
     None
 }
 
-/// Inserts `e` where its sequence number belongs (the queue is kept in arrival order).
+/// Inserts `e` where its sequence number belongs (a level is kept in arrival order).
 fn insert_in_order(messages: &mut VecDeque<Entry>, e: Entry) {
     let at = messages.partition_point(|m| m.seq < e.seq);
     messages.insert(at, e);
 }
 
-/// Wakes connections, after the queue's lock is released.
-fn wake_all(wakers: Vec<ConnectionWaker>) {
-    for w in wakers {
-        w.wake();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nucleon_protocol::codec::Timestamp;
 
     fn key(conn: u64, link: u64) -> ConsumerKey {
         ConsumerKey {
@@ -301,15 +535,23 @@ mod tests {
         }
     }
 
+    fn queue(max_depth: Option<usize>) -> Queue {
+        Queue::new("q".into(), false, max_depth, Arc::default())
+    }
+
+    fn numbered(i: i64, priority: u8) -> Message {
+        Message::builder().priority(priority).body(i).build()
+    }
+
     #[test]
     fn consumers_with_credit_get_messages_round_robin() {
-        let q = Queue::new("q".into(), false, None);
+        let q = queue(None);
         q.add_consumer(key(1, 1), None, false);
         q.add_consumer(key(2, 1), None, false);
         assert!(q.take(key(1, 1), 10).is_empty());
         assert!(q.take(key(2, 1), 10).is_empty());
         for i in 0..4 {
-            q.enqueue(Message::with_body(i as i64), 9);
+            assert!(q.enqueue(Message::with_body(i as i64), 9));
         }
         let a: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
         let b: Vec<_> = q.take(key(2, 1), 10).iter().map(body).collect();
@@ -319,9 +561,9 @@ mod tests {
 
     #[test]
     fn requeued_messages_go_back_to_the_head_in_order() {
-        let q = Queue::new("q".into(), false, None);
+        let q = queue(None);
         for i in 0..5 {
-            q.enqueue(Message::with_body(i as i64), 9);
+            assert!(q.enqueue(Message::with_body(i as i64), 9));
         }
         q.add_consumer(key(1, 1), None, false);
         let mut got = q.take(key(1, 1), 3);
@@ -334,9 +576,9 @@ mod tests {
 
     #[test]
     fn a_message_refused_as_undeliverable_here_goes_to_another_consumer() {
-        let q = Queue::new("q".into(), false, None);
+        let q = queue(None);
         for i in 0..3 {
-            q.enqueue(Message::with_body(i as i64), 9);
+            assert!(q.enqueue(Message::with_body(i as i64), 9));
         }
         q.add_consumer(key(1, 1), None, false);
         let mut first = q.take(key(1, 1), 1);
@@ -357,11 +599,11 @@ mod tests {
 
     #[test]
     fn a_lost_consumer_gives_back_what_it_held_and_a_browser_copies() {
-        let q = Queue::new("q".into(), false, Some(2));
+        let q = queue(Some(2));
         q.add_consumer(key(1, 1), None, false);
         q.add_consumer(key(3, 1), None, true);
         for i in 0..3 {
-            q.enqueue(Message::with_body(i as i64), 9);
+            assert!(q.enqueue(Message::with_body(i as i64), 9));
         }
         assert_eq!(q.room(), Some(0));
         let browsed: Vec<_> = q.take(key(3, 1), 10).iter().map(body).collect();
@@ -370,5 +612,106 @@ mod tests {
         assert_eq!(q.depth(), 1);
         q.remove_consumer(key(1, 1), held);
         assert_eq!(q.depth(), 3);
+    }
+
+    #[test]
+    fn high_priority_goes_first_and_a_returned_message_goes_back_to_its_place_in_its_level() {
+        let q = queue(None);
+        for (i, p) in [(0, 4), (1, 9), (2, 0), (3, 5), (4, 4)] {
+            assert!(q.enqueue(numbered(i, p), 9));
+        }
+        q.add_consumer(key(1, 1), None, false);
+        let got = q.take(key(1, 1), 3);
+        assert_eq!(got.iter().map(body).collect::<Vec<_>>(), vec![1, 3, 0]);
+        q.requeue(got, 1);
+        let all: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
+        assert_eq!(all, vec![1, 3, 0, 2, 4], "5+ first, arrival order within");
+
+        let browsed = queue(None);
+        for (i, p) in [(0, 4), (1, 9), (2, 0)] {
+            assert!(browsed.enqueue(numbered(i, p), 9));
+        }
+        browsed.add_consumer(key(2, 1), None, true);
+        let copies: Vec<_> = browsed.take(key(2, 1), 2).iter().map(body).collect();
+        let rest: Vec<_> = browsed.take(key(2, 1), 10).iter().map(body).collect();
+        assert_eq!((copies, rest), (vec![0, 1], vec![2]), "browsed by arrival");
+    }
+
+    #[test]
+    fn an_expired_message_is_never_handed_out_and_is_counted() {
+        let q = queue(None);
+        let past = Message::builder()
+            .absolute_expiry_time(Timestamp(1))
+            .body(0i64)
+            .build();
+        assert!(q.enqueue(past, 9));
+        assert_eq!(q.depth(), 0, "expired on arrival");
+        let soon = Message::builder().ttl(1).body(1i64).build();
+        assert!(q.enqueue(soon, 9));
+        assert!(q.enqueue(Message::with_body(2i64), 9));
+        let start = Instant::now();
+        while start.elapsed() <= Duration::from_millis(1) {
+            std::hint::spin_loop();
+        }
+        q.add_consumer(key(3, 1), None, true);
+        q.add_consumer(key(1, 1), None, false);
+        let copies: Vec<_> = q.take(key(3, 1), 10).iter().map(body).collect();
+        assert_eq!(copies, vec![2], "a browser skips it");
+        let got: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
+        assert_eq!(got, vec![2], "a consumer never gets it");
+        assert_eq!(q.dead_letters.counts.expired.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_message_given_back_max_deliveries_times_is_dead_lettered_with_its_counts() {
+        let counts = Arc::new(DeadLetterCounts::default());
+        let dlq = Arc::new(Queue::new(
+            "dlq".into(),
+            false,
+            None,
+            Arc::new(DeadLetters {
+                counts: counts.clone(),
+                ..DeadLetters::default()
+            }),
+        ));
+        let dead_letters = Arc::new(DeadLetters {
+            max_deliveries: Some(2),
+            queue: Some(dlq.clone()),
+            counts: counts.clone(),
+        });
+        let q = Queue::new("q".into(), false, None, dead_letters);
+        let message = Message::builder()
+            .first_acquirer(true)
+            .ttl(60_000)
+            .body(0i64)
+            .build();
+        assert!(q.enqueue(message, 9));
+        q.add_consumer(key(1, 1), None, false);
+        let mut got = q.take(key(1, 1), 1);
+        got[0].returned(false);
+        let header = got[0].message.header().cloned().unwrap_or_default();
+        assert!(!header.first_acquirer, "acquired before");
+        assert_eq!(header.delivery_count, 0, "a release is no failed attempt");
+        q.requeue(got, 1);
+        let mut got = q.take(key(1, 1), 1);
+        got[0].returned(true);
+        assert_eq!(got[0].message.delivery_count(), 1, "a failed attempt");
+        q.requeue(got, 1);
+        assert_eq!(q.depth(), 0);
+        assert_eq!(counts.max_deliveries.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.dead_lettered.load(Ordering::Relaxed), 1);
+        dlq.add_consumer(key(2, 1), None, false);
+        let dead = dlq.take(key(2, 1), 10);
+        assert_eq!(dead.iter().map(body).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(dead[0].message.delivery_count(), 1);
+        assert_eq!(dead[0].message.ttl(), None, "a dead letter does not expire");
+    }
+
+    #[test]
+    fn a_deleted_queue_takes_no_messages() {
+        let q = queue(None);
+        assert!(q.enqueue(Message::with_body(0i64), 9));
+        assert_eq!(q.delete(), 1);
+        assert!(!q.enqueue(Message::with_body(1i64), 9));
     }
 }

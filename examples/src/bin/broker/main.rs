@@ -279,6 +279,7 @@ fn main() -> ExitCode {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         topic_prefixes,
         authorization,
+        ..BrokerOptions::default()
     });
     let allow_anonymous = args.allow_anonymous || file.auth.allow_anonymous;
     let require_tls = if args.tls_cert.is_some() {
@@ -315,7 +316,9 @@ fn main() -> ExitCode {
         window: limits
             .login_failure_window_secs
             .map_or(t.window, Duration::from_secs),
-        lockout: limits.login_lockout_secs.map_or(t.lockout, Duration::from_secs),
+        lockout: limits
+            .login_lockout_secs
+            .map_or(t.lockout, Duration::from_secs),
     });
     let options = ListenOptions {
         authenticator,
