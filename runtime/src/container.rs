@@ -459,6 +459,7 @@ impl ContainerHandle {
         let listener = Listener {
             addr: local,
             stop: stop.clone(),
+            admission: admission.clone(),
         };
         let container = self.clone();
         let handler = Arc::new(handler);
@@ -735,6 +736,7 @@ fn default_mechanisms(
 pub struct Listener {
     addr: SocketAddr,
     stop: Arc<Notify>,
+    admission: Arc<Admission>,
 }
 
 impl Listener {
@@ -751,6 +753,13 @@ impl Listener {
     /// Stops accepting. Connections already accepted go on.
     pub fn stop(&self) {
         self.stop.notify_one();
+    }
+
+    /// How many logins failed on this listener since it started: SASL refused the client, or it skipped
+    /// SASL where that is not allowed (each is also logged, and counted against its address by the
+    /// [`LoginThrottle`]).
+    pub fn login_failures(&self) -> u64 {
+        self.admission.login_failures()
     }
 }
 

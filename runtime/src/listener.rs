@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -147,6 +148,8 @@ pub(crate) struct Admission {
     max_connections: usize,
     max_per_address: usize,
     throttle: Option<LoginThrottle>,
+    /// Failed logins since the listener started, throttled or not.
+    login_failures: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -198,6 +201,7 @@ impl Admission {
             max_connections: options.max_connections,
             max_per_address: options.max_connections_per_address,
             throttle: options.login_throttle,
+            login_failures: AtomicU64::new(0),
             state: Mutex::new(State {
                 total: 0,
                 per_address: HashMap::new(),
@@ -264,8 +268,14 @@ impl Admission {
         }
     }
 
+    /// Failed logins since the listener started.
+    pub(crate) fn login_failures(&self) -> u64 {
+        self.login_failures.load(Ordering::Relaxed)
+    }
+
     /// Counts a failed login from `ip`; the one that reaches the throttle's maximum refuses the address.
     fn login_failed(&self, ip: IpAddr) {
+        self.login_failures.fetch_add(1, Ordering::Relaxed);
         let Some(throttle) = self.throttle else {
             return;
         };

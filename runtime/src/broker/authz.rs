@@ -21,15 +21,19 @@ pub enum Operation {
     Browse,
     /// Make the queue or topic, when it does not exist yet (the broker makes them on demand).
     Create,
+    /// Manage the queue through the broker's management API: see it listed, purge it, delete it. Granted
+    /// on every address (the pattern `*`), it also lists the connections. No AMQP link needs it.
+    Manage,
 }
 
 impl Operation {
     /// Every operation, in the order the configuration names them.
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 5] = [
         Operation::Send,
         Operation::Consume,
         Operation::Browse,
         Operation::Create,
+        Operation::Manage,
     ];
 
     /// The configuration's name of the operation.
@@ -39,6 +43,7 @@ impl Operation {
             Operation::Consume => "consume",
             Operation::Browse => "browse",
             Operation::Create => "create",
+            Operation::Manage => "manage",
         }
     }
 }
@@ -56,7 +61,9 @@ impl FromStr for Operation {
         Operation::ALL
             .into_iter()
             .find(|o| o.name() == s)
-            .ok_or_else(|| format!("unknown operation {s:?} (send, consume, browse or create)"))
+            .ok_or_else(|| {
+                format!("unknown operation {s:?} (send, consume, browse, create or manage)")
+            })
     }
 }
 
@@ -82,6 +89,11 @@ impl Pattern {
             starts_with_star: text.starts_with('*'),
             ends_with_star: text.ends_with('*'),
         }
+    }
+
+    /// Whether the pattern matches every address (`*`, or only stars).
+    pub fn matches_everything(&self) -> bool {
+        self.pieces.is_empty() && self.starts_with_star
     }
 
     /// Whether `address` matches: the pieces in order, anchored at the ends that have no star. Linear in
@@ -159,12 +171,30 @@ impl Authorization {
 
     /// Whether `user` may do `operation` on `address`.
     pub fn permits(&self, user: &str, operation: Operation, address: &str) -> bool {
-        [user, EVERY_USER].iter().any(|u| {
-            self.grants
-                .get(*u)
-                .and_then(|ops| ops.get(&operation))
-                .is_some_and(|ps| ps.iter().any(|p| p.matches(address)))
-        })
+        self.patterns(user, operation).any(|p| p.matches(address))
+    }
+
+    /// Whether `user` may do `operation` on some address.
+    pub fn permits_somewhere(&self, user: &str, operation: Operation) -> bool {
+        self.patterns(user, operation).next().is_some()
+    }
+
+    /// Whether `user` may do `operation` on every address: granted with a pattern that matches them all.
+    pub fn permits_everywhere(&self, user: &str, operation: Operation) -> bool {
+        self.patterns(user, operation)
+            .any(Pattern::matches_everything)
+    }
+
+    /// The patterns `operation` is granted on to `user`, directly or through [`EVERY_USER`].
+    fn patterns<'a>(
+        &'a self,
+        user: &'a str,
+        operation: Operation,
+    ) -> impl Iterator<Item = &'a Pattern> {
+        [user, EVERY_USER]
+            .into_iter()
+            .filter_map(move |u| self.grants.get(u)?.get(&operation))
+            .flatten()
     }
 }
 
@@ -214,6 +244,21 @@ mod tests {
         assert!(a.permits("bob", Operation::Browse, "pub"));
         assert!(a.permits(ANONYMOUS_USER, Operation::Browse, "pub"));
         assert!(!Authorization::new().permits("alice", Operation::Send, "q.1"));
+    }
+
+    #[test]
+    fn manage_is_granted_somewhere_or_everywhere() {
+        let a = Authorization::new()
+            .grant("admin", Operation::Manage, "*")
+            .grant("ops", Operation::Manage, "orders.*")
+            .grant("alice", Operation::Send, "*");
+        assert!(a.permits_everywhere("admin", Operation::Manage));
+        assert!(a.permits("ops", Operation::Manage, "orders.eu"));
+        assert!(a.permits_somewhere("ops", Operation::Manage));
+        assert!(!a.permits_everywhere("ops", Operation::Manage));
+        assert!(!a.permits_somewhere("alice", Operation::Manage));
+        assert!(Pattern::new("**").matches_everything());
+        assert!(!Pattern::new("").matches_everything());
     }
 
     #[test]

@@ -234,8 +234,10 @@ impl ScramAuthenticator {
     }
 
     /// True if `password` is `username`'s: salted and hashed with the user's strongest credential (a decoy
-    /// for an unknown user, so that the time taken does not tell) and compared in constant time.
-    fn check_password(&self, username: &str, password: &str) -> bool {
+    /// for an unknown user, so that the time taken does not tell) and compared in constant time. This is
+    /// how PLAIN is checked, and how a server checks a password that came another way (HTTP Basic, say).
+    /// It costs the credential's iterations of the hash: throttle whoever may call it at will.
+    pub fn check_password(&self, username: &str, password: &str) -> bool {
         let known = ScramHash::ALL
             .into_iter()
             .find_map(|hash| self.credential(hash, username));
