@@ -56,15 +56,16 @@
 
 mod authz;
 mod queue;
+mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
-use nucleon_protocol::engine::LinkId;
+use nucleon_protocol::engine::{LinkId, SessionId};
 use nucleon_protocol::frame::{
     DeliveryState, Error as AmqpError, ErrorCondition, Role, SenderSettleMode, Source,
 };
@@ -72,12 +73,14 @@ use nucleon_protocol::Message;
 
 pub use self::authz::{Authorization, Operation, Pattern, ANONYMOUS_USER, EVERY_USER};
 use self::queue::{ConsumerKey, DeadLetterCounts, DeadLetters, Entry, Queue};
+pub use self::stats::{BrokerStats, ConnectionStats, QueueStats};
+use self::stats::{ConnectionEntry, Connections};
 use crate::container::{ContainerHandle, ListenOptions, Listener};
 use crate::error::Error;
 use crate::handler::{ListenHandler, MessagingHandler};
 use crate::views::{
     AttachReply, Connection, ConnectionWaker, Core, Delivery, DeliveryRef, Receiver, ReceiverId,
-    Sender, SenderId, Tracker,
+    Sender, SenderId, Session, Tracker,
 };
 
 /// The connection capability saying that a link with no target address routes by each message's `to`.
@@ -151,6 +154,10 @@ struct Inner {
     owners: Mutex<HashMap<String, u64>>,
     rejected: AtomicU64,
     dropped_without_subscribers: AtomicU64,
+    /// The live connections, for [`Broker::connections`] and [`Broker::stats`].
+    connections: Connections,
+    /// The listeners started by [`Broker::listen`], whose failed logins [`Broker::stats`] counts.
+    listeners: Mutex<Vec<Listener>>,
 }
 
 /// A topic: one private queue (subscription) per consumer link.
@@ -260,6 +267,8 @@ impl Broker {
                 owners: Mutex::new(HashMap::new()),
                 rejected: AtomicU64::new(0),
                 dropped_without_subscribers: AtomicU64::new(0),
+                connections: Connections::default(),
+                listeners: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -276,7 +285,76 @@ impl Broker {
         if !options.offered_capabilities.contains(&relay) {
             options.offered_capabilities.push(relay);
         }
-        container.listen_with(addr, options, self.clone())
+        let listener = container.listen_with(addr, options, self.clone())?;
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener.clone());
+        Ok(listener)
+    }
+
+    /// A snapshot of every named queue (by name) and of the broker's connections, links and counters,
+    /// for metrics. Each number is read as it is at that moment; the counters only grow.
+    pub fn stats(&self) -> BrokerStats {
+        let queues: Vec<Arc<Queue>> = self.queues().values().cloned().collect();
+        let subscriptions: Vec<Arc<Queue>> = self
+            .topics()
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .iter()
+            .flat_map(|t| t.subscriptions().clone())
+            .collect();
+        let mut stats: Vec<QueueStats> = queues.iter().map(|q| q.stats()).collect();
+        stats.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let memory = queues.iter().chain(&subscriptions).map(|q| q.bytes()).sum();
+        let connections = self.connections();
+        let listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        BrokerStats {
+            queues: stats,
+            connections: connections.len(),
+            sessions: connections.iter().map(|c| c.sessions).sum(),
+            consumers: connections.iter().map(|c| c.consumers).sum(),
+            producers: connections.iter().map(|c| c.producers).sum(),
+            authentication_failures: listeners.iter().map(Listener::login_failures).sum(),
+            memory,
+            rejected: self.rejected(),
+            dropped_without_subscribers: self.dropped_without_subscribers(),
+            expired: self.expired(),
+            max_deliveries_reached: self.max_deliveries_reached(),
+            dead_lettered: self.dead_lettered(),
+        }
+    }
+
+    /// The connections accepted and not yet closed, by id.
+    pub fn connections(&self) -> Vec<ConnectionStats> {
+        self.inner.connections.snapshot()
+    }
+
+    /// Drops the messages waiting in the queue at `address` (not those its consumers hold) and returns
+    /// how many, or `None` when there is no such queue. Its producers get credit again.
+    pub fn purge(&self, address: &str) -> Option<usize> {
+        let q = self.queues().get(address).cloned()?;
+        let dropped = q.purge();
+        log::info!("queue {address} purged ({dropped} messages dropped)");
+        Some(dropped)
+    }
+
+    /// Deletes the queue at `address` with the messages waiting in it, and returns how many there were,
+    /// or `None` when there is no such queue. Its consumer links are detached, and its producer links
+    /// at their next message (rejected), with `amqp:resource-deleted` [AMQP 1.0 §2.8.15]; the address
+    /// is free again (a new link or message there makes a new queue, as for any address).
+    pub fn delete_queue(&self, address: &str) -> Option<usize> {
+        let q = self.queues().remove(address)?;
+        self.owners().remove(address);
+        let dropped = q.delete();
+        log::info!("queue {address} deleted ({dropped} messages dropped)");
+        Some(dropped)
     }
 
     /// The messages waiting in the queue at `address` (not counting those sent and not yet settled), or
@@ -505,6 +583,14 @@ fn is_temporary(address: &str) -> bool {
         })
 }
 
+/// The error for the links of a queue deleted through [`Broker::delete_queue`].
+fn deleted(address: &str) -> AmqpError {
+    AmqpError::new(
+        ErrorCondition::ResourceDeleted,
+        format!("queue {address} was deleted"),
+    )
+}
+
 /// The error for the address of a temporary queue that is gone.
 fn gone(address: &str) -> AmqpError {
     AmqpError::new(
@@ -519,6 +605,8 @@ impl ListenHandler for Broker {
     fn on_accept(&self, peer: SocketAddr) -> BrokerHandler {
         let conn = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
         log::info!("connection {conn} from {peer} accepted");
+        let entry = Arc::new(ConnectionEntry::new(peer, ANONYMOUS_USER));
+        self.inner.connections.add(conn, entry.clone());
         BrokerHandler {
             broker: self.clone(),
             conn,
@@ -527,6 +615,8 @@ impl ListenHandler for Broker {
             consumers: HashMap::new(),
             producers: HashMap::new(),
             refusal: None,
+            sessions: HashSet::new(),
+            entry,
         }
     }
 
@@ -561,6 +651,16 @@ pub struct BrokerHandler {
     /// Why the link whose attach was just answered is refused: it was answered with no terminus and is
     /// detached with this error as it opens, right after [AMQP 1.0 §2.6.3].
     refusal: Option<AmqpError>,
+    /// The sessions the peer began and has not ended.
+    sessions: HashSet<SessionId>,
+    /// This connection in the broker's registry, kept up to date for [`Broker::connections`].
+    entry: Arc<ConnectionEntry>,
+}
+
+impl Drop for BrokerHandler {
+    fn drop(&mut self) {
+        self.broker.inner.connections.remove(self.conn);
+    }
 }
 
 fn waker(core: &Core) -> Option<ConnectionWaker> {
@@ -629,6 +729,13 @@ impl BrokerHandler {
         let _ = core.engine.detach(link, true, Some(error));
     }
 
+    /// Publishes this connection's link counts (after a link was added or removed).
+    fn count_links(&self) {
+        let e = &self.entry;
+        e.consumers.store(self.consumers.len(), Ordering::Relaxed);
+        e.producers.store(self.producers.len(), Ordering::Relaxed);
+    }
+
     fn key(&self, link: SenderId) -> ConsumerKey {
         ConsumerKey {
             conn: self.conn,
@@ -643,26 +750,40 @@ impl BrokerHandler {
             return;
         };
         let mut back = Vec::new();
+        let (mut delivered, mut redelivered) = (0, 0);
         for e in c.queue.take(key, credit) {
             if s.credit() == 0 {
                 back.push(e);
-            } else if c.fire_and_forget {
-                if let Err(err) = send_settled(s, &e.message) {
-                    log::warn!("send on {} failed: {err}", c.queue.name);
-                    back.push(e);
-                }
+                continue;
+            }
+            let again = e.redelivery();
+            let sent = if c.fire_and_forget {
+                send_settled(s, &e.message).map_err(|err| (err, e))
             } else {
                 match s.send(&e.message) {
                     Ok(d) => {
                         c.unsettled.insert(d, e);
+                        Ok(())
                     }
-                    Err(err) => {
-                        log::warn!("send on {} failed: {err}", c.queue.name);
-                        back.push(e);
-                    }
+                    Err(err) => Err((err, e)),
+                }
+            };
+            match sent {
+                Ok(()) => {
+                    delivered += 1;
+                    redelivered += u64::from(again);
+                }
+                Err((err, e)) => {
+                    log::warn!("send on {} failed: {err}", c.queue.name);
+                    back.push(e);
                 }
             }
         }
+        let counters = &c.queue.counters;
+        counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+        counters
+            .redelivered
+            .fetch_add(redelivered, Ordering::Relaxed);
         if !c.fire_and_forget {
             c.queue.requeue(back, self.conn);
         }
@@ -688,6 +809,7 @@ impl BrokerHandler {
             } else if c.queue.temporary {
                 self.broker.delete(&c.queue);
             }
+            self.count_links();
         }
     }
 
@@ -847,6 +969,7 @@ impl MessagingHandler for BrokerHandler {
                 unsettled: HashMap::new(),
             },
         );
+        self.count_links();
         let credit = s.credit();
         self.pull(s, credit);
     }
@@ -898,14 +1021,17 @@ impl MessagingHandler for BrokerHandler {
             Self::top_up(r, q);
         }
         self.producers.insert(r.id(), destination);
+        self.count_links();
     }
 
     fn on_receiver_close(&mut self, r: &mut Receiver<'_>) {
         self.producers.remove(&r.id());
+        self.count_links();
     }
 
     fn on_receiver_detach(&mut self, r: &mut Receiver<'_>) {
         self.producers.remove(&r.id());
+        self.count_links();
     }
 
     fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
@@ -929,8 +1055,18 @@ impl MessagingHandler for BrokerHandler {
             }
             Ok(Destination::Queue(q)) => {
                 if !q.enqueue(message, self.conn) {
-                    // A temporary queue deleted since the link attached [AMQP 1.0 §3.4.3].
-                    d.reject(Some(gone(&q.name)));
+                    if q.temporary {
+                        // A temporary queue deleted since the link attached [AMQP 1.0 §3.4.3].
+                        d.reject(Some(gone(&q.name)));
+                    } else {
+                        // Deleted through the management API: so is the producer's link.
+                        let e = deleted(&q.name);
+                        d.reject(Some(e.clone()));
+                        let link = d.receiver().link;
+                        self.producers.remove(&rid);
+                        self.count_links();
+                        self.refuse(d.core, link, e);
+                    }
                     return;
                 }
             }
@@ -1009,6 +1145,15 @@ impl MessagingHandler for BrokerHandler {
     fn on_connection_wake(&mut self, c: &mut Connection<'_>) {
         let ids: Vec<SenderId> = self.consumers.keys().copied().collect();
         for id in ids {
+            let gone = self.consumers.get(&id).filter(|l| l.queue.deleted());
+            if let Some(name) = gone.map(|l| l.queue.name.clone()) {
+                // Its queue was deleted (`Broker::delete_queue`, which woke this connection).
+                self.drop_consumer(id);
+                if let Some(s) = c.sender(id) {
+                    self.refuse(s.core, s.link, deleted(&name));
+                }
+                continue;
+            }
             if let Some(mut s) = c.sender(id) {
                 let credit = s.credit();
                 self.pull(&mut s, credit);
@@ -1025,6 +1170,7 @@ impl MessagingHandler for BrokerHandler {
         // SASL is over by now: the user is known for every link to come.
         if let Some(user) = c.user() {
             self.user = user.to_owned();
+            self.entry.set_user(user);
         }
         log::info!(
             "connection {} from {} opened as {}",
@@ -1044,7 +1190,24 @@ impl MessagingHandler for BrokerHandler {
                 q.remove_producer(self.conn);
             }
         }
+        self.sessions.clear();
+        self.entry.sessions.store(0, Ordering::Relaxed);
+        self.count_links();
         log::info!("connection {} from {} closed", self.conn, self.peer);
+    }
+
+    fn on_session_open(&mut self, s: &mut Session<'_>) {
+        self.sessions.insert(s.id);
+        self.entry
+            .sessions
+            .store(self.sessions.len(), Ordering::Relaxed);
+    }
+
+    fn on_session_close(&mut self, s: &mut Session<'_>) {
+        self.sessions.remove(&s.id);
+        self.entry
+            .sessions
+            .store(self.sessions.len(), Ordering::Relaxed);
     }
 
     fn on_error(&mut self, error: &Error) {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nucleon_protocol::Message;
 
+use super::stats::QueueCounters;
 use crate::views::{ConnectionWaker, SenderId};
 
 /// The connection id of no connection (the broker numbers them from 1): what the queue does for it wakes
@@ -76,6 +77,11 @@ impl Entry {
 
     fn expired(&self, now: &mut Now) -> bool {
         self.expires.is_some_and(|t| t <= now.get())
+    }
+
+    /// A consumer acquired it before: sending it again is a redelivery.
+    pub(crate) fn redelivery(&self) -> bool {
+        self.returns > 0
     }
 }
 
@@ -137,11 +143,15 @@ pub(crate) struct DeadLetterCounts {
 
 impl DeadLetters {
     /// Moves dead messages of queue `from` to the dead-letter queue if there is one with room, else drops
-    /// them. A dead letter no longer expires: its ttl and absolute-expiry-time are removed.
-    fn bury(&self, from: &str, dead: Vec<(Fate, Entry)>) {
+    /// them. A dead letter no longer expires: its ttl and absolute-expiry-time are removed. Counted here
+    /// and in `from`'s counters.
+    fn bury(&self, from: &Queue, dead: Vec<(Fate, Entry)>) {
         for (fate, e) in dead {
             let counter = match fate {
-                Fate::Expired => &self.counts.expired,
+                Fate::Expired => {
+                    from.counters.expired.fetch_add(1, Ordering::Relaxed);
+                    &self.counts.expired
+                }
                 Fate::MaxDeliveries => &self.counts.max_deliveries,
             };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -160,9 +170,11 @@ impl DeadLetters {
             };
             if moved {
                 self.counts.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                from.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
             log::debug!(
-                "a message on {from} {} and was {}",
+                "a message on {} {} and was {}",
+                from.name,
                 match fate {
                     Fate::Expired => "expired",
                     Fate::MaxDeliveries => "reached the maximum deliveries",
@@ -227,6 +239,8 @@ pub(crate) struct Queue {
     pub(crate) temporary: bool,
     max_depth: Option<usize>,
     dead_letters: Arc<DeadLetters>,
+    /// What went through it, for [`Broker::stats`](super::Broker::stats).
+    pub(crate) counters: QueueCounters,
     state: Mutex<State>,
 }
 
@@ -242,6 +256,7 @@ impl Queue {
             temporary,
             max_depth,
             dead_letters,
+            counters: QueueCounters::default(),
             state: Mutex::new(State::default()),
         }
     }
@@ -256,7 +271,7 @@ impl Queue {
             w.wake();
         }
         if !after.dead.is_empty() {
-            self.dead_letters.bury(&self.name, after.dead);
+            self.dead_letters.bury(self, after.dead);
         }
     }
 
@@ -282,6 +297,7 @@ impl Queue {
             if s.deleted {
                 return false;
             }
+            self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
             if e.expired(&mut now) {
                 after.dead.push((Fate::Expired, e));
             } else {
@@ -382,11 +398,58 @@ impl Queue {
         taken
     }
 
-    /// Deletes the queue: it takes no more messages. Returns how many it held (they go with it).
+    /// Deletes the queue: it takes no more messages, and drops those waiting. Returns how many it dropped.
+    /// Its consumers' connections are woken to find it deleted.
     pub(crate) fn delete(&self) -> usize {
-        let mut s = self.lock();
-        s.deleted = true;
-        s.depth()
+        let (dropped, wake) = {
+            let mut s = self.lock();
+            s.deleted = true;
+            let wake = s.consumers.iter().filter_map(|c| c.waker.clone()).collect();
+            (drain(&mut s), wake)
+        };
+        self.finish(After {
+            wake,
+            dead: Vec::new(),
+        });
+        dropped
+    }
+
+    /// Whether the queue was deleted.
+    pub(crate) fn deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    /// Drops the messages waiting (not those assigned to consumers) and returns how many; producers
+    /// waiting for room are woken.
+    pub(crate) fn purge(&self) -> usize {
+        let (dropped, wake) = {
+            let mut s = self.lock();
+            (drain(&mut s), s.producers.values().cloned().collect())
+        };
+        self.finish(After {
+            wake,
+            dead: Vec::new(),
+        });
+        dropped
+    }
+
+    // SHIM-BEGIN (replaced by main's held/bytes accounting)
+    pub(crate) fn held(&self) -> usize {
+        self.lock().consumers.iter().map(|c| c.outbox.len()).sum()
+    }
+    pub(crate) fn bytes(&self) -> usize {
+        self.lock()
+            .levels
+            .iter()
+            .flatten()
+            .map(|e| e.message.to_bytes().len())
+            .sum()
+    }
+    // SHIM-END
+
+    /// How many consumers (browsers included) it has.
+    pub(crate) fn consumers(&self) -> usize {
+        self.lock().consumers.len()
     }
 
     /// Registers a producer connection, woken when a bounded queue has room again.
@@ -508,6 +571,11 @@ fn next_assignment(
         }
     }
     None
+}
+
+/// Drops every waiting message and returns how many there were.
+fn drain(s: &mut State) -> usize {
+    s.levels.iter_mut().map(|l| l.drain(..).count()).sum()
 }
 
 /// Inserts `e` where its sequence number belongs (a level is kept in arrival order).
