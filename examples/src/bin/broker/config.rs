@@ -26,6 +26,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub topics: Topics,
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +125,8 @@ pub struct Grants {
     pub browse: Vec<String>,
     #[serde(default)]
     pub create: Vec<String>,
+    #[serde(default)]
+    pub manage: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +162,13 @@ pub struct Topics {
     pub prefixes: Vec<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// HOST:PORT of the HTTP server of metrics and the management API.
+    pub address: Option<String>,
+}
+
 impl Config {
     /// Reads and checks `path`; the error is the line to print.
     pub fn load(path: &Path) -> Result<Config, String> {
@@ -181,6 +192,7 @@ impl Config {
                 (Operation::Consume, &grants.consume),
                 (Operation::Browse, &grants.browse),
                 (Operation::Create, &grants.create),
+                (Operation::Manage, &grants.manage),
             ] {
                 for p in patterns {
                     if p.is_empty() {

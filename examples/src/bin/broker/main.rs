@@ -4,6 +4,7 @@
 //! broker [--config FILE] [-a|--address HOST:PORT] [-t|--threads N] [--users FILE] [--user NAME:PASSWORD ...]
 //!        [--allow-anonymous] [--allow-insecure-plain] [--max-queue-depth N] [--topic PREFIX ...]
 //!        [--tls-cert FILE --tls-key FILE [--require-tls] [--tls-ca FILE]] [--ws-listen HOST:PORT]
+//!        [--metrics HOST:PORT]
 //! broker --print-scram-credential NAME < password
 //! ```
 //!
@@ -27,11 +28,15 @@
 //! WebSocket (subprotocol `amqp`; `wss` with the TLS flags), announced on a second line,
 //! `broker WebSocket listening on HOST:PORT`.
 //!
+//! `--metrics HOST:PORT` serves Prometheus metrics at `/metrics` and a JSON management API under `/api/`
+//! over HTTP (see `metrics.rs`), announced on a line after the others, `broker metrics on HOST:PORT`.
+//!
 //! `--config FILE` reads listeners, TLS, users (with a SCRAM credential, or a password from an environment
 //! variable or a file), per-user permissions and limits from a TOML file (see `examples/broker.toml`);
 //! flags given on the command line win over it.
 
 mod config;
+mod metrics;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -40,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use metrics::Management;
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::{
     Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
@@ -101,6 +107,9 @@ struct Args {
     /// Also listen for AMQP over WebSocket on HOST:PORT (wss with the TLS flags).
     #[arg(long, value_name = "HOST:PORT")]
     ws_listen: Option<String>,
+    /// Serve Prometheus metrics (/metrics) and the management API (/api/) over HTTP on HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
 }
 
 /// What `--help` says about `--config`.
@@ -111,14 +120,19 @@ The config file (TOML; every key optional, see examples/broker.toml):
   [auth]         users_file, allow_anonymous, allow_insecure_plain
   [[user]]       name, and one of: credential (from --print-scram-credential), password_env, password_file
   [permissions]  USER = { send = [PATTERN, ...], consume = [...], browse = [...], create = [...] }
-                 for each user, `anonymous`, or `*` (everyone); `*` in a pattern stands for any characters.
+                 and manage (the management API; on `*` it lists connections too), for each user,
+                 `anonymous`, or `*` (everyone); `*` in a pattern stands for any characters.
                  Without [permissions] the broker is open: every client may send, consume and create anywhere.
   [limits]       max_queue_depth, max_message_size, max_sessions_per_connection,
                  max_links_per_connection, open_timeout_secs (default 10), idle_timeout_secs (default 60),
                  max_connections (default 10000), max_connections_per_address (default 1000),
                  max_login_failures, login_failure_window_secs, login_lockout_secs (default 10 in 60 s:
                  the address is refused for 60 s)
-  [topics]       prefixes";
+  [topics]       prefixes
+  [metrics]      address (HOST:PORT): Prometheus metrics at /metrics, and the management API:
+                 GET /api/queues, GET /api/connections, POST /api/queues/NAME/purge,
+                 DELETE /api/queues/NAME, with HTTP Basic as a user granted `manage` (any user
+                 when the broker is open)";
 
 /// The idle time-out the broker keeps by default: a client that stops sending (a vanished host) is
 /// closed after it, and its unsettled messages go back to their queues.
@@ -267,6 +281,7 @@ fn main() -> ExitCode {
         .authorization()
         .expect("checked when the file was loaded");
     let open = authorization.is_none();
+    let management_authorization = authorization.clone();
     let topic_prefixes = if args.topics.is_empty() {
         file.topics.prefixes.clone()
     } else {
@@ -302,13 +317,14 @@ fn main() -> ExitCode {
             }
         );
     }
-    let authenticator = (!users.is_empty()).then(|| {
+    let scram = (!users.is_empty()).then(|| {
         Arc::new(
             ScramAuthenticator::new(users)
                 .allow_plain(true)
                 .allow_anonymous(allow_anonymous),
-        ) as Arc<dyn Authenticator>
+        )
     });
+    let authenticator = scram.clone().map(|a| a as Arc<dyn Authenticator>);
     let limits = &file.limits;
     let defaults = ListenOptions::default();
     let throttle = defaults.login_throttle.map(|t| LoginThrottle {
@@ -368,6 +384,23 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    let metrics_addr = match args.metrics.as_ref().or(file.metrics.address.as_ref()) {
+        Some(address) => {
+            let management = Management {
+                broker: broker.clone(),
+                authorization: management_authorization,
+                users: scram,
+            };
+            match std::net::TcpListener::bind(address).and_then(|l| metrics::start(l, management)) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    eprintln!("broker: cannot serve metrics on {address}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => None,
+    };
     // Signal handlers live inside the container's actix System, on its own thread; the ready line is
     // printed only once they are in place, so a signal sent right after it is handled.
     let scheduled = handle.schedule(Duration::ZERO, move || {
@@ -384,6 +417,9 @@ fn main() -> ExitCode {
         }
         if let Some(ws) = ws_addr {
             let _ = writeln!(out, "broker WebSocket listening on {ws}");
+        }
+        if let Some(m) = metrics_addr {
+            let _ = writeln!(out, "broker metrics on {m}");
         }
         let _ = out.flush();
     });
