@@ -341,3 +341,67 @@ async fn the_sweep_deletes_idle_queues_made_on_demand_and_drops_expired_messages
     assert_eq!(broker.expired(), 1);
     container.stop();
 }
+
+/// A TCP proxy to `target` for one connection; `freeze` stops it forwarding while both sockets stay open,
+/// as a host that vanished without closing anything.
+async fn freezable_proxy(
+    target: std::net::SocketAddr,
+) -> (u16, std::sync::Arc<tokio::sync::Notify>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let port = listener.local_addr().expect("an address").port();
+    let freeze = std::sync::Arc::new(tokio::sync::Notify::new());
+    let frozen = freeze.clone();
+    actix_rt::spawn(async move {
+        let (client, _) = listener.accept().await.expect("accepts");
+        let server = tokio::net::TcpStream::connect(target)
+            .await
+            .expect("connects");
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut cr, &mut sw) => {}
+            _ = tokio::io::copy(&mut sr, &mut cw) => {}
+            _ = frozen.notified() => {}
+        }
+        // Nothing more is forwarded, and nothing is closed, until the test ends.
+        std::future::pending::<()>().await;
+        drop((cr, cw, sr, sw));
+    });
+    (port, freeze)
+}
+
+#[actix_rt::test]
+async fn a_consumer_whose_host_vanishes_is_dropped_at_the_idle_timeout_and_its_messages_return() {
+    let container = container();
+    let broker = Broker::new(BrokerOptions::default());
+    let options = ListenOptions {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..ListenOptions::default()
+    };
+    let listener = broker
+        .listen(&container, "127.0.0.1:0", options)
+        .expect("broker listens");
+    let base = format!("amqp://127.0.0.1:{}", listener.port());
+    let producer = sender(&container, &format!("{base}/vanish")).await;
+    assert_eq!(send(&producer, numbered(7)).await, Outcome::Accepted);
+    let (port, freeze) = freezable_proxy(listener.local_addr()).await;
+    let mut doomed = receiver(&container, &format!("amqp://127.0.0.1:{port}/vanish"), 10).await;
+    let held = tokio::time::timeout(TIMEOUT, doomed.recv())
+        .await
+        .expect("in time")
+        .expect("a message");
+    assert_eq!(broker.queue_unsettled("vanish"), Some(1));
+    freeze.notify_one();
+    // The broker hears nothing from it for its idle time-out, closes it, and the message goes back.
+    let mut next = receiver(&container, &format!("{base}/vanish"), 10).await;
+    let again = tokio::time::timeout(TIMEOUT, next.recv())
+        .await
+        .expect("the message comes back after the idle time-out")
+        .expect("a message");
+    assert_eq!(again.message.body_value(), Some(&Value::Long(7)));
+    assert_eq!(again.message.delivery_count(), 1, "a duplicate says so");
+    drop(held);
+    container.stop();
+}
