@@ -950,17 +950,35 @@ async fn a_released_message_comes_back_to_its_own_subscriber_only() {
 }
 
 #[actix_rt::test]
-async fn a_topic_producer_keeps_its_credit_when_queues_are_bounded() {
+async fn a_topic_producer_keeps_its_credit_and_a_full_subscription_rejects_what_it_cannot_hold() {
     let container = container();
-    let (broker, base) = broker(&container, topic_options(Some(1)));
+    let (broker, base) = broker(&container, topic_options(Some(2)));
     let url = format!("{base}/chat/busy");
     // No subscriber: every message is accepted (send_all fails on a send that gets no credit in time).
     send_all(&container, &url, 0..20).await;
     assert_eq!(broker.dropped_without_subscribers(), 20);
-    // A subscriber that reads nothing yet: its subscription takes more than the queues' bound.
+    // A subscriber that reads nothing yet: its subscription holds two messages (one sent to it and not
+    // settled, one waiting), and a third publish is rejected, not lost and not held beyond the bound.
     let mut r = receiver(&container, &url, 1).await;
-    send_all(&container, &url, 20..40).await;
-    expect_in_order(&mut r, 20..40, "the subscriber").await;
-    assert_eq!(broker.dropped_without_subscribers(), 20);
+    send_all(&container, &url, 20..22).await;
+    let sender = container
+        .open_sender(&url, SenderOptions::default())
+        .await
+        .expect("sender opens");
+    match sender.send(numbered(22)).await.expect("an outcome") {
+        Outcome::Rejected(Some(e)) => assert_eq!(
+            e.condition,
+            nucleon::protocol::frame::ErrorCondition::ResourceLimitExceeded,
+            "{e:?}"
+        ),
+        other => panic!("a publish to a full subscription: {other:?}"),
+    }
+    expect_in_order(&mut r, 20..22, "the subscriber").await;
+    // Room again once it took them.
+    assert_eq!(
+        sender.send(numbered(23)).await.expect("an outcome"),
+        Outcome::Accepted
+    );
+    expect_in_order(&mut r, 23..24, "the subscriber").await;
     container.stop();
 }

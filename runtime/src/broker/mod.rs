@@ -26,7 +26,15 @@
 //!   address is not made again: a link attaching to it is refused, and a message sent to it (by its `to` or
 //!   through a link attached before) is rejected, with `amqp:not-found`. Distribution mode `copy` browses a
 //!   queue (in arrival order) without consuming it. Drain is honoured.
-//! * With [`BrokerOptions::max_queue_depth`], producers of a full queue get no more credit until it drains.
+//! * Limits ([`BrokerOptions`]): a queue holds at most `max_queue_depth` messages, waiting or unsettled,
+//!   and `max_queue_bytes`; all queues together `max_memory` (1 GiB by default). Producers of a bounded
+//!   queue get credit only for the room left (each credit a promise of room), so a producer that keeps to
+//!   its credit is never refused; past the bytes or memory limit no credit is given until consumers take
+//!   messages (every producer waiting on memory is woken then, as RabbitMQ's memory alarm does). What
+//!   comes without credit (the anonymous relay, an overshooting producer, a topic publish) is rejected with
+//!   `amqp:resource-limit-exceeded` when there is no room. At most `max_queues` queues exist; queues made
+//!   on demand that stay empty and unused for `auto_delete_after` are deleted by the sweep
+//!   ([`Broker::sweep`], every 10 s once [`Broker::listen`] ran), which also drops expired messages.
 //! * Topics (publish/subscribe, as Artemis and Qpid JMS clients expect): an address is a topic when it starts
 //!   with one of [`BrokerOptions::topic_prefixes`], or once a link attaches to it with the [`TOPIC`]
 //!   capability on its terminus (the consumer's source, the producer's target) [AMQP 1.0 §3.5.3, §3.5.4],
@@ -38,9 +46,9 @@
 //!   [`Broker::queue_depth`] does not show and which is deleted with its messages when its link or
 //!   connection goes. A message published to a topic is put in every subscription there is at that moment,
 //!   then accepted; with no subscriber it is accepted and dropped (topic semantics, counted by
-//!   [`Broker::dropped_without_subscribers`]). Subscriptions are not bounded by `max_queue_depth`: producers
-//!   of a topic always get the normal credit window. Each subscription gets one producer's messages in the
-//!   order they were published.
+//!   [`Broker::dropped_without_subscribers`]). Subscriptions have the queues' limits: a message goes to all
+//!   of them or, if one is full, is rejected (`amqp:resource-limit-exceeded`); producers of a topic get the
+//!   normal credit window. Each subscription gets one producer's messages in the order they were published.
 //!
 //! * Authorization ([`BrokerOptions::authorization`], [`Authorization`]): each user (SASL's, `anonymous` for
 //!   ANONYMOUS or a client that skipped SASL) is granted send, consume, browse and create on address
@@ -60,8 +68,9 @@ mod stats;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
@@ -72,7 +81,9 @@ use nucleon_protocol::frame::{
 use nucleon_protocol::Message;
 
 pub use self::authz::{Authorization, Operation, Pattern, ANONYMOUS_USER, EVERY_USER};
-use self::queue::{ConsumerKey, DeadLetterCounts, DeadLetters, Entry, Queue};
+use self::queue::{
+    ConsumerKey, DeadLetterCounts, DeadLetters, Entry, Limits, Memory, Queue, Refused,
+};
 pub use self::stats::{BrokerStats, ConnectionStats, QueueStats};
 use self::stats::{ConnectionEntry, Connections};
 use crate::container::{ContainerHandle, ListenOptions, Listener};
@@ -93,12 +104,37 @@ pub const TOPIC: &str = "topic";
 /// The credit a producer link gets at a time (Proton's default window).
 const PRODUCER_WINDOW: u32 = 10;
 
+/// The bytes all queues may hold by default: far below the memory of any machine a broker runs on, and
+/// far above what a queue of ordinary messages needs.
+const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+
+/// Queues by default: each costs little, but addresses come from clients.
+const DEFAULT_MAX_QUEUES: usize = 10_000;
+
+/// How long an unused, empty queue made on demand stays by default.
+const DEFAULT_AUTO_DELETE: Duration = Duration::from_secs(300);
+
 /// Broker settings.
 #[derive(Clone, Debug)]
 pub struct BrokerOptions {
-    /// The most messages a queue holds before its producers get no more credit (default: unbounded). Topic
-    /// subscriptions are never bounded: producers of a topic always get the normal credit window.
+    /// The most messages a queue holds, waiting or held unsettled by consumers (default: no count; the
+    /// bytes and memory limits still apply). Producers get credit only for the room left, so a producer
+    /// that keeps to its credit is never refused; an anonymous-relay message for a full queue is rejected
+    /// with `amqp:resource-limit-exceeded`. A topic's subscriptions have the same limits: a message is
+    /// published to all of them or, if one is full, rejected.
     pub max_queue_depth: Option<usize>,
+    /// The most bytes (encoded messages, waiting or unsettled) a queue holds; from then on its producers get
+    /// no credit (messages already in flight on credit given before still come in). Default: none.
+    pub max_queue_bytes: Option<usize>,
+    /// The most bytes all queues together hold: at that point every producer's credit is withheld, as
+    /// RabbitMQ's memory alarm blocks publishers, until consumers take enough (default 1 GiB).
+    pub max_memory: Option<usize>,
+    /// The most queues (named and temporary) there may be: an attach or relay message that would make one
+    /// more is refused with `amqp:resource-limit-exceeded` (default 10,000).
+    pub max_queues: Option<usize>,
+    /// A queue the broker made on demand that has been empty, with no consumer and no producer, this long is
+    /// deleted (default 5 minutes; `None` keeps them). The dead-letter queue is never deleted.
+    pub auto_delete_after: Option<Duration>,
     /// Addresses starting with any of these are topics (default: none; an empty prefix makes every address
     /// a topic). Each consumer of a topic gets every message published after it attached; a message
     /// published with no consumer attached is accepted and dropped.
@@ -125,6 +161,10 @@ impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
             max_queue_depth: None,
+            max_queue_bytes: None,
+            max_memory: Some(DEFAULT_MAX_MEMORY),
+            max_queues: Some(DEFAULT_MAX_QUEUES),
+            auto_delete_after: Some(DEFAULT_AUTO_DELETE),
             topic_prefixes: Vec::new(),
             authorization: None,
             max_deliveries: Some(10),
@@ -148,6 +188,10 @@ struct Inner {
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     /// Where every queue puts the messages that may not stay in it, and their counts.
     dead_letters: Arc<DeadLetters>,
+    /// The bytes all queues hold, against `max_memory`.
+    memory: Arc<Memory>,
+    /// The idle sweep was started (by the first `listen`).
+    sweeping: AtomicBool,
     next_connection: AtomicU64,
     next_dynamic: AtomicU64,
     /// The connection each temporary queue belongs to, by address.
@@ -167,12 +211,15 @@ struct Topic {
     subscriptions: Mutex<Vec<Arc<Queue>>>,
     next_subscription: AtomicU64,
     dead_letters: Arc<DeadLetters>,
+    /// Each subscription's.
+    limits: Limits,
 }
 
 impl Topic {
-    fn new(name: String, dead_letters: Arc<DeadLetters>) -> Topic {
+    fn new(name: String, dead_letters: Arc<DeadLetters>, limits: Limits) -> Topic {
         Topic {
             name,
+            limits,
             subscriptions: Mutex::new(Vec::new()),
             next_subscription: AtomicU64::new(1),
             dead_letters,
@@ -183,13 +230,13 @@ impl Topic {
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new subscription: an unbounded private queue, not among the broker's named queues.
+    /// A new subscription: a private queue with the broker's queue limits, not among its named queues.
     fn subscribe(&self) -> Arc<Queue> {
         let n = self.next_subscription.fetch_add(1, Ordering::Relaxed);
         let q = Arc::new(Queue::new(
             format!("{}#{n}", self.name),
             true,
-            None,
+            self.limits.clone(),
             self.dead_letters.clone(),
         ));
         log::info!("subscription {} created", q.name);
@@ -207,20 +254,46 @@ impl Topic {
         );
     }
 
-    /// Puts the message in every subscription there is now and returns how many. The topic's lock is held
-    /// throughout, so each subscription gets one producer's messages in publish order.
-    fn publish(&self, message: Message, from_conn: u64) -> usize {
+    /// Puts the message in every subscription there is now and returns how many, or in none if one of
+    /// them is full: `amqp:resource-limit-exceeded`. The topic's lock is held throughout, so each
+    /// subscription gets one producer's messages in publish order (and only publishing fills them).
+    fn publish(&self, message: Message, from_conn: u64) -> Result<usize, AmqpError> {
         let subscriptions = self.subscriptions();
+        if let Some(full) = subscriptions.iter().find(|q| !q.has_room()) {
+            return Err(full_error(&full.name));
+        }
         let mut n = 0;
         if let Some((last, others)) = subscriptions.split_last() {
             for q in others {
                 // A cheap clone: the message keeps its encoded bytes.
-                n += usize::from(q.enqueue(message.clone(), from_conn));
+                n += usize::from(q.enqueue(message.clone(), from_conn, false).is_ok());
             }
-            n += usize::from(last.enqueue(message, from_conn));
+            n += usize::from(last.enqueue(message, from_conn, false).is_ok());
         }
-        n
+        Ok(n)
     }
+}
+
+/// How often the broker looks for expired messages and idle queues.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs [`Broker::sweep`] every `SWEEP_EVERY` in `container` until it stops.
+fn sweep_every(container: ContainerHandle, broker: Broker) {
+    let next = container.clone();
+    let scheduled = container.schedule(SWEEP_EVERY, move || {
+        broker.sweep();
+        sweep_every(next, broker);
+    });
+    // Refused only once the container is stopping: then there is nothing left to sweep for.
+    drop(scheduled);
+}
+
+/// A message the queue `name` has no room for [AMQP 1.0 §2.8.15].
+fn full_error(name: &str) -> AmqpError {
+    AmqpError::new(
+        ErrorCondition::ResourceLimitExceeded,
+        format!("{name} is full"),
+    )
 }
 
 /// Where a producer's messages go.
@@ -234,6 +307,12 @@ impl Broker {
     /// A broker with no queues yet.
     pub fn new(options: BrokerOptions) -> Broker {
         let counts = Arc::new(DeadLetterCounts::default());
+        let memory = Arc::new(Memory::new(options.max_memory));
+        let limits = Limits {
+            max_depth: options.max_queue_depth,
+            max_bytes: options.max_queue_bytes,
+            memory: memory.clone(),
+        };
         let mut queues = HashMap::new();
         let dead_letter_queue = options.dead_letter_address.as_ref().map(|address| {
             // Its own dead letters are dropped.
@@ -245,7 +324,7 @@ impl Broker {
             let q = Arc::new(Queue::new(
                 address.clone(),
                 false,
-                options.max_queue_depth,
+                limits.clone(),
                 Arc::new(own),
             ));
             queues.insert(address.clone(), q.clone());
@@ -262,6 +341,8 @@ impl Broker {
                 queues: Mutex::new(queues),
                 topics: Mutex::new(HashMap::new()),
                 dead_letters,
+                memory,
+                sweeping: AtomicBool::new(false),
                 next_connection: AtomicU64::new(1),
                 next_dynamic: AtomicU64::new(1),
                 owners: Mutex::new(HashMap::new()),
@@ -291,6 +372,9 @@ impl Broker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(listener.clone());
+        if !self.inner.sweeping.swap(true, Ordering::Relaxed) {
+            sweep_every(container.clone(), self.clone());
+        }
         Ok(listener)
     }
 
@@ -298,17 +382,8 @@ impl Broker {
     /// for metrics. Each number is read as it is at that moment; the counters only grow.
     pub fn stats(&self) -> BrokerStats {
         let queues: Vec<Arc<Queue>> = self.queues().values().cloned().collect();
-        let subscriptions: Vec<Arc<Queue>> = self
-            .topics()
-            .values()
-            .cloned()
-            .collect::<Vec<_>>()
-            .iter()
-            .flat_map(|t| t.subscriptions().clone())
-            .collect();
         let mut stats: Vec<QueueStats> = queues.iter().map(|q| q.stats()).collect();
         stats.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        let memory = queues.iter().chain(&subscriptions).map(|q| q.bytes()).sum();
         let connections = self.connections();
         let listeners = self
             .inner
@@ -322,7 +397,7 @@ impl Broker {
             consumers: connections.iter().map(|c| c.consumers).sum(),
             producers: connections.iter().map(|c| c.producers).sum(),
             authentication_failures: listeners.iter().map(Listener::login_failures).sum(),
-            memory,
+            memory: self.memory_used(),
             rejected: self.rejected(),
             dropped_without_subscribers: self.dropped_without_subscribers(),
             expired: self.expired(),
@@ -361,6 +436,22 @@ impl Broker {
     /// `None` when there is no such queue (a topic's subscriptions are not queues by name).
     pub fn queue_depth(&self, address: &str) -> Option<usize> {
         self.queues().get(address).map(|q| q.depth())
+    }
+
+    /// The messages of the queue at `address` that consumers hold and have not settled, or `None` when
+    /// there is no such queue. They count against `max_queue_depth` with the waiting ones.
+    pub fn queue_unsettled(&self, address: &str) -> Option<usize> {
+        self.queues().get(address).map(|q| q.held())
+    }
+
+    /// The bytes of the waiting and unsettled messages of the queue at `address` (`None`: no such queue).
+    pub fn queue_bytes(&self, address: &str) -> Option<usize> {
+        self.queues().get(address).map(|q| q.bytes())
+    }
+
+    /// The bytes all queues hold (waiting and unsettled), against `max_memory`.
+    pub fn memory_used(&self) -> usize {
+        self.inner.memory.used()
     }
 
     /// The messages waiting in all named queues, and how many queues there are (for the count a stopping
@@ -454,9 +545,66 @@ impl Broker {
                 Arc::new(Topic::new(
                     address.to_owned(),
                     self.inner.dead_letters.clone(),
+                    self.limits(),
                 ))
             })
             .clone()
+    }
+
+    /// Drops expired messages from every queue, and deletes the queues made on demand that have been
+    /// empty and unused for `auto_delete_after` (not temporary queues, which go with their link, nor the
+    /// dead-letter queue). `Broker::listen` runs it every 10 seconds.
+    pub fn sweep(&self) {
+        let o = &self.inner.options;
+        let queues: Vec<Arc<Queue>> = self.queues().values().cloned().collect();
+        for q in &queues {
+            q.sweep_expired();
+        }
+        for t in self.topics().values() {
+            for q in t.subscriptions().iter() {
+                q.sweep_expired();
+            }
+        }
+        let Some(idle) = o.auto_delete_after else {
+            return;
+        };
+        let mut deleted = Vec::new();
+        self.queues().retain(|name, q| {
+            let keep = q.temporary
+                || o.dead_letter_address.as_deref() == Some(name.as_str())
+                || !q.delete_if_idle(idle);
+            if !keep {
+                deleted.push(name.clone());
+            }
+            keep
+        });
+        for name in deleted {
+            log::info!("queue {name} deleted: empty and unused for {idle:?}");
+        }
+    }
+
+    /// The limits of each queue this broker makes.
+    fn limits(&self) -> Limits {
+        let o = &self.inner.options;
+        Limits {
+            max_depth: o.max_queue_depth,
+            max_bytes: o.max_queue_bytes,
+            memory: self.inner.memory.clone(),
+        }
+    }
+
+    /// Refuses one more queue beyond `max_queues` [AMQP 1.0 §2.8.15].
+    fn room_for_a_queue(&self, queues: &HashMap<String, Arc<Queue>>) -> Result<(), AmqpError> {
+        match self.inner.options.max_queues {
+            Some(max) if queues.len() >= max => {
+                log::warn!("the broker has {max} queues already: no more are made");
+                Err(AmqpError::new(
+                    ErrorCondition::ResourceLimitExceeded,
+                    format!("the broker has {max} queues already"),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Where messages for `address` go, and where its consumers take them from: its queue if it has one,
@@ -466,6 +614,8 @@ impl Broker {
     fn destination(&self, address: &str) -> Result<Destination, AmqpError> {
         let mut queues = self.queues();
         if let Some(q) = queues.get(address) {
+            // Found under the map's lock, as the idle sweep deletes: it is not idle now.
+            q.touch();
             return Ok(Destination::Queue(q.clone()));
         }
         if self.is_topic(address) {
@@ -474,11 +624,12 @@ impl Broker {
         if is_temporary(address) {
             return Err(gone(address));
         }
+        self.room_for_a_queue(&queues)?;
         log::info!("queue {address} created");
         let q = Arc::new(Queue::new(
             address.to_owned(),
             false,
-            self.inner.options.max_queue_depth,
+            self.limits(),
             self.inner.dead_letters.clone(),
         ));
         queues.insert(address.to_owned(), q.clone());
@@ -528,19 +679,21 @@ impl Broker {
     }
 
     /// A new temporary queue with a unique address, for a dynamic source of connection `owner`.
-    fn temporary_queue(&self, owner: u64) -> Arc<Queue> {
+    fn temporary_queue(&self, owner: u64) -> Result<Arc<Queue>, AmqpError> {
+        let mut queues = self.queues();
+        self.room_for_a_queue(&queues)?;
         let n = self.inner.next_dynamic.fetch_add(1, Ordering::Relaxed);
         let address = format!("{TEMPORARY_PREFIX}{}-{n}", uuid::Uuid::new_v4().simple());
         log::info!("temporary queue {address} created");
         let q = Arc::new(Queue::new(
             address.clone(),
             true,
-            self.inner.options.max_queue_depth,
+            self.limits(),
             self.inner.dead_letters.clone(),
         ));
         self.owners().insert(address.clone(), owner);
-        self.queues().insert(address, q.clone());
-        q
+        queues.insert(address, q.clone());
+        Ok(q)
     }
 
     fn owners(&self) -> MutexGuard<'_, HashMap<String, u64>> {
@@ -633,8 +786,19 @@ struct ConsumerLink {
     topic: Option<Arc<Topic>>,
     /// The link is pre-settled (at-most-once) or browses (COPY): nothing to track.
     fire_and_forget: bool,
+    /// It browses: what it is sent are copies, which the queue does not count.
+    browse: bool,
     /// Sent and not yet settled: back to the queue if the link is lost.
     unsettled: HashMap<DeliveryRef, Entry>,
+}
+
+/// A producer link of this connection.
+#[derive(Debug)]
+struct Producer {
+    /// Where its messages go (`None`: anonymous relay, routed by each message's `to`).
+    destination: Option<Destination>,
+    /// Its credit, each promised room in a bounded queue.
+    reserved: usize,
 }
 
 /// The broker's handler for one connection (made by [`Broker`] as a [`ListenHandler`]).
@@ -647,7 +811,7 @@ pub struct BrokerHandler {
     user: String,
     consumers: HashMap<SenderId, ConsumerLink>,
     /// Producer links and where their messages go (`None`: anonymous relay, routed by each message's `to`).
-    producers: HashMap<ReceiverId, Option<Destination>>,
+    producers: HashMap<ReceiverId, Producer>,
     /// Why the link whose attach was just answered is refused: it was answered with no terminus and is
     /// detached with this error as it opens, right after [AMQP 1.0 §2.6.3].
     refusal: Option<AmqpError>,
@@ -749,7 +913,7 @@ impl BrokerHandler {
         let Some(c) = self.consumers.get_mut(&key.link) else {
             return;
         };
-        let mut back = Vec::new();
+        let (mut back, mut gone) = (Vec::new(), Vec::new());
         let (mut delivered, mut redelivered) = (0, 0);
         for e in c.queue.take(key, credit) {
             if s.credit() == 0 {
@@ -758,7 +922,13 @@ impl BrokerHandler {
             }
             let again = e.redelivery();
             let sent = if c.fire_and_forget {
-                send_settled(s, &e.message).map_err(|err| (err, e))
+                match send_settled(s, &e.message) {
+                    Ok(()) => {
+                        gone.push(e);
+                        Ok(())
+                    }
+                    Err(err) => Err((err, e)),
+                }
             } else {
                 match s.send(&e.message) {
                     Ok(d) => {
@@ -784,7 +954,9 @@ impl BrokerHandler {
         counters
             .redelivered
             .fetch_add(redelivered, Ordering::Relaxed);
-        if !c.fire_and_forget {
+        // A browser's are copies: nothing to give back or settle.
+        if !c.browse {
+            c.queue.settled(&gone);
             c.queue.requeue(back, self.conn);
         }
     }
@@ -813,16 +985,48 @@ impl BrokerHandler {
         }
     }
 
-    /// Keeps a bounded queue's producer link at the credit the queue has room for.
-    fn top_up(r: &mut Receiver<'_>, queue: &Queue) {
-        let Some(room) = queue.room() else {
+    /// Keeps a bounded queue's producer link at up to `PRODUCER_WINDOW` credit, each promised room in the
+    /// queue (see `Queue::reserve`).
+    fn top_up(&mut self, r: &mut Receiver<'_>) {
+        let Some(Producer {
+            destination: Some(Destination::Queue(q)),
+            reserved,
+        }) = self.producers.get_mut(&r.id())
+        else {
             return;
         };
-        let want = u32::try_from(room).unwrap_or(u32::MAX).min(PRODUCER_WINDOW);
-        let have = r.credit();
-        if want > have {
-            let _ = r.add_credit(want - have);
+        if !q.limits().bounded() {
+            return;
         }
+        let want = PRODUCER_WINDOW as usize;
+        if *reserved < want {
+            let got = q.reserve(want - *reserved, self.conn, &r.core.waker);
+            if got > 0 && r.add_credit(got as u32).is_ok() {
+                *reserved += got;
+            } else {
+                q.unreserve(got);
+            }
+        }
+    }
+
+    /// A producer link is gone: the room promised to its unused credit is given back.
+    fn drop_producer(&mut self, id: ReceiverId) {
+        if let Some(Producer {
+            destination: Some(Destination::Queue(q)),
+            reserved,
+        }) = self.producers.remove(&id)
+        {
+            q.unreserve(reserved);
+            q.remove_producer(self.conn);
+        }
+        self.count_links();
+    }
+
+    /// A consumer settled a message for good (accepted or rejected): it leaves its queue.
+    fn consumed(&mut self, t: &mut Tracker<'_>) -> Option<Arc<Queue>> {
+        let (q, e) = self.settled_entry(t)?;
+        q.settled([&e]);
+        Some(q)
     }
 
     fn settled_entry(&mut self, t: &mut Tracker<'_>) -> Option<(Arc<Queue>, Entry)> {
@@ -863,19 +1067,31 @@ impl MessagingHandler for BrokerHandler {
                     return;
                 };
                 if source.dynamic {
-                    source.address = Some(self.broker.temporary_queue(self.conn).name.clone());
+                    match self.broker.temporary_queue(self.conn) {
+                        Ok(q) => source.address = Some(q.name.clone()),
+                        Err(e) => {
+                            reply.source = None;
+                            self.refusal = Some(e);
+                        }
+                    }
                     return;
                 }
                 let refused = match source.address.as_deref() {
                     Some(a) => self.may(consumer_operation(source), a).err(),
                     None => None,
                 };
-                // Refused links declare and make nothing.
-                let refused = refused.or_else(|| {
-                    self.broker
-                        .topic_terminus(source.address.as_deref(), &mut source.capabilities)
-                        .err()
-                });
+                // Refused links declare and make nothing. The queue (or subscription's topic) is made
+                // now, so that one the broker cannot make refuses the link here too.
+                let refused = refused
+                    .or_else(|| {
+                        self.broker
+                            .topic_terminus(source.address.as_deref(), &mut source.capabilities)
+                            .err()
+                    })
+                    .or_else(|| {
+                        let address = source.address.as_deref()?;
+                        self.broker.destination(address).err()
+                    });
                 if let Some(e) = refused {
                     // A null source refuses the link [AMQP 1.0 §2.6.3]; `on_sender_open` detaches it
                     // with the reason.
@@ -899,22 +1115,24 @@ impl MessagingHandler for BrokerHandler {
                     self.refusal = Some(e);
                     return;
                 }
-                let topic = match self
+                let made = self
                     .broker
                     .topic_terminus(target.address.as_deref(), &mut target.capabilities)
-                {
-                    Ok(topic) => topic,
+                    .and_then(|topic| match target.address.as_deref() {
+                        Some(a) => self.broker.destination(a).map(|d| (topic, Some(d))),
+                        None => Ok((topic, None)),
+                    });
+                match made {
                     Err(e) => {
                         reply.target = None;
                         reply.credit_window = 0;
                         self.refusal = Some(e);
-                        return;
                     }
-                };
-                let bounded = self.broker.inner.options.max_queue_depth.is_some();
-                if target.address.is_some() && !topic && bounded {
-                    // Credit follows the queue's room (`top_up`); topics keep the normal window.
-                    reply.credit_window = 0;
+                    Ok((false, Some(Destination::Queue(q)))) if q.limits().bounded() => {
+                        // Credit follows the queue's room (`top_up`); topics keep the normal window.
+                        reply.credit_window = 0;
+                    }
+                    Ok(_) => {}
                 }
             }
         }
@@ -966,6 +1184,7 @@ impl MessagingHandler for BrokerHandler {
                 queue,
                 topic,
                 fire_and_forget: browse || presettled,
+                browse,
                 unsettled: HashMap::new(),
             },
         );
@@ -1017,27 +1236,40 @@ impl MessagingHandler for BrokerHandler {
             }
         };
         if let Some(Destination::Queue(q)) = &destination {
-            q.add_producer(self.conn, waker(r.core));
-            Self::top_up(r, q);
+            q.add_producer(self.conn, r.core.waker.clone());
         }
-        self.producers.insert(r.id(), destination);
+        self.producers.insert(
+            r.id(),
+            Producer {
+                destination,
+                reserved: 0,
+            },
+        );
+        self.top_up(r);
         self.count_links();
     }
 
     fn on_receiver_close(&mut self, r: &mut Receiver<'_>) {
-        self.producers.remove(&r.id());
-        self.count_links();
+        self.drop_producer(r.id());
     }
 
     fn on_receiver_detach(&mut self, r: &mut Receiver<'_>) {
-        self.producers.remove(&r.id());
-        self.count_links();
+        self.drop_producer(r.id());
     }
 
     fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
         let rid = d.receiver().id();
-        let destination = match self.producers.get(&rid) {
-            Some(Some(d)) => Ok(d.clone()),
+        // A message on credit a bounded queue promised room to is always taken.
+        let mut reserved = false;
+        let destination = match self.producers.get_mut(&rid) {
+            Some(Producer {
+                destination: Some(dest),
+                reserved: r,
+            }) => {
+                reserved = *r > 0;
+                *r = r.saturating_sub(1);
+                Ok(dest.clone())
+            }
             _ => match message.to() {
                 Some(to) => self
                     .may(Operation::Send, to)
@@ -1053,32 +1285,41 @@ impl MessagingHandler for BrokerHandler {
                 d.reject(Some(e));
                 return;
             }
-            Ok(Destination::Queue(q)) => {
-                if !q.enqueue(message, self.conn) {
-                    if q.temporary {
-                        // A temporary queue deleted since the link attached [AMQP 1.0 §3.4.3].
-                        d.reject(Some(gone(&q.name)));
-                    } else {
-                        // Deleted through the management API: so is the producer's link.
-                        let e = deleted(&q.name);
-                        d.reject(Some(e.clone()));
-                        let link = d.receiver().link;
-                        self.producers.remove(&rid);
-                        self.count_links();
-                        self.refuse(d.core, link, e);
-                    }
+            Ok(Destination::Queue(q)) => match q.enqueue(message, self.conn, reserved) {
+                Ok(()) => {}
+                Err(Refused::Deleted) if q.temporary => {
+                    // A temporary queue deleted since the link attached [AMQP 1.0 §3.4.3].
+                    d.reject(Some(gone(&q.name)));
                     return;
                 }
-            }
-            Ok(Destination::Topic(t)) => {
-                if t.publish(message, self.conn) == 0 {
+                Err(Refused::Deleted) => {
+                    // Deleted through the management API: so is the producer's link.
+                    let e = deleted(&q.name);
+                    d.reject(Some(e.clone()));
+                    let link = d.receiver().link;
+                    self.drop_producer(rid);
+                    self.refuse(d.core, link, e);
+                    return;
+                }
+                Err(Refused::Full) => {
+                    d.reject(Some(full_error(&q.name)));
+                    return;
+                }
+            },
+            Ok(Destination::Topic(t)) => match t.publish(message, self.conn) {
+                Err(e) => {
+                    d.reject(Some(e));
+                    return;
+                }
+                Ok(0) => {
                     self.broker
                         .inner
                         .dropped_without_subscribers
                         .fetch_add(1, Ordering::Relaxed);
                     log::debug!("a message on topic {} had no subscriber", t.name);
                 }
-            }
+                Ok(_) => {}
+            },
         }
         // Accepted only now that it is enqueued (a no-op for a pre-settled transfer).
         d.accept();
@@ -1090,11 +1331,11 @@ impl MessagingHandler for BrokerHandler {
 
     fn on_tracker_accept(&mut self, t: &mut Tracker<'_>) {
         // The message leaves the broker.
-        self.settled_entry(t);
+        self.consumed(t);
     }
 
     fn on_tracker_reject(&mut self, t: &mut Tracker<'_>) {
-        if let Some((q, _)) = self.settled_entry(t) {
+        if let Some(q) = self.consumed(t) {
             let n = self.broker.inner.rejected.fetch_add(1, Ordering::Relaxed) + 1;
             log::info!(
                 "a message on {} was rejected and dropped ({n} so far)",
@@ -1159,9 +1400,10 @@ impl MessagingHandler for BrokerHandler {
                 self.pull(&mut s, credit);
             }
         }
-        for (id, d) in &self.producers {
-            if let (Some(Destination::Queue(q)), Some(mut r)) = (d, c.receiver(*id)) {
-                Self::top_up(&mut r, q);
+        let ids: Vec<ReceiverId> = self.producers.keys().copied().collect();
+        for id in ids {
+            if let Some(mut r) = c.receiver(id) {
+                self.top_up(&mut r);
             }
         }
     }
@@ -1185,11 +1427,11 @@ impl MessagingHandler for BrokerHandler {
         for id in ids {
             self.drop_consumer(id);
         }
-        for d in self.producers.drain().filter_map(|(_, d)| d) {
-            if let Destination::Queue(q) = d {
-                q.remove_producer(self.conn);
-            }
+        let ids: Vec<ReceiverId> = self.producers.keys().copied().collect();
+        for id in ids {
+            self.drop_producer(id);
         }
+        self.broker.inner.memory.forget(self.conn);
         self.sessions.clear();
         self.entry.sessions.store(0, Ordering::Relaxed);
         self.count_links();
@@ -1224,14 +1466,14 @@ pub mod bench {
 
     use nucleon_protocol::Message;
 
-    use super::queue::{ConsumerKey, Queue};
+    use super::queue::{ConsumerKey, Limits, Queue};
     use crate::views::SenderId;
 
     /// A queue of `depth` messages and a consumer of it with no credit yet.
     fn filled(depth: usize) -> (Queue, ConsumerKey) {
-        let q = Queue::new("bench".into(), false, None, Default::default());
+        let q = Queue::new("bench".into(), false, Limits::default(), Default::default());
         for i in 0..depth {
-            assert!(q.enqueue(Message::with_body(i as i64), 0));
+            assert!(q.enqueue(Message::with_body(i as i64), 0, false).is_ok());
         }
         let key = ConsumerKey {
             conn: 1,

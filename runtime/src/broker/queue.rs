@@ -10,9 +10,15 @@
 //! [AMQP 1.0 §3.2.1]; RabbitMQ's quorum queues do the same. A message that expires (header ttl from its
 //! arrival here, or properties absolute-expiry-time) is never handed out; one given back too often may not
 //! stay either. Both leave through the broker's [`DeadLetters`], after the queue's lock is released.
+//!
+//! What a queue holds is counted as the broker's limits need it: messages waiting, messages held by consumers
+//! (sent or about to be, not yet settled), their bytes, and the credit producers were given and have not
+//! used yet (`reserved`). Producers are given credit only for the room left after all of these, so a queue
+//! never holds more than its `max_depth`; bytes and the broker-wide [`Memory`] cannot be promised message
+//! by message, so credit stops once either is reached (what is already in flight still comes in).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,17 +51,22 @@ pub(crate) struct Entry {
     expires: Option<Instant>,
     /// How many times a consumer acquired it and gave it back (or was lost with it).
     returns: u32,
+    /// Its encoded size, counted in the queue's and the broker's bytes while it is here.
+    size: usize,
 }
 
 impl Entry {
     fn new(message: Message, now: &mut Now) -> Entry {
         let expires = expiry(&message, now);
+        // A received message keeps its encoded bytes: this is their length, not a new encoding.
+        let size = message.to_bytes().len();
         Entry {
             seq: 0,
             message,
             refused: Vec::new(),
             expires,
             returns: 0,
+            size,
         }
     }
 
@@ -157,16 +168,16 @@ impl DeadLetters {
             counter.fetch_add(1, Ordering::Relaxed);
             let mut message = e.message;
             let moved = match &self.queue {
-                Some(q) if q.room() != Some(0) => {
+                Some(q) => {
                     if message.ttl().is_some() {
                         message.header_mut().ttl = None;
                     }
                     if message.absolute_expiry_time().is_some() {
                         message.properties_mut().absolute_expiry_time = None;
                     }
-                    q.enqueue(message, NO_CONNECTION)
+                    q.enqueue(message, NO_CONNECTION, false).is_ok()
                 }
-                _ => false,
+                None => false,
             };
             if moved {
                 self.counts.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -183,6 +194,87 @@ impl DeadLetters {
             );
         }
     }
+}
+
+/// The bytes of the messages all the broker's queues hold (waiting and unsettled), against the broker's
+/// memory limit: at or over it, no producer gets credit (as RabbitMQ's memory alarm blocks publishers), and
+/// the anonymous relay and topics refuse messages. Producers waiting for credit are woken when it clears.
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    used: AtomicUsize,
+    pub(crate) limit: Option<usize>,
+    /// Producer connections withheld credit: woken once the alarm clears.
+    producers: Mutex<HashMap<u64, ConnectionWaker>>,
+}
+
+impl Memory {
+    /// A broker's memory, with this limit (`None`: no limit).
+    pub(crate) fn new(limit: Option<usize>) -> Memory {
+        Memory {
+            limit,
+            ..Memory::default()
+        }
+    }
+
+    /// The bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.limit.is_some_and(|l| self.used() >= l)
+    }
+
+    fn add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Frees `n` bytes; returns the producers to wake if that cleared the alarm.
+    fn sub(&self, n: usize) -> Vec<ConnectionWaker> {
+        let before = self.used.fetch_sub(n, Ordering::Relaxed);
+        match self.limit {
+            Some(l) if before >= l && before - n < l => {
+                log::info!("memory below its limit ({l} bytes) again: producers get credit");
+                self.producers().values().cloned().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn producers(&self) -> MutexGuard<'_, HashMap<u64, ConnectionWaker>> {
+        self.producers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets a producer connection (it closed).
+    pub(crate) fn forget(&self, conn: u64) {
+        self.producers().remove(&conn);
+    }
+}
+
+/// What one queue may hold, and the memory of the broker it belongs to.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Limits {
+    /// Messages, waiting or unsettled.
+    pub(crate) max_depth: Option<usize>,
+    /// Their bytes.
+    pub(crate) max_bytes: Option<usize>,
+    pub(crate) memory: Arc<Memory>,
+}
+
+impl Limits {
+    /// Whether anything is limited: then producer credit follows the room (see [`Queue::room`]).
+    pub(crate) fn bounded(&self) -> bool {
+        self.max_depth.is_some() || self.max_bytes.is_some() || self.memory.limit.is_some()
+    }
+}
+
+/// Why [`Queue::enqueue`] did not take a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The queue was deleted.
+    Deleted,
+    /// It is full (messages, bytes or the broker's memory), and the message had no credit reserved.
+    Full,
 }
 
 /// A consumer: a sending link of one connection.
@@ -204,7 +296,7 @@ struct Consumer {
     browse: Option<u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// The waiting messages by level, highest first, each in arrival (`seq`) order.
     levels: [VecDeque<Entry>; LEVELS],
@@ -212,10 +304,38 @@ struct State {
     consumers: Vec<Consumer>,
     /// Where the round robin over consumers goes on.
     cursor: usize,
-    /// Producer connections (by id) to wake when messages leave a bounded queue.
-    producers: HashMap<u64, ConnectionWaker>,
+    /// Producer connections (by id), with their links here: woken when a bounded queue has room again.
+    producers: HashMap<u64, (ConnectionWaker, usize)>,
     /// The queue was deleted: it takes no more messages.
     deleted: bool,
+    /// Messages assigned to consumers (not browsers) and not settled yet.
+    held: usize,
+    /// Bytes of the waiting and held messages.
+    bytes: usize,
+    /// Credit given to producers and not used yet: room promised to messages on their way.
+    reserved: usize,
+    /// The size of the last message that came, to turn bytes into credit.
+    last_size: usize,
+    /// When it was last attached to, or a link of it closed: an unused queue is idle from then.
+    last_used: Instant,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            levels: Default::default(),
+            next_seq: 0,
+            consumers: Vec::new(),
+            cursor: 0,
+            producers: HashMap::new(),
+            deleted: false,
+            held: 0,
+            bytes: 0,
+            reserved: 0,
+            last_size: 0,
+            last_used: Instant::now(),
+        }
+    }
 }
 
 impl State {
@@ -237,7 +357,7 @@ pub(crate) struct Queue {
     pub(crate) name: String,
     /// Made for a dynamic source or as a topic subscription: deleted when its link closes.
     pub(crate) temporary: bool,
-    max_depth: Option<usize>,
+    limits: Limits,
     dead_letters: Arc<DeadLetters>,
     /// What went through it, for [`Broker::stats`](super::Broker::stats).
     pub(crate) counters: QueueCounters,
@@ -248,13 +368,13 @@ impl Queue {
     pub(crate) fn new(
         name: String,
         temporary: bool,
-        max_depth: Option<usize>,
+        limits: Limits,
         dead_letters: Arc<DeadLetters>,
     ) -> Self {
         Queue {
             name,
             temporary,
-            max_depth,
+            limits,
             dead_letters,
             counters: QueueCounters::default(),
             state: Mutex::new(State::default()),
@@ -280,27 +400,91 @@ impl Queue {
         self.lock().depth()
     }
 
-    /// How many more messages a producer may send now: `None` when the queue is unbounded.
-    pub(crate) fn room(&self) -> Option<usize> {
-        let depth = self.depth();
-        self.max_depth.map(|m| m.saturating_sub(depth))
+    /// Messages assigned to consumers and not settled yet.
+    pub(crate) fn held(&self) -> usize {
+        self.lock().held
     }
 
-    /// Appends a message to its level and hands it to a consumer if one has credit. False when the queue
-    /// was deleted (the message is not taken). A message already expired is disposed of at once.
-    pub(crate) fn enqueue(&self, message: Message, from_conn: u64) -> bool {
+    /// Bytes of the waiting and unsettled messages.
+    pub(crate) fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// The limits this queue was made with.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The messages that may still be promised: what `max_depth` leaves after the waiting, held and
+    /// reserved ones, and, with `max_bytes`, what the bytes left take at the size of the last message that
+    /// came (promises already made count at that size too). Nothing while the broker's memory is over its limit.
+    fn room_in(&self, s: &State) -> usize {
+        let l = &self.limits;
+        if l.memory.over() {
+            return 0;
+        }
+        let by_depth = l.max_depth.map_or(usize::MAX, |m| {
+            m.saturating_sub(s.depth() + s.held + s.reserved)
+        });
+        let by_bytes = l.max_bytes.map_or(usize::MAX, |m| {
+            // Promises are made at the size of the last message (one at a time before the first).
+            let left = m.saturating_sub(s.bytes) / s.last_size.max(1);
+            let left = if s.last_size == 0 { left.min(1) } else { left };
+            left.saturating_sub(s.reserved)
+        });
+        by_depth.min(by_bytes)
+    }
+
+    /// Promises room to `n` messages a producer may now send (its credit). Returns how many it got.
+    pub(crate) fn reserve(&self, n: usize, producer: u64, waker: &ConnectionWaker) -> usize {
+        let mut s = self.lock();
+        let n = n.min(self.room_in(&s));
+        s.reserved += n;
+        if n == 0 && self.limits.memory.over() {
+            self.limits
+                .memory
+                .producers()
+                .insert(producer, waker.clone());
+        }
+        n
+    }
+
+    /// Gives back `n` promises a producer will not use (its link is gone).
+    pub(crate) fn unreserve(&self, n: usize) {
+        let mut s = self.lock();
+        s.reserved = s.reserved.saturating_sub(n);
+    }
+
+    /// Appends a message to its level and hands it to a consumer if one has credit. `reserved`: it came
+    /// with credit this queue promised (see [`reserve`](Self::reserve)), so it is always taken; otherwise
+    /// (the anonymous relay, a topic, dead letters) only if there is room. A message already expired is
+    /// disposed of at once.
+    pub(crate) fn enqueue(
+        &self,
+        message: Message,
+        from_conn: u64,
+        reserved: bool,
+    ) -> Result<(), Refused> {
         let mut now = Now::default();
         let mut e = Entry::new(message, &mut now);
         let mut after = After::default();
         {
             let mut s = self.lock();
             if s.deleted {
-                return false;
+                return Err(Refused::Deleted);
+            }
+            if reserved {
+                s.reserved = s.reserved.saturating_sub(1);
+            } else if self.limits.bounded() && self.room_in(&s) == 0 {
+                return Err(Refused::Full);
             }
             self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
+            s.last_size = e.size;
             if e.expired(&mut now) {
                 after.dead.push((Fate::Expired, e));
             } else {
+                s.bytes += e.size;
+                self.limits.memory.add(e.size);
                 e.seq = s.next_seq;
                 s.next_seq += 1;
                 s.levels[level(&e.message)].push_back(e);
@@ -308,7 +492,46 @@ impl Queue {
             }
         }
         self.finish(after);
-        true
+        Ok(())
+    }
+
+    /// Whether a message without reserved credit would be taken now (for a topic, which puts a message in
+    /// all its subscriptions or none).
+    pub(crate) fn has_room(&self) -> bool {
+        let s = self.lock();
+        !s.deleted && (!self.limits.bounded() || self.room_in(&s) > 0)
+    }
+
+    /// Messages taken by a consumer left the queue for good (accepted, rejected, or sent pre-settled).
+    pub(crate) fn settled<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
+        let mut after = After::default();
+        {
+            let mut s = self.lock();
+            for e in entries {
+                s.held = s.held.saturating_sub(1);
+                self.forget(&mut s, e, &mut after);
+            }
+            self.wake_producers(&mut s, NO_CONNECTION, &mut after);
+        }
+        self.finish(after);
+    }
+
+    /// A message left: its bytes are no longer counted.
+    fn forget(&self, s: &mut State, e: &Entry, after: &mut After) {
+        s.bytes = s.bytes.saturating_sub(e.size);
+        after.wake.extend(self.limits.memory.sub(e.size));
+    }
+
+    /// Producers of a bounded queue that has room again are woken to take more credit.
+    fn wake_producers(&self, s: &mut State, except: u64, after: &mut After) {
+        if self.limits.bounded() && self.room_in(s) > 0 {
+            after.wake.extend(
+                s.producers
+                    .iter()
+                    .filter(|(conn, _)| **conn != except)
+                    .map(|(_, (w, _))| w.clone()),
+            );
+        }
     }
 
     /// Puts messages back at their place near the head of their level (in their original order); one
@@ -331,9 +554,15 @@ impl Queue {
         self.finish(after);
     }
 
+    /// A message a consumer held comes back (released, modified, or its consumer lost).
     fn put_back(&self, s: &mut State, e: Entry, after: &mut After) {
+        s.held = s.held.saturating_sub(1);
         let limit = self.dead_letters.max_deliveries;
-        if limit.is_some_and(|m| e.returns >= m) {
+        if s.deleted {
+            // Its queue is gone: so is it.
+            self.forget(s, &e, after);
+        } else if limit.is_some_and(|m| e.returns >= m) {
+            self.forget(s, &e, after);
             after.dead.push((Fate::MaxDeliveries, e));
         } else {
             insert_in_order(&mut s.levels[level(&e.message)], e);
@@ -347,7 +576,9 @@ impl Queue {
         waker: Option<ConnectionWaker>,
         browse: bool,
     ) {
-        self.lock().consumers.push(Consumer {
+        let mut s = self.lock();
+        s.last_used = Instant::now();
+        s.consumers.push(Consumer {
             key,
             waker,
             credit: 0,
@@ -365,6 +596,7 @@ impl Queue {
             let Some(i) = s.consumers.iter().position(|c| c.key == key) else {
                 return;
             };
+            s.last_used = Instant::now();
             let c = s.consumers.remove(i);
             if c.browse.is_none() {
                 for e in c.outbox.into_iter().chain(unsettled) {
@@ -401,16 +633,17 @@ impl Queue {
     /// Deletes the queue: it takes no more messages, and drops those waiting. Returns how many it dropped.
     /// Its consumers' connections are woken to find it deleted.
     pub(crate) fn delete(&self) -> usize {
-        let (dropped, wake) = {
+        let mut after = After::default();
+        let dropped = {
             let mut s = self.lock();
             s.deleted = true;
-            let wake = s.consumers.iter().filter_map(|c| c.waker.clone()).collect();
-            (drain(&mut s), wake)
+            // The messages held by consumers are counted until settled, or given back (`put_back`).
+            after
+                .wake
+                .extend(s.consumers.iter().filter_map(|c| c.waker.clone()));
+            self.drop_waiting(&mut s, &mut after)
         };
-        self.finish(After {
-            wake,
-            dead: Vec::new(),
-        });
+        self.finish(after);
         dropped
     }
 
@@ -422,46 +655,95 @@ impl Queue {
     /// Drops the messages waiting (not those assigned to consumers) and returns how many; producers
     /// waiting for room are woken.
     pub(crate) fn purge(&self) -> usize {
-        let (dropped, wake) = {
+        let mut after = After::default();
+        let dropped = {
             let mut s = self.lock();
-            (drain(&mut s), s.producers.values().cloned().collect())
+            let dropped = self.drop_waiting(&mut s, &mut after);
+            self.wake_producers(&mut s, NO_CONNECTION, &mut after);
+            dropped
         };
-        self.finish(After {
-            wake,
-            dead: Vec::new(),
-        });
+        self.finish(after);
         dropped
     }
 
-    // SHIM-BEGIN (replaced by main's held/bytes accounting)
-    pub(crate) fn held(&self) -> usize {
-        self.lock().consumers.iter().map(|c| c.outbox.len()).sum()
+    /// Drops every waiting message, its bytes no longer counted; returns how many there were.
+    fn drop_waiting(&self, s: &mut State, after: &mut After) -> usize {
+        let gone: Vec<Entry> = s.levels.iter_mut().flat_map(|l| l.drain(..)).collect();
+        for e in &gone {
+            self.forget(s, e, after);
+        }
+        gone.len()
     }
-    pub(crate) fn bytes(&self) -> usize {
-        self.lock()
-            .levels
-            .iter()
-            .flatten()
-            .map(|e| e.message.to_bytes().len())
-            .sum()
-    }
-    // SHIM-END
 
     /// How many consumers (browsers included) it has.
     pub(crate) fn consumers(&self) -> usize {
         self.lock().consumers.len()
     }
 
-    /// Registers a producer connection, woken when a bounded queue has room again.
-    pub(crate) fn add_producer(&self, conn: u64, waker: Option<ConnectionWaker>) {
-        if let (Some(w), Some(_)) = (waker, self.max_depth) {
-            self.lock().producers.insert(conn, w);
+    /// Registers a producer link of connection `conn`, woken when a bounded queue has room again.
+    pub(crate) fn add_producer(&self, conn: u64, waker: ConnectionWaker) {
+        let mut s = self.lock();
+        s.last_used = Instant::now();
+        s.producers.entry(conn).or_insert((waker, 0)).1 += 1;
+    }
+
+    /// Forgets a producer link of connection `conn`.
+    pub(crate) fn remove_producer(&self, conn: u64) {
+        let mut s = self.lock();
+        s.last_used = Instant::now();
+        if let Some((_, links)) = s.producers.get_mut(&conn) {
+            *links -= 1;
+            if *links == 0 {
+                s.producers.remove(&conn);
+            }
         }
     }
 
-    /// Forgets a producer connection.
-    pub(crate) fn remove_producer(&self, conn: u64) {
-        self.lock().producers.remove(&conn);
+    /// The queue is about to be used (an attach found it): it is not idle.
+    pub(crate) fn touch(&self) {
+        self.lock().last_used = Instant::now();
+    }
+
+    /// Deletes the queue if it has been empty and unused (no consumer, no producer, nothing held or
+    /// promised) for `idle` since it was last used. The caller holds the broker's queue map, through which
+    /// every new use finds the queue (and `touch`es it), so none can begin meanwhile.
+    pub(crate) fn delete_if_idle(&self, idle: Duration) -> bool {
+        let mut s = self.lock();
+        let unused = s.consumers.is_empty()
+            && s.producers.is_empty()
+            && s.depth() == 0
+            && s.held == 0
+            && s.reserved == 0;
+        if unused && s.last_used.elapsed() >= idle {
+            s.deleted = true;
+            return true;
+        }
+        false
+    }
+
+    /// Takes the expired messages out of the waiting ones (they are otherwise found only when a consumer
+    /// would get them): a queue nobody consumes does not keep them.
+    pub(crate) fn sweep_expired(&self) {
+        let mut after = After::default();
+        {
+            let mut s = self.lock();
+            let mut now = Now::default();
+            let mut gone = Vec::new();
+            for level in &mut s.levels {
+                if level.iter().any(|e| e.expires.is_some()) {
+                    let (dead, live) = std::mem::take(level)
+                        .into_iter()
+                        .partition(|e| e.expired(&mut now));
+                    *level = live;
+                    gone.extend(dead);
+                }
+            }
+            for e in gone {
+                self.forget(&mut s, &e, &mut after);
+                after.dead.push((Fate::Expired, e));
+            }
+        }
+        self.finish(after);
     }
 
     /// Hands waiting messages to consumers with credit, highest level first, round robin (browsers get
@@ -472,7 +754,8 @@ impl Queue {
             levels,
             consumers,
             cursor,
-            producers,
+            held,
+            bytes,
             ..
         } = s;
         let mut woken = vec![false; consumers.len()];
@@ -500,9 +783,12 @@ impl Queue {
             };
             moved = true;
             if e.expired(now) {
+                *bytes = bytes.saturating_sub(e.size);
+                after.wake.extend(self.limits.memory.sub(e.size));
                 after.dead.push((Fate::Expired, e));
                 continue;
             }
+            *held += 1;
             let c = &mut consumers[i];
             c.outbox.push_back(e);
             c.credit -= 1;
@@ -516,14 +802,8 @@ impl Queue {
                 .filter(|(c, w)| *w && c.key.conn != except)
                 .filter_map(|(c, _)| c.waker.clone()),
         );
-        let depth: usize = levels.iter().map(VecDeque::len).sum();
-        if moved && self.max_depth.is_some_and(|m| depth < m) {
-            after.wake.extend(
-                producers
-                    .iter()
-                    .filter(|(conn, _)| **conn != except)
-                    .map(|(_, w)| w.clone()),
-            );
+        if moved {
+            self.wake_producers(s, except, after);
         }
     }
 }
@@ -573,11 +853,6 @@ fn next_assignment(
     None
 }
 
-/// Drops every waiting message and returns how many there were.
-fn drain(s: &mut State) -> usize {
-    s.levels.iter_mut().map(|l| l.drain(..).count()).sum()
-}
-
 /// Inserts `e` where its sequence number belongs (a level is kept in arrival order).
 fn insert_in_order(messages: &mut VecDeque<Entry>, e: Entry) {
     let at = messages.partition_point(|m| m.seq < e.seq);
@@ -604,7 +879,11 @@ mod tests {
     }
 
     fn queue(max_depth: Option<usize>) -> Queue {
-        Queue::new("q".into(), false, max_depth, Arc::default())
+        let limits = Limits {
+            max_depth,
+            ..Limits::default()
+        };
+        Queue::new("q".into(), false, limits, Arc::default())
     }
 
     fn numbered(i: i64, priority: u8) -> Message {
@@ -619,7 +898,7 @@ mod tests {
         assert!(q.take(key(1, 1), 10).is_empty());
         assert!(q.take(key(2, 1), 10).is_empty());
         for i in 0..4 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9));
+            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
         }
         let a: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
         let b: Vec<_> = q.take(key(2, 1), 10).iter().map(body).collect();
@@ -631,7 +910,7 @@ mod tests {
     fn requeued_messages_go_back_to_the_head_in_order() {
         let q = queue(None);
         for i in 0..5 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9));
+            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
         }
         q.add_consumer(key(1, 1), None, false);
         let mut got = q.take(key(1, 1), 3);
@@ -646,7 +925,7 @@ mod tests {
     fn a_message_refused_as_undeliverable_here_goes_to_another_consumer() {
         let q = queue(None);
         for i in 0..3 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9));
+            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
         }
         q.add_consumer(key(1, 1), None, false);
         let mut first = q.take(key(1, 1), 1);
@@ -667,18 +946,23 @@ mod tests {
 
     #[test]
     fn a_lost_consumer_gives_back_what_it_held_and_a_browser_copies() {
-        let q = queue(Some(2));
+        let q = queue(Some(3));
         q.add_consumer(key(1, 1), None, false);
         q.add_consumer(key(3, 1), None, true);
         for i in 0..3 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9));
+            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
         }
-        assert_eq!(q.room(), Some(0));
+        assert_eq!(
+            q.enqueue(Message::with_body(3i64), 9, false),
+            Err(Refused::Full)
+        );
         let browsed: Vec<_> = q.take(key(3, 1), 10).iter().map(body).collect();
         assert_eq!(browsed, vec![0, 1, 2]);
         let held = q.take(key(1, 1), 2);
-        assert_eq!(q.depth(), 1);
+        assert_eq!((q.depth(), q.held()), (1, 2));
+        assert!(!q.has_room(), "held messages count against the depth");
         q.remove_consumer(key(1, 1), held);
+        assert_eq!((q.depth(), q.held()), (3, 0));
         assert_eq!(q.depth(), 3);
     }
 
@@ -686,7 +970,7 @@ mod tests {
     fn high_priority_goes_first_and_a_returned_message_goes_back_to_its_place_in_its_level() {
         let q = queue(None);
         for (i, p) in [(0, 4), (1, 9), (2, 0), (3, 5), (4, 4)] {
-            assert!(q.enqueue(numbered(i, p), 9));
+            assert!(q.enqueue(numbered(i, p), 9, false).is_ok());
         }
         q.add_consumer(key(1, 1), None, false);
         let got = q.take(key(1, 1), 3);
@@ -697,7 +981,7 @@ mod tests {
 
         let browsed = queue(None);
         for (i, p) in [(0, 4), (1, 9), (2, 0)] {
-            assert!(browsed.enqueue(numbered(i, p), 9));
+            assert!(browsed.enqueue(numbered(i, p), 9, false).is_ok());
         }
         browsed.add_consumer(key(2, 1), None, true);
         let copies: Vec<_> = browsed.take(key(2, 1), 2).iter().map(body).collect();
@@ -712,11 +996,11 @@ mod tests {
             .absolute_expiry_time(Timestamp(1))
             .body(0i64)
             .build();
-        assert!(q.enqueue(past, 9));
+        assert!(q.enqueue(past, 9, false).is_ok());
         assert_eq!(q.depth(), 0, "expired on arrival");
         let soon = Message::builder().ttl(1).body(1i64).build();
-        assert!(q.enqueue(soon, 9));
-        assert!(q.enqueue(Message::with_body(2i64), 9));
+        assert!(q.enqueue(soon, 9, false).is_ok());
+        assert!(q.enqueue(Message::with_body(2i64), 9, false).is_ok());
         let start = Instant::now();
         while start.elapsed() <= Duration::from_millis(1) {
             std::hint::spin_loop();
@@ -736,7 +1020,7 @@ mod tests {
         let dlq = Arc::new(Queue::new(
             "dlq".into(),
             false,
-            None,
+            Limits::default(),
             Arc::new(DeadLetters {
                 counts: counts.clone(),
                 ..DeadLetters::default()
@@ -747,13 +1031,13 @@ mod tests {
             queue: Some(dlq.clone()),
             counts: counts.clone(),
         });
-        let q = Queue::new("q".into(), false, None, dead_letters);
+        let q = Queue::new("q".into(), false, Limits::default(), dead_letters);
         let message = Message::builder()
             .first_acquirer(true)
             .ttl(60_000)
             .body(0i64)
             .build();
-        assert!(q.enqueue(message, 9));
+        assert!(q.enqueue(message, 9, false).is_ok());
         q.add_consumer(key(1, 1), None, false);
         let mut got = q.take(key(1, 1), 1);
         got[0].returned(false);
@@ -778,8 +1062,11 @@ mod tests {
     #[test]
     fn a_deleted_queue_takes_no_messages() {
         let q = queue(None);
-        assert!(q.enqueue(Message::with_body(0i64), 9));
+        assert!(q.enqueue(Message::with_body(0i64), 9, false).is_ok());
         assert_eq!(q.delete(), 1);
-        assert!(!q.enqueue(Message::with_body(1i64), 9));
+        assert_eq!(
+            q.enqueue(Message::with_body(1i64), 9, false),
+            Err(Refused::Deleted)
+        );
     }
 }

@@ -132,8 +132,20 @@ pub struct Grants {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Messages a queue holds before its producers get no more credit.
+    /// Messages a queue holds (waiting or unsettled) before its producers get no more credit.
     pub max_queue_depth: Option<u64>,
+    /// Bytes a queue holds before its producers get no more credit.
+    pub max_queue_bytes: Option<usize>,
+    /// Bytes all queues hold before every producer's credit is withheld (default 1 GiB).
+    pub max_memory: Option<usize>,
+    /// Queues there may be (default 10,000).
+    pub max_queues: Option<usize>,
+    /// Seconds an empty, unused queue made on demand stays (default 300; 0 deletes at the next sweep).
+    pub auto_delete_after_secs: Option<u64>,
+    /// Deliveries of one message before it is dead-lettered or dropped (default 10).
+    pub max_deliveries: Option<u32>,
+    /// Where expired and undeliverable messages go (default: dropped, and counted).
+    pub dead_letter_address: Option<String>,
     /// The largest message a client may send (bytes; advertised on attach).
     pub max_message_size: Option<u64>,
     /// Sessions one connection may begin.

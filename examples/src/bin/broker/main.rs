@@ -123,7 +123,9 @@ The config file (TOML; every key optional, see examples/broker.toml):
                  and manage (the management API; on `*` it lists connections too), for each user,
                  `anonymous`, or `*` (everyone); `*` in a pattern stands for any characters.
                  Without [permissions] the broker is open: every client may send, consume and create anywhere.
-  [limits]       max_queue_depth, max_message_size, max_sessions_per_connection,
+  [limits]       max_queue_depth, max_queue_bytes, max_memory (default 1 GiB), max_queues (default
+                 10000), auto_delete_after_secs (default 300), max_deliveries (default 10),
+                 dead_letter_address, max_message_size, max_sessions_per_connection,
                  max_links_per_connection, open_timeout_secs (default 10), idle_timeout_secs (default 60),
                  max_connections (default 10000), max_connections_per_address (default 1000),
                  max_login_failures, login_failure_window_secs, login_lockout_secs (default 10 in 60 s:
@@ -294,7 +296,7 @@ fn main() -> ExitCode {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         topic_prefixes,
         authorization,
-        ..BrokerOptions::default()
+        ..broker_limits(&file.limits)
     });
     let allow_anonymous = args.allow_anonymous || file.auth.allow_anonymous;
     let require_tls = if args.tls_cert.is_some() {
@@ -436,6 +438,23 @@ fn main() -> ExitCode {
             eprintln!("broker: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The broker's limits from the file's `[limits]`, each defaulting to `BrokerOptions`'.
+fn broker_limits(l: &config::Limits) -> BrokerOptions {
+    let d = BrokerOptions::default();
+    BrokerOptions {
+        max_queue_bytes: l.max_queue_bytes.or(d.max_queue_bytes),
+        max_memory: l.max_memory.or(d.max_memory),
+        max_queues: l.max_queues.or(d.max_queues),
+        auto_delete_after: l
+            .auto_delete_after_secs
+            .map(Duration::from_secs)
+            .or(d.auto_delete_after),
+        max_deliveries: l.max_deliveries.or(d.max_deliveries),
+        dead_letter_address: l.dead_letter_address.clone().or(d.dead_letter_address),
+        ..d
     }
 }
 
