@@ -58,6 +58,12 @@
 //!   broker is open (development). A temporary queue belongs to the connection whose dynamic source made
 //!   it: only that connection consumes or browses it, open or not.
 //!
+//! * Numbers, for metrics and management: [`Broker::stats`] (per named queue: depth, bytes, unsettled,
+//!   consumers, and enqueued, delivered, redelivered, expired and dead-lettered counters; broker-wide:
+//!   connections, sessions, links, failed logins on the listeners of [`Broker::listen`], memory),
+//!   [`Broker::connections`]; [`Broker::purge`] and [`Broker::delete_queue`] (whose links are detached with
+//!   `amqp:resource-deleted`).
+//!
 //! Threading follows Proton's rules: each connection's [`BrokerHandler`] touches only its own connection.
 //! Queues are shared behind a mutex; a message for a consumer on another connection is assigned to it under
 //! the queue's lock, and that connection is woken to send it from its own `on_connection_wake`.

@@ -133,8 +133,8 @@ The config file (TOML; every key optional, see examples/broker.toml):
   [topics]       prefixes
   [metrics]      address (HOST:PORT): Prometheus metrics at /metrics, and the management API:
                  GET /api/queues, GET /api/connections, POST /api/queues/NAME/purge,
-                 DELETE /api/queues/NAME, with HTTP Basic as a user granted `manage` (any user
-                 when the broker is open)";
+                 DELETE /api/queues/NAME, with HTTP Basic as a user granted `manage` (open to
+                 anyone when the broker is open)";
 
 /// The idle time-out the broker keeps by default: a client that stops sending (a vanished host) is
 /// closed after it, and its unsettled messages go back to their queues.
