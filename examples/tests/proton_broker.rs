@@ -149,3 +149,34 @@ fn simple_recv_waiting_on_the_c_broker_gets_what_simple_send_sends() {
     );
     assert_eq!(lines, [format!("{N} messages received")]);
 }
+
+/// Proton C's `send` and `receive` skip SASL. Against our broker with users and `--allow-anonymous` they are
+/// admitted as `anonymous` (as Proton, RabbitMQ and Qpid Dispatch admit them); without `--allow-anonymous`
+/// they are refused (issue #14).
+#[test]
+fn proton_c_clients_that_skip_sasl_use_a_broker_with_users_only_where_anonymous_is_allowed() {
+    let send = proton_c_example("send");
+    let receive = proton_c_example("receive");
+    let (send, receive) = (
+        send.to_str().expect("a UTF-8 path"),
+        receive.to_str().expect("a UTF-8 path"),
+    );
+    let open = support::Broker::start_with(&["--user", "alice:secret", "--allow-anonymous"]);
+    let port = open.port.to_string();
+    let sent = run_example(send, &["127.0.0.1", &port, "skips", "3"], RUN_TIMEOUT);
+    assert_success(&sent);
+    let received = run_example(receive, &["127.0.0.1", &port, "skips", "3"], RUN_TIMEOUT);
+    assert_success(&received);
+    assert_eq!(
+        stdout_lines(&received).last().map(String::as_str),
+        Some("3 messages received")
+    );
+
+    let closed = support::Broker::start_with(&["--user", "alice:secret"]);
+    let port = closed.port.to_string();
+    let refused = run_example(send, &["127.0.0.1", &port, "skips", "1"], RUN_TIMEOUT);
+    assert!(
+        !refused.status.success(),
+        "refused without --allow-anonymous: {refused:?}"
+    );
+}
