@@ -9,43 +9,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nucleon::broker::{Broker, BrokerOptions, TOPIC};
-use nucleon::protocol::codec::Symbol;
+use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::definitions::DISTRIBUTION_MODE_COPY;
 use nucleon::protocol::frame::{Source, Target};
 use nucleon::{
-    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, DeliveryMode,
-    ListenOptions, Message, MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverOptions,
-    SenderOptions, Value,
+    Connection, ConnectionOptions, ContainerHandle, Delivery, DeliveryMode, ListenOptions, Message,
+    MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverOptions, SenderOptions,
+};
+use nucleon_integration_tests::broker::{
+    container, number, numbered, receiver, recv, serve, topic_capability, DynamicClient, TIMEOUT,
 };
 use tokio::sync::mpsc;
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn container() -> ContainerHandle {
-    ContainerBuilder::default()
-        .threads(4)
-        .auto_stop(false)
-        .start()
-}
-
-/// A broker on a free port: its state and its base URL.
-fn broker(container: &ContainerHandle, options: BrokerOptions) -> (Broker, String) {
-    let broker = Broker::new(options);
-    let listener = broker
-        .listen(container, "127.0.0.1:0", ListenOptions::default())
-        .expect("broker listens");
-    (broker, format!("amqp://127.0.0.1:{}", listener.port()))
-}
-
-fn numbered(i: i64) -> Message {
-    Message::builder().body(i).build()
-}
-
-fn number(m: &Message) -> i64 {
-    m.body_value().and_then(Value::as_i64).unwrap_or(-1)
-}
 
 async fn send_all(container: &ContainerHandle, url: &str, range: std::ops::Range<i64>) {
     let sender = container
@@ -62,31 +37,11 @@ async fn send_all(container: &ContainerHandle, url: &str, range: std::ops::Range
     sender.close().expect("closes");
 }
 
-async fn recv(r: &mut ReceiverHandle) -> nucleon::Received {
-    tokio::time::timeout(TIMEOUT, r.recv())
-        .await
-        .expect("a message in time")
-        .expect("the receiver is open")
-}
-
-async fn receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
-    container
-        .open_receiver(
-            url,
-            ReceiverOptions {
-                credit_window: Some(window),
-                ..ReceiverOptions::default()
-            },
-        )
-        .await
-        .expect("receiver opens")
-}
-
 #[actix_rt::test]
 async fn messages_sent_to_a_queue_are_received_in_order() {
     let _ = env_logger::builder().is_test(true).try_init();
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/orders");
     send_all(&container, &url, 0..100).await;
     assert_eq!(broker.queue_depth("orders"), Some(100));
@@ -101,8 +56,8 @@ async fn messages_sent_to_a_queue_are_received_in_order() {
 
 #[actix_rt::test]
 async fn competing_consumers_get_every_message_once() {
-    let container = container();
-    let (_broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (_broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/work");
     let mut a = receiver(&container, &url, 10).await;
     let mut b = receiver(&container, &url, 10).await;
@@ -132,8 +87,8 @@ async fn competing_consumers_get_every_message_once() {
 
 #[actix_rt::test]
 async fn a_lost_consumer_connection_gives_its_unsettled_messages_to_another() {
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/jobs");
     send_all(&container, &url, 0..20).await;
     let mut a = receiver(&container, &url, 10).await;
@@ -164,8 +119,8 @@ async fn release_puts_a_message_back_at_the_head_and_reject_drops_it() {
     // consumer's credit reaches the broker, so this checks what is certain over the wire: a released or
     // modified message comes back (delivery-failed counted), a rejected one never does, nothing is lost.
     // The queue's own test checks that returned messages go back to the head in their original order.
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/retry");
     send_all(&container, &url, 0..4).await;
     let mut r = receiver(&container, &url, 1).await;
@@ -210,8 +165,8 @@ async fn release_puts_a_message_back_at_the_head_and_reject_drops_it() {
 
 #[actix_rt::test]
 async fn anonymous_relay_routes_by_to() {
-    let container = container();
-    let (_broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (_broker, base) = serve(&container, BrokerOptions::default());
     let sender = container
         .open_sender(
             &base,
@@ -239,28 +194,10 @@ async fn anonymous_relay_routes_by_to() {
     container.stop();
 }
 
-/// Opens a dynamic receiver and reports the address the broker gave it.
-struct DynamicClient(Option<tokio::sync::oneshot::Sender<String>>);
-
-impl MessagingHandler for DynamicClient {
-    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let opts = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
-        c.open_receiver("", opts).expect("receiver opens");
-    }
-    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
-        if let (Some(tx), Some(address)) = (self.0.take(), r.address()) {
-            let _ = tx.send(address);
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn a_dynamic_source_gets_a_unique_temporary_queue() {
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let mut addresses = Vec::new();
     let mut handles = Vec::new();
     for _ in 0..2 {
@@ -293,7 +230,7 @@ async fn a_dynamic_source_gets_a_unique_temporary_queue() {
 
 #[actix_rt::test]
 async fn sasl_plain_is_required_when_users_are_configured() {
-    let container = container();
+    let container = container(4);
     let broker = Broker::new(BrokerOptions::default());
     let options = ListenOptions {
         // PLAIN over loopback TCP, offered only when asked for by name.
@@ -341,8 +278,8 @@ async fn sasl_plain_is_required_when_users_are_configured() {
 
 #[actix_rt::test]
 async fn a_full_queue_holds_its_producers_back_until_it_drains() {
-    let container = container();
-    let (broker, base) = broker(
+    let container = container(4);
+    let (broker, base) = serve(
         &container,
         BrokerOptions {
             max_queue_depth: Some(5),
@@ -409,8 +346,8 @@ impl MessagingHandler for CapabilitiesClient {
 
 #[actix_rt::test]
 async fn the_broker_offers_anonymous_relay() {
-    let container = container();
-    let (_broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (_broker, base) = serve(&container, BrokerOptions::default());
     let (tx, rx) = tokio::sync::oneshot::channel();
     container
         .connect(
@@ -475,8 +412,8 @@ async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 
 #[actix_rt::test]
 async fn drain_sends_what_the_queue_has_and_gives_back_the_rest_of_the_credit() {
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     send_all(&container, &format!("{base}/drained"), 0..3).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let client = ReceivingClient {
@@ -510,8 +447,8 @@ async fn drain_sends_what_the_queue_has_and_gives_back_the_rest_of_the_credit() 
 
 #[actix_rt::test]
 async fn copy_distribution_browses_without_consuming() {
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/browsed");
     send_all(&container, &url, 0..5).await;
     let mut browser = container
@@ -547,8 +484,8 @@ async fn copy_distribution_browses_without_consuming() {
 
 #[actix_rt::test]
 async fn a_pre_settled_consumer_gets_messages_settled_and_they_leave_the_queue() {
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     send_all(&container, &format!("{base}/fire"), 0..5).await;
     assert_eq!(broker.queue_depth("fire"), Some(5));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -581,8 +518,8 @@ async fn a_pre_settled_consumer_gets_messages_settled_and_they_leave_the_queue()
 
 #[actix_rt::test]
 async fn modified_undeliverable_here_is_not_sent_to_the_same_consumer_again() {
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/elsewhere");
     send_all(&container, &url, 0..3).await;
     let mut a = receiver(&container, &url, 1).await;
@@ -623,8 +560,8 @@ async fn a_killed_consumer_connection_loses_nothing() {
     use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig};
     use nucleon_integration_tests::driver::Driver;
 
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/fragile");
     send_all(&container, &url, 0..20).await;
     let port: u16 = base
@@ -709,15 +646,10 @@ async fn expect_in_order(r: &mut ReceiverHandle, range: std::ops::Range<i64>, wh
     }
 }
 
-/// The `topic` capability, for a terminus.
-fn topic_capability() -> Option<Vec<Symbol>> {
-    Some(vec![Symbol::from_static(TOPIC)])
-}
-
 #[actix_rt::test]
 async fn every_subscriber_of_a_topic_gets_every_message_and_a_queue_still_splits_them() {
-    let container = container();
-    let (broker, base) = broker(&container, topic_options(None));
+    let container = container(4);
+    let (broker, base) = serve(&container, topic_options(None));
     const N: i64 = 100;
     let topic = format!("{base}/chat/lobby");
     let mut a = receiver(&container, &topic, 10).await;
@@ -761,8 +693,8 @@ async fn every_subscriber_of_a_topic_gets_every_message_and_a_queue_still_splits
 #[actix_rt::test]
 async fn a_topic_declared_by_capability_reaches_every_subscriber_also_through_the_anonymous_relay()
 {
-    let container = container();
-    let (broker, base) = broker(&container, BrokerOptions::default());
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/news");
     let subscriber = || ReceiverOptions {
         source: Some(Source {
@@ -872,8 +804,8 @@ impl MessagingHandler for OneShotSubscriber {
 
 #[actix_rt::test]
 async fn a_subscription_goes_with_its_link_or_connection_and_a_new_one_starts_empty() {
-    let container = container();
-    let (broker, base) = broker(&container, topic_options(None));
+    let container = container(4);
+    let (broker, base) = serve(&container, topic_options(None));
     let url = format!("{base}/chat/room");
     let mut a = receiver(&container, &url, 10).await;
     let (tx, one_shot) = tokio::sync::oneshot::channel();
@@ -919,8 +851,8 @@ async fn a_subscription_goes_with_its_link_or_connection_and_a_new_one_starts_em
 
 #[actix_rt::test]
 async fn a_released_message_comes_back_to_its_own_subscriber_only() {
-    let container = container();
-    let (broker, base) = broker(&container, topic_options(None));
+    let container = container(4);
+    let (broker, base) = serve(&container, topic_options(None));
     let url = format!("{base}/chat/retry");
     let mut a = receiver(&container, &url, 1).await;
     let mut b = receiver(&container, &url, 1).await;
@@ -951,8 +883,8 @@ async fn a_released_message_comes_back_to_its_own_subscriber_only() {
 
 #[actix_rt::test]
 async fn a_topic_producer_keeps_its_credit_and_a_full_subscription_rejects_what_it_cannot_hold() {
-    let container = container();
-    let (broker, base) = broker(&container, topic_options(Some(2)));
+    let container = container(4);
+    let (broker, base) = serve(&container, topic_options(Some(2)));
     let url = format!("{base}/chat/busy");
     // No subscriber: every message is accepted (send_all fails on a send that gets no credit in time).
     send_all(&container, &url, 0..20).await;

@@ -4,25 +4,16 @@
 //! own even on an open broker.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use nucleon::broker::{Authorization, Broker, BrokerOptions, Operation, ANONYMOUS_USER};
 use nucleon::protocol::engine::PlainAuthenticator;
 use nucleon::protocol::frame::definitions::DISTRIBUTION_MODE_COPY;
 use nucleon::protocol::frame::{ErrorCondition, Source, Target};
 use nucleon::{
-    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Error, ListenOptions,
-    Message, MessagingHandler, Outcome, Receiver, ReceiverOptions, SenderOptions,
+    ConnectionOptions, ContainerHandle, Error, ListenOptions, Message, Outcome, ReceiverOptions,
+    SenderOptions,
 };
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn container() -> ContainerHandle {
-    ContainerBuilder::default()
-        .threads(2)
-        .auto_stop(false)
-        .start()
-}
+use nucleon_integration_tests::broker::{container, DynamicClient, TIMEOUT};
 
 /// alice sends, consumes and creates under `orders.`; bob only consumes `orders.`, and browses `audit`;
 /// anonymous clients may send to `public` (which must exist: no create).
@@ -135,7 +126,7 @@ async fn consume_as(
 
 #[actix_rt::test]
 async fn links_are_refused_unless_the_user_is_granted_the_operation() {
-    let container = container();
+    let container = container(2);
     let (broker, port) = broker(&container, Some(grants()));
     let ok = send_as(&container, Some("alice"), port, "orders.eu").await;
     assert_eq!(ok.expect("alice sends to orders.*"), Outcome::Accepted);
@@ -179,7 +170,7 @@ async fn links_are_refused_unless_the_user_is_granted_the_operation() {
 
 #[actix_rt::test]
 async fn a_missing_address_is_not_found_for_users_who_may_not_create_it() {
-    let container = container();
+    let container = container(2);
     let (broker, port) = broker(&container, Some(grants()));
     let refused = consume_as(&container, Some("alice"), port, "known", false)
         .await
@@ -211,7 +202,7 @@ async fn a_missing_address_is_not_found_for_users_who_may_not_create_it() {
 
 #[actix_rt::test]
 async fn anonymous_relay_checks_each_message_against_its_to() {
-    let container = container();
+    let container = container(2);
     let (broker, port) = broker(&container, Some(grants()));
     let relay = container
         .open_sender_with(
@@ -240,27 +231,9 @@ async fn anonymous_relay_checks_each_message_against_its_to() {
     container.stop();
 }
 
-/// Opens a dynamic receiver and reports the address the broker gave it.
-struct DynamicClient(Option<tokio::sync::oneshot::Sender<String>>);
-
-impl MessagingHandler for DynamicClient {
-    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let opts = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
-        c.open_receiver("", opts).expect("receiver opens");
-    }
-    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
-        if let (Some(tx), Some(address)) = (self.0.take(), r.address()) {
-            let _ = tx.send(address);
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn a_temporary_queue_is_consumed_only_by_its_own_connection_even_on_an_open_broker() {
-    let container = container();
+    let container = container(2);
     let (_broker, port) = broker(&container, None);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let _owner = container

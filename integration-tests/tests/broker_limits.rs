@@ -6,35 +6,14 @@ use std::time::Duration;
 
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::frame::{ErrorCondition, Target};
-use nucleon::{
-    ContainerBuilder, ContainerHandle, Error, ListenOptions, Message, Outcome, ReceiverHandle,
-    ReceiverOptions, SenderHandle, SenderOptions, Value,
+use nucleon::{Error, ListenOptions, Message, Outcome, SenderOptions, Value};
+use nucleon_integration_tests::broker::{
+    container, numbered, receiver, send, sender, serve, TIMEOUT,
 };
-
-const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a send that must not get credit is given to show it does not (a bound on a negative: the
 /// broker answers a send with room in well under a millisecond on loopback).
 const NO_CREDIT: Duration = Duration::from_millis(300);
-
-fn container() -> ContainerHandle {
-    ContainerBuilder::default()
-        .threads(2)
-        .auto_stop(false)
-        .start()
-}
-
-fn broker(container: &ContainerHandle, options: BrokerOptions) -> (Broker, String) {
-    let broker = Broker::new(options);
-    let listener = broker
-        .listen(container, "127.0.0.1:0", ListenOptions::default())
-        .expect("broker listens");
-    (broker, format!("amqp://127.0.0.1:{}", listener.port()))
-}
-
-fn numbered(i: i64) -> Message {
-    Message::builder().body(i).build()
-}
 
 fn sized(i: i64, bytes: usize) -> Message {
     Message::builder()
@@ -44,42 +23,14 @@ fn sized(i: i64, bytes: usize) -> Message {
         .build()
 }
 
-async fn sender(container: &ContainerHandle, url: &str) -> SenderHandle {
-    tokio::time::timeout(
-        TIMEOUT,
-        container.open_sender(url, SenderOptions::default()),
-    )
-    .await
-    .expect("in time")
-    .expect("sender opens")
-}
-
-async fn receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
-    tokio::time::timeout(TIMEOUT, container.open_receiver(url, options))
-        .await
-        .expect("in time")
-        .expect("receiver opens")
-}
-
-async fn send(s: &SenderHandle, m: Message) -> Outcome {
-    tokio::time::timeout(TIMEOUT, s.send(m))
-        .await
-        .expect("an outcome in time")
-        .expect("an outcome")
-}
-
 fn is_full(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Rejected(Some(e)) if e.condition == ErrorCondition::ResourceLimitExceeded)
 }
 
 #[actix_rt::test]
 async fn the_anonymous_relay_honours_the_queue_depth() {
-    let container = container();
-    let (broker, base) = broker(
+    let container = container(2);
+    let (broker, base) = serve(
         &container,
         BrokerOptions {
             max_queue_depth: Some(5),
@@ -113,8 +64,8 @@ async fn the_anonymous_relay_honours_the_queue_depth() {
 
 #[actix_rt::test]
 async fn unsettled_messages_count_against_the_queue_depth() {
-    let container = container();
-    let (broker, base) = broker(
+    let container = container(2);
+    let (broker, base) = serve(
         &container,
         BrokerOptions {
             max_queue_depth: Some(5),
@@ -159,8 +110,8 @@ async fn unsettled_messages_count_against_the_queue_depth() {
 
 #[actix_rt::test]
 async fn a_full_queue_in_bytes_withholds_credit_until_it_drains() {
-    let container = container();
-    let (broker, base) = broker(
+    let container = container(2);
+    let (broker, base) = serve(
         &container,
         BrokerOptions {
             max_queue_bytes: Some(10_000),
@@ -203,8 +154,8 @@ async fn a_full_queue_in_bytes_withholds_credit_until_it_drains() {
 
 #[actix_rt::test]
 async fn the_memory_limit_stops_every_producer_until_consumers_take_messages() {
-    let container = container();
-    let (broker, base) = broker(
+    let container = container(2);
+    let (broker, base) = serve(
         &container,
         BrokerOptions {
             max_memory: Some(20_000),
@@ -254,8 +205,8 @@ async fn the_memory_limit_stops_every_producer_until_consumers_take_messages() {
 
 #[actix_rt::test]
 async fn one_queue_too_many_is_refused() {
-    let container = container();
-    let (broker, base) = broker(
+    let container = container(2);
+    let (broker, base) = serve(
         &container,
         BrokerOptions {
             max_queues: Some(3),
@@ -283,8 +234,8 @@ async fn one_queue_too_many_is_refused() {
 
 #[actix_rt::test]
 async fn the_sweep_deletes_idle_queues_made_on_demand_and_drops_expired_messages() {
-    let container = container();
-    let (broker, base) = broker(
+    let container = container(2);
+    let (broker, base) = serve(
         &container,
         BrokerOptions {
             auto_delete_after: Some(Duration::ZERO),
@@ -374,7 +325,7 @@ async fn freezable_proxy(
 
 #[actix_rt::test]
 async fn a_consumer_whose_host_vanishes_is_dropped_at_the_idle_timeout_and_its_messages_return() {
-    let container = container();
+    let container = container(2);
     let broker = Broker::new(BrokerOptions::default());
     let options = ListenOptions {
         idle_timeout: Some(Duration::from_secs(1)),

@@ -6,47 +6,20 @@
 
 use std::time::Duration;
 
-use nucleon::broker::{Broker, BrokerOptions, TOPIC};
+use nucleon::broker::BrokerOptions;
 use nucleon::protocol::codec::{Symbol, Timestamp};
 use nucleon::protocol::frame::{Error as AmqpError, ErrorCondition, Source, Target};
 use nucleon::{
-    Connection, ConnectionOptions, ContainerBuilder, ContainerHandle, Delivery, ListenOptions,
-    Message, MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverOptions, Sender,
-    SenderHandle, SenderOptions, Value,
+    Connection, ConnectionOptions, ContainerHandle, Delivery, Message, MessagingHandler, Outcome,
+    Receiver, ReceiverHandle, ReceiverOptions, Sender, SenderHandle, SenderOptions, Value,
 };
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn container() -> ContainerHandle {
-    let _ = env_logger::builder().is_test(true).try_init();
-    ContainerBuilder::default()
-        .threads(4)
-        .auto_stop(false)
-        .start()
-}
-
-/// A broker on a free port: its state and its base URL.
-fn serve(container: &ContainerHandle, options: BrokerOptions) -> (Broker, String) {
-    let broker = Broker::new(options);
-    let listener = broker
-        .listen(container, "127.0.0.1:0", ListenOptions::default())
-        .expect("broker listens");
-    (broker, format!("amqp://127.0.0.1:{}", listener.port()))
-}
-
-fn number(m: &Message) -> i64 {
-    m.body_value().and_then(Value::as_i64).unwrap_or(-1)
-}
+use nucleon_integration_tests::broker::{
+    container, number, receiver, recv, send, sender, serve, topic_capability, DynamicClient,
+    TIMEOUT,
+};
 
 fn first_acquirer(m: &Message) -> bool {
     m.header().is_some_and(|h| h.first_acquirer)
-}
-
-async fn sender(container: &ContainerHandle, url: &str) -> SenderHandle {
-    container
-        .open_sender(url, SenderOptions::default())
-        .await
-        .expect("sender opens")
 }
 
 /// A sender with no target address: the anonymous relay.
@@ -63,35 +36,8 @@ async fn relay(container: &ContainerHandle, base: &str) -> SenderHandle {
         .expect("relay sender opens")
 }
 
-async fn send(sender: &SenderHandle, m: Message) -> Outcome {
-    tokio::time::timeout(TIMEOUT, sender.send(m))
-        .await
-        .expect("an outcome in time")
-        .expect("an outcome")
-}
-
 async fn send_accepted(sender: &SenderHandle, m: Message) {
     assert_eq!(send(sender, m).await, Outcome::Accepted);
-}
-
-async fn receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
-    container
-        .open_receiver(
-            url,
-            ReceiverOptions {
-                credit_window: Some(window),
-                ..ReceiverOptions::default()
-            },
-        )
-        .await
-        .expect("receiver opens")
-}
-
-async fn recv(r: &mut ReceiverHandle) -> nucleon::Received {
-    tokio::time::timeout(TIMEOUT, r.recv())
-        .await
-        .expect("a message in time")
-        .expect("the receiver is open")
 }
 
 /// Receives `n` messages, accepts them, and returns their numbers in order.
@@ -123,7 +69,7 @@ fn condition_of(outcome: &Outcome) -> Option<&ErrorCondition> {
 
 #[actix_rt::test]
 async fn a_redelivered_message_says_it_may_be_a_duplicate() {
-    let container = container();
+    let container = container(4);
     let (_broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/redelivered");
     let s = sender(&container, &url).await;
@@ -179,7 +125,7 @@ async fn modified_annotations_are_merged_into_the_message() {
     use nucleon::protocol::frame::{DeliveryState, Modified};
     use nucleon_integration_tests::driver::Driver;
 
-    let container = container();
+    let container = container(4);
     let (_broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/annotated");
     let m = Message::builder()
@@ -247,7 +193,7 @@ async fn modified_annotations_are_merged_into_the_message() {
 
 #[actix_rt::test]
 async fn a_message_given_back_too_often_goes_to_the_dead_letter_queue() {
-    let container = container();
+    let container = container(4);
     let options = BrokerOptions {
         max_deliveries: Some(3),
         dead_letter_address: Some("DLQ".into()),
@@ -295,7 +241,7 @@ async fn a_message_given_back_too_often_goes_to_the_dead_letter_queue() {
 
 #[actix_rt::test]
 async fn expired_messages_are_never_delivered_and_are_counted() {
-    let container = container();
+    let container = container(4);
     let options = BrokerOptions {
         dead_letter_address: Some("expired".into()),
         ..BrokerOptions::default()
@@ -342,7 +288,7 @@ async fn expired_messages_are_never_delivered_and_are_counted() {
 
 #[actix_rt::test]
 async fn higher_priority_messages_are_delivered_first_in_order_within_a_level() {
-    let container = container();
+    let container = container(4);
     let (_broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/prioritised");
     let s = sender(&container, &url).await;
@@ -461,14 +407,9 @@ async fn refusal(
     condition.unwrap_or_else(|| panic!("the link to {address} was served, not refused"))
 }
 
-/// The `topic` capability, for a terminus.
-fn topic_capability() -> Option<Vec<Symbol>> {
-    Some(vec![Symbol::from_static(TOPIC)])
-}
-
 #[actix_rt::test]
 async fn a_queue_cannot_be_turned_into_a_topic() {
-    let container = container();
+    let container = container(4);
     let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/orders");
     let s = sender(&container, &url).await;
@@ -508,27 +449,9 @@ async fn a_queue_cannot_be_turned_into_a_topic() {
     container.stop();
 }
 
-/// Opens a dynamic receiver and reports the address the broker gave it.
-struct DynamicClient(Option<tokio::sync::oneshot::Sender<String>>);
-
-impl MessagingHandler for DynamicClient {
-    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let opts = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
-        c.open_receiver("", opts).expect("receiver opens");
-    }
-    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
-        if let (Some(tx), Some(address)) = (self.0.take(), r.address()) {
-            let _ = tx.send(address);
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn replies_to_a_deleted_temporary_queue_are_refused_and_do_not_recreate_it() {
-    let container = container();
+    let container = container(4);
     let (broker, base) = serve(&container, BrokerOptions::default());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let requester = container

@@ -10,66 +10,10 @@ use nucleon::broker::{Broker, BrokerOptions, BrokerStats, QueueStats};
 use nucleon::protocol::codec::Timestamp;
 use nucleon::protocol::engine::{ScramAuthenticator, ScramCredential, ScramHash};
 use nucleon::protocol::frame::ErrorCondition;
-use nucleon::{
-    ConnectionOptions, ContainerBuilder, ContainerHandle, ListenOptions, Message, Outcome,
-    ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions,
+use nucleon::{ConnectionOptions, ListenOptions, Message, Outcome, SenderOptions};
+use nucleon_integration_tests::broker::{
+    container, receiver, recv, send, sender, serve_with, TIMEOUT,
 };
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn container() -> ContainerHandle {
-    let _ = env_logger::builder().is_test(true).try_init();
-    ContainerBuilder::default()
-        .threads(2)
-        .auto_stop(false)
-        .start()
-}
-
-fn serve(
-    container: &ContainerHandle,
-    options: BrokerOptions,
-    listen: ListenOptions,
-) -> (Broker, String) {
-    let broker = Broker::new(options);
-    let listener = broker
-        .listen(container, "127.0.0.1:0", listen)
-        .expect("broker listens");
-    (broker, format!("amqp://127.0.0.1:{}", listener.port()))
-}
-
-async fn sender(container: &ContainerHandle, url: &str) -> SenderHandle {
-    container
-        .open_sender(url, SenderOptions::default())
-        .await
-        .expect("sender opens")
-}
-
-async fn send(s: &SenderHandle, m: Message) -> Outcome {
-    tokio::time::timeout(TIMEOUT, s.send(m))
-        .await
-        .expect("an outcome in time")
-        .expect("an outcome")
-}
-
-async fn receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
-    container
-        .open_receiver(
-            url,
-            ReceiverOptions {
-                credit_window: Some(window),
-                ..ReceiverOptions::default()
-            },
-        )
-        .await
-        .expect("receiver opens")
-}
-
-async fn recv(r: &mut ReceiverHandle) -> nucleon::Received {
-    tokio::time::timeout(TIMEOUT, r.recv())
-        .await
-        .expect("a message in time")
-        .expect("the receiver is open")
-}
 
 fn queue(stats: &BrokerStats, name: &str) -> QueueStats {
     stats
@@ -98,8 +42,8 @@ async fn until(broker: &Broker, what: &str, done: impl Fn(&BrokerStats) -> bool)
 
 #[actix_rt::test]
 async fn queue_numbers_follow_sends_receives_releases_and_settles() {
-    let container = container();
-    let (broker, base) = serve(
+    let container = container(2);
+    let (broker, base) = serve_with(
         &container,
         BrokerOptions::default(),
         ListenOptions::default(),
@@ -167,8 +111,8 @@ async fn queue_numbers_follow_sends_receives_releases_and_settles() {
 
 #[actix_rt::test]
 async fn connections_and_sessions_are_listed_while_open() {
-    let container = container();
-    let (broker, base) = serve(
+    let container = container(2);
+    let (broker, base) = serve_with(
         &container,
         BrokerOptions::default(),
         ListenOptions::default(),
@@ -194,12 +138,12 @@ async fn connections_and_sessions_are_listed_while_open() {
 
 #[actix_rt::test]
 async fn expired_and_dead_lettered_messages_are_counted_per_queue() {
-    let container = container();
+    let container = container(2);
     let options = BrokerOptions {
         dead_letter_address: Some("dead".into()),
         ..BrokerOptions::default()
     };
-    let (broker, base) = serve(&container, options, ListenOptions::default());
+    let (broker, base) = serve_with(&container, options, ListenOptions::default());
     let s = sender(&container, &format!("{base}/expiring")).await;
     let past = Message::builder()
         .absolute_expiry_time(Timestamp(1))
@@ -221,7 +165,7 @@ async fn expired_and_dead_lettered_messages_are_counted_per_queue() {
 
 #[actix_rt::test]
 async fn failed_logins_are_counted() {
-    let container = container();
+    let container = container(2);
     let credential = ScramCredential::derive(ScramHash::Sha256, "secret", b"a salt of 16 b.", 4096);
     let listen = ListenOptions {
         authenticator: Some(Arc::new(
@@ -230,7 +174,7 @@ async fn failed_logins_are_counted() {
         allow_insecure_plain: true,
         ..ListenOptions::default()
     };
-    let (broker, base) = serve(&container, BrokerOptions::default(), listen);
+    let (broker, base) = serve_with(&container, BrokerOptions::default(), listen);
     let login = |password: &str| ConnectionOptions {
         user: Some("alice".into()),
         password: Some(password.into()),
@@ -257,8 +201,8 @@ async fn failed_logins_are_counted() {
 
 #[actix_rt::test]
 async fn purge_drops_waiting_messages_and_delete_detaches_the_queues_links() {
-    let container = container();
-    let (broker, base) = serve(
+    let container = container(2);
+    let (broker, base) = serve_with(
         &container,
         BrokerOptions::default(),
         ListenOptions::default(),

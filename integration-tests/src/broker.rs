@@ -1,0 +1,115 @@
+//! What the in-process broker's tests (`tests/broker*.rs`) share: a container, a broker on a free loopback
+//! port, bounded sends and receives through the async facade, numbered messages, and a client that opens a
+//! dynamic receiver.
+
+use std::time::Duration;
+
+use nucleon::broker::{Broker, BrokerOptions, TOPIC};
+use nucleon::protocol::codec::Symbol;
+use nucleon::{
+    Connection, ContainerBuilder, ContainerHandle, ListenOptions, Message, MessagingHandler,
+    Outcome, Received, Receiver, ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions,
+    Value,
+};
+
+/// How long any one step of a broker test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A started container with `threads` workers that stops only when told (logs go to the test's output).
+pub fn container(threads: usize) -> ContainerHandle {
+    let _ = env_logger::builder().is_test(true).try_init();
+    ContainerBuilder::default()
+        .threads(threads)
+        .auto_stop(false)
+        .start()
+}
+
+/// A broker on a free port of 127.0.0.1 with `listen` options: its state and its base URL.
+pub fn serve_with(
+    container: &ContainerHandle,
+    options: BrokerOptions,
+    listen: ListenOptions,
+) -> (Broker, String) {
+    let broker = Broker::new(options);
+    let listener = broker
+        .listen(container, "127.0.0.1:0", listen)
+        .expect("broker listens");
+    (broker, format!("amqp://127.0.0.1:{}", listener.port()))
+}
+
+/// [`serve_with`] with the default listen options.
+pub fn serve(container: &ContainerHandle, options: BrokerOptions) -> (Broker, String) {
+    serve_with(container, options, ListenOptions::default())
+}
+
+/// A message whose body is `i`.
+pub fn numbered(i: i64) -> Message {
+    Message::builder().body(i).build()
+}
+
+/// The body of a [`numbered`] message (-1 for any other).
+pub fn number(m: &Message) -> i64 {
+    m.body_value().and_then(Value::as_i64).unwrap_or(-1)
+}
+
+/// The `topic` capability, for a terminus.
+pub fn topic_capability() -> Option<Vec<Symbol>> {
+    Some(vec![Symbol::from_static(TOPIC)])
+}
+
+/// A sender on `url` (its own connection), opened within [`TIMEOUT`].
+pub async fn sender(container: &ContainerHandle, url: &str) -> SenderHandle {
+    tokio::time::timeout(
+        TIMEOUT,
+        container.open_sender(url, SenderOptions::default()),
+    )
+    .await
+    .expect("the sender opens in time")
+    .expect("sender opens")
+}
+
+/// Sends `m` and waits (bounded) for its outcome.
+pub async fn send(s: &SenderHandle, m: Message) -> Outcome {
+    tokio::time::timeout(TIMEOUT, s.send(m))
+        .await
+        .expect("an outcome in time")
+        .expect("an outcome")
+}
+
+/// A receiver on `url` (its own connection) with a credit window of `window`, opened within [`TIMEOUT`].
+pub async fn receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
+    let options = ReceiverOptions {
+        credit_window: Some(window),
+        ..ReceiverOptions::default()
+    };
+    tokio::time::timeout(TIMEOUT, container.open_receiver(url, options))
+        .await
+        .expect("the receiver opens in time")
+        .expect("receiver opens")
+}
+
+/// The next message, within [`TIMEOUT`].
+pub async fn recv(r: &mut ReceiverHandle) -> Received {
+    tokio::time::timeout(TIMEOUT, r.recv())
+        .await
+        .expect("a message in time")
+        .expect("the receiver is open")
+}
+
+/// Opens a dynamic receiver and reports the address the broker gave it.
+pub struct DynamicClient(pub Option<tokio::sync::oneshot::Sender<String>>);
+
+impl MessagingHandler for DynamicClient {
+    fn on_connection_open(&mut self, c: &mut Connection<'_>) {
+        let opts = ReceiverOptions {
+            dynamic: true,
+            ..ReceiverOptions::default()
+        };
+        c.open_receiver("", opts).expect("receiver opens");
+    }
+    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
+        if let (Some(tx), Some(address)) = (self.0.take(), r.address()) {
+            let _ = tx.send(address);
+        }
+    }
+}
