@@ -503,15 +503,21 @@ impl Queue {
     }
 
     /// Messages taken by a consumer left the queue for good (accepted, rejected, or sent pre-settled).
+    /// Producers are woken when this made room, but not for nothing: a connection that settles nothing
+    /// in its own wake callback must not wake itself again, or it would spin.
     pub(crate) fn settled<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) {
         let mut after = After::default();
         {
             let mut s = self.lock();
+            let mut any = false;
             for e in entries {
+                any = true;
                 s.held = s.held.saturating_sub(1);
                 self.forget(&mut s, e, &mut after);
             }
-            self.wake_producers(&mut s, NO_CONNECTION, &mut after);
+            if any {
+                self.wake_producers(&mut s, NO_CONNECTION, &mut after);
+            }
         }
         self.finish(after);
     }
