@@ -777,7 +777,18 @@ fn silent_connections_are_bounded_and_timed_out() {
     /// The open timeout is 10 s by default; leave room for a loaded machine.
     const CLOSE_WITHIN: Duration = Duration::from_secs(60);
     ensure_open_files(2 * N as u64 + 1_000);
-    let mut b = Bench::start("silent-connections");
+    // Every connection here comes from 127.0.0.1, and the broker admits 1,000 per client address by default
+    // (that limit has its own test, runtime_listener_limits.rs): this one measures what idle connections
+    // cost, so the broker admits all of them and the normal client besides.
+    let config = std::env::temp_dir().join(format!("nucleon-silent-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("[limits]\nmax_connections_per_address = {}\n", N + 100),
+    )
+    .expect("writes the config");
+    let config_arg = config.to_string_lossy().into_owned();
+    let mut b = Bench::start_with("silent-connections", &["--config", &config_arg]);
+    let _ = std::fs::remove_file(&config);
     let started = Instant::now();
     let mut held = Vec::with_capacity(N);
     for i in 0..N {

@@ -784,7 +784,12 @@ pub struct Bench {
 impl Bench {
     /// Starts the broker, checks a normal client works, and records the baseline.
     pub fn start(name: &'static str) -> Bench {
-        let broker = Broker::start();
+        Bench::start_with(name, &[])
+    }
+
+    /// [`Bench::start`] with extra broker arguments.
+    pub fn start_with(name: &'static str, args: &[&str]) -> Bench {
+        let broker = Broker::start_with(args);
         let pid = broker.process.id();
         if let Err(e) = normal_round_trip(broker.port, &format!("{name}-warmup")) {
             panic!("{name}: a normal client fails before any attack: {e}");
