@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use nucleon::broker::{Broker, BrokerOptions, TOPIC};
 use nucleon::protocol::codec::Symbol;
+use nucleon::protocol::engine::{ConnectionConfig, LinkConfig};
 use nucleon::{
     Connection, ContainerBuilder, ContainerHandle, ListenOptions, Message, MessagingHandler,
     Outcome, Received, Receiver, ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions,
     Value,
 };
+
+use crate::driver::Driver;
 
 /// How long any one step of a broker test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -94,6 +97,27 @@ pub async fn recv(r: &mut ReceiverHandle) -> Received {
         .await
         .expect("a message in time")
         .expect("the receiver is open")
+}
+
+/// A raw consumer of `address` on the broker at `base` (its `amqp://127.0.0.1:PORT` URL), driven by the
+/// sans-IO engine over a blocking socket (see [`Driver`]) so that a test controls every frame, or kills the
+/// socket without a `close`: connected, open, with a receiving link named `name` that has `credit`.
+pub fn raw_consumer(base: &str, name: &str, address: &str, credit: u32) -> Driver {
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the broker's URL");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut d = Driver::connect(addr, ConnectionConfig::client(name), TIMEOUT).expect("connects");
+    d.conn().open().expect("opens");
+    let s = d.conn().begin().expect("begins");
+    let l = d
+        .conn()
+        .attach(s, LinkConfig::receiver(name, address))
+        .expect("attaches");
+    d.conn().add_credit(l, credit).expect("grants credit");
+    d
 }
 
 /// Opens a dynamic receiver and reports the address the broker gave it.

@@ -18,7 +18,8 @@ use nucleon::{
     MessagingHandler, Outcome, Receiver, ReceiverHandle, ReceiverOptions, SenderOptions,
 };
 use nucleon_integration_tests::broker::{
-    container, number, numbered, receiver, recv, serve, topic_capability, DynamicClient, TIMEOUT,
+    container, number, numbered, raw_consumer, receiver, recv, serve, topic_capability,
+    DynamicClient, TIMEOUT,
 };
 use tokio::sync::mpsc;
 
@@ -557,30 +558,16 @@ async fn modified_undeliverable_here_is_not_sent_to_the_same_consumer_again() {
 /// deliveries: the broker puts them back and another consumer gets every message, in order.
 #[actix_rt::test]
 async fn a_killed_consumer_connection_loses_nothing() {
-    use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig};
-    use nucleon_integration_tests::driver::Driver;
+    use nucleon::protocol::engine::Event;
 
     let container = container(4);
     let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/fragile");
     send_all(&container, &url, 0..20).await;
-    let port: u16 = base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let base = base.clone();
     std::thread::spawn(move || {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut d =
-            Driver::connect(addr, ConnectionConfig::client("doomed"), TIMEOUT).expect("connects");
-        d.conn().open().expect("opens");
-        let s = d.conn().begin().expect("begins");
-        let l = d
-            .conn()
-            .attach(s, LinkConfig::receiver("doomed", "fragile"))
-            .expect("attaches");
-        d.conn().add_credit(l, 5).expect("grants credit");
+        let mut d = raw_consumer(&base, "doomed", "fragile", 5);
         let mut held = 0;
         d.run_until("five unsettled deliveries", |_, e| {
             if matches!(e, Event::Delivery { settled: false, .. }) {

@@ -14,8 +14,8 @@ use nucleon::{
     Receiver, ReceiverHandle, ReceiverOptions, Sender, SenderHandle, SenderOptions, Value,
 };
 use nucleon_integration_tests::broker::{
-    container, number, receiver, recv, send, sender, serve, topic_capability, DynamicClient,
-    TIMEOUT,
+    container, number, raw_consumer, receiver, recv, send, sender, serve, topic_capability,
+    DynamicClient, TIMEOUT,
 };
 
 fn first_acquirer(m: &Message) -> bool {
@@ -121,9 +121,8 @@ async fn a_redelivered_message_says_it_may_be_a_duplicate() {
 #[actix_rt::test]
 async fn modified_annotations_are_merged_into_the_message() {
     use nucleon::protocol::codec::Map;
-    use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig};
+    use nucleon::protocol::engine::Event;
     use nucleon::protocol::frame::{DeliveryState, Modified};
-    use nucleon_integration_tests::driver::Driver;
 
     let container = container(4);
     let (_broker, base) = serve(&container, BrokerOptions::default());
@@ -134,23 +133,10 @@ async fn modified_annotations_are_merged_into_the_message() {
         .body(0i64)
         .build();
     send_accepted(&sender(&container, &url).await, m).await;
-    let port: u16 = base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let base = base.clone();
     std::thread::spawn(move || {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut d =
-            Driver::connect(addr, ConnectionConfig::client("modifier"), TIMEOUT).expect("connects");
-        d.conn().open().expect("opens");
-        let s = d.conn().begin().expect("begins");
-        let l = d
-            .conn()
-            .attach(s, LinkConfig::receiver("modifier", "annotated"))
-            .expect("attaches");
-        d.conn().add_credit(l, 1).expect("grants credit");
+        let mut d = raw_consumer(&base, "modifier", "annotated", 1);
         let delivery = d
             .run_until("a delivery", |_, e| match e {
                 Event::Delivery { delivery, .. } => Some(*delivery),
