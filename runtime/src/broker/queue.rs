@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use nucleon_protocol::codec::Encode;
 use nucleon_protocol::Message;
 
 use super::stats::QueueCounters;
@@ -58,8 +59,9 @@ pub(crate) struct Entry {
 impl Entry {
     fn new(message: Message, now: &mut Now) -> Entry {
         let expires = expiry(&message, now);
-        // A received message keeps its encoded bytes: this is their length, not a new encoding.
-        let size = message.to_bytes().len();
+        // A received message keeps its encoded bytes: their length. Others (a dead letter whose ttl was
+        // removed) are measured section by section, with nothing encoded.
+        let size = message.encoded_size();
         Entry {
             seq: 0,
             message,
