@@ -49,9 +49,11 @@ pub(super) fn reserve(segment_size: u64) -> u64 {
 enum Class {
     /// A message or queue declaration: not into the reserve.
     New,
-    /// A compaction copy: into half the reserve, so that compaction can free a full disk.
+    /// A compaction copy: anywhere, so that compaction can free a full disk (copying a queue declaration
+    /// or a stuck message out of the oldest segment is what lets it and the dead ones after it go).
     Copy,
-    /// Ack, delivered, released, queue deletion: anywhere, else kept in memory until there is room.
+    /// Ack, delivered, released, queue deletion: into the first half of the reserve, else kept in memory
+    /// until there is room (the second half stays for compaction's copies).
     Control,
 }
 
@@ -87,13 +89,12 @@ struct Live {
     released: u32,
 }
 
-/// A live queue: where its latest declaration record is, and its live messages.
+/// A live queue: where its latest declaration record is (compaction copies it from there), and its live
+/// messages.
 struct LiveQueue {
     seq: u64,
     off: u32,
     size: u32,
-    name: String,
-    kind: QueueKind,
     pids: HashSet<u64>,
 }
 
@@ -330,8 +331,6 @@ impl Inner {
                     seq: q.seq,
                     off: q.off,
                     size: q.size,
-                    name: q.name,
-                    kind: q.kind,
                     pids: HashSet::new(),
                 },
             );
@@ -473,8 +472,6 @@ impl Inner {
                 seq,
                 off,
                 size,
-                name: name.to_string(),
-                kind: kind.clone(),
                 pids: HashSet::new(),
             },
         );
@@ -645,8 +642,11 @@ impl Inner {
                 return Err(Refusal::TooLarge(size, max));
             }
         }
-        // Records wait in memory for room: nothing may pass them.
-        let fits = |a: &App| a.overflow.is_empty() && a.off + size <= a.limit(class);
+        // Records wait in memory for room: nothing may pass them but compaction's copies, which must, to
+        // make room (see `compact` for the counts).
+        let fits = |a: &App| {
+            (a.overflow.is_empty() || class == Class::Copy) && a.off + size <= a.limit(class)
+        };
         if !fits(a) {
             if !matches!(a.spare, Spare::Ready(_)) {
                 if class == Class::New && a.no_room_since.is_none() && a.failed.is_none() {
@@ -1134,6 +1134,7 @@ impl Inner {
         let mut copied = 0usize;
         for batch in records.chunks(COPY_BATCH) {
             let mut a = lock(&self.app);
+            let mut moved = HashSet::new();
             for (off, rec) in batch {
                 // Liveness is decided here, under the append lock: an ack either came before (nothing to
                 // copy) or comes after the copy.
@@ -1156,12 +1157,13 @@ impl Inner {
                         };
                         let old = m.size as u64;
                         let Ok((nseq, noff, nsize)) = self.place(&mut a, &copy, Class::Copy) else {
-                            return self.copied(a, seq, copied);
+                            return self.copied(a, seq, copied, &moved);
                         };
                         a.count_live(seq, old, -1);
                         a.count_live(nseq, nsize as u64, 1);
                         let m = a.messages.get_mut(&pid).expect("checked");
                         (m.seq, m.off, m.size) = (nseq, noff, nsize);
+                        moved.insert(pid);
                     }
                     Rec::QueueDecl { qid, kind, name } => {
                         let Some(q) = a.queues.get(&qid) else {
@@ -1173,7 +1175,7 @@ impl Inner {
                         let old = q.size as u64;
                         let copy = Rec::QueueDecl { qid, kind, name };
                         let Ok((nseq, noff, nsize)) = self.place(&mut a, &copy, Class::Copy) else {
-                            return self.copied(a, seq, copied);
+                            return self.copied(a, seq, copied, &moved);
                         };
                         a.count_live(seq, old, -1);
                         a.count_live(nseq, nsize as u64, 1);
@@ -1184,12 +1186,20 @@ impl Inner {
                 }
                 copied += 1;
             }
-            self.copied(a, seq, copied);
+            self.copied(a, seq, copied, &moved);
         }
     }
 
     /// After compaction copied records out of segment `seq`: it may be deleted once they are synced.
-    fn copied(&self, mut a: MutexGuard<'_, App>, seq: u64, copied: usize) {
+    fn copied(&self, mut a: MutexGuard<'_, App>, seq: u64, copied: usize, moved: &HashSet<u64>) {
+        if !a.overflow.is_empty() && !moved.is_empty() {
+            // A copy passed delivered/released records waiting in memory for room: it carries the counts
+            // with them, so they must not count again.
+            a.overflow.retain(|c| match c {
+                Control::Delivered(pid) | Control::Released(pid) => !moved.contains(pid),
+                Control::Ack(_) | Control::QueueDelete(_) => true,
+            });
+        }
         if copied == 0 {
             return;
         }
@@ -1210,8 +1220,8 @@ impl App {
         let reserve = reserve(self.active_len);
         match class {
             Class::New => self.active_len - reserve,
-            Class::Copy => self.active_len - reserve / 2,
-            Class::Control => self.active_len,
+            Class::Control => self.active_len - reserve / 2,
+            Class::Copy => self.active_len,
         }
     }
 
