@@ -66,7 +66,8 @@ pub(super) fn recover(dir: &Path, salvage: bool, segment_size: u64) -> Result<Sc
     for line in &scanned.skipped {
         log::warn!("salvage: {line}");
     }
-    let start = scanned.segs.last().map_or(0, |s| s.seq + 1);
+    // After every segment file there is, the skipped ones (bad header) included.
+    let start = list_segments(dir)?.last().map_or(0, |(seq, _)| seq + 1);
     rewrite(dir, start, segment_size, &scanned)?;
     // Front first, so that a crash part way leaves a contiguous journal whose replay is still right.
     for seg in &scanned.segs {

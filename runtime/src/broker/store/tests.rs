@@ -397,6 +397,33 @@ fn flipped_byte_in_a_non_last_segment_is_corruption() {
 }
 
 #[test]
+fn bad_header_of_the_last_segment() {
+    let dir = TempDir::new("bad-header");
+    let pids = fill(&dir.0, 600);
+    let last = segments(&dir.0).pop().unwrap();
+    let lost = record_offsets(&last).len();
+    flip(&last, 20);
+    match Store::open(options(&dir.0)) {
+        Err(StoreError::Corrupt {
+            file, offset: 0, ..
+        }) => assert_eq!(file, last),
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+    let salvage = StoreOptions {
+        salvage: true,
+        ..options(&dir.0)
+    };
+    let (store, rec) = Store::open(salvage).unwrap();
+    assert_eq!(rec.skipped.len(), 1, "{:?}", rec.skipped);
+    assert_eq!(rec.queues[0].messages.len(), pids.len() - lost);
+    let (_, t) = store.append_message(rec.queues[0].qid, b"after").unwrap();
+    wait(&store, t);
+    drop(store);
+    let (_store, rec) = Store::open(options(&dir.0)).unwrap();
+    assert_eq!(rec.queues[0].messages.len(), pids.len() - lost + 1);
+}
+
+#[test]
 fn missing_segment() {
     let dir = TempDir::new("missing");
     let pids = fill(&dir.0, 600);
