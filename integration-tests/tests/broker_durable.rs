@@ -451,12 +451,17 @@ impl Client {
 
     /// Accepts and settles `delivery`, and gives its credit back.
     fn accept(&mut self, delivery: DeliveryId) {
+        self.accept_only(delivery);
+        self.d.conn().add_credit(delivery.link, 1).expect("credit");
+    }
+
+    /// Accepts and settles `delivery`, giving no more credit.
+    fn accept_only(&mut self, delivery: DeliveryId) {
         let accepted = DeliveryState::Accepted(Accepted {});
         self.d
             .conn()
             .disposition(delivery, Some(accepted), true)
             .expect("accepts");
-        self.d.conn().add_credit(delivery.link, 1).expect("credit");
     }
 
     /// Detaches `link` (`closed`: for good) and waits for the broker's detach.
@@ -944,7 +949,8 @@ fn a_restart_brings_back_queues_and_unsettled_messages_in_order() {
         assert_eq!(number(&m), i);
         assert_eq!(m.delivery_count(), 0);
         if i < 3 {
-            c.accept(delivery);
+            // No credit back: 6..10 must stay undelivered.
+            c.accept_only(delivery);
         } else {
             held.push(delivery);
         }
@@ -1412,10 +1418,53 @@ fn a_full_disk_rejects_producers_loses_nothing_and_recovers_without_a_restart() 
     let data = fs.path().join("data");
     std::fs::create_dir(&data).expect("creates the data directory");
     let broker = start_broker(&data, &[]).ready();
-    let filler = fs.path().join("filler");
-    let room = fs.available();
+    // The journal prepares its next segment in the background after the start: wait (bounded) until the
+    // free space stops moving, then fill it, leaving LEFT (less than a segment).
     const LEFT: u64 = 1 << 20;
-    std::fs::write(&filler, vec![0u8; (room - LEFT) as usize]).expect("writes the filler");
+    let settled_by = Instant::now() + STEP;
+    let mut room = fs.available();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = fs.available();
+        if now == room || Instant::now() >= settled_by {
+            break;
+        }
+        room = now;
+    }
+    let filler = fs.path().join("filler");
+    let mut file = std::fs::File::create(&filler).expect("creates the filler");
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    while written + LEFT < room {
+        use std::io::Write as _;
+        match file.write_all(&chunk) {
+            Ok(()) => written += chunk.len() as u64,
+            // The space moved after all: full now, so give LEFT back below.
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("writes the filler: {e}"),
+        }
+    }
+    if fs.available() > LEFT {
+        // Still more than LEFT: fill to the brim.
+        let mut room_left = fs.available() - LEFT;
+        while room_left > 0 {
+            use std::io::Write as _;
+            let n = room_left.min(chunk.len() as u64) as usize;
+            match file.write_all(&chunk[..n]) {
+                Ok(()) => written += n as u64,
+                Err(_) => break,
+            }
+            room_left -= n as u64;
+        }
+    } else {
+        file.set_len(written.saturating_sub(LEFT))
+            .expect("leaves LEFT free");
+    }
+    drop(file);
+    println!(
+        "filler of {written} bytes, {} bytes left free",
+        fs.available()
+    );
 
     let mut c = Client::connect(broker.addr(), "producer");
     let s = c.sender("p", "full");
