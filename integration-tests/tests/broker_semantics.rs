@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nucleon::broker::BrokerOptions;
 use nucleon::protocol::codec::{Symbol, Timestamp};
+use nucleon::protocol::engine::LinkId;
 use nucleon::protocol::frame::{Error as AmqpError, ErrorCondition, Source, Target};
 use nucleon::{
     Connection, ConnectionOptions, ContainerHandle, Delivery, Message, MessagingHandler, Outcome,
@@ -485,5 +486,130 @@ async fn replies_to_a_deleted_temporary_queue_are_refused_and_do_not_recreate_it
         "a consumer attaching to it"
     );
     assert_eq!(broker.queue_depth(&reply_to), None, "still not made again");
+    container.stop();
+}
+
+/// A subscriber of topic `news` on a raw connection of container `client`: a link named `name`, durable
+/// (terminus durability unsettled-state, expiry-policy never) or not, with 10 credit, attached.
+fn subscriber(
+    base: &str,
+    client: &str,
+    links: &[(&str, bool)],
+) -> (nucleon_integration_tests::driver::Driver, Vec<LinkId>) {
+    use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig};
+    use nucleon::protocol::frame::{TerminusDurability, TerminusExpiryPolicy};
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut d = nucleon_integration_tests::driver::Driver::connect(
+        addr,
+        ConnectionConfig::client(client),
+        TIMEOUT,
+    )
+    .expect("connects");
+    d.conn().open().expect("opens");
+    let s = d.conn().begin().expect("begins");
+    let mut ids = Vec::new();
+    for &(name, durable) in links {
+        let mut config = LinkConfig::receiver(name, "news");
+        let source = config.source.as_mut().expect("a source");
+        source.capabilities = topic_capability();
+        if durable {
+            source.durable = TerminusDurability::UnsettledState;
+            source.expiry_policy = TerminusExpiryPolicy::Never;
+        }
+        let l = d.conn().attach(s, config).expect("attaches");
+        d.conn().add_credit(l, 10).expect("grants credit");
+        d.run_until("the broker's attach", |_, e| {
+            matches!(e, Event::LinkRemoteAttach(x) if *x == l).then_some(())
+        })
+        .expect("attached");
+        ids.push(l);
+    }
+    (d, ids)
+}
+
+#[actix_rt::test]
+async fn a_durable_subscription_keeps_collecting_while_detached_until_its_link_is_closed() {
+    use nucleon::protocol::engine::Event;
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
+
+    // First life: a durable and an ordinary subscriber; the connection is then lost without a close.
+    let b = base.clone();
+    let first = std::thread::spawn(move || {
+        let (d, _) = subscriber(&b, "durable-client", &[("sub", true), ("plain", false)]);
+        drop(d);
+    });
+    tokio::task::spawn_blocking(move || first.join())
+        .await
+        .expect("joins")
+        .expect("the first subscriber ran");
+    until("the lost connection is gone", || {
+        broker.connections().is_empty()
+    })
+    .await;
+    assert_eq!(
+        broker.subscriptions("news"),
+        Some(1),
+        "the durable subscription stays, the ordinary one goes with its link"
+    );
+
+    let s = sender(&container, &format!("{base}/news")).await;
+    for i in 0..3 {
+        send_accepted(&s, Message::with_body(i as i64)).await;
+    }
+    assert_eq!(broker.dropped_without_subscribers(), 0, "it kept them");
+
+    // Second life: the same container-id and link name resume it; closing the link deletes it.
+    let b = base.clone();
+    let second = std::thread::spawn(move || {
+        let (mut d, ids) = subscriber(&b, "durable-client", &[("sub", true)]);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let (delivery, payload) = d
+                .run_until("a delivery", |_, e| match e {
+                    Event::Delivery {
+                        delivery, payload, ..
+                    } => Some((*delivery, payload.clone())),
+                    _ => None,
+                })
+                .expect("a delivery");
+            got.push(number(&Message::decode(payload).expect("decodes")));
+            d.conn()
+                .disposition(
+                    delivery,
+                    Some(nucleon::protocol::frame::DeliveryState::Accepted(
+                        nucleon::protocol::frame::Accepted {},
+                    )),
+                    true,
+                )
+                .expect("accepts");
+        }
+        d.conn()
+            .detach(ids[0], true, None)
+            .expect("closes the link");
+        d.run_until("the broker's detach", |_, e| {
+            matches!(e, Event::LinkRemoteDetach { .. }).then_some(())
+        })
+        .expect("detached");
+        got
+    });
+    let got = tokio::task::spawn_blocking(move || second.join())
+        .await
+        .expect("joins")
+        .expect("the second subscriber ran");
+    assert_eq!(
+        got,
+        [0, 1, 2],
+        "what was published while it was away, in order"
+    );
+    until("the closed subscription is deleted", || {
+        broker.subscriptions("news") == Some(0)
+    })
+    .await;
     container.stop();
 }

@@ -50,6 +50,26 @@
 //!   of them or, if one is full, is rejected (`amqp:resource-limit-exceeded`); producers of a topic get the
 //!   normal credit window. Each subscription gets one producer's messages in the order they were published.
 //!
+//! * Durable subscriptions: a consumer of a topic whose source keeps its state (terminus durability
+//!   `configuration` or `unsettled-state`) and never expires (expiry-policy `never`) [AMQP 1.0 §3.5.3,
+//!   §3.5.5, §3.5.6] gets the subscription named by its connection's container-id and its link's name, as
+//!   JMS durable subscribers do. It keeps collecting messages while its link is detached or its connection
+//!   lost, a later attach with the same container-id and link name resumes it, and closing the link (detach
+//!   with closed set) deletes it with its messages.
+//!
+//! * Durability ([`Broker::open`], [`StoreOptions`]): a durable broker keeps its named queues, the
+//!   dead-letter queue, durable subscriptions and every message in them in a journal (see the `store`
+//!   module: append-only segments of checksummed records, group commit, compaction). A message is accepted
+//!   only once it is durable under [`SyncPolicy`]: the producer's `accepted` waits, and is sent from
+//!   `on_connection_wake` when the journal wakes the connection. A restart brings back every queue and every
+//!   message not settled by a consumer, in order; one a consumer had been sent and not settled comes back
+//!   with delivery-count one higher and first-acquirer cleared (the journal records each delivery before
+//!   its transfer leaves, and each release). A message's ttl counts again from the restart. Temporary
+//!   queues and ordinary subscriptions are not kept. When the journal has no room (a full disk, or
+//!   [`StoreOptions::max_disk`]), producers' messages are rejected with `amqp:resource-limit-exceeded`
+//!   until it has again; acknowledgements still fit (the journal keeps room for them), so nothing accepted
+//!   is lost.
+//!
 //! * Authorization ([`BrokerOptions::authorization`], [`Authorization`]): each user (SASL's, `anonymous` for
 //!   ANONYMOUS or a client that skipped SASL) is granted send, consume, browse and create on address
 //!   patterns. A link the user may not attach is refused [AMQP 1.0 §2.6.3] (a null terminus, then a detach)
@@ -71,9 +91,9 @@
 mod authz;
 mod queue;
 mod stats;
-pub(crate) mod store;
+mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -83,16 +103,19 @@ use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::engine::{LinkId, SessionId};
 use nucleon_protocol::frame::{
-    DeliveryState, Error as AmqpError, ErrorCondition, Role, SenderSettleMode, Source,
+    Accepted, DeliveryState, Error as AmqpError, ErrorCondition, Rejected, Role, SenderSettleMode,
+    Source, TerminusDurability, TerminusExpiryPolicy,
 };
 use nucleon_protocol::Message;
 
 pub use self::authz::{Authorization, Operation, Pattern, ANONYMOUS_USER, EVERY_USER};
 use self::queue::{
-    ConsumerKey, DeadLetterCounts, DeadLetters, Entry, Limits, Memory, Queue, Refused,
+    ConsumerKey, DeadLetterCounts, DeadLetters, Entry, Journal, Limits, Memory, Queue, Refused,
 };
 pub use self::stats::{BrokerStats, ConnectionStats, QueueStats};
 use self::stats::{ConnectionEntry, Connections};
+use self::store::{QueueKind, Recovered, Store, Ticket};
+pub use self::store::{StoreError, StoreOptions, StoreStats, SyncPolicy};
 use crate::container::{ContainerHandle, ListenOptions, Listener};
 use crate::error::Error;
 use crate::handler::{ListenHandler, MessagingHandler};
@@ -209,28 +232,104 @@ struct Inner {
     connections: Connections,
     /// The listeners started by [`Broker::listen`], whose failed logins [`Broker::stats`] counts.
     listeners: Mutex<Vec<Listener>>,
+    /// The journal of a durable broker ([`Broker::open`]): named queues, durable subscriptions and their
+    /// messages.
+    store: Option<Store>,
 }
 
-/// A topic: one private queue (subscription) per consumer link.
+/// A topic: one private queue (subscription) per consumer link, and the durable subscriptions, each a
+/// queue named by its client's container-id and link name that stays while its link is detached.
 #[derive(Debug)]
 struct Topic {
     name: String,
     subscriptions: Mutex<Vec<Arc<Queue>>>,
+    /// The durable subscriptions by name (`container-id:link-name`); also in `subscriptions`.
+    durable: Mutex<HashMap<String, Arc<Queue>>>,
     next_subscription: AtomicU64,
     dead_letters: Arc<DeadLetters>,
     /// Each subscription's.
     limits: Limits,
+    /// The broker's journal, where durable subscriptions are kept.
+    store: Option<Store>,
+}
+
+/// The queue name of the durable subscription `key` of `topic`.
+fn durable_subscription_name(topic: &str, key: &str) -> String {
+    format!("{topic}::{key}")
 }
 
 impl Topic {
-    fn new(name: String, dead_letters: Arc<DeadLetters>, limits: Limits) -> Topic {
+    fn new(
+        name: String,
+        dead_letters: Arc<DeadLetters>,
+        limits: Limits,
+        store: Option<Store>,
+    ) -> Topic {
         Topic {
             name,
             limits,
             subscriptions: Mutex::new(Vec::new()),
+            durable: Mutex::new(HashMap::new()),
             next_subscription: AtomicU64::new(1),
             dead_letters,
+            store,
         }
+    }
+
+    fn durable(&self) -> MutexGuard<'_, HashMap<String, Arc<Queue>>> {
+        self.durable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The durable subscription `key` (a client's `container-id:link-name`), made if it does not exist:
+    /// kept in the journal, if the broker has one, so that it outlives a restart.
+    fn durable_subscription(&self, key: &str) -> Result<Arc<Queue>, AmqpError> {
+        let mut durable = self.durable();
+        if let Some(q) = durable.get(key) {
+            return Ok(q.clone());
+        }
+        let name = durable_subscription_name(&self.name, key);
+        let journal = match &self.store {
+            Some(store) => {
+                let kind = QueueKind::Subscription {
+                    topic: self.name.clone(),
+                };
+                let qid = store
+                    .declare_queue(&name, &kind)
+                    .map_err(|e| journal_error(&name, &e.to_string()))?;
+                Some(Journal {
+                    store: store.clone(),
+                    qid,
+                })
+            }
+            None => None,
+        };
+        let q = Arc::new(
+            Queue::new(name, true, self.limits.clone(), self.dead_letters.clone())
+                .with_journal(journal),
+        );
+        log::info!("durable subscription {} created", q.name);
+        durable.insert(key.to_owned(), q.clone());
+        self.subscriptions().push(q.clone());
+        Ok(q)
+    }
+
+    /// A durable subscription recovered from the journal.
+    fn restore_durable(&self, key: String, q: Arc<Queue>) {
+        self.subscriptions().push(q.clone());
+        self.durable().insert(key, q);
+    }
+
+    /// Deletes the durable subscription `key` (its link was closed): its messages go with it.
+    fn delete_durable(&self, key: &str) {
+        let Some(q) = self.durable().remove(key) else {
+            return;
+        };
+        self.subscriptions().retain(|s| !Arc::ptr_eq(s, &q));
+        let dropped = q.delete();
+        log::info!(
+            "durable subscription {} deleted ({dropped} messages dropped)",
+            q.name
+        );
     }
 
     fn subscriptions(&self) -> MutexGuard<'_, Vec<Arc<Queue>>> {
@@ -261,23 +360,38 @@ impl Topic {
         );
     }
 
-    /// Puts the message in every subscription there is now and returns how many, or in none if one of
-    /// them is full: `amqp:resource-limit-exceeded`. The topic's lock is held throughout, so each
-    /// subscription gets one producer's messages in publish order (and only publishing fills them).
-    fn publish(&self, message: Message, from_conn: u64) -> Result<usize, AmqpError> {
+    /// Puts the message in every subscription there is now and returns how many, with the journal ticket
+    /// of the last durable one, or in none if one of them is full: `amqp:resource-limit-exceeded`. The
+    /// topic's lock is held throughout, so each subscription gets one producer's messages in publish order
+    /// (and only publishing fills them). A durable subscription whose journal refuses the message (no room
+    /// on disk) refuses it, though the subscriptions before it have it.
+    fn publish(
+        &self,
+        message: Message,
+        from_conn: u64,
+    ) -> Result<(usize, Option<Ticket>), AmqpError> {
         let subscriptions = self.subscriptions();
         if let Some(full) = subscriptions.iter().find(|q| !q.has_room()) {
             return Err(full_error(&full.name));
         }
-        let mut n = 0;
+        let (mut n, mut ticket) = (0, None);
+        let mut put = |q: &Queue, m: Message| match q.enqueue(m, from_conn, false) {
+            Ok(t) => {
+                n += 1;
+                ticket = ticket.max(t);
+                Ok(())
+            }
+            Err(Refused::Journal(why)) => Err(journal_error(&q.name, &why)),
+            Err(_) => Ok(()),
+        };
         if let Some((last, others)) = subscriptions.split_last() {
             for q in others {
                 // A cheap clone: the message keeps its encoded bytes.
-                n += usize::from(q.enqueue(message.clone(), from_conn, false).is_ok());
+                put(q, message.clone())?;
             }
-            n += usize::from(last.enqueue(message, from_conn, false).is_ok());
+            put(last, message)?;
         }
-        Ok(n)
+        Ok((n, ticket))
     }
 }
 
@@ -293,6 +407,23 @@ fn sweep_every(container: ContainerHandle, broker: Broker) {
     });
     // Refused only once the container is stopping: then there is nothing left to sweep for.
     drop(scheduled);
+}
+
+/// A message (or queue) the journal could not take for the queue `name`: no room on disk, or a failed
+/// store [AMQP 1.0 §2.8.15].
+fn journal_error(name: &str, why: &str) -> AmqpError {
+    AmqpError::new(
+        ErrorCondition::ResourceLimitExceeded,
+        format!("{name} cannot be stored: {why}"),
+    )
+}
+
+/// A message the journal failed to make durable [AMQP 1.0 §2.8.15].
+fn stored_error(e: &StoreError) -> AmqpError {
+    AmqpError::new(
+        ErrorCondition::ResourceLimitExceeded,
+        format!("the message could not be stored: {e}"),
+    )
 }
 
 /// A message the queue `name` has no room for [AMQP 1.0 §2.8.15].
@@ -311,14 +442,35 @@ enum Destination {
 }
 
 impl Broker {
-    /// A broker with no queues yet.
+    /// A broker with no queues yet, keeping everything in memory.
     pub fn new(options: BrokerOptions) -> Broker {
+        Broker::build(options, None)
+    }
+
+    /// A durable broker: its named queues, durable subscriptions and messages are kept in the journal in
+    /// `store.dir`, and what a previous run left there is brought back (see [`StoreOptions`]). A message is
+    /// accepted only once it is durable under `store.sync`. Fails when the directory cannot be used (in
+    /// use by another broker, unreadable) or its journal is corrupt ([`StoreError::Corrupt`] names the file
+    /// and offset; `store.salvage` skips what is damaged and keeps the rest).
+    pub fn open(options: BrokerOptions, store: StoreOptions) -> Result<Broker, StoreError> {
+        let (store, recovered) = Store::open(store)?;
+        for line in &recovered.skipped {
+            log::warn!("journal salvage: {line}");
+        }
+        Ok(Broker::build(options, Some((store, recovered))))
+    }
+
+    fn build(options: BrokerOptions, store: Option<(Store, Recovered)>) -> Broker {
         let counts = Arc::new(DeadLetterCounts::default());
         let memory = Arc::new(Memory::new(options.max_memory));
         let limits = Limits {
             max_depth: options.max_queue_depth,
             max_bytes: options.max_queue_bytes,
             memory: memory.clone(),
+        };
+        let (store, mut recovered) = match store {
+            Some((s, r)) => (Some(s), r.queues),
+            None => (None, Vec::new()),
         };
         let mut queues = HashMap::new();
         let dead_letter_queue = options.dead_letter_address.as_ref().map(|address| {
@@ -328,12 +480,34 @@ impl Broker {
                 queue: None,
                 counts: counts.clone(),
             };
-            let q = Arc::new(Queue::new(
-                address.clone(),
-                false,
-                limits.clone(),
-                Arc::new(own),
-            ));
+            let found = recovered
+                .iter()
+                .position(|r| r.kind == QueueKind::Queue && &r.name == address)
+                .map(|i| recovered.remove(i));
+            let journal = match (&store, &found) {
+                (Some(store), Some(r)) => Some(Journal {
+                    store: store.clone(),
+                    qid: r.qid,
+                }),
+                (Some(store), None) => match store.declare_queue(address, &QueueKind::Queue) {
+                    Ok(qid) => Some(Journal {
+                        store: store.clone(),
+                        qid,
+                    }),
+                    Err(e) => {
+                        log::error!("dead-letter queue {address} is not durable: {e}");
+                        None
+                    }
+                },
+                (None, _) => None,
+            };
+            let q = Arc::new(
+                Queue::new(address.clone(), false, limits.clone(), Arc::new(own))
+                    .with_journal(journal),
+            );
+            if let Some(r) = found {
+                restore(&q, r.messages);
+            }
             queues.insert(address.clone(), q.clone());
             q
         });
@@ -342,7 +516,7 @@ impl Broker {
             queue: dead_letter_queue,
             counts,
         });
-        Broker {
+        let broker = Broker {
             inner: Arc::new(Inner {
                 options,
                 queues: Mutex::new(queues),
@@ -357,8 +531,73 @@ impl Broker {
                 dropped_without_subscribers: AtomicU64::new(0),
                 connections: Connections::default(),
                 listeners: Mutex::new(Vec::new()),
+                store,
             }),
+        };
+        broker.recover(recovered);
+        broker
+    }
+
+    /// Makes the queues and durable subscriptions recovered from the journal, with their messages.
+    fn recover(&self, recovered: Vec<store::RecoveredQueue>) {
+        let Some(store) = &self.inner.store else {
+            return;
+        };
+        let (mut queues, mut messages) = (0, 0);
+        for r in recovered {
+            let journal = Some(Journal {
+                store: store.clone(),
+                qid: r.qid,
+            });
+            messages += r.messages.len();
+            match r.kind {
+                QueueKind::Queue => {
+                    let q = Arc::new(
+                        Queue::new(
+                            r.name.clone(),
+                            false,
+                            self.limits(),
+                            self.inner.dead_letters.clone(),
+                        )
+                        .with_journal(journal),
+                    );
+                    restore(&q, r.messages);
+                    self.queues().insert(r.name, q);
+                }
+                QueueKind::Subscription { topic } => {
+                    let t = self.topic(&topic);
+                    let key = r
+                        .name
+                        .strip_prefix(&durable_subscription_name(&topic, ""))
+                        .unwrap_or(&r.name)
+                        .to_owned();
+                    let q = Arc::new(
+                        Queue::new(r.name, true, self.limits(), self.inner.dead_letters.clone())
+                            .with_journal(journal),
+                    );
+                    restore(&q, r.messages);
+                    t.restore_durable(key, q);
+                }
+            }
+            queues += 1;
         }
+        if queues > 0 {
+            log::info!("recovered {queues} queues and subscriptions with {messages} messages");
+        }
+    }
+
+    /// Flushes and closes the journal of a durable broker (what is accepted is on disk already; this
+    /// writes the acknowledgements still buffered, so fewer messages come back as redeliveries). The
+    /// broker must not be used after.
+    pub fn close(&self) {
+        if let Some(store) = &self.inner.store {
+            store.close();
+        }
+    }
+
+    /// The journal's figures, for a durable broker.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.inner.store.as_ref().map(Store::stats)
     }
 
     /// Serves this broker on `addr` (`host:port`; port 0 picks a free port) in `container`. The listener
@@ -553,6 +792,7 @@ impl Broker {
                     address.to_owned(),
                     self.inner.dead_letters.clone(),
                     self.limits(),
+                    self.inner.store.clone(),
                 ))
             })
             .clone()
@@ -632,13 +872,28 @@ impl Broker {
             return Err(gone(address));
         }
         self.room_for_a_queue(&queues)?;
+        let journal = match &self.inner.store {
+            Some(store) => {
+                let qid = store
+                    .declare_queue(address, &QueueKind::Queue)
+                    .map_err(|e| journal_error(address, &e.to_string()))?;
+                Some(Journal {
+                    store: store.clone(),
+                    qid,
+                })
+            }
+            None => None,
+        };
         log::info!("queue {address} created");
-        let q = Arc::new(Queue::new(
-            address.to_owned(),
-            false,
-            self.limits(),
-            self.inner.dead_letters.clone(),
-        ));
+        let q = Arc::new(
+            Queue::new(
+                address.to_owned(),
+                false,
+                self.limits(),
+                self.inner.dead_letters.clone(),
+            )
+            .with_journal(journal),
+        );
         queues.insert(address.to_owned(), q.clone());
         Ok(Destination::Queue(q))
     }
@@ -727,6 +982,27 @@ impl Broker {
     }
 }
 
+/// Puts the messages recovered from the journal back in `q`, decoded (a message that does not decode,
+/// which the broker decoded once already, is logged and dropped).
+fn restore(q: &Queue, messages: Vec<store::RecoveredMessage>) {
+    let mut back = Vec::with_capacity(messages.len());
+    for m in messages {
+        match Message::decode(m.bytes) {
+            Ok(message) => back.push((m.pid, message, m.delivered, m.released)),
+            Err(e) => {
+                log::error!(
+                    "a message of {} in the journal does not decode ({e}): dropped",
+                    q.name
+                );
+                if let Some(j) = q.journal() {
+                    j.store.ack(m.pid);
+                }
+            }
+        }
+    }
+    q.restore(back);
+}
+
 /// How a temporary queue's address starts: `dynamic-`, a UUID's 32 hex digits, `-`, a number.
 const TEMPORARY_PREFIX: &str = "dynamic-";
 
@@ -777,6 +1053,8 @@ impl ListenHandler for Broker {
             refusal: None,
             sessions: HashSet::new(),
             entry,
+            unstored: VecDeque::new(),
+            watching: false,
         }
     }
 
@@ -795,6 +1073,9 @@ struct ConsumerLink {
     fire_and_forget: bool,
     /// It browses: what it is sent are copies, which the queue does not count.
     browse: bool,
+    /// It consumes the durable subscription of this name (`container-id:link-name`) of `topic`, which
+    /// stays when the link is only detached.
+    durable: Option<String>,
     /// Sent and not yet settled: back to the queue if the link is lost.
     unsettled: HashMap<DeliveryRef, Entry>,
 }
@@ -826,6 +1107,11 @@ pub struct BrokerHandler {
     sessions: HashSet<SessionId>,
     /// This connection in the broker's registry, kept up to date for [`Broker::connections`].
     entry: Arc<ConnectionEntry>,
+    /// Messages received and enqueued, whose `accepted` waits for the journal to make them durable (in
+    /// ticket order).
+    unstored: VecDeque<(DeliveryRef, Ticket)>,
+    /// The journal will wake this connection when the last of `unstored` is durable.
+    watching: bool,
 }
 
 impl Drop for BrokerHandler {
@@ -922,6 +1208,7 @@ impl BrokerHandler {
         };
         let (mut back, mut gone) = (Vec::new(), Vec::new());
         let (mut delivered, mut redelivered) = (0, 0);
+        let mut journaled = false;
         for e in c.queue.take(key, credit) {
             if s.credit() == 0 {
                 back.push(e);
@@ -937,6 +1224,11 @@ impl BrokerHandler {
                     Err(err) => Err((err, e)),
                 }
             } else {
+                if !c.browse {
+                    // In the journal before the transfer leaves (see `write_through` below).
+                    c.queue.delivering(&e);
+                    journaled = true;
+                }
                 match s.send(&e.message) {
                     Ok(d) => {
                         c.unsettled.insert(d, e);
@@ -952,9 +1244,18 @@ impl BrokerHandler {
                 }
                 Err((err, e)) => {
                     log::warn!("send on {} failed: {err}", c.queue.name);
+                    if !c.fire_and_forget {
+                        // It never left: its journaled delivery does not count.
+                        c.queue.released(&e);
+                    }
                     back.push(e);
                 }
             }
+        }
+        if journaled {
+            // A broker killed once these transfers are out knows, when it restarts, that they were
+            // delivered: their messages come back as redeliveries.
+            c.queue.write_through();
         }
         let counters = &c.queue.counters;
         counters.delivered.fetch_add(delivered, Ordering::Relaxed);
@@ -968,8 +1269,9 @@ impl BrokerHandler {
         }
     }
 
-    /// The consumer link is gone: what it held goes back to its queue; a subscription is deleted.
-    fn drop_consumer(&mut self, id: SenderId) {
+    /// The consumer link is gone: what it held goes back to its queue; a subscription is deleted, and a
+    /// durable subscription too if the link was `closed` (not only detached).
+    fn drop_consumer(&mut self, id: SenderId, closed: bool) {
         let key = self.key(id);
         if let Some(c) = self.consumers.remove(&id) {
             // The source's default outcome for what its lost link held unsettled [AMQP 1.0 §3.5.3]: modified
@@ -983,7 +1285,11 @@ impl BrokerHandler {
                 })
                 .collect();
             c.queue.remove_consumer(key, unsettled);
-            if let Some(t) = &c.topic {
+            if let (Some(t), Some(name)) = (&c.topic, &c.durable) {
+                if closed {
+                    t.delete_durable(name);
+                }
+            } else if let Some(t) = &c.topic {
                 t.unsubscribe(&c.queue);
             } else if c.queue.temporary {
                 self.broker.delete(&c.queue);
@@ -1027,6 +1333,67 @@ impl BrokerHandler {
             q.remove_producer(self.conn);
         }
         self.count_links();
+    }
+
+    /// Accepts a received message once the journal holding it (if any) has it durable: at once if it
+    /// has, else later from `on_connection_wake` ([`settle_stored`](Self::settle_stored)), woken by the
+    /// journal. A journal that failed to write it rejects it with `amqp:resource-limit-exceeded`.
+    fn accept_when_stored(&mut self, d: &mut Delivery<'_>, ticket: Option<Ticket>) {
+        let (Some(store), Some(ticket)) = (&self.broker.inner.store, ticket) else {
+            d.accept();
+            return;
+        };
+        if d.settled() {
+            // Pre-settled by the producer: there is no outcome to send.
+            return;
+        }
+        match store.durable(ticket) {
+            Ok(true) => d.accept(),
+            Ok(false) => {
+                let id = d.id();
+                d.defer();
+                self.unstored.push_back((id, ticket));
+                self.watch(&d.core.waker);
+            }
+            Err(e) => d.reject(Some(stored_error(&e))),
+        }
+    }
+
+    /// Asks the journal to wake this connection once the last message waiting for it is durable (one
+    /// request at a time: group commit makes a batch durable at once).
+    fn watch(&mut self, waker: &ConnectionWaker) {
+        let (Some(store), Some(&(_, last))) = (&self.broker.inner.store, self.unstored.back())
+        else {
+            return;
+        };
+        if !self.watching {
+            self.watching = true;
+            let waker = waker.clone();
+            store.when_durable(last, move || waker.wake());
+        }
+    }
+
+    /// Sends `accepted` for the received messages the journal made durable (in order), and
+    /// `rejected` (`amqp:resource-limit-exceeded`) for those it failed to write.
+    fn settle_stored(&mut self, c: &mut Connection<'_>) {
+        let Some(store) = self.broker.inner.store.clone() else {
+            return;
+        };
+        self.watching = false;
+        while let Some(&(id, ticket)) = self.unstored.front() {
+            let state = match store.durable(ticket) {
+                Ok(false) => break,
+                Ok(true) => DeliveryState::Accepted(Accepted {}),
+                Err(e) => DeliveryState::Rejected(Rejected {
+                    error: Some(stored_error(&e)),
+                }),
+            };
+            self.unstored.pop_front();
+            // A delivery whose link is gone cannot be settled: its producer resends.
+            let _ = c.settle(id, state);
+        }
+        let waker = c.waker();
+        self.watch(&waker);
     }
 
     /// A consumer settled a message for good (accepted or rejected): it leaves its queue.
@@ -1169,20 +1536,50 @@ impl MessagingHandler for BrokerHandler {
         let browse = remote
             .and_then(|a| a.source.as_ref())
             .is_some_and(|src| consumer_operation(src) == Operation::Browse);
+        // A durable subscription: a source that keeps its state and never expires [AMQP 1.0 §3.5.3,
+        // §3.5.5, §3.5.6], named by the client's container-id and the link's name, as JMS durable
+        // subscribers are.
+        let durable = remote
+            .filter(|a| {
+                a.source.as_ref().is_some_and(|src| {
+                    src.durable != TerminusDurability::None
+                        && src.expiry_policy == TerminusExpiryPolicy::Never
+                })
+            })
+            .map(|a| a.name.clone());
+        let durable = durable.map(|link| {
+            let container = s
+                .connection()
+                .remote_container_id()
+                .unwrap_or_default()
+                .to_owned();
+            format!("{container}:{link}")
+        });
         let presettled = s
             .core
             .engine
             .link_config(s.link)
             .is_ok_and(|c| c.snd_settle_mode == SenderSettleMode::Settled);
-        let (queue, topic, browse) = match self.broker.destination(&address) {
+        let destination = self.broker.destination(&address).and_then(|d| match d {
             // Every subscriber gets every message anyway: browsing a subscription is consuming it.
-            Ok(Destination::Topic(topic)) => (topic.subscribe(), Some(topic), false),
-            Ok(Destination::Queue(q)) => (q, None, browse),
+            Destination::Topic(topic) => {
+                let q = match &durable {
+                    Some(name) => topic.durable_subscription(name)?,
+                    None => topic.subscribe(),
+                };
+                Ok((q, Some(topic), false))
+            }
+            Destination::Queue(q) => Ok((q, None, browse)),
+        });
+        let (queue, topic, browse) = match destination {
+            Ok(d) => d,
             Err(e) => {
                 self.refuse(s.core, s.link, e);
                 return;
             }
         };
+        // Only a topic has subscriptions.
+        let durable = durable.filter(|_| topic.is_some());
         let id = s.id();
         queue.add_consumer(self.key(id), waker(s.core), browse);
         self.consumers.insert(
@@ -1192,6 +1589,7 @@ impl MessagingHandler for BrokerHandler {
                 topic,
                 fire_and_forget: browse || presettled,
                 browse,
+                durable,
                 unsettled: HashMap::new(),
             },
         );
@@ -1213,12 +1611,12 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_sender_close(&mut self, s: &mut Sender<'_>) {
-        self.drop_consumer(s.id());
+        self.drop_consumer(s.id(), true);
         wake_self(s.core);
     }
 
     fn on_sender_detach(&mut self, s: &mut Sender<'_>) {
-        self.drop_consumer(s.id());
+        self.drop_consumer(s.id(), false);
         wake_self(s.core);
     }
 
@@ -1287,13 +1685,13 @@ impl MessagingHandler for BrokerHandler {
                 )),
             },
         };
-        match destination {
+        let ticket = match destination {
             Err(e) => {
                 d.reject(Some(e));
                 return;
             }
             Ok(Destination::Queue(q)) => match q.enqueue(message, self.conn, reserved) {
-                Ok(()) => {}
+                Ok(ticket) => ticket,
                 Err(Refused::Deleted) if q.temporary => {
                     // A temporary queue deleted since the link attached [AMQP 1.0 §3.4.3].
                     d.reject(Some(gone(&q.name)));
@@ -1312,24 +1710,33 @@ impl MessagingHandler for BrokerHandler {
                     d.reject(Some(full_error(&q.name)));
                     return;
                 }
+                Err(Refused::Journal(why)) => {
+                    d.reject(Some(journal_error(&q.name, &why)));
+                    // The credit it used is topped up as for a taken message: the producer is refused
+                    // message by message while the disk is full, and taken again once it is not.
+                    d.core.waker.wake();
+                    return;
+                }
             },
             Ok(Destination::Topic(t)) => match t.publish(message, self.conn) {
                 Err(e) => {
                     d.reject(Some(e));
                     return;
                 }
-                Ok(0) => {
+                Ok((0, _)) => {
                     self.broker
                         .inner
                         .dropped_without_subscribers
                         .fetch_add(1, Ordering::Relaxed);
                     log::debug!("a message on topic {} had no subscriber", t.name);
+                    None
                 }
-                Ok(_) => {}
+                Ok((_, ticket)) => ticket,
             },
-        }
-        // Accepted only now that it is enqueued (a no-op for a pre-settled transfer).
-        d.accept();
+        };
+        // Accepted only now that it is enqueued, and durable if it is in a journal (a no-op for a
+        // pre-settled transfer).
+        self.accept_when_stored(d, ticket);
         // Wake this connection too (coalesced): `on_connection_wake` sends to its own consumers, which
         // `enqueue` does not wake, and tops up producer credit once every transfer already read is enqueued
         // (the link's credit does not count those yet; topping up now would overfill a bounded queue).
@@ -1362,6 +1769,9 @@ impl MessagingHandler for BrokerHandler {
         };
         let key = self.key(t.sender().id());
         if let Some((q, mut e)) = self.settled_entry(t) {
+            if !failed {
+                q.released(&e);
+            }
             e.returned(failed);
             if let Some(annotations) = annotations {
                 // Merged into the message's, replacing those with the same key [AMQP 1.0 §3.4.5].
@@ -1391,12 +1801,13 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_connection_wake(&mut self, c: &mut Connection<'_>) {
+        self.settle_stored(c);
         let ids: Vec<SenderId> = self.consumers.keys().copied().collect();
         for id in ids {
             let gone = self.consumers.get(&id).filter(|l| l.queue.deleted());
             if let Some(name) = gone.map(|l| l.queue.name.clone()) {
                 // Its queue was deleted (`Broker::delete_queue`, which woke this connection).
-                self.drop_consumer(id);
+                self.drop_consumer(id, true);
                 if let Some(s) = c.sender(id) {
                     self.refuse(s.core, s.link, deleted(&name));
                 }
@@ -1432,8 +1843,11 @@ impl MessagingHandler for BrokerHandler {
     fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
         let ids: Vec<SenderId> = self.consumers.keys().copied().collect();
         for id in ids {
-            self.drop_consumer(id);
+            self.drop_consumer(id, false);
         }
+        // Their deliveries went with the transport: the producer never saw `accepted` (its messages are
+        // queued, and durable soon, all the same).
+        self.unstored.clear();
         let ids: Vec<ReceiverId> = self.producers.keys().copied().collect();
         for id in ids {
             self.drop_producer(id);

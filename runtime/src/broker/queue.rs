@@ -26,6 +26,7 @@ use nucleon_protocol::codec::Encode;
 use nucleon_protocol::Message;
 
 use super::stats::QueueCounters;
+use super::store::{Store, Ticket};
 use crate::views::{ConnectionWaker, SenderId};
 
 /// The connection id of no connection (the broker numbers them from 1): what the queue does for it wakes
@@ -54,6 +55,8 @@ pub(crate) struct Entry {
     returns: u32,
     /// Its encoded size, counted in the queue's and the broker's bytes while it is here.
     size: usize,
+    /// Its id in the broker's journal (a queue with a data directory): acknowledged there when it leaves.
+    pub(crate) pid: Option<u64>,
 }
 
 impl Entry {
@@ -69,6 +72,7 @@ impl Entry {
             expires,
             returns: 0,
             size,
+            pid: None,
         }
     }
 
@@ -271,12 +275,21 @@ impl Limits {
 }
 
 /// Why [`Queue::enqueue`] did not take a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// The queue was deleted.
     Deleted,
     /// It is full (messages, bytes or the broker's memory), and the message had no credit reserved.
     Full,
+    /// Its journal could not take the message (the data directory is full, or the store failed).
+    Journal(String),
+}
+
+/// Where a durable queue's messages are kept: the broker's journal, under the queue's id there.
+#[derive(Clone, Debug)]
+pub(crate) struct Journal {
+    pub(crate) store: Store,
+    pub(crate) qid: u64,
 }
 
 /// A consumer: a sending link of one connection.
@@ -351,6 +364,9 @@ impl State {
 struct After {
     wake: Vec<ConnectionWaker>,
     dead: Vec<(Fate, Entry)>,
+    /// Journal ids of the messages that left for good, acknowledged once the dead ones are buried (a dead
+    /// letter is in the dead-letter queue's journal before it leaves this one's).
+    acks: Vec<u64>,
 }
 
 /// A named queue.
@@ -363,6 +379,8 @@ pub(crate) struct Queue {
     dead_letters: Arc<DeadLetters>,
     /// What went through it, for [`Broker::stats`](super::Broker::stats).
     pub(crate) counters: QueueCounters,
+    /// Durable: every message is in the broker's journal while it is here.
+    journal: Option<Journal>,
     state: Mutex<State>,
 }
 
@@ -379,8 +397,20 @@ impl Queue {
             limits,
             dead_letters,
             counters: QueueCounters::default(),
+            journal: None,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The queue keeps its messages in `journal` (the broker has a data directory).
+    pub(crate) fn with_journal(mut self, journal: Option<Journal>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Its journal, if it is durable.
+    pub(crate) fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -394,6 +424,11 @@ impl Queue {
         }
         if !after.dead.is_empty() {
             self.dead_letters.bury(self, after.dead);
+        }
+        if let Some(j) = &self.journal {
+            for pid in after.acks {
+                j.store.ack(pid);
+            }
         }
     }
 
@@ -461,15 +496,20 @@ impl Queue {
     /// with credit this queue promised (see [`reserve`](Self::reserve)), so it is always taken; otherwise
     /// (the anonymous relay, a topic, dead letters) only if there is room. A message already expired is
     /// disposed of at once.
+    ///
+    /// A durable queue appends the message to its journal first (under the queue's lock, so that no
+    /// consumer can settle it before it is there), and returns the ticket the producer's `accepted` waits
+    /// for; the journal's refusal (no room on disk) refuses the message.
     pub(crate) fn enqueue(
         &self,
         message: Message,
         from_conn: u64,
         reserved: bool,
-    ) -> Result<(), Refused> {
+    ) -> Result<Option<Ticket>, Refused> {
         let mut now = Now::default();
         let mut e = Entry::new(message, &mut now);
         let mut after = After::default();
+        let mut ticket = None;
         {
             let mut s = self.lock();
             if s.deleted {
@@ -480,11 +520,20 @@ impl Queue {
             } else if self.limits.bounded() && self.room_in(&s) == 0 {
                 return Err(Refused::Full);
             }
-            self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
             s.last_size = e.size;
             if e.expired(&mut now) {
+                self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
                 after.dead.push((Fate::Expired, e));
             } else {
+                if let Some(j) = &self.journal {
+                    let (pid, t) = j
+                        .store
+                        .append_message(j.qid, &e.message.to_bytes())
+                        .map_err(|err| Refused::Journal(err.to_string()))?;
+                    e.pid = Some(pid);
+                    ticket = Some(t);
+                }
+                self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
                 s.bytes += e.size;
                 self.limits.memory.add(e.size);
                 e.seq = s.next_seq;
@@ -494,7 +543,67 @@ impl Queue {
             }
         }
         self.finish(after);
-        Ok(())
+        Ok(ticket)
+    }
+
+    /// Puts back the messages recovered from the journal, in arrival order, whatever the limits (they
+    /// were accepted). `delivered` and `released` are the journal's counts of acquisitions and releases:
+    /// a message acquired before (the broker stopped with it unsettled, or it was given back) comes back
+    /// with first-acquirer cleared and delivery-count raised by the acquisitions that were not releases
+    /// [AMQP 1.0 §3.2.1, §3.4.4], and they count towards `max_deliveries`.
+    pub(crate) fn restore(&self, messages: Vec<(u64, Message, u32, u32)>) {
+        let mut now = Now::default();
+        let mut after = After::default();
+        {
+            let mut s = self.lock();
+            for (pid, mut message, delivered, released) in messages {
+                if delivered > 0 {
+                    let h = message.header_mut();
+                    h.first_acquirer = false;
+                    h.delivery_count = h
+                        .delivery_count
+                        .saturating_add(delivered.saturating_sub(released));
+                }
+                let mut e = Entry::new(message, &mut now);
+                e.pid = Some(pid);
+                e.returns = delivered;
+                if e.expired(&mut now) {
+                    after.acks.push(pid);
+                    after.dead.push((Fate::Expired, e));
+                    continue;
+                }
+                s.bytes += e.size;
+                self.limits.memory.add(e.size);
+                e.seq = s.next_seq;
+                s.next_seq += 1;
+                s.levels[level(&e.message)].push_back(e);
+            }
+        }
+        self.finish(after);
+    }
+
+    /// The message is being sent, unsettled, to a consumer: after a crash it comes back as delivered once
+    /// more. Call [`write_through`](Self::write_through) before the transfers leave.
+    pub(crate) fn delivering(&self, e: &Entry) {
+        if let (Some(j), Some(pid)) = (&self.journal, e.pid) {
+            j.store.delivered(pid);
+        }
+    }
+
+    /// Puts what [`delivering`](Self::delivering) recorded into the kernel, so that a broker killed after
+    /// the transfers left still knows they did.
+    pub(crate) fn write_through(&self) {
+        if let Some(j) = &self.journal {
+            j.store.write_through();
+        }
+    }
+
+    /// A consumer released the message without delivery-failed: its delivery does not count for
+    /// delivery-count after a restart [AMQP 1.0 §3.4.4].
+    pub(crate) fn released(&self, e: &Entry) {
+        if let (Some(j), Some(pid)) = (&self.journal, e.pid) {
+            j.store.released(pid);
+        }
     }
 
     /// Whether a message without reserved credit would be taken now (for a topic, which puts a message in
@@ -528,6 +637,7 @@ impl Queue {
     fn forget(&self, s: &mut State, e: &Entry, after: &mut After) {
         s.bytes = s.bytes.saturating_sub(e.size);
         after.wake.extend(self.limits.memory.sub(e.size));
+        after.acks.extend(e.pid);
     }
 
     /// Producers of a bounded queue that has room again are woken to take more credit.
@@ -652,7 +762,15 @@ impl Queue {
             self.drop_waiting(&mut s, &mut after)
         };
         self.finish(after);
+        self.forget_journal();
         dropped
+    }
+
+    /// A deleted durable queue leaves the journal, with every message of it still there.
+    fn forget_journal(&self) {
+        if let Some(j) = &self.journal {
+            j.store.delete_queue(j.qid);
+        }
     }
 
     /// Whether the queue was deleted.
@@ -724,6 +842,8 @@ impl Queue {
             && s.reserved == 0;
         if unused && s.last_used.elapsed() >= idle {
             s.deleted = true;
+            drop(s);
+            self.forget_journal();
             return true;
         }
         false
@@ -793,6 +913,7 @@ impl Queue {
             if e.expired(now) {
                 *bytes = bytes.saturating_sub(e.size);
                 after.wake.extend(self.limits.memory.sub(e.size));
+                after.acks.extend(e.pid);
                 after.dead.push((Fate::Expired, e));
                 continue;
             }

@@ -28,6 +28,8 @@ pub struct Config {
     pub topics: Topics,
     #[serde(default)]
     pub metrics: Metrics,
+    #[serde(default)]
+    pub storage: Storage,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +183,17 @@ pub struct Metrics {
     pub address: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// The directory of the journal: with it the broker is durable.
+    pub data_dir: Option<PathBuf>,
+    /// When a message is durable: `batch` (default), `always` or `off`.
+    pub sync: Option<String>,
+    /// The most bytes the journal may take on disk.
+    pub max_disk: Option<u64>,
+}
+
 impl Config {
     /// Reads and checks `path`; the error is the line to print.
     pub fn load(path: &Path) -> Result<Config, String> {
@@ -189,6 +202,10 @@ impl Config {
         let config: Config = toml::from_str(&text)
             .map_err(|e| format!("--config {}: {}", path.display(), e.to_string().trim_end()))?;
         config.authorization()?;
+        if let Some(sync) = &config.storage.sync {
+            sync.parse::<nucleon::broker::SyncPolicy>()
+                .map_err(|e| format!("--config {}: storage.sync: {e}", path.display()))?;
+        }
         Ok(config)
     }
 

@@ -4,7 +4,7 @@
 //! broker [--config FILE] [-a|--address HOST:PORT] [-t|--threads N] [--users FILE] [--user NAME:PASSWORD ...]
 //!        [--allow-anonymous] [--allow-insecure-plain] [--max-queue-depth N] [--topic PREFIX ...]
 //!        [--tls-cert FILE --tls-key FILE [--require-tls] [--tls-ca FILE]] [--ws-listen HOST:PORT]
-//!        [--metrics HOST:PORT]
+//!        [--metrics HOST:PORT] [--data-dir DIR [--sync batch|always|off] [--max-disk BYTES] [--salvage]]
 //! broker --print-scram-credential NAME < password
 //! ```
 //!
@@ -31,6 +31,14 @@
 //! `--metrics HOST:PORT` serves Prometheus metrics at `/metrics` and a JSON management API under `/api/`
 //! over HTTP (see `metrics.rs`), announced on a line after the others, `broker metrics on HOST:PORT`.
 //!
+//! `--data-dir DIR` makes the broker durable: its queues, durable topic subscriptions and every message
+//! it accepts are kept in a journal in DIR (made if missing), and a restart with the same DIR brings them
+//! back. A message is accepted only once it is durable: `--sync batch` (default) waits for the fdatasync
+//! its producers share (group commit), `always` syncs each message on its own, `off` only hands it to the
+//! operating system (it survives the broker being killed, not the machine losing power). A journal that
+//! is damaged stops the start with exit status 1 and one line naming the file and offset; `--salvage`
+//! skips the damaged records, keeps the rest and rewrites the journal.
+//!
 //! `--config FILE` reads listeners, TLS, users (with a SCRAM credential, or a password from an environment
 //! variable or a file), per-user permissions and limits from a TOML file (see `examples/broker.toml`);
 //! flags given on the command line win over it.
@@ -46,7 +54,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use metrics::Management;
-use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::broker::{Broker, BrokerOptions, StoreOptions, SyncPolicy};
 use nucleon::protocol::engine::{
     Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
 };
@@ -110,6 +118,20 @@ struct Args {
     /// Serve Prometheus metrics (/metrics) and the management API (/api/) over HTTP on HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<String>,
+    /// Keep queues and messages in a journal in DIR (made if missing): durable across restarts.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// When an accepted message is durable: batch (one fdatasync shared by the producers, the default),
+    /// always (one fdatasync per message) or off (written to the OS only: survives a crash of the broker,
+    /// not of the machine).
+    #[arg(long, value_name = "POLICY")]
+    sync: Option<SyncPolicy>,
+    /// The most bytes the journal may take on disk: past it, producers are refused as on a full disk.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    max_disk: Option<u64>,
+    /// Start with a damaged journal: skip the damaged records (each logged), keep the rest, and rewrite it.
+    #[arg(long)]
+    salvage: bool,
 }
 
 /// What `--help` says about `--config`.
@@ -131,6 +153,7 @@ The config file (TOML; every key optional, see examples/broker.toml):
                  max_login_failures, login_failure_window_secs, login_lockout_secs (default 10 in 60 s:
                  the address is refused for 60 s)
   [topics]       prefixes
+  [storage]      data_dir, sync (batch, always or off), max_disk: a durable broker (see --data-dir)
   [metrics]      address (HOST:PORT): Prometheus metrics at /metrics, and the management API:
                  GET /api/queues, GET /api/connections, POST /api/queues/NAME/purge,
                  DELETE /api/queues/NAME, with HTTP Basic as a user granted `manage` (open to
@@ -289,7 +312,14 @@ fn main() -> ExitCode {
     } else {
         args.topics.clone()
     };
-    let broker = Broker::new(BrokerOptions {
+    let store = match store_options(&args, &file.storage) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = BrokerOptions {
         max_queue_depth: args
             .max_queue_depth
             .or(file.limits.max_queue_depth)
@@ -297,7 +327,23 @@ fn main() -> ExitCode {
         topic_prefixes,
         authorization,
         ..broker_limits(&file.limits)
-    });
+    };
+    let broker = match store {
+        Some(store) => {
+            let dir = store.dir.clone();
+            match Broker::open(options, store) {
+                Ok(broker) => {
+                    log::info!("journal in {}", dir.display());
+                    broker
+                }
+                Err(e) => {
+                    eprintln!("broker: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => Broker::new(options),
+    };
     let allow_anonymous = args.allow_anonymous || file.auth.allow_anonymous;
     let require_tls = if args.tls_cert.is_some() {
         args.require_tls
@@ -431,6 +477,7 @@ fn main() -> ExitCode {
     }
     let run = container.run();
     let (queued, queues) = broker.queued();
+    broker.close();
     log::info!("stopped: {queued} messages still queued in {queues} queues");
     match run {
         Ok(()) => ExitCode::SUCCESS,
@@ -439,6 +486,26 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The journal's settings from the flags and the file's `[storage]` (`None`: the broker keeps everything in
+/// memory); the error is the line to print.
+fn store_options(args: &Args, file: &config::Storage) -> Result<Option<StoreOptions>, String> {
+    let Some(dir) = args.data_dir.as_ref().or(file.data_dir.as_ref()) else {
+        if args.sync.is_some() || args.max_disk.is_some() || args.salvage {
+            return Err("--sync, --max-disk and --salvage need a --data-dir".to_owned());
+        }
+        return Ok(None);
+    };
+    let mut store = StoreOptions::new(dir);
+    store.sync = match (args.sync, &file.sync) {
+        (Some(sync), _) => sync,
+        (None, Some(sync)) => sync.parse()?,
+        (None, None) => SyncPolicy::default(),
+    };
+    store.max_disk = args.max_disk.or(file.max_disk);
+    store.salvage = args.salvage;
+    Ok(Some(store))
 }
 
 /// The broker's limits from the file's `[limits]`, each defaulting to `BrokerOptions`'.

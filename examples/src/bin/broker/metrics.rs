@@ -436,6 +436,38 @@ impl Collector for BrokerCollector {
                 encoder.encode_descriptor(name, help, None, kind)?,
             )?;
         }
+        if let Some(journal) = self.0.store_stats() {
+            let gauges = [
+                (
+                    "nucleon_journal_disk_bytes",
+                    "Bytes of the journal's segments on disk (the spare included).",
+                    journal.disk_bytes,
+                ),
+                (
+                    "nucleon_journal_segments",
+                    "The journal's segment files.",
+                    journal.segments as u64,
+                ),
+                (
+                    "nucleon_journal_live_messages",
+                    "Messages in the journal not yet settled.",
+                    journal.live_messages as u64,
+                ),
+                (
+                    "nucleon_journal_live_bytes",
+                    "Bytes of the journal's records still live (compaction keeps the disk under twice this, plus slack).",
+                    journal.live_bytes,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let kind = MetricType::Gauge;
+                encode_value(
+                    kind,
+                    value,
+                    encoder.encode_descriptor(name, help, None, kind)?,
+                )?;
+            }
+        }
         if let Some(rss) = resident_memory() {
             let help = "Resident memory of the broker process.";
             let kind = MetricType::Gauge;

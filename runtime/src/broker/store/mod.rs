@@ -27,10 +27,6 @@
 //!   ([`StoreError::Full`]) while acknowledgements still go in (each segment keeps a reserve for them), and
 //!   the store resumes by itself once compaction or the operator makes room.
 
-// The broker's integration of the store is written alongside it: until every entry point has a caller
-// outside the tests, some are unused in non-test builds.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod journal;
 mod record;
 mod recovery;
