@@ -319,9 +319,17 @@ impl Topic {
         self.durable().insert(key, q);
     }
 
-    /// Deletes the durable subscription `key` (its link was closed): its messages go with it.
-    fn delete_durable(&self, key: &str) {
-        let Some(q) = self.durable().remove(key) else {
+    /// Deletes the durable subscription `key` (its link was closed) if it is still `q`, with its
+    /// messages; a newer subscription of the same name made since is not touched.
+    fn delete_durable(&self, key: &str, q: &Arc<Queue>) {
+        let q = {
+            let mut durable = self.durable();
+            match durable.get(key) {
+                Some(current) if Arc::ptr_eq(current, q) => durable.remove(key),
+                _ => None,
+            }
+        };
+        let Some(q) = q else {
             return;
         };
         self.subscriptions().retain(|s| !Arc::ptr_eq(s, &q));
@@ -1287,7 +1295,7 @@ impl BrokerHandler {
             c.queue.remove_consumer(key, unsettled);
             if let (Some(t), Some(name)) = (&c.topic, &c.durable) {
                 if closed {
-                    t.delete_durable(name);
+                    t.delete_durable(name, &c.queue);
                 }
             } else if let Some(t) = &c.topic {
                 t.unsubscribe(&c.queue);

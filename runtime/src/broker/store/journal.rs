@@ -163,6 +163,10 @@ impl Control {
 /// Everything the append lock guards.
 struct App {
     segment_size: u64,
+    /// The journal's secret, in every record's checksum key (`record::record_key`).
+    secret: u64,
+    /// A segment found damaged while compacting it (it is not compacted, nor deleted, until a restart).
+    damaged: Option<u64>,
     active: u64,
     active_file: Arc<File>,
     active_len: u64,
@@ -280,6 +284,7 @@ impl Inner {
                 seq: 0,
                 next_pid: scanned.next_pid,
                 next_qid: scanned.next_qid,
+                secret: scanned.secret,
             };
             let path = install_spare(&dir, &file, &header).map_err(io_error(&dir))?;
             scanned.segs.push(recovery::ScannedSeg {
@@ -383,6 +388,8 @@ impl Inner {
             }),
             app: Mutex::new(App {
                 segment_size,
+                secret: scanned.secret,
+                damaged: None,
                 active,
                 active_file,
                 active_len,
@@ -610,7 +617,13 @@ impl Inner {
         if a.closing || a.failed.is_some() {
             return;
         }
+        let idle = a.pending.is_empty();
         if a.overflow.is_empty() && self.place(a, &c.rec(), Class::Control).is_ok() {
+            if idle {
+                // The writer sleeps for up to `RETRY` when nothing is pending: it now has something to
+                // write within `CONTROL_DELAY`.
+                self.writer_cv.notify_one();
+            }
             return;
         }
         if a.overflow.len() >= MAX_OVERFLOW {
@@ -672,14 +685,15 @@ impl Inner {
             }
         }
         let (seq, off) = (a.active, a.off);
+        let key = super::record::record_key(a.secret, seq);
         let file = a.active_file.clone();
         match a.pending.back_mut() {
             Some(c) if c.seq == seq && c.offset + c.buf.len() as u64 == off => {
-                rec.encode(seq, &mut c.buf)
+                rec.encode(key, &mut c.buf)
             }
             _ => {
                 let mut buf = Vec::new();
-                rec.encode(seq, &mut buf);
+                rec.encode(key, &mut buf);
                 a.pending.push_back(Chunk {
                     seq,
                     file,
@@ -713,6 +727,7 @@ impl Inner {
                 seq,
                 next_pid: a.next_pid,
                 next_qid: a.next_qid,
+                secret: a.secret,
             },
         };
         a.segs.insert(
@@ -1095,12 +1110,13 @@ impl Inner {
     /// When the segments hold more than twice the live bytes plus two segments, copies the live records
     /// of the oldest forward, so that it can be deleted once the copies are synced.
     fn compact(&self) {
-        let (seq, file, path) = {
+        let (seq, key, file, path) = {
             let a = lock(&self.app);
             let Some((&seq, seg)) = a.segs.iter().next() else {
                 return;
             };
             if seq == a.active
+                || a.damaged == Some(seq)
                 || seg.live == 0
                 || a.disk_bytes() <= 2 * a.live_bytes + 2 * a.segment_size
                 || self.synced.load(Ordering::SeqCst) < seg.needs_synced
@@ -1109,7 +1125,8 @@ impl Inner {
             {
                 return;
             }
-            (seq, seg.file.clone(), seg.path.clone())
+            let key = super::record::record_key(a.secret, seq);
+            (seq, key, seg.file.clone(), seg.path.clone())
         };
         // Its records are on disk (synced): read it whole, outside the lock.
         let len = match file.metadata() {
@@ -1123,8 +1140,19 @@ impl Inner {
         let mut records = Vec::new();
         let mut off = HEADER_SIZE;
         while off < buf.len() {
-            let Slot::Valid(body, size) = super::record::slot(&buf, off, seq) else {
-                break;
+            let (body, size) = match super::record::slot(&buf, off, key) {
+                Slot::Valid(body, size) => (body, size),
+                Slot::End => break,
+                Slot::Invalid(why) => {
+                    // Damaged on disk since it was written and synced: its live records past here cannot
+                    // be read, so it stays (and so does everything after it) until a restart reports it.
+                    log::error!(
+                        "journal {}: damaged at offset {off} ({why}): compaction stopped; restart the broker (with --salvage if it reports the damage)",
+                        path.display()
+                    );
+                    lock(&self.app).damaged = Some(seq);
+                    return;
+                }
             };
             if let Ok(rec @ (Rec::Message { .. } | Rec::QueueDecl { .. })) = Rec::decode(body) {
                 records.push((off as u32, rec));

@@ -10,21 +10,26 @@
 //! | 16 | the segment's sequence number, u64 LE |
 //! | 24 | the next pid when the segment was made, u64 LE |
 //! | 32 | the next qid when the segment was made, u64 LE |
-//! | 40 | CRC32C of bytes 0..40, u32 LE |
-//! | 44 | zeros up to 64 |
+//! | 40 | the journal's secret, u64 LE (the same in every segment) |
+//! | 48 | CRC32C of bytes 0..48, u32 LE |
+//! | 52 | zeros up to 64 |
 //!
 //! Records follow, each starting at an 8-byte aligned offset: `[len u32 LE][crc u32 LE][body][zeros to 8]`,
 //! where `len` is the body's length (never 0, so a zero length marks the end of what was written) and
-//! `crc = crc32c(seq.to_le_bytes() ++ body)`. The segment's sequence number in the checksum means that a
-//! record copied or left over from another segment never validates here. The body is a kind byte and
-//! the kind's fields, little endian; see [`Rec`].
+//! `crc = crc32c(key.to_le_bytes() ++ body)` with `key = secret ^ seq` ([`record_key`]). The segment's
+//! sequence number in the key means that a record copied or left over from another segment never validates
+//! here. The secret is random, made with the journal and never sent anywhere: a message's payload is
+//! written into the journal as it came from the network, and a producer could otherwise put well-formed
+//! records in it, which recovery's search for valid records after a damaged one (see
+//! [`next_valid`]) would take for real ones. Without the secret, a forged record verifies by chance only
+//! (one in 2^32 per try). The body is a kind byte and the kind's fields, little endian; see [`Rec`].
 
 /// The bytes at the start of every segment.
 pub(super) const HEADER_SIZE: usize = 64;
 /// The segment's magic number.
 const MAGIC: &[u8; 8] = b"NUCLJRNL";
 /// The format version: a segment of another version is refused as corrupt rather than misread.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// The bytes before a record's body: its length and checksum.
 pub(super) const RECORD_HEAD: usize = 8;
 
@@ -47,6 +52,13 @@ pub(super) struct Header {
     pub(super) next_pid: u64,
     /// The next qid to issue when the segment was made.
     pub(super) next_qid: u64,
+    /// The journal's secret, part of every record's checksum key ([`record_key`]).
+    pub(super) secret: u64,
+}
+
+/// The checksum key of the records of segment `seq` in the journal whose secret is `secret`.
+pub(super) fn record_key(secret: u64, seq: u64) -> u64 {
+    secret ^ seq
 }
 
 impl Header {
@@ -58,8 +70,9 @@ impl Header {
         h[16..24].copy_from_slice(&self.seq.to_le_bytes());
         h[24..32].copy_from_slice(&self.next_pid.to_le_bytes());
         h[32..40].copy_from_slice(&self.next_qid.to_le_bytes());
-        let crc = crc32c::crc32c(&h[0..40]);
-        h[40..44].copy_from_slice(&crc.to_le_bytes());
+        h[40..48].copy_from_slice(&self.secret.to_le_bytes());
+        let crc = crc32c::crc32c(&h[0..48]);
+        h[48..52].copy_from_slice(&crc.to_le_bytes());
         h
     }
 
@@ -74,8 +87,8 @@ impl Header {
         if &buf[0..8] != MAGIC {
             return Err("not a journal segment (bad magic)".into());
         }
-        let crc = u32_at(buf, 40);
-        if crc != crc32c::crc32c(&buf[0..40]) {
+        let crc = u32_at(buf, 48);
+        if crc != crc32c::crc32c(&buf[0..48]) {
             return Err("segment header checksum mismatch".into());
         }
         let version = u32_at(buf, 8);
@@ -88,6 +101,7 @@ impl Header {
             seq: u64_at(buf, 16),
             next_pid: u64_at(buf, 24),
             next_qid: u64_at(buf, 32),
+            secret: u64_at(buf, 40),
         })
     }
 }
@@ -157,8 +171,9 @@ impl Rec<'_> {
         record_size(self.body_len())
     }
 
-    /// Appends the record (head, body, padding) to `out`, checksummed for segment `seq`.
-    pub(super) fn encode(&self, seq: u64, out: &mut Vec<u8>) {
+    /// Appends the record (head, body, padding) to `out`, checksummed with `key` (its segment's
+    /// [`record_key`]).
+    pub(super) fn encode(&self, key: u64, out: &mut Vec<u8>) {
         let start = out.len();
         let len = self.body_len();
         out.reserve(record_size(len));
@@ -197,7 +212,7 @@ impl Rec<'_> {
         }
         let body = &out[start + RECORD_HEAD..];
         debug_assert_eq!(body.len(), len);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), body);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&key.to_le_bytes()), body);
         out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         out.resize(start + record_size(len), 0);
@@ -263,8 +278,9 @@ pub(super) enum Slot<'a> {
     Invalid(&'static str),
 }
 
-/// Looks at the record starting at `off` (aligned) in segment `seq`'s bytes `buf`.
-pub(super) fn slot(buf: &[u8], off: usize, seq: u64) -> Slot<'_> {
+/// Looks at the record starting at `off` (aligned) in the bytes `buf` of the segment whose
+/// [`record_key`] is `key`.
+pub(super) fn slot(buf: &[u8], off: usize, key: u64) -> Slot<'_> {
     if off + RECORD_HEAD > buf.len() {
         return if buf[off..].iter().all(|b| *b == 0) {
             Slot::End
@@ -284,7 +300,7 @@ pub(super) fn slot(buf: &[u8], off: usize, seq: u64) -> Slot<'_> {
         return Slot::Invalid("record length past the end of the segment");
     }
     let body = &buf[off + RECORD_HEAD..off + RECORD_HEAD + len];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), body);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&key.to_le_bytes()), body);
     if crc != u32_at(buf, off + 4) {
         return Slot::Invalid("record checksum mismatch");
     }
@@ -293,12 +309,12 @@ pub(super) fn slot(buf: &[u8], off: usize, seq: u64) -> Slot<'_> {
 
 /// The first aligned offset after `off` holding a record that verifies, if any: what tells a torn tail
 /// (nothing valid after it) from damage in the middle (valid records after it).
-pub(super) fn next_valid(buf: &[u8], off: usize, seq: u64) -> Option<usize> {
+pub(super) fn next_valid(buf: &[u8], off: usize, key: u64) -> Option<usize> {
     let mut at = off + 8;
     while at + RECORD_HEAD <= buf.len() {
         // Most of a segment's unwritten rest is zeros: skip them without a checksum.
         if u32_at(buf, at) != 0 {
-            if let Slot::Valid(..) = slot(buf, at, seq) {
+            if let Slot::Valid(..) = slot(buf, at, key) {
                 return Some(at);
             }
         }
@@ -411,6 +427,7 @@ mod tests {
             seq: 3,
             next_pid: 10,
             next_qid: 4,
+            secret: 0x5eed,
         };
         let mut bytes = h.encode();
         assert_eq!(Header::decode(&bytes).unwrap(), h);

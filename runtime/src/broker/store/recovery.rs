@@ -54,6 +54,9 @@ pub(super) struct Scanned {
     pub(super) messages: HashMap<u64, ScannedMessage>,
     /// Salvage: what was skipped.
     pub(super) skipped: Vec<String>,
+    /// The journal's secret (see `record::record_key`), from its segments' headers; a new one for a new
+    /// journal.
+    pub(super) secret: u64,
 }
 
 /// Replays the journal in `dir`. In salvage mode with something skipped, the live state is then
@@ -112,7 +115,9 @@ fn scan(dir: &Path, salvage: bool) -> Result<Scanned, StoreError> {
         queues: HashMap::new(),
         messages: HashMap::new(),
         skipped: Vec::new(),
+        secret: rand::random(),
     };
+    let mut secret = None;
     let mut all_messages: HashMap<u64, ScannedMessage> = HashMap::new();
     let mut max_pid = 0;
     let mut max_qid = 0;
@@ -143,10 +148,12 @@ fn scan(dir: &Path, salvage: bool) -> Result<Scanned, StoreError> {
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, 0).map_err(io_error(path))?;
         let header = Header::decode(&buf).and_then(|h| {
-            if h.seq == seq {
-                Ok(h)
-            } else {
+            if h.seq != seq {
                 Err(format!("header says segment {}", h.seq))
+            } else if secret.is_some_and(|s| s != h.secret) {
+                Err("a segment of another journal (its secret differs)".to_owned())
+            } else {
+                Ok(h)
             }
         });
         let header = match header {
@@ -166,6 +173,8 @@ fn scan(dir: &Path, salvage: bool) -> Result<Scanned, StoreError> {
                 })
             }
         };
+        secret = Some(header.secret);
+        let key = record::record_key(header.secret, seq);
         out.next_pid = out.next_pid.max(header.next_pid);
         out.next_qid = out.next_qid.max(header.next_qid);
         let mut off = HEADER_SIZE;
@@ -178,7 +187,7 @@ fn scan(dir: &Path, salvage: bool) -> Result<Scanned, StoreError> {
             if off >= buf.len() {
                 break buf.len();
             }
-            match record::slot(&buf, off, seq) {
+            match record::slot(&buf, off, key) {
                 Slot::End => break off,
                 Slot::Valid(body, size) => {
                     let rec = match Rec::decode(body) {
@@ -208,7 +217,7 @@ fn scan(dir: &Path, salvage: bool) -> Result<Scanned, StoreError> {
                     );
                     off += size;
                 }
-                Slot::Invalid(why) => match record::next_valid(&buf, off, seq) {
+                Slot::Invalid(why) => match record::next_valid(&buf, off, key) {
                     None if last => {
                         // A torn tail: the crash came in the middle of a batch that was never synced, so
                         // no producer was told it was accepted. Zero it, so that records written from here
@@ -256,6 +265,9 @@ fn scan(dir: &Path, salvage: bool) -> Result<Scanned, StoreError> {
     // Messages of queues deleted (or never declared) are dead.
     all_messages.retain(|_, m| out.queues.contains_key(&m.qid));
     out.messages = all_messages;
+    if let Some(secret) = secret {
+        out.secret = secret;
+    }
     Ok(out)
 }
 
@@ -404,6 +416,7 @@ fn rewrite(dir: &Path, start: u64, segment_size: u64, scanned: &Scanned) -> Resu
             seq,
             next_pid: scanned.next_pid,
             next_qid: scanned.next_qid,
+            secret: scanned.secret,
         };
         install_spare(dir, &file, &header).map_err(io_error(dir))?;
         buf.clear();
@@ -436,7 +449,7 @@ fn rewrite(dir: &Path, start: u64, segment_size: u64, scanned: &Scanned) -> Resu
             flush(seq, &mut buf)?;
             seq += 1;
         }
-        rec.encode(seq, &mut buf);
+        rec.encode(record::record_key(scanned.secret, seq), &mut buf);
     }
     flush(seq, &mut buf)
 }

@@ -92,10 +92,11 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 /// The offsets of the valid records of a segment file.
 fn record_offsets(path: &Path) -> Vec<usize> {
     let buf = std::fs::read(path).unwrap();
-    let seq = segment_seq(path.file_name().unwrap().to_str().unwrap()).unwrap();
+    let header = record::Header::decode(&buf).unwrap();
+    let key = record::record_key(header.secret, header.seq);
     let mut offs = Vec::new();
     let mut off = HEADER_SIZE;
-    while let Slot::Valid(_, size) = record::slot(&buf, off, seq) {
+    while let Slot::Valid(_, size) = record::slot(&buf, off, key) {
         offs.push(off);
         off += size;
     }
@@ -584,4 +585,43 @@ fn real_enospc_on_a_small_tmpfs() {
     }
     let _unmount = Unmount(&dir.0);
     full_then_room_again(options(&dir.0));
+}
+
+#[test]
+fn records_forged_in_a_payload_are_never_taken_for_real_ones() {
+    let dir = TempDir::new("forged");
+    let (store, _) = Store::open(options(&dir.0)).unwrap();
+    let q = store.declare_queue("q", &QueueKind::Queue).unwrap();
+    let mut last = 0;
+    for i in 0..10 {
+        last = store.append_message(q, &payload(i, 100)).unwrap().1;
+    }
+    // A producer's payload full of well-formed QueueDelete(q) records, checksummed with every key it might
+    // guess (the segment's number, small numbers), at every alignment the payload may land on.
+    let mut evil = Vec::new();
+    for pad in 0..8 {
+        evil.extend(std::iter::repeat_n(0x11u8, pad));
+        for key in 0..64 {
+            record::Rec::QueueDelete(q).encode(key, &mut evil);
+        }
+    }
+    evil.extend_from_slice(&[0x22u8; 2000]);
+    let (_, t) = store.append_message(q, &evil).unwrap();
+    wait(&store, t.max(last));
+    drop(store);
+    // Its write cut short: the end of the record is zeros, its checksum fails.
+    let seg = segments(&dir.0).pop().unwrap();
+    let off = *record_offsets(&seg).last().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&vec![0u8; 1500], off as u64 + evil.len() as u64 - 1000)
+        .unwrap();
+    drop(f);
+    // A torn tail, not corruption: the forged records do not verify, so nothing valid follows.
+    let (_, recovered) = Store::open(options(&dir.0)).expect("a torn tail, not corruption");
+    let queues: Vec<_> = recovered
+        .queues
+        .iter()
+        .map(|q| (q.name.clone(), q.messages.len()))
+        .collect();
+    assert_eq!(queues, [("q".to_owned(), 10)], "no forged delete applied");
 }
