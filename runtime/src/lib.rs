@@ -36,7 +36,9 @@ mod ws;
 pub use connection::{ConnectionHandle, WorkQueue};
 pub use container::{Container, ContainerBuilder, ContainerHandle, ListenOptions, Listener};
 pub use error::Error;
-pub use facade::{LinkHandle, Outcome, Received, ReceiverHandle, SenderHandle};
+pub use facade::{
+    AsyncConnectionHandle, LinkHandle, Outcome, Received, ReceiverHandle, SenderHandle,
+};
 pub use handler::{ListenHandler, MessagingHandler};
 pub use nucleon_protocol as protocol;
 pub use nucleon_protocol::{Body, Message, MessageBuilder, Value};
