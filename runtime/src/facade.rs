@@ -1,14 +1,21 @@
 //! The `async` facade: [`SenderHandle`] and [`ReceiverHandle`] for actix-web handlers and plain async code,
-//! and delivery into any actix [`Recipient<Received>`](actix::Recipient).
+//! delivery into any actix [`Recipient<Received>`](actix::Recipient), and [`AsyncConnectionHandle`], one
+//! connection that carries many of them.
 //!
 //! It is built on the work queue: every operation is a closure queued on the link's connection, and every
 //! result comes back through a oneshot channel. Nothing here touches a connection object outside its context.
+//! Each facade connection is one actor whose handler (`Facade`, in `facade/handler.rs`) keeps a map of its
+//! links; `ContainerHandle::open_sender` and the like open a connection for one link, which closes with it.
+//!
+//! Lifetimes follow the handles: a link closes when its handle closes it or its last clone is dropped, and a
+//! connection when it is closed or the last handle to it (its own and its links') is dropped.
 //!
 //! Flow control follows the consumer. A `ReceiverHandle` grants credit only as its stream is consumed, and a
 //! recipient gets credit back only as its actor handles each message, so neither a slow task nor a slow actor
 //! ever has more than the credit window of messages waiting.
 
-use std::collections::{HashMap, VecDeque};
+mod handler;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,17 +26,15 @@ use nucleon_protocol::frame::{
     Accepted, DeliveryState, Error as AmqpError, Modified, Rejected, Released,
 };
 use nucleon_protocol::Message;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::connection::WorkQueue;
+use self::handler::Facade;
+use crate::connection::{ConnectionHandle, WorkQueue};
 use crate::container::ContainerHandle;
 use crate::error::Error;
-use crate::handler::MessagingHandler;
-use crate::options::{ConnectionOptions, DeliveryMode, ReceiverOptions, SenderOptions};
+use crate::options::{ConnectionOptions, ReceiverOptions, SenderOptions};
 use crate::url::Address;
-use crate::views::{
-    Connection, Delivery, DeliveryRef, Receiver, ReceiverId, Sender, SenderId, Session, Tracker,
-};
+use crate::views::{DeliveryRef, ReceiverId, SenderId};
 
 /// How many sends a `SenderHandle` lets wait for credit or an outcome at once; further sends wait their turn.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -79,285 +84,173 @@ enum Sink {
     Actor(Recipient<Received>),
 }
 
-/// The handler behind every facade connection: one link, driven by work items.
-pub(crate) struct Facade {
-    address: Option<String>,
-    role: FacadeRole,
-    opened: Option<Reply<()>>,
-    /// Its own connection's work queue, for the settlers and credit of what it receives.
-    wq: WorkQueue<Facade>,
-    error: Option<Error>,
-    /// The connection reconnects after a lost transport: its link is attached again by the runtime.
-    reconnects: bool,
+/// What every handle of one facade connection shares. When the last of them (the connection's handles
+/// and its links' handles) is dropped, the connection closes.
+struct Shared {
+    handle: ConnectionHandle<Facade>,
+    /// `Some(why)` once the connection is over.
+    state: watch::Receiver<Option<Error>>,
 }
 
-enum FacadeRole {
-    Sender {
-        options: SenderOptions,
-        sender: Option<SenderId>,
-        waiting: VecDeque<(Message, Reply<Outcome>)>,
-        in_flight: HashMap<DeliveryRef, Reply<Outcome>>,
-    },
-    Receiver {
-        options: ReceiverOptions,
-        receiver: Option<ReceiverId>,
-        sink: Sink,
-    },
-}
-
-impl Facade {
-    fn fail_all(&mut self, error: Error) {
-        if let Some(reply) = self.opened.take() {
-            let _ = reply.send(Err(error.clone()));
-        }
-        if let FacadeRole::Sender {
-            waiting, in_flight, ..
-        } = &mut self.role
-        {
-            for (_, reply) in waiting.drain(..) {
-                let _ = reply.send(Err(error.clone()));
-            }
-            for (_, reply) in in_flight.drain() {
-                let _ = reply.send(Err(error.clone()));
-            }
-        }
-        self.error.get_or_insert(error);
+impl Shared {
+    /// The error an operation on this connection fails with once it cannot run: why the connection ended.
+    fn closed_error(&self) -> Error {
+        self.state
+            .borrow()
+            .clone()
+            .unwrap_or(Error::ConnectionClosed)
     }
 
-    fn flush(&mut self, conn: &mut Connection<'_>) {
-        let FacadeRole::Sender {
-            options,
-            sender: Some(id),
-            waiting,
-            in_flight,
-        } = &mut self.role
-        else {
-            return;
-        };
-        let Some(mut sender) = conn.sender(*id) else {
-            return;
-        };
-        while sender.credit() > 0 {
-            let Some((message, reply)) = waiting.pop_front() else {
-                break;
-            };
-            match sender.send(&message) {
-                Ok(_) if options.delivery_mode == DeliveryMode::AtMostOnce => {
-                    let _ = reply.send(Ok(Outcome::Settled));
-                }
-                Ok(d) => {
-                    in_flight.insert(d, reply);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-    }
-
-    fn outcome(&mut self, tracker: &Tracker<'_>) {
-        if let FacadeRole::Sender { in_flight, .. } = &mut self.role {
-            if let Some(reply) = in_flight.remove(&tracker.id()) {
-                let _ = reply.send(Ok(Outcome::from_state(tracker.state())));
-            }
-        }
-    }
-
-    fn add_credit(&mut self, conn: &mut Connection<'_>, n: u32) {
-        if let FacadeRole::Receiver {
-            receiver: Some(id), ..
-        } = &self.role
-        {
-            if let Some(mut r) = conn.receiver(*id) {
-                let _ = r.add_credit(n);
-            }
-        }
+    fn work_queue(&self) -> WorkQueue<Facade> {
+        self.handle.work_queue()
     }
 }
 
-impl MessagingHandler for Facade {
-    fn on_connection_open(&mut self, conn: &mut Connection<'_>) {
-        // After a reconnect the runtime attaches the link again under the same id: no second link.
-        let attached = match &self.role {
-            FacadeRole::Sender { sender, .. } => sender.is_some(),
-            FacadeRole::Receiver { receiver, .. } => receiver.is_some(),
-        };
-        if attached {
-            return;
-        }
-        let address = self.address.clone().unwrap_or_default();
-        let opened = match &mut self.role {
-            FacadeRole::Sender {
-                options, sender, ..
-            } => conn
-                .open_sender(&address, options.clone())
-                .map(|s| *sender = Some(s.id())),
-            FacadeRole::Receiver {
-                options, receiver, ..
-            } => {
-                let mut o = options.clone();
-                // Credit is granted by the consumer, never by the runtime's window.
-                o.credit_window = Some(0);
-                o.auto_accept = Some(false);
-                conn.open_receiver(&address, o).map(|r| {
-                    *receiver = Some(r.id());
-                })
-            }
-        };
-        if let Err(e) = opened {
-            self.fail_all(e);
-            conn.close();
-        }
-    }
-
-    fn on_sender_open(&mut self, s: &mut Sender<'_>) {
-        if let Some(reply) = self.opened.take() {
-            let _ = reply.send(Ok(()));
-        }
-        self.flush(&mut s.connection());
-    }
-
-    fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
-        if let Some(reply) = self.opened.take() {
-            let _ = reply.send(Ok(()));
-        }
-        if let FacadeRole::Receiver { options, .. } = &self.role {
-            let window = options.credit_window.unwrap_or(10).max(1);
-            let _ = r.add_credit(window);
-        }
-    }
-
-    fn on_sendable(&mut self, s: &mut Sender<'_>) {
-        self.flush(&mut s.connection());
-    }
-
-    fn on_tracker_accept(&mut self, t: &mut Tracker<'_>) {
-        self.outcome(t);
-    }
-
-    fn on_tracker_reject(&mut self, t: &mut Tracker<'_>) {
-        self.outcome(t);
-    }
-
-    fn on_tracker_release(&mut self, t: &mut Tracker<'_>) {
-        self.outcome(t);
-    }
-
-    fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
-        let FacadeRole::Receiver { sink, options, .. } = &mut self.role else {
-            return;
-        };
-        let wq = self.wq.clone();
-        let presettled = d.settled() || options.delivery_mode == DeliveryMode::AtMostOnce;
-        d.defer();
-        let received = Received {
-            message,
-            delivery: d.id(),
-            settler: (!presettled).then(|| wq.clone()),
-        };
-        match sink {
-            Sink::Stream(tx) => {
-                let _ = tx.send(received);
-            }
-            Sink::Actor(recipient) => {
-                let recipient = recipient.clone();
-                // Credit comes back only when the actor has handled the message.
-                actix_rt::spawn(async move {
-                    if recipient.send(received).await.is_ok() {
-                        let _ = wq.add(|h, c| h.add_credit(c, 1));
-                    }
-                });
-            }
-        }
-    }
-
-    fn on_sender_error(&mut self, _s: &mut Sender<'_>, error: &AmqpError) {
-        self.fail_all(Error::Amqp(error.clone()));
-    }
-
-    fn on_sender_close(&mut self, s: &mut Sender<'_>) {
-        self.fail_all(Error::LinkClosed);
-        s.connection().close();
-    }
-
-    fn on_receiver_error(&mut self, _r: &mut Receiver<'_>, error: &AmqpError) {
-        self.fail_all(Error::Amqp(error.clone()));
-    }
-
-    fn on_receiver_close(&mut self, r: &mut Receiver<'_>) {
-        self.fail_all(Error::LinkClosed);
-        r.connection().close();
-    }
-
-    fn on_session_error(&mut self, _s: &mut Session<'_>, error: &AmqpError) {
-        // Some peers (RabbitMQ) refuse a link by ending its whole session.
-        self.fail_all(Error::Amqp(error.clone()));
-    }
-
-    fn on_session_close(&mut self, s: &mut Session<'_>) {
-        self.fail_all(Error::LinkClosed);
-        s.connection().close();
-    }
-
-    fn on_connection_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
-        self.fail_all(Error::Amqp(error.clone()));
-    }
-
-    fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
-        if self.reconnects && self.opened.is_none() {
-            // Another transport may follow (`on_transport_close` settles what was in flight): the error
-            // must not stick, or every send after the reconnect would fail with it.
-            log::debug!("a facade's transport failed, reconnecting: {error}");
-            return;
-        }
-        self.fail_all(Error::Amqp(error.clone()));
-    }
-
-    fn on_transport_close(&mut self, _c: &mut Connection<'_>) {
-        if self.reconnects && self.opened.is_none() {
-            // Another transport may follow: what was in flight has lost its outcome, what waits for credit
-            // goes on the link attached again. If none follows, the connection finishes and the handler
-            // is dropped, which fails whatever still waits.
-            if let FacadeRole::Sender { in_flight, .. } = &mut self.role {
-                for (_, reply) in in_flight.drain() {
-                    let _ = reply.send(Err(Error::ConnectionClosed));
-                }
-            }
-            return;
-        }
-        self.fail_all(Error::ConnectionClosed);
-        if let FacadeRole::Receiver { sink, .. } = &mut self.role {
-            // Ending the stream: drop the sending side.
-            *sink = Sink::Stream(mpsc::unbounded_channel().0);
-        }
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Already finished is not an error here.
+        let _ = self.handle.close();
     }
 }
 
-async fn open_facade(
+/// Starts a facade connection; `opened` is answered once it is open.
+fn connect_facade(
     container: &ContainerHandle,
     url: &str,
     options: ConnectionOptions,
-    role: FacadeRole,
-) -> Result<WorkQueue<Facade>, Error> {
-    let address = Address::parse(url)?.address;
+    single_link: bool,
+    opened: Option<Reply<()>>,
+) -> Result<Arc<Shared>, Error> {
     let reconnects = options.reconnect.is_some();
-    let (tx, rx) = oneshot::channel();
-    // The facade holds its work queue from the start: messages can arrive before this task runs again.
-    let handle = container.connect_with_queue(url, options, move |wq| Facade {
-        address,
-        role,
-        opened: Some(tx),
-        wq,
-        error: None,
-        reconnects,
+    let (state_tx, state) = watch::channel(None);
+    // The facade holds its work queue from the start: messages can arrive before any task runs again.
+    let handle = container.connect_with_queue(url, options, move |wq| {
+        Facade::new(wq, opened, reconnects, single_link, state_tx)
     })?;
-    let wq = handle.work_queue();
-    rx.await.map_err(|_| Error::ConnectionClosed)??;
-    Ok(wq)
+    Ok(Arc::new(Shared { handle, state }))
+}
+
+/// Attaches a sender on `conn` and waits until the peer has attached it too.
+async fn attach_sender(
+    conn: Arc<Shared>,
+    address: String,
+    options: SenderOptions,
+) -> Result<SenderHandle, Error> {
+    let (tx, rx) = oneshot::channel();
+    let wq = conn.work_queue();
+    wq.add(move |h, c| h.open_sender(c, address, options, tx))
+        .map_err(|_| conn.closed_error())?;
+    let id = rx.await.map_err(|_| conn.closed_error())??;
+    Ok(SenderHandle {
+        link: Arc::new(SenderLink {
+            wq,
+            id,
+            permits: Semaphore::new(MAX_IN_FLIGHT),
+            conn,
+        }),
+    })
+}
+
+/// Attaches a receiver delivering into `sink` on `conn` and waits until the peer has attached it too.
+async fn attach_receiver(
+    conn: &Shared,
+    address: String,
+    options: ReceiverOptions,
+    sink: Sink,
+) -> Result<ReceiverId, Error> {
+    let (tx, rx) = oneshot::channel();
+    conn.work_queue()
+        .add(move |h, c| h.open_receiver(c, address, options, sink, tx))
+        .map_err(|_| conn.closed_error())?;
+    rx.await.map_err(|_| conn.closed_error())?
+}
+
+async fn attach_stream(
+    conn: Arc<Shared>,
+    address: String,
+    options: ReceiverOptions,
+) -> Result<ReceiverHandle, Error> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let window = options.credit_window.unwrap_or(10).max(1);
+    let id = attach_receiver(&conn, address, options, Sink::Stream(tx)).await?;
+    Ok(ReceiverHandle {
+        wq: conn.work_queue(),
+        id,
+        conn,
+        rx,
+        consumed: 0,
+        window,
+        budget: None,
+    })
+}
+
+async fn attach_actor(
+    conn: Arc<Shared>,
+    address: String,
+    options: ReceiverOptions,
+    recipient: Recipient<Received>,
+) -> Result<LinkHandle, Error> {
+    let id = attach_receiver(&conn, address, options, Sink::Actor(recipient)).await?;
+    Ok(LinkHandle {
+        link: Arc::new(ReceiverLink {
+            wq: conn.work_queue(),
+            id,
+            conn,
+        }),
+    })
+}
+
+/// The node address in a per-link URL (`amqp://host:port/address`).
+fn address_of(url: &str) -> Result<String, Error> {
+    Ok(Address::parse(url)?.address.unwrap_or_default())
 }
 
 impl ContainerHandle {
+    /// Opens one connection to `url` (`amqp[s]://[user:password@]host[:port]`; a path is ignored) that
+    /// carries many links, and resolves once it is open at both ends. SASL, TLS, reconnect and every other
+    /// [`ConnectionOptions`] apply as to [`connect`](Self::connect). It fails with the error that ended
+    /// the attempt: a refusal's condition (e.g. `amqp:unauthorized-access`), an IO failure (`nucleon:io`),
+    /// or [`Error::ConnectionClosed`]. With reconnect, failed attempts are retried until one opens or the
+    /// runtime gives up.
+    ///
+    /// The connection closes with [`AsyncConnectionHandle::close`], or once the last handle to it (the
+    /// connection's and its links') is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(container: nucleon::ContainerHandle) -> Result<(), nucleon::Error> {
+    /// use nucleon::{ConnectionOptions, Message, ReceiverOptions, SenderOptions};
+    ///
+    /// let connection = container
+    ///     .connect_async("amqp://localhost:5672", ConnectionOptions::default())
+    ///     .await?;
+    /// // Two links on the one connection.
+    /// let sender = connection.open_sender("orders", SenderOptions::default()).await?;
+    /// let mut receiver = connection.open_receiver("orders", ReceiverOptions::default()).await?;
+    /// sender.send(Message::with_body("hello")).await?;
+    /// if let Some(received) = receiver.recv().await {
+    ///     received.accept()?;
+    /// }
+    /// // Closes only the sender's link; the receiver goes on.
+    /// sender.close()?;
+    /// connection.close()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_async(
+        &self,
+        url: &str,
+        options: ConnectionOptions,
+    ) -> Result<AsyncConnectionHandle, Error> {
+        let (tx, rx) = oneshot::channel();
+        let inner = connect_facade(self, url, options, false, Some(tx))?;
+        rx.await.map_err(|_| inner.closed_error())??;
+        Ok(AsyncConnectionHandle { inner })
+    }
+
     /// Opens a connection and a sender to `url` (`amqp://host:port/address`) and waits until it is attached.
+    /// The connection is the sender's own: it closes with the link, when the handle's `close` is called or
+    /// its last clone is dropped. To put many links on one connection, see
+    /// [`connect_async`](Self::connect_async).
     pub async fn open_sender(
         &self,
         url: &str,
@@ -374,22 +267,14 @@ impl ContainerHandle {
         connection: ConnectionOptions,
         options: SenderOptions,
     ) -> Result<SenderHandle, Error> {
-        let role = FacadeRole::Sender {
-            options,
-            sender: None,
-            waiting: VecDeque::new(),
-            in_flight: HashMap::new(),
-        };
-        let wq = open_facade(self, url, connection, role).await?;
-        Ok(SenderHandle {
-            wq,
-            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-        })
+        let address = address_of(url)?;
+        let conn = connect_facade(self, url, connection, true, None)?;
+        attach_sender(conn, address, options).await
     }
 
     /// Opens a connection and a receiver from `url` and waits until it is attached. The handle is a
     /// [`Stream`] of [`Received`] messages; credit (the receiver options' window, default 10) is granted as
-    /// the stream is consumed.
+    /// the stream is consumed. The connection is the receiver's own: it closes with the link.
     pub async fn open_receiver(
         &self,
         url: &str,
@@ -406,120 +291,223 @@ impl ContainerHandle {
         connection: ConnectionOptions,
         options: ReceiverOptions,
     ) -> Result<ReceiverHandle, Error> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let window = options.credit_window.unwrap_or(10).max(1);
-        let wq = self
-            .open_receiving(url, connection, options, Sink::Stream(tx))
-            .await?;
-        Ok(ReceiverHandle {
-            wq,
-            rx,
-            consumed: 0,
-            window,
-            budget: None,
-        })
+        let address = address_of(url)?;
+        let conn = connect_facade(self, url, connection, true, None)?;
+        attach_stream(conn, address, options).await
     }
 
     /// Opens a connection and a receiver from `url` that delivers each message to an actix actor as a
     /// [`Received`] message. The actor gets credit back only as it handles messages, so its mailbox never
-    /// holds more than the credit window (the receiver options' window, default 10).
+    /// holds more than the credit window (the receiver options' window, default 10). The connection is
+    /// the link's own: it closes with it.
     pub async fn receive_into(
         &self,
         url: &str,
         options: ReceiverOptions,
         recipient: Recipient<Received>,
     ) -> Result<LinkHandle, Error> {
-        let wq = self
-            .open_receiving(
-                url,
-                ConnectionOptions::default(),
-                options,
-                Sink::Actor(recipient),
-            )
-            .await?;
-        Ok(LinkHandle { wq })
-    }
-
-    async fn open_receiving(
-        &self,
-        url: &str,
-        connection: ConnectionOptions,
-        options: ReceiverOptions,
-        sink: Sink,
-    ) -> Result<WorkQueue<Facade>, Error> {
-        let role = FacadeRole::Receiver {
-            options,
-            receiver: None,
-            sink,
-        };
-        open_facade(self, url, connection, role).await
+        let address = address_of(url)?;
+        let conn = connect_facade(self, url, ConnectionOptions::default(), true, None)?;
+        attach_actor(conn, address, options, recipient).await
     }
 }
 
-/// An open sender, usable from any thread and any async context. `Clone + Send + Sync`.
+/// One connection of the async facade, carrying many links, made by
+/// [`ContainerHandle::connect_async`]. `Clone + Send + Sync`, and cheap to clone: every clone names the
+/// same connection (an actor on one worker), and every operation is a work item on its work queue.
+///
+/// Links are attached on the connection's one session, begun on first use (and again if the peer ends
+/// it). The connection closes with [`close`](Self::close), when the peer or the network ends it, or once
+/// the last handle to it is dropped: its own clones, and the handles of its links, which keep it open.
+///
+/// When it ends, every operation on its links fails, with the error that ended it (the peer's condition,
+/// `nucleon:io` for a lost transport, else [`Error::ConnectionClosed`]), and
+/// [`is_closed`](Self::is_closed) / [`closed`](Self::closed) report it: a caller that shares one connection
+/// replaces it then.
+#[derive(Clone)]
+pub struct AsyncConnectionHandle {
+    inner: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AsyncConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncConnectionHandle")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncConnectionHandle {
+    /// Attaches a sender to `address` on this connection and waits until the peer has attached it too
+    /// (or refused it: then its condition). Closing the handle, or dropping its last clone, closes only
+    /// this link.
+    pub async fn open_sender(
+        &self,
+        address: &str,
+        options: SenderOptions,
+    ) -> Result<SenderHandle, Error> {
+        attach_sender(self.inner.clone(), address.to_owned(), options).await
+    }
+
+    /// Attaches a receiver from `address` on this connection and waits until the peer has attached it
+    /// too. The handle is a [`Stream`] of [`Received`] messages with credit granted as it is consumed;
+    /// closing or dropping it closes only this link, and the peer gets back at once what it held unsettled.
+    pub async fn open_receiver(
+        &self,
+        address: &str,
+        options: ReceiverOptions,
+    ) -> Result<ReceiverHandle, Error> {
+        attach_stream(self.inner.clone(), address.to_owned(), options).await
+    }
+
+    /// Attaches a receiver from `address` on this connection that delivers each message to an actix actor,
+    /// as [`ContainerHandle::receive_into`] does on a connection of its own.
+    pub async fn receive_into(
+        &self,
+        address: &str,
+        options: ReceiverOptions,
+        recipient: Recipient<Received>,
+    ) -> Result<LinkHandle, Error> {
+        attach_actor(self.inner.clone(), address.to_owned(), options, recipient).await
+    }
+
+    /// Closes the connection, and with it every link on it (their operations fail with
+    /// [`Error::ConnectionClosed`]). Fails only if it is already finished.
+    pub fn close(&self) -> Result<(), Error> {
+        self.inner.handle.close()
+    }
+
+    /// True once the connection is over (closed by either side, or failed, and with reconnect, given up).
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.borrow().is_some() || self.inner.handle.is_finished()
+    }
+
+    /// Resolves once the connection is over, with why: the condition that ended it ([`Error::Amqp`]:
+    /// the peer's, or `nucleon:io` for a lost transport), or [`Error::ConnectionClosed`] for a close
+    /// without an error.
+    pub async fn closed(&self) -> Error {
+        let mut state = self.inner.state.clone();
+        let _ = state.wait_for(Option::is_some).await;
+        let why = state.borrow().clone();
+        why.unwrap_or(Error::ConnectionClosed)
+    }
+}
+
+/// A sender's link, shared by the clones of its handle: the last one dropped closes it.
+struct SenderLink {
+    wq: WorkQueue<Facade>,
+    id: SenderId,
+    permits: Semaphore,
+    conn: Arc<Shared>,
+}
+
+impl Drop for SenderLink {
+    fn drop(&mut self) {
+        let id = self.id;
+        let _ = self.wq.add(move |h, c| h.close_sender(c, id));
+    }
+}
+
+/// An open sender, usable from any thread and any async context. `Clone + Send + Sync`: the clones share
+/// one link, which closes when the last of them is dropped (with its connection, if the connection was
+/// opened for it by [`ContainerHandle::open_sender`]).
 #[derive(Clone)]
 pub struct SenderHandle {
-    wq: WorkQueue<Facade>,
-    permits: Arc<Semaphore>,
+    link: Arc<SenderLink>,
 }
 
 impl std::fmt::Debug for SenderHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SenderHandle").finish_non_exhaustive()
+        f.debug_struct("SenderHandle")
+            .field("id", &self.link.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl SenderHandle {
     /// Sends a message and waits for its outcome. Waits for credit first; at most 1024 sends of one
-    /// handle are in flight at once.
+    /// link are in flight at once. Fails with [`Error::LinkClosed`] (or the peer's condition) once the link
+    /// is closed, and with the connection's error once the connection is over.
     pub async fn send(&self, message: Message) -> Result<Outcome, Error> {
-        let _permit = self
+        let link = &self.link;
+        let _permit = link
             .permits
             .acquire()
             .await
             .map_err(|_| Error::ConnectionClosed)?;
         let (tx, rx) = oneshot::channel();
-        self.wq.add(move |h, c| {
-            if let Some(e) = &h.error {
-                let _ = tx.send(Err(e.clone()));
-                return;
-            }
-            if let FacadeRole::Sender { waiting, .. } = &mut h.role {
-                waiting.push_back((message, tx));
-            }
-            h.flush(c);
-        })?;
-        rx.await.map_err(|_| Error::ConnectionClosed)?
+        let id = link.id;
+        link.wq
+            .add(move |h, c| h.send(c, id, message, tx))
+            .map_err(|_| link.conn.closed_error())?;
+        rx.await.map_err(|_| link.conn.closed_error())?
     }
 
-    /// Closes the sender's connection.
+    /// Closes the sender's link (and its connection, if it was opened for this link). Sends waiting for
+    /// credit fail with [`Error::LinkClosed`]; later ones too.
     pub fn close(&self) -> Result<(), Error> {
-        self.wq.add(|_, c| c.close())
+        let id = self.link.id;
+        self.link.wq.add(move |h, c| h.close_sender(c, id))
+    }
+
+    /// The connection the link is on (which this handle keeps open).
+    pub fn connection(&self) -> AsyncConnectionHandle {
+        AsyncConnectionHandle {
+            inner: self.link.conn.clone(),
+        }
     }
 }
 
-/// A link opened by [`ContainerHandle::receive_into`]; close it to stop receiving.
+/// A receiver's link delivering to an actor, shared by the clones of its [`LinkHandle`].
+struct ReceiverLink {
+    wq: WorkQueue<Facade>,
+    id: ReceiverId,
+    conn: Arc<Shared>,
+}
+
+impl Drop for ReceiverLink {
+    fn drop(&mut self) {
+        let id = self.id;
+        let _ = self.wq.add(move |h, c| h.close_receiver(c, id));
+    }
+}
+
+/// A link opened by [`ContainerHandle::receive_into`] or [`AsyncConnectionHandle::receive_into`]. Close
+/// it, or drop its last clone, to stop receiving. `Clone + Send + Sync`.
 #[derive(Clone)]
 pub struct LinkHandle {
-    wq: WorkQueue<Facade>,
+    link: Arc<ReceiverLink>,
 }
 
 impl std::fmt::Debug for LinkHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkHandle").finish_non_exhaustive()
+        f.debug_struct("LinkHandle")
+            .field("id", &self.link.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl LinkHandle {
-    /// Closes the link's connection.
+    /// Closes the link (and its connection, if it was opened for this link).
     pub fn close(&self) -> Result<(), Error> {
-        self.wq.add(|_, c| c.close())
+        let id = self.link.id;
+        self.link.wq.add(move |h, c| h.close_receiver(c, id))
+    }
+
+    /// The connection the link is on (which this handle keeps open).
+    pub fn connection(&self) -> AsyncConnectionHandle {
+        AsyncConnectionHandle {
+            inner: self.link.conn.clone(),
+        }
     }
 }
 
 /// An open receiver: a [`Stream`] of [`Received`] messages. Credit is granted as the stream is consumed.
+/// Not `Clone`: dropping it closes its link at once (see its `Drop`).
 pub struct ReceiverHandle {
     wq: WorkQueue<Facade>,
+    id: ReceiverId,
+    conn: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Received>,
     consumed: u32,
     window: u32,
@@ -530,6 +518,7 @@ pub struct ReceiverHandle {
 impl std::fmt::Debug for ReceiverHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiverHandle")
+            .field("id", &self.id)
             .field("window", &self.window)
             .finish_non_exhaustive()
     }
@@ -541,9 +530,11 @@ impl ReceiverHandle {
         futures::StreamExt::next(self).await
     }
 
-    /// Closes the receiver's connection.
+    /// Closes the receiver's link (and its connection, if it was opened for this link): the stream ends,
+    /// and the peer gets back what the link held unsettled.
     pub fn close(&self) -> Result<(), Error> {
-        self.wq.add(|_, c| c.close())
+        let id = self.id;
+        self.wq.add(move |h, c| h.close_receiver(c, id))
     }
 
     /// Limits the credit this receiver ever grants to `total` messages (counting the first window), so a
@@ -552,13 +543,21 @@ impl ReceiverHandle {
         self.budget = Some(total.saturating_sub(u64::from(self.window)));
         self
     }
+
+    /// The connection the link is on (which this handle keeps open).
+    pub fn connection(&self) -> AsyncConnectionHandle {
+        AsyncConnectionHandle {
+            inner: self.conn.clone(),
+        }
+    }
 }
 
 impl Drop for ReceiverHandle {
-    /// Closes the connection, as [`close`](ReceiverHandle::close) does, so that the peer sees the consumer
-    /// go. Messages already delivered to the stream but not taken are released first (each [`Received`]
-    /// does so when dropped), so their dispositions go out before the connection's `close`. An already
-    /// closed connection is not an error here.
+    /// Closes the link at once, as [`close`](ReceiverHandle::close) does, so that the peer sees the
+    /// consumer go and takes back what it held unsettled (a broker gives it to other consumers) without
+    /// waiting for the connection to end. Messages already delivered to the stream but not taken are
+    /// released first (each [`Received`] does so when dropped), so their dispositions go out before the
+    /// detach. An already closed link or connection is not an error here.
     fn drop(&mut self) {
         self.rx.close();
         while let Ok(pending) = self.rx.try_recv() {
@@ -583,7 +582,8 @@ impl Stream for ReceiverHandle {
                     *budget -= u64::from(n);
                 }
                 if n > 0 {
-                    let _ = self.wq.add(move |h, c| h.add_credit(c, n));
+                    let id = self.id;
+                    let _ = self.wq.add(move |h, c| h.add_credit(c, id, n));
                 }
             }
         }

@@ -9,6 +9,10 @@
 //! * Connection objects ([`Connection`], [`Sender`], [`Receiver`], [`Delivery`], [`Tracker`]) are borrowed,
 //!   `!Send` views that exist only inside a callback. To act on a connection from another thread, use its
 //!   [`WorkQueue`] (closures run in the connection's context) or [`ConnectionHandle::wake`].
+//! * The async facade, for actix-web handlers and plain async code, is built on the work queue:
+//!   [`ContainerHandle::connect_async`] opens one connection ([`AsyncConnectionHandle`]) that carries many
+//!   [`SenderHandle`]s and [`ReceiverHandle`]s; [`ContainerHandle::open_sender`] and the like open a
+//!   connection for one link, which closes with it.
 //!
 //! The protocol itself is the sans-IO engine of [`nucleon_protocol`], re-exported as [`protocol`].
 #![warn(missing_docs)]
@@ -36,7 +40,9 @@ mod ws;
 pub use connection::{ConnectionHandle, WorkQueue};
 pub use container::{Container, ContainerBuilder, ContainerHandle, ListenOptions, Listener};
 pub use error::Error;
-pub use facade::{LinkHandle, Outcome, Received, ReceiverHandle, SenderHandle};
+pub use facade::{
+    AsyncConnectionHandle, LinkHandle, Outcome, Received, ReceiverHandle, SenderHandle,
+};
 pub use handler::{ListenHandler, MessagingHandler};
 pub use nucleon_protocol as protocol;
 pub use nucleon_protocol::{Body, Message, MessageBuilder, Value};
