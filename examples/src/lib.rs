@@ -1,8 +1,10 @@
 //! Helpers shared by the example binaries: URL checking for clap, the queue a URL names, message bodies as
-//! text, the slot where a handler leaves the reason its program failed, running one client connection, and
-//! AMQP values and messages as JSON ([`json`]) for the web examples.
+//! text, the slot where a handler leaves the reason its program failed, running one client connection,
+//! AMQP values and messages as JSON ([`json`]) for the web examples, and the broker's `[limits]` table
+//! ([`limits`]).
 
 pub mod json;
+pub mod limits;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

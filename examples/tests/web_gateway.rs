@@ -1,5 +1,6 @@
-//! The `web_gateway` binary over real HTTP on loopback: each test starts it with `--listen 127.0.0.1:0`
-//! (with its in-process broker unless said otherwise), waits for its ready line and talks plain HTTP/1.1.
+//! The `web_gateway` binary over real HTTP on loopback: each test starts it with `--listen 127.0.0.1:0
+//! --insecure-no-auth` (with its in-process broker unless said otherwise), waits for its ready line and
+//! talks plain HTTP/1.1.
 
 mod support;
 
@@ -24,7 +25,9 @@ struct Gateway {
 
 impl Gateway {
     fn start(extra: &[&str]) -> Gateway {
-        let mut args = vec!["--listen", "127.0.0.1:0"];
+        // These tests are about the handlers: the open mode, as the security layer has its own tests
+        // (web_gateway_security.rs).
+        let mut args = vec!["--listen", "127.0.0.1:0", "--insecure-no-auth"];
         args.extend_from_slice(extra);
         let mut process = Running::spawn(env!("CARGO_BIN_EXE_web_gateway"), &args);
         let rest = process.wait_for_line("web_gateway listening on http://", READY_TIMEOUT);

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use nucleon::broker::{Authorization, Operation};
+/// The `[limits]` table, shared with `web_gateway --broker-config`.
+pub use nucleon_examples::limits::Limits;
 use serde::Deserialize;
 
 /// The whole file.
@@ -129,43 +131,6 @@ pub struct Grants {
     pub create: Vec<String>,
     #[serde(default)]
     pub manage: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Messages a queue holds (waiting or unsettled) before its producers get no more credit.
-    pub max_queue_depth: Option<u64>,
-    /// Bytes a queue holds before its producers get no more credit.
-    pub max_queue_bytes: Option<usize>,
-    /// Bytes all queues hold before every producer's credit is withheld (default 1 GiB).
-    pub max_memory: Option<usize>,
-    /// Queues there may be (default 10,000).
-    pub max_queues: Option<usize>,
-    /// Seconds an empty, unused queue made on demand stays (default 300; 0 deletes at the next sweep).
-    pub auto_delete_after_secs: Option<u64>,
-    /// Deliveries of one message before it is dead-lettered or dropped (default 10).
-    pub max_deliveries: Option<u32>,
-    /// Where expired and undeliverable messages go (default: dropped, and counted).
-    pub dead_letter_address: Option<String>,
-    /// The largest message a client may send (bytes; advertised on attach).
-    pub max_message_size: Option<u64>,
-    /// Sessions one connection may begin.
-    pub max_sessions_per_connection: Option<u16>,
-    /// Links one connection may have attached at once.
-    pub max_links_per_connection: Option<u32>,
-    /// Seconds a client has to finish opening.
-    pub open_timeout_secs: Option<u64>,
-    /// Seconds of silence after which a connection is closed (the broker advertises half of it).
-    pub idle_timeout_secs: Option<u64>,
-    /// Connections at once, in total and from one client address.
-    pub max_connections: Option<usize>,
-    pub max_connections_per_address: Option<usize>,
-    /// Failed logins from one address within `login_failure_window_secs` before that address is refused
-    /// for `login_lockout_secs`.
-    pub max_login_failures: Option<u32>,
-    pub login_failure_window_secs: Option<u64>,
-    pub login_lockout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -510,19 +510,7 @@ fn store_options(args: &Args, file: &config::Storage) -> Result<Option<StoreOpti
 
 /// The broker's limits from the file's `[limits]`, each defaulting to `BrokerOptions`'.
 fn broker_limits(l: &config::Limits) -> BrokerOptions {
-    let d = BrokerOptions::default();
-    BrokerOptions {
-        max_queue_bytes: l.max_queue_bytes.or(d.max_queue_bytes),
-        max_memory: l.max_memory.or(d.max_memory),
-        max_queues: l.max_queues.or(d.max_queues),
-        auto_delete_after: l
-            .auto_delete_after_secs
-            .map(Duration::from_secs)
-            .or(d.auto_delete_after),
-        max_deliveries: l.max_deliveries.or(d.max_deliveries),
-        dead_letter_address: l.dead_letter_address.clone().or(d.dead_letter_address),
-        ..d
-    }
+    l.broker_options(BrokerOptions::default())
 }
 
 /// What clients are told when a signal stops the broker [AMQP 1.0 §2.8.16].

@@ -1,14 +1,28 @@
 //! `web_gateway`: an HTTP gateway to AMQP queues, showing how a service embeds nucleon in actix-web.
 //!
 //! ```text
-//! web_gateway [--listen HOST:PORT] [--broker URL]
+//! web_gateway [--listen HOST:PORT] [--broker URL | --broker-config FILE]
+//!             (--tokens FILE | --insecure-no-auth) [--public-host HOST[:PORT]]... [--allow-origin ORIGIN]...
+//!             [--max-body BYTES]
+//! web_gateway --print-token-sha256 < token
 //! ```
 //!
 //! It serves HTTP on 127.0.0.1:8081 by default (port 0 picks a free port). Without `--broker` it runs an
-//! in-process broker on a free loopback port and talks to it over AMQP like any other. Once it accepts
-//! requests it prints one line, `web_gateway listening on http://HOST:PORT` (followed by
-//! ` (broker amqp://HOST:PORT)` for the in-process broker). Exit status 1 when it cannot listen, 2 on a bad
-//! argument.
+//! in-process broker on a free loopback port and talks to it over AMQP like any other (see `embedded` for
+//! its limits, 256 MiB of messages at most by default, and `--broker-config`). Once it accepts requests it
+//! prints one line, `web_gateway listening on http://HOST:PORT`, followed by ` (broker amqp://HOST:PORT)`
+//! for the in-process broker, then ` (N bearer tokens)`, or ` (open: --insecure-no-auth, anyone who can
+//! reach it may send and consume)`. Exit status 1 when it cannot listen, 2 on a bad argument or token file.
+//!
+//! Security (see `security`): secure by default, it does not start without bearer tokens (`--tokens FILE`
+//! or the `WEB_GATEWAY_TOKENS` environment variable, TOML `[[token]]` tables of a name, the token's
+//! SHA-256 and the address patterns it may `send` to and `consume` from) unless `--insecure-no-auth` says
+//! to serve anyone. Before any handler runs, each request passes, in order: the Host check (the bound
+//! address, `localhost` for a loopback bind, or a `--public-host`; else 421, which defeats DNS rebinding),
+//! the Origin check (same origin or an `--allow-origin`; a browser's cross-site request is refused with
+//! 403, so a cross-site POST or GET has no effect), CORS for the allowed origins (actix-cors), then the
+//! token (none or unknown: 401 with `WWW-Authenticate: Bearer`; no right for the address: 403) and the
+//! body limit (`--max-body`, 413).
 //!
 //! The nucleon container runs inside actix-web's own actix System (`ContainerBuilder::start`); handlers
 //! reach it through a `ContainerHandle` in the app data and use the async facade.
@@ -30,25 +44,29 @@
 //!
 //! Errors are JSON: `{"error": "...", "condition": "amqp:..."}` (condition when there is one).
 
+mod embedded;
+mod security;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use clap::Parser;
 use futures::{Stream, StreamExt};
-use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::broker::Broker;
 use nucleon::protocol::codec::Symbol;
 use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
-    Address, ConnectionOptions, ContainerBuilder, ContainerHandle, Error, ListenOptions, Message,
-    Outcome, Received, ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions, Value,
+    Address, ConnectionOptions, ContainerBuilder, ContainerHandle, Error, Message, Outcome,
+    Received, ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions, Value,
 };
 use nucleon_examples::json::{is_json_type, is_text_type, message_to_json, value_from_json};
 use serde::Deserialize;
@@ -82,6 +100,10 @@ struct Args {
     broker: Option<String>,
     #[command(flatten)]
     tls: nucleon_examples::TlsArgs,
+    #[command(flatten)]
+    security: security::SecurityArgs,
+    #[command(flatten)]
+    embedded: embedded::EmbeddedArgs,
 }
 
 /// `HOST:PORT` with a non-empty host and a port number (the host is resolved when binding).
@@ -524,10 +546,41 @@ async fn stream_messages(gateway: web::Data<Gateway>, address: web::Path<String>
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    actix_web::rt::System::new().block_on(serve(args))
+    if args.security.print_token_sha256 {
+        return match security::print_token_sha256() {
+            Ok(hex) => {
+                println!("{hex}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("web_gateway: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    // Checked before anything listens: a gateway that would be open by mistake does not start.
+    let checked = security::SecurityConfig::load(&args.security).and_then(|s| {
+        let embedded = match args.broker {
+            Some(_) => None,
+            None => Some(embedded::Embedded::new(&args.embedded)?),
+        };
+        Ok((s, embedded))
+    });
+    let (security, embedded) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("web_gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    actix_web::rt::System::new().block_on(serve(args, security, embedded))
 }
 
-async fn serve(args: Args) -> ExitCode {
+async fn serve(
+    args: Args,
+    security: security::SecurityConfig,
+    embedded_options: Option<embedded::Embedded>,
+) -> ExitCode {
     let connection = match args.tls.connection_options() {
         Ok(options) => options,
         Err(e) => {
@@ -540,12 +593,17 @@ async fn serve(args: Args) -> ExitCode {
         .id("web_gateway")
         .auto_stop(false)
         .start();
-    let (broker, embedded) = match args.broker {
-        Some(url) => (url, None),
-        None => {
-            let broker = Broker::new(BrokerOptions::default());
-            match broker.listen(&container, "127.0.0.1:0", ListenOptions::default()) {
-                Ok(l) => (format!("amqp://{}", l.local_addr()), Some(l)),
+    let (broker, embedded, connection) = match (args.broker, embedded_options) {
+        (Some(url), _) => (url, None, connection),
+        (None, None) => unreachable!("main makes the in-process broker's options without --broker"),
+        (None, Some(options)) => {
+            let broker = Broker::new(options.broker.clone());
+            match broker.listen(&container, "127.0.0.1:0", options.listen.clone()) {
+                Ok(l) => (
+                    format!("amqp://{}", l.local_addr()),
+                    Some(l),
+                    options.connection(connection),
+                ),
                 Err(e) => {
                     eprintln!("web_gateway: cannot start the in-process broker: {e}");
                     container.stop();
@@ -560,12 +618,26 @@ async fn serve(args: Args) -> ExitCode {
         connection,
         senders: Mutex::new(HashMap::new()),
     });
+    // The security layer needs the bound addresses (for the Host check); the workers build their apps
+    // only once the server runs, after it is set.
+    let layer: Arc<OnceLock<web::Data<security::Security>>> = Arc::new(OnceLock::new());
+    let layer_of_workers = layer.clone();
     let server = HttpServer::new(move || {
+        let layer = layer_of_workers
+            .get()
+            .expect("the security layer is set before the server runs")
+            .clone();
+        let cors = layer.cors();
+        // The last `wrap` runs first: Host and Origin, then CORS, then the token, then the routes.
         App::new()
             .app_data(gateway.clone())
+            .app_data(layer)
             .route("/queues/{address}/messages", web::post().to(post_message))
             .route("/queues/{address}/messages", web::get().to(get_messages))
             .route("/queues/{address}/stream", web::get().to(stream_messages))
+            .wrap(from_fn(security::authorize))
+            .wrap(cors)
+            .wrap(from_fn(security::guard_host_and_origin))
     })
     .workers(2)
     .bind(&args.listen);
@@ -578,6 +650,14 @@ async fn serve(args: Args) -> ExitCode {
         }
     };
     let addrs: Vec<SocketAddr> = server.addrs();
+    let access_note = if security.is_open() {
+        " (open: --insecure-no-auth, anyone who can reach it may send and consume)".to_owned()
+    } else {
+        format!(" ({} bearer tokens)", security.token_count())
+    };
+    if layer.set(web::Data::new(security.bind(&addrs))).is_err() {
+        unreachable!("the security layer is set once");
+    }
     let server = server.run();
     let http = addrs
         .iter()
@@ -590,7 +670,10 @@ async fn serve(args: Args) -> ExitCode {
     };
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "web_gateway listening on {http}{broker_note}");
+        let _ = writeln!(
+            out,
+            "web_gateway listening on {http}{broker_note}{access_note}"
+        );
         let _ = out.flush();
     }
     let result = server.await;
