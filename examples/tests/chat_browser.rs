@@ -1,6 +1,7 @@
 //! The chat in a real browser: two `chat_relay` processes (A with its embedded broker, B using A's) and
 //! `examples/tests/browser/chat.mjs`, which drives headless Chromium through Playwright: one page per
-//! relay in the same room, messages both ways, a `<script>` message shown as text, both member lists.
+//! relay in the same room, messages both ways, a `<script>` message shown as text, both member lists, and
+//! a page of another origin (served by the script on another port) whose WebSocket to relay A is refused.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`, and `npm ci` in `examples/tests/browser`:
 //! `scripts/install-test-deps.sh` installs all three. Without them this test fails; it never skips.
@@ -61,10 +62,19 @@ fn two_browsers_on_two_relays_chat_through_the_broker() {
         browser_dir.display()
     );
 
-    let (_a, http_a, amqp_a) = relay(&["--amqp-listen", "127.0.0.1:0"]);
-    let (_b, http_b, _) = relay(&["--broker", &amqp_a]);
     let target = target_dir();
     std::fs::create_dir_all(&target).expect("the target directory exists");
+    // A writes its embedded broker's password here (mode 0600); B logs in with it.
+    let password = target.join(format!("chat-browser-password-{}", std::process::id()));
+    let _ = std::fs::remove_file(&password);
+    let password_arg = password.to_string_lossy().into_owned();
+    let (_a, http_a, amqp_a) = relay(&[
+        "--amqp-listen",
+        "127.0.0.1:0",
+        "--broker-password-file",
+        &password_arg,
+    ]);
+    let (_b, http_b, _) = relay(&["--broker", &amqp_a, "--broker-password-file", &password_arg]);
     let screenshot = target.join("chat-screenshot.png");
     let _ = std::fs::remove_file(&screenshot);
 
@@ -79,6 +89,7 @@ fn two_browsers_on_two_relays_chat_through_the_broker() {
         ],
         BROWSER_TIMEOUT,
     );
+    let _ = std::fs::remove_file(&password);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -87,6 +98,10 @@ fn two_browsers_on_two_relays_chat_through_the_broker() {
         out.status
     );
     assert!(stdout.contains("ok: screenshot saved"), "{stdout}");
+    assert!(
+        stdout.contains("ok: a page of another origin could not open the chat WebSocket"),
+        "{stdout}"
+    );
 
     let png = std::fs::read(&screenshot).expect("the screenshot was saved");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");

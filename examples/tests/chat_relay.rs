@@ -1,19 +1,41 @@
 //! The `chat_relay` binary without a browser: two relays on free ports, B using A's embedded broker, and
 //! WebSocket clients (awc) on each. Messages and presence cross between the relays only through AMQP.
+//! Also what issue #16 found open: pages of other origins, an anonymous embedded broker, floods, too many
+//! sessions, invisible and look-alike names, and relays that vanished without a leave.
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use awc::error::WsProtocolError;
-use awc::ws::{Frame, Message};
+use awc::error::{WsClientError, WsProtocolError};
+use awc::http::StatusCode;
+use awc::ws::{CloseCode, CloseReason, Frame, Message};
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use nucleon::{ConnectionOptions, ContainerBuilder, ContainerHandle, SenderOptions};
 use serde_json::{json, Value};
 use support::{free_port, Running, READY_TIMEOUT};
 
 /// The longest any one expected frame may take.
 const WAIT: Duration = Duration::from_secs(20);
+
+/// A scratch folder, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("chat-relay-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).expect("a scratch folder");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A running relay and the addresses of its ready line.
 struct Relay {
@@ -21,6 +43,9 @@ struct Relay {
     process: Running,
     http: String,
     amqp: String,
+    /// The embedded broker's password file (which other relays use), if it has one.
+    password_file: Option<PathBuf>,
+    _scratch: Option<Scratch>,
 }
 
 impl Relay {
@@ -39,17 +64,69 @@ impl Relay {
             http: http.to_owned(),
             amqp: amqp.to_owned(),
             process,
+            password_file: None,
+            _scratch: None,
         }
+    }
+
+    /// A relay with its own broker on a free port, whose password it writes to a fresh file, with `args`.
+    fn embedded_with(args: &[&str]) -> Relay {
+        let scratch = Scratch::new();
+        let file = scratch.0.join("broker-password");
+        let file_arg = file.to_string_lossy().into_owned();
+        let mut all = vec![
+            "--amqp-listen",
+            "127.0.0.1:0",
+            "--broker-password-file",
+            &file_arg,
+        ];
+        all.extend_from_slice(args);
+        let mut relay = Relay::start(&all);
+        relay.password_file = Some(file);
+        relay._scratch = Some(scratch);
+        relay
     }
 
     /// A relay with its own broker on a free port.
     fn embedded() -> Relay {
-        Relay::start(&["--amqp-listen", "127.0.0.1:0"])
+        Relay::embedded_with(&[])
     }
 
-    /// A relay using the broker at `amqp`.
+    /// A relay using `other`'s embedded broker, with its password file, and `args`.
+    fn joining_with(other: &Relay, args: &[&str]) -> Relay {
+        let file = other.password_file().to_string_lossy().into_owned();
+        let mut all = vec!["--broker", &other.amqp, "--broker-password-file", &file];
+        all.extend_from_slice(args);
+        Relay::start(&all)
+    }
+
+    /// A relay using `other`'s embedded broker.
+    fn joining(other: &Relay) -> Relay {
+        Relay::joining_with(other, &[])
+    }
+
+    /// A relay using the (open) broker at `amqp`.
     fn using(amqp: &str) -> Relay {
         Relay::start(&["--broker", amqp])
+    }
+
+    fn password_file(&self) -> &Path {
+        self.password_file
+            .as_deref()
+            .expect("a relay with an embedded broker")
+    }
+
+    /// The embedded broker's password, as another relay reads it.
+    fn password(&self) -> String {
+        std::fs::read_to_string(self.password_file())
+            .expect("the password file was written")
+            .trim()
+            .to_owned()
+    }
+
+    /// This relay's HTTP origin, as its own page has it.
+    fn origin(&self) -> &str {
+        &self.http
     }
 }
 
@@ -62,16 +139,47 @@ struct Client {
 
 impl Client {
     async fn open(relay: &Relay) -> Client {
-        let (_, framed) = awc::Client::new()
-            .ws(format!("{}/ws", relay.http))
-            .connect()
+        Client::try_open(relay, None)
             .await
-            .expect("the WebSocket opens");
+            .expect("the WebSocket opens")
+    }
+
+    /// Opens a WebSocket as a page of `origin` would (`None`: no `Origin`, as a non-browser client).
+    async fn try_open(relay: &Relay, origin: Option<&str>) -> Result<Client, WsClientError> {
+        let mut request = awc::Client::new().ws(format!("{}/ws", relay.http));
+        if let Some(origin) = origin {
+            request = request.origin(origin);
+        }
+        let (_, framed) = request.connect().await?;
         let (tx, rx) = framed.split();
-        Client {
+        Ok(Client {
             rx: Box::pin(rx),
             tx: Box::pin(tx),
             seen: Vec::new(),
+        })
+    }
+
+    /// Reads frames until the relay closes the WebSocket, within `within`; returns the close reason.
+    async fn closed(&mut self, within: Duration) -> Option<CloseReason> {
+        let read = async {
+            loop {
+                match self.rx.next().await {
+                    Some(Ok(Frame::Text(bytes))) => {
+                        let v: Value = serde_json::from_slice(&bytes).expect("JSON frames");
+                        self.seen.push(v);
+                    }
+                    Some(Ok(Frame::Close(reason))) => return reason,
+                    Some(Ok(_)) => {}
+                    other => panic!("the WebSocket ended without a close frame: {other:?}"),
+                }
+            }
+        };
+        match actix_rt::time::timeout(within, read).await {
+            Ok(reason) => reason,
+            Err(_) => panic!(
+                "not closed within {within:?}; frames so far: {:?}",
+                self.seen
+            ),
         }
     }
 
@@ -126,6 +234,19 @@ impl Client {
         .await
     }
 
+    /// [`Client::until`] with a shorter bound than [`WAIT`].
+    async fn within(
+        &mut self,
+        bound: Duration,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
+        match actix_rt::time::timeout(bound, self.until(what, wanted)).await {
+            Ok(v) => v,
+            Err(_) => panic!("no {what} within {bound:?}; frames so far: {:?}", self.seen),
+        }
+    }
+
     async fn error(&mut self) -> String {
         let v = self.until("an error frame", |v| v["type"] == "error").await;
         v["error"].as_str().unwrap_or_default().to_owned()
@@ -139,7 +260,7 @@ fn run(test: impl std::future::Future<Output = ()>) {
 #[test]
 fn two_relays_are_one_chat_through_the_broker() {
     let a = Relay::embedded();
-    let b = Relay::using(&a.amqp);
+    let b = Relay::joining(&a);
     run(async {
         let mut ann = Client::open(&a).await;
         let mut bob = Client::open(&b).await;
@@ -201,7 +322,8 @@ fn two_relays_are_one_chat_through_the_broker() {
 
 #[test]
 fn invalid_input_gets_an_error_frame_and_the_session_goes_on() {
-    let a = Relay::embedded();
+    // Some twenty frames at once: over the default burst, whose test is another.
+    let a = Relay::embedded_with(&["--burst", "100"]);
     run(async {
         let mut c = Client::open(&a).await;
         c.send(json!({"type": "send", "text": "too early"})).await;
@@ -330,7 +452,8 @@ fn a_relay_reconnects_after_a_broker_restart() {
 
 #[test]
 fn a_browser_that_reads_nothing_is_disconnected_and_the_room_goes_on() {
-    let a = Relay::embedded();
+    // Thousands of messages one after the other: far over the default rate limit, which is not tested here.
+    let a = Relay::embedded_with(&["--rate", "1000000", "--burst", "1000000"]);
     run(async {
         let mut fast = Client::open(&a).await;
         let mut slow = Client::open(&a).await;
@@ -370,8 +493,8 @@ fn a_browser_that_reads_nothing_is_disconnected_and_the_room_goes_on() {
 
 #[test]
 fn the_members_of_a_relay_that_went_silent_expire() {
-    let a = Relay::start(&["--amqp-listen", "127.0.0.1:0", "--heartbeat-ms", "100"]);
-    let mut b = Relay::start(&["--broker", &a.amqp, "--heartbeat-ms", "100"]);
+    let a = Relay::embedded_with(&["--heartbeat-ms", "100"]);
+    let mut b = Relay::joining_with(&a, &["--heartbeat-ms", "100"]);
     run(async {
         let mut ann = Client::open(&a).await;
         let mut bob = Client::open(&b).await;
@@ -398,6 +521,12 @@ fn bad_arguments_exit_2_with_a_message() {
         ],
         &["--frobnicate"],
         &["--heartbeat-ms", "0"],
+        &["--allow-origin", "evil.example"],
+        &["--allow-origin", "https://evil.example/path"],
+        &["--max-sessions", "0"],
+        &["--rate", "0"],
+        &["--broker-user", "u"],
+        &["--broker-password-file", "/nonexistent/folder/file"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat_relay"))
             .args(args)
@@ -407,4 +536,351 @@ fn bad_arguments_exit_2_with_a_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("error"), "{args:?}: {err}");
     }
+}
+
+/// True if `seen` holds a frame that mentions `name` (as a member, a message's author, or a system line).
+fn mentions(seen: &[Value], name: &str) -> bool {
+    seen.iter().any(|v| {
+        v["name"] == name
+            || v["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|n| n == name))
+            || v["text"].as_str().is_some_and(|t| t.contains(name))
+    })
+}
+
+/// Sends a marker from `c` and waits for it to come back: every event sent to the room before it has been
+/// delivered by then (one topic, one order).
+async fn round_trip(c: &mut Client, marker: &str) {
+    c.send(json!({"type": "send", "text": marker})).await;
+    let name = c
+        .seen
+        .iter()
+        .find(|v| v["type"] == "joined")
+        .and_then(|v| v["name"].as_str())
+        .expect("joined")
+        .to_owned();
+    c.message(&name, marker).await;
+}
+
+#[test]
+fn a_page_of_another_origin_gets_403_and_joins_nothing() {
+    let a = Relay::embedded();
+    let open = Relay::embedded_with(&["--allow-origin", "http://evil.example"]);
+    run(async {
+        // Its own page's origin, and no Origin at all (not a browser), are let in.
+        let mut ann = Client::try_open(&a, Some(a.origin()))
+            .await
+            .expect("the relay's own origin may open the WebSocket");
+        ann.join("ann", "r1").await;
+        let mut tool = Client::try_open(&a, None)
+            .await
+            .expect("a client without Origin may open the WebSocket");
+        tool.join("tool", "r1").await;
+        ann.members(&["ann", "tool"]).await;
+
+        for origin in [
+            "http://evil.example",
+            // Same host, another port: another origin.
+            &format!("http://127.0.0.1:{}", free_port()),
+            // Same host and port, another scheme.
+            &a.origin().replace("http://", "https://"),
+            "null",
+        ] {
+            match Client::try_open(&a, Some(origin)).await {
+                Err(WsClientError::InvalidResponseStatus(status)) => {
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
+                }
+                Err(e) => panic!("{origin}: expected 403, got {e}"),
+                Ok(mut c) => {
+                    c.send(json!({"type": "join", "name": "mallory", "room": "r1"}))
+                        .await;
+                    panic!("{origin}: the WebSocket opened");
+                }
+            }
+        }
+        round_trip(&mut ann, "after the forged origins").await;
+        assert!(!mentions(&ann.seen, "mallory"), "{:?}", ann.seen);
+        let last = ann.seen.iter().rev().find(|v| v["type"] == "members");
+        assert_eq!(last.map(|v| &v["members"]), Some(&json!(["ann", "tool"])));
+
+        // Listed with --allow-origin, that origin may.
+        let mut eve = Client::try_open(&open, Some("http://evil.example"))
+            .await
+            .expect("an --allow-origin origin may open the WebSocket");
+        eve.join("eve", "r2").await;
+        assert!(Client::try_open(&open, Some("http://other.example"))
+            .await
+            .is_err());
+    });
+}
+
+#[test]
+fn a_flooding_session_gets_errors_then_is_closed_and_the_room_goes_on() {
+    let a = Relay::embedded();
+    run(async {
+        let mut ann = Client::open(&a).await;
+        let mut flood = Client::open(&a).await;
+        ann.join("ann", "r1").await;
+        flood.join("flood", "r1").await;
+        ann.members(&["ann", "flood"]).await;
+        // Far more than the burst (10) and the refusals (20) allow, faster than the rate (5 a second).
+        for n in 0..200 {
+            if flood
+                .tx
+                .send(Message::Text(
+                    json!({"type": "send", "text": format!("spam {n}")})
+                        .to_string()
+                        .into(),
+                ))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let reason = flood.closed(WAIT).await.expect("a close reason");
+        assert_eq!(reason.code, CloseCode::Policy, "{reason:?}");
+        let refused = flood
+            .seen
+            .iter()
+            .filter(|v| {
+                v["type"] == "error" && v["error"].as_str().is_some_and(|e| e.contains("too many"))
+            })
+            .count();
+        assert!(refused >= 10, "{refused} refusals: {:?}", flood.seen);
+        let passed = flood
+            .seen
+            .iter()
+            .filter(|v| v["type"] == "message" && v["name"] == "flood")
+            .count();
+        assert!(passed <= 12, "{passed} of the flood's messages went out");
+
+        // The room goes on without it.
+        ann.members(&["ann"]).await;
+        round_trip(&mut ann, "still here").await;
+        let spam = ann
+            .seen
+            .iter()
+            .filter(|v| v["type"] == "message" && v["name"] == "flood")
+            .count();
+        assert!(
+            spam <= 12,
+            "{spam} of the flood's messages reached the room"
+        );
+    });
+}
+
+#[test]
+fn sessions_over_max_sessions_get_503() {
+    let a = Relay::embedded_with(&["--max-sessions", "2"]);
+    run(async {
+        let mut one = Client::open(&a).await;
+        let two = Client::open(&a).await;
+        match Client::try_open(&a, None).await {
+            Err(WsClientError::InvalidResponseStatus(status)) => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            }
+            Err(e) => panic!("expected 503, got {e}"),
+            Ok(_) => panic!("a third session opened over --max-sessions 2"),
+        }
+        // A session that ends gives its place back.
+        drop(two);
+        let deadline = Instant::now() + WAIT;
+        let mut three = loop {
+            match Client::try_open(&a, None).await {
+                Ok(c) => break c,
+                Err(WsClientError::InvalidResponseStatus(StatusCode::SERVICE_UNAVAILABLE))
+                    if Instant::now() < deadline =>
+                {
+                    actix_rt::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("no place came back within {WAIT:?}: {e}"),
+            }
+        };
+        one.join("one", "r1").await;
+        three.join("three", "r1").await;
+        one.members(&["one", "three"]).await;
+    });
+}
+
+#[test]
+fn invisible_and_look_alike_names_are_refused() {
+    let a = Relay::embedded();
+    run(async {
+        let mut ann = Client::open(&a).await;
+        ann.join("Ann", "r1").await;
+        let mut c = Client::open(&a).await;
+        for (name, why) in [
+            ("bob\u{202E}nimda", "invisible"),     // right-to-left override
+            ("a\u{200D}nn", "invisible"),          // zero-width joiner
+            ("\u{2066}eve\u{2069}", "invisible"),  // left-to-right isolate
+            ("\u{200B}", "invisible"),             // zero-width space only
+            ("\u{FF21}\u{FF4E}\u{FF4E}", "taken"), // fullwidth "Ann"
+            ("\u{FF41}NN", "taken"),               // fullwidth "a", then "NN": "aNN"
+        ] {
+            c.send(json!({"type": "join", "name": name, "room": "r1"}))
+                .await;
+            let error = c.error().await;
+            assert!(error.contains(why), "{name:?}: {error}");
+        }
+        // A name is kept in its NFKC form: fullwidth letters and extra spaces become plain.
+        c.send(json!({"type": "join", "name": "  \u{FF22}ob   Smith ", "room": "r1"}))
+            .await;
+        let joined = c.until("joined", |v| v["type"] == "joined").await;
+        assert_eq!(joined["name"], "Bob Smith");
+        ann.members(&["Ann", "Bob Smith"]).await;
+    });
+}
+
+/// A nucleon client container inside the test's actix System.
+fn client_container() -> ContainerHandle {
+    ContainerBuilder::default()
+        .id(format!("chat-test-{}", uuid::Uuid::new_v4()))
+        .threads(1)
+        .auto_stop(false)
+        .start()
+}
+
+/// An event as a relay sends it.
+fn event(json: Value) -> nucleon::Message {
+    nucleon::Message::with_body(json.to_string())
+}
+
+#[test]
+fn the_embedded_broker_refuses_anonymous_clients_and_forged_names() {
+    let a = Relay::embedded();
+    run(async {
+        let mut ann = Client::open(&a).await;
+        ann.join("ann", "r1").await;
+        ann.members(&["ann"]).await;
+        let container = client_container();
+        let url = format!("{}/chat/r1", a.amqp);
+        let attempts = [
+            ("ANONYMOUS", ConnectionOptions::default()),
+            (
+                "no SASL at all",
+                ConnectionOptions {
+                    sasl_disabled: true,
+                    ..ConnectionOptions::default()
+                },
+            ),
+            (
+                "a wrong password",
+                ConnectionOptions {
+                    user: Some("chat_relay".into()),
+                    password: Some("guess".into()),
+                    ..ConnectionOptions::default()
+                },
+            ),
+        ];
+        for (how, options) in attempts {
+            let opened = actix_rt::time::timeout(
+                WAIT,
+                container.open_sender_with(&url, options, SenderOptions::default()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{how}: no answer within {WAIT:?}"));
+            match opened {
+                Err(e) => eprintln!("{how}: refused: {e}"),
+                Ok(sender) => {
+                    let _ = sender
+                        .send(event(
+                            json!({"kind": "message", "relay": "forger", "id": "f",
+                            "name": "mallory", "text": "forged", "ts": 1}),
+                        ))
+                        .await;
+                    panic!("{how}: the embedded broker took a sender");
+                }
+            }
+        }
+
+        // With the password (a relay's credential), events do get in: names are checked as from a browser.
+        let sender = container
+            .open_sender_with(
+                &url,
+                ConnectionOptions {
+                    user: Some("chat_relay".into()),
+                    password: Some(a.password()),
+                    ..ConnectionOptions::default()
+                },
+                SenderOptions::default(),
+            )
+            .await
+            .expect("the relays' credential opens a sender");
+        for name in [
+            "mal\u{202E}lory",
+            "\u{FF4D}allory",
+            " mallory",
+            "mal\u{200D}lory",
+        ] {
+            let forged = json!({"kind": "message", "relay": "forger", "id": "f", "name": name,
+                "text": "forged", "ts": 1});
+            sender.send(event(forged)).await.expect("sent");
+            let join = json!({"kind": "join", "relay": "forger", "name": name, "members": [name]});
+            sender.send(event(join)).await.expect("sent");
+        }
+        let fine = json!({"kind": "message", "relay": "forger", "id": "g", "name": "trent",
+            "text": "from a relay", "ts": 1});
+        sender.send(event(fine)).await.expect("sent");
+        ann.message("trent", "from a relay").await;
+        assert!(
+            ann.seen
+                .iter()
+                .all(|v| v["text"] != "forged"
+                    && v["members"].as_array().is_none_or(|m| m.len() <= 1)),
+            "an event with a bad name got through: {:?}",
+            ann.seen
+        );
+        let _ = sender.close();
+        container.stop();
+    });
+}
+
+/// Sends SIGTERM to `process`.
+fn sigterm(process: &Running) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &process.id().to_string()])
+        .status()
+        .expect("runs kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+#[test]
+fn a_relay_stopped_by_sigterm_tells_the_others_its_users_left() {
+    // Heartbeats every 5 s (the default): a silent relay's users would stay 15 s.
+    let a = Relay::embedded();
+    let b = Relay::joining(&a);
+    run(async {
+        let mut ann = Client::open(&a).await;
+        let mut bob = Client::open(&b).await;
+        let mut bea = Client::open(&b).await;
+        ann.join("ann", "r1").await;
+        bob.join("bob", "r1").await;
+        bea.join("bea", "r1").await;
+        ann.members(&["ann", "bea", "bob"]).await;
+
+        let sent = Instant::now();
+        sigterm(&b.process);
+        let bound = Duration::from_secs(4);
+        ann.within(bound, "members [ann]", |v| {
+            v["type"] == "members" && v["members"] == json!(["ann"])
+        })
+        .await;
+        eprintln!("A dropped B's users {:?} after SIGTERM", sent.elapsed());
+        for name in ["bob left", "bea left"] {
+            assert!(
+                ann.seen
+                    .iter()
+                    .any(|v| v["type"] == "system" && v["text"] == name),
+                "no {name:?}: {:?}",
+                ann.seen
+            );
+        }
+        let reason = bob.closed(bound).await.expect("a close reason");
+        assert_eq!(reason.code, CloseCode::Away, "{reason:?}");
+    });
+    let (status, _, stderr) = b.process.finish(Duration::from_secs(10));
+    assert!(status.success(), "B exited with {status}: {stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
 }

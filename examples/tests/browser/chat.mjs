@@ -1,8 +1,10 @@
-// Drives two headless Chromium pages, one per chat_relay, through one room:
+// Drives two headless Chromium pages, one per chat_relay, through one room, and a third page from another
+// origin (a tiny HTTP server on another port, started here) that tries to open relay A's chat WebSocket:
 //   node chat.mjs <urlA> <urlB> <screenshot-path>
 // Exits 0 when every check passes; non-zero, with the reason on stderr, otherwise. Run by
 // examples/tests/chat_browser.rs, which starts the relays.
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -145,6 +147,46 @@ try {
     check(result.html.startsWith("&lt;script&gt;"), `${label}: the markup is shown as text`);
     if (page === b) check(result.scripts === scriptsBefore, "B: the document's script count is unchanged");
   }
+
+  // A page of another origin (same host, another port) tries relay A's WebSocket and, were it let in, joins
+  // the room as Mallory. The relay answers 403 to the upgrade: the socket never opens.
+  const wsA = `${urlA.replace(/^http/, "ws")}/ws`;
+  const evilPage = `<!doctype html><meta charset="utf-8"><title>another site</title><script>
+window.__ws = "pending";
+const ws = new WebSocket(${JSON.stringify(wsA)});
+ws.onopen = () => {
+  window.__ws = "open";
+  ws.send(JSON.stringify({ type: "join", name: "Mallory", room: ${JSON.stringify(room)} }));
+  ws.send(JSON.stringify({ type: "send", text: "from another site" }));
+};
+ws.onclose = (e) => {
+  window.__closeCode = e.code;
+  if (window.__ws === "pending") window.__ws = "refused";
+};
+</script>`;
+  const evil = createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(evilPage);
+  });
+  await new Promise((resolve) => evil.listen(0, "127.0.0.1", resolve));
+  try {
+    const evilUrl = `http://127.0.0.1:${evil.address().port}/`;
+    check(new URL(evilUrl).origin !== new URL(urlA).origin, "the third page has another origin");
+    const e = await context.newPage();
+    await e.goto(evilUrl);
+    await e.waitForFunction(() => window.__ws !== "pending");
+    const outcome = await e.evaluate(() => ({ state: window.__ws, code: window.__closeCode }));
+    check(outcome.state === "refused", `a page of another origin could not open the chat WebSocket (${JSON.stringify(outcome)})`);
+    await e.close();
+  } finally {
+    evil.close();
+  }
+  // Everything sent to the room before this message has reached A by the time it shows there.
+  await say(b, "Nobody else got in.");
+  await sees(a, "Grace", "Nobody else got in.", "A");
+  await members(a, ["Ada", "Grace"], "A still");
+  const leaked = await a.evaluate(() => document.body.textContent.includes("Mallory"));
+  check(!leaked, "A shows no Mallory: no join happened");
 
   await say(b, "Both relays share one room over AMQP topics.");
   await sees(a, "Grace", "Both relays share one room over AMQP topics.", "A");

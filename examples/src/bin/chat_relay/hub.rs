@@ -13,7 +13,7 @@ use nucleon::WorkQueue;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::relay::Relay;
-use crate::wire::{LinkState, ToBrowser, Wire};
+use crate::wire::{name_key, LinkState, ToBrowser, Wire};
 
 /// A relay not heard from in this many heartbeats is gone, with its members.
 pub const MISSED_HEARTBEATS: u32 = 3;
@@ -30,7 +30,7 @@ pub struct Connect {
     /// Where its frames go.
     pub outbox: Outbox,
     /// Fired, with the reason, to make the session close.
-    pub kick: oneshot::Sender<String>,
+    pub kick: oneshot::Sender<Kick>,
 }
 
 /// A session asks to join `room` as `name` (both checked already). Answers an error to show, or `Ok`.
@@ -44,6 +44,12 @@ pub struct Join {
     /// The name.
     pub name: String,
 }
+
+/// The relay is stopping: tell every room that its local members left, close every session, and refuse
+/// new ones. Answers once the leaves are queued on the AMQP connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
 
 /// A session closed.
 #[derive(Message)]
@@ -71,10 +77,19 @@ pub struct Linked(pub String);
 #[rtype(result = "()")]
 pub struct StatusChanged(pub LinkState);
 
+/// Why the hub closes a session.
+#[derive(Debug)]
+pub enum Kick {
+    /// Its outgoing buffer is full: the browser does not read.
+    TooSlow,
+    /// The relay is stopping.
+    Stopping,
+}
+
 /// A local session.
 struct Session {
     outbox: Outbox,
-    kick: Option<oneshot::Sender<String>>,
+    kick: Option<oneshot::Sender<Kick>>,
     /// `(room, name)` once joined.
     joined: Option<(String, String)>,
 }
@@ -109,8 +124,10 @@ impl Room {
         all.into_iter().cloned().collect()
     }
 
+    /// True if somebody here has `name`, compared as [`name_key`]s (case ignored, after NFKC).
     fn has(&self, name: &str) -> bool {
-        let same = |n: &String| n.to_lowercase() == name.to_lowercase();
+        let key = name_key(name);
+        let same = |n: &String| name_key(n) == key;
         self.local.values().any(same) || self.remote.values().any(|r| r.members.iter().any(same))
     }
 }
@@ -125,6 +142,8 @@ pub struct Hub {
     rooms: HashMap<String, Room>,
     /// Sessions to remove: their buffer was full or closed.
     dropped: Vec<u64>,
+    /// [`Shutdown`] came: no session may join any more.
+    stopping: bool,
 }
 
 impl Hub {
@@ -139,6 +158,7 @@ impl Hub {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             dropped: Vec::new(),
+            stopping: false,
         }
     }
 
@@ -175,10 +195,9 @@ impl Hub {
         match session.outbox.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                let reason = "too slow: its outgoing buffer is full".to_owned();
-                log::warn!("session {id}: disconnected, {reason}");
+                log::warn!("session {id}: disconnected, too slow: its outgoing buffer is full");
                 if let Some(kick) = session.kick.take() {
-                    let _ = kick.send(reason);
+                    let _ = kick.send(Kick::TooSlow);
                 }
                 self.dropped.push(id);
             }
@@ -313,6 +332,10 @@ impl Handler<Connect> for Hub {
     type Result = MessageResult<Connect>;
 
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> MessageResult<Connect> {
+        if self.stopping {
+            let _ = msg.kick.send(Kick::Stopping);
+            return MessageResult(self.state);
+        }
         self.sessions.insert(
             msg.id,
             Session {
@@ -330,6 +353,9 @@ impl Handler<Join> for Hub {
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Result<(), String> {
         let Join { id, room, name } = msg;
+        if self.stopping {
+            return Err("the relay is stopping".to_owned());
+        }
         let Some(session) = self.sessions.get_mut(&id) else {
             return Err("the session is closed".to_owned());
         };
@@ -377,6 +403,35 @@ impl Handler<Join> for Hub {
         );
         self.broadcast_members(&room);
         Ok(())
+    }
+}
+
+impl Handler<Shutdown> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        self.stopping = true;
+        // One leave per local member, as if each had closed its page, so that every other relay drops
+        // them at once (and shows who left) instead of waiting for this relay's heartbeats to stop.
+        for (room, r) in std::mem::take(&mut self.rooms) {
+            let mut members: Vec<String> = r.local_names();
+            while let Some(name) = members.pop() {
+                self.publish(
+                    &room,
+                    Wire::Leave {
+                        relay: self.relay_id.clone(),
+                        name,
+                        members: members.clone(),
+                    },
+                );
+            }
+        }
+        for (id, mut session) in self.sessions.drain() {
+            if let Some(kick) = session.kick.take() {
+                log::debug!("session {id}: closed, the relay is stopping");
+                let _ = kick.send(Kick::Stopping);
+            }
+        }
     }
 }
 

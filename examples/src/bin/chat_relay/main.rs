@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! chat_relay [--listen HOST:PORT] [--amqp-listen HOST:PORT | --broker URL] [--heartbeat-ms N]
+//!            [--broker-user NAME] [--broker-password-file FILE] [--allow-origin ORIGIN ...]
+//!            [--max-sessions N] [--rate N] [--burst N]
 //! ```
 //!
 //! An actix-web server (default `127.0.0.1:8080`) serves a one-page chat (HTML, CSS and JavaScript embedded
@@ -11,7 +13,32 @@
 //! AMQP 1.0 broker that fans a topic out. Relays sharing a broker form one chat. Once it serves, it prints
 //! one line, `chat_relay ready: http://HOST:PORT amqp://HOST:PORT` (the HTTP address it is bound to and
 //! the broker it uses). Exit status 1 when it cannot listen, 2 on a bad argument. Logs go to stderr
-//! (`RUST_LOG`, default `info`).
+//! (`RUST_LOG`, default `info`). On SIGTERM or SIGINT it sends a `leave` for each of its users (so other
+//! relays drop them at once), waits up to 2 s for the broker to have taken them, closes every WebSocket
+//! (code 1001, going away) and exits 0.
+//!
+//! # Who may connect
+//!
+//! * **Web pages.** A WebSocket upgrade whose `Origin` is neither the relay's own page (the scheme and
+//!   `Host` of the request) nor one given with `--allow-origin` (repeatable, exact origins such as
+//!   `https://chat.example.com`) is refused with HTTP 403 before the upgrade, logged at info: another web
+//!   site cannot join a room from its visitors' browsers. A request without `Origin` is let in: every
+//!   browser sends it on a WebSocket handshake, so it is a non-browser client, which could send any
+//!   `Origin` it liked anyway. Behind a TLS-terminating proxy, list the public `https://` origin (or have
+//!   the proxy send `X-Forwarded-Proto`).
+//! * **Sessions.** At most `--max-sessions` WebSockets at once (default 1000); one more gets HTTP 503.
+//!   Each may send frames of at most 16 KiB, at most `--rate` a second (default 5) with bursts of
+//!   `--burst` (default 10); an over-limit frame is dropped with an `error` frame, and a session that
+//!   sends 20 of those without slowing down (one more is allowed each second) is closed (1008).
+//! * **Relays, on the embedded broker.** It requires SASL SCRAM-SHA-256 as user `chat_relay` (or
+//!   `--broker-user`) and refuses ANONYMOUS and clients that skip SASL; PLAIN is not offered (the listener
+//!   is plain TCP). The password is 32 random bytes made at start and kept in memory, never printed or
+//!   logged. To let other relays in, give `--broker-password-file FILE`: the file's first line is the
+//!   password, and if there is no such file a random password is written to it, created with mode 0600.
+//!   Another relay then joins with `--broker URL --broker-password-file FILE` (the same file, or a copy).
+//!   SCRAM never sends the password, so plain TCP does not expose it. A password file readable by group or
+//!   others is refused. With `--broker` and no password file the relay logs in as ANONYMOUS, for an open
+//!   broker (such as the `broker` example without users).
 //!
 //! # Threads
 //!
@@ -43,7 +70,8 @@
 //!   (re)attaches, which every other relay answers. A relay not heard from for three of its own heartbeats
 //!   is dropped with its members (relays sharing a room should use the same heartbeat).
 //!
-//! Events from the broker are checked like browser input; a malformed one is logged and ignored. A relay
+//! Events from the broker are checked like browser input (names included, under the same rules); a
+//! malformed one is logged and ignored. A relay
 //! ignores presence events stamped with its own id.
 //!
 //! # Browser protocol
@@ -51,16 +79,25 @@
 //! JSON text frames tagged by `type`. From the browser: `{"type":"join","name","room"}` (once) and
 //! `{"type":"send","text"}`. To the browser: `status` (`connecting`, `connected`, `reconnecting`),
 //! `joined`, `members`, `message`, `system` and `error` (a refused frame: the session stays open). A name
-//! is 1-32 characters, a room 1-32 of `A-Z a-z 0-9 _ -`, a message at most 2000 characters; none may hold
-//! control characters. A name already present in the room (ignoring case) is refused.
+//! is NFKC-normalized (fullwidth letters, ligatures and other compatibility forms become the plain ones),
+//! trimmed, its runs of spaces made one, and is then 1-32 characters with no control (Cc), format (Cf:
+//! bidi overrides and isolates, zero-width spaces and joiners, the BOM), private-use, unassigned or
+//! separator character other than U+0020, and none of the few letters that render as nothing (Hangul
+//! fillers, the Braille blank); otherwise it is refused with an `error` frame. A name already present in
+//! the room (ignoring case, after NFKC) is refused. A room is 1-32 of `A-Z a-z 0-9 _ -`, a message at most
+//! 2000 characters without control characters. Names in events from the broker must already be in that
+//! normalized form, or the event is ignored.
 
+mod access;
 mod hub;
 mod relay;
 mod session;
 mod wire;
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::AsyncContext;
@@ -68,11 +105,19 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use clap::Parser;
 use nucleon::broker::{Broker, BrokerOptions};
+use nucleon::protocol::engine::{
+    Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
+};
 use nucleon::{ConnectionOptions, ContainerBuilder, ListenOptions, ReconnectOptions};
 use nucleon_examples::{parse_url, TlsArgs};
 
-use crate::hub::Hub;
+use crate::access::{check_origin, parse_origin, DEFAULT_BROKER_USER};
+use crate::hub::{Hub, Shutdown};
 use crate::relay::Relay;
+use crate::session::{Limits, Slots};
+
+/// How long a stopping relay waits for the broker to take its last leaves.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 const INDEX_HTML: &str = include_str!("../../../static/chat/index.html");
 const CHAT_CSS: &str = include_str!("../../../static/chat/chat.css");
@@ -100,6 +145,38 @@ struct Args {
     /// Milliseconds between presence heartbeats; a relay silent for three is dropped.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     heartbeat_ms: u64,
+    /// The user to log in as on the broker (SCRAM); needs --broker-password-file.
+    #[arg(long, value_name = "NAME", requires = "broker_password_file")]
+    broker_user: Option<String>,
+    /// The broker password is this file's first line (mode 0600). With the embedded broker, a missing file
+    /// is created with a new random password, for other relays to use.
+    #[arg(long, value_name = "FILE")]
+    broker_password_file: Option<PathBuf>,
+    /// Also accept WebSockets from pages of this origin (`https://HOST[:PORT]`; repeatable).
+    #[arg(long, value_name = "ORIGIN", value_parser = parse_origin)]
+    allow_origin: Vec<String>,
+    /// The most browser sessions at once; one more is refused (HTTP 503).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
+    /// Frames a browser session may send a second, on average.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    rate: u32,
+    /// Frames a browser session may send at once, after a quiet while.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    burst: u32,
+}
+
+/// The embedded broker's authenticator: SCRAM-SHA-256 for `user` only, no PLAIN, no ANONYMOUS.
+fn relay_authenticator(user: &str, password: &str) -> Result<Arc<dyn Authenticator>, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no random salt: {e}"))?;
+    let credential =
+        ScramCredential::derive(ScramHash::Sha256, password, &salt, SCRAM_DEFAULT_ITERATIONS);
+    Ok(Arc::new(
+        ScramAuthenticator::new([(user.to_owned(), credential)])
+            .allow_plain(false)
+            .allow_anonymous(false),
+    ))
 }
 
 /// `HOST:PORT`, for clap.
@@ -126,6 +203,24 @@ async fn main() -> ExitCode {
         .threads(1)
         .auto_stop(false)
         .start();
+    let user = args
+        .broker_user
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BROKER_USER.to_owned());
+    let password = match (&args.broker, &args.broker_password_file) {
+        (Some(_), None) => Ok(None),
+        (Some(_), Some(file)) => access::read_password(file).map(Some),
+        (None, Some(file)) => access::read_or_create_password(file).map(Some),
+        (None, None) => access::random_password().map(Some),
+    };
+    let password = match password {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chat_relay: error: {e}");
+            container.stop();
+            return ExitCode::from(2);
+        }
+    };
     let broker_url = match &args.broker {
         Some(url) => url.clone(),
         None => {
@@ -133,10 +228,32 @@ async fn main() -> ExitCode {
                 topic_prefixes: vec!["chat/".into()],
                 ..BrokerOptions::default()
             });
-            match broker.listen(&container, &args.amqp_listen, ListenOptions::default()) {
+            let authenticator =
+                match relay_authenticator(&user, password.as_deref().unwrap_or_default()) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("chat_relay: {e}");
+                        container.stop();
+                        return ExitCode::from(1);
+                    }
+                };
+            let listen = ListenOptions {
+                authenticator: Some(authenticator),
+                allow_skip_sasl: false,
+                ..ListenOptions::default()
+            };
+            log::info!(
+                "the embedded broker requires SASL SCRAM-SHA-256 as {user:?} ({})",
+                match &args.broker_password_file {
+                    Some(file) => format!("password in {}", file.display()),
+                    None => "a random password only this relay knows".to_owned(),
+                }
+            );
+            match broker.listen(&container, &args.amqp_listen, listen) {
                 Ok(listener) => format!("amqp://{}", listener.local_addr()),
                 Err(e) => {
                     eprintln!("chat_relay: cannot listen on {}: {e}", args.amqp_listen);
+                    container.stop();
                     return ExitCode::from(1);
                 }
             }
@@ -151,6 +268,8 @@ async fn main() -> ExitCode {
             max_delay: Duration::from_secs(2),
             ..ReconnectOptions::default()
         }),
+        user: password.is_some().then(|| user.clone()),
+        password,
         ..tls_options
     };
     let connection =
@@ -158,6 +277,7 @@ async fn main() -> ExitCode {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("chat_relay: cannot connect to {broker_url}: {e}");
+                container.stop();
                 return ExitCode::from(1);
             }
         };
@@ -168,13 +288,22 @@ async fn main() -> ExitCode {
     ));
     let cx = session::Context {
         relay_id,
-        hub,
+        hub: hub.clone(),
         work: connection.work_queue(),
+        limits: Limits {
+            rate: args.rate,
+            burst: args.burst,
+        },
+    };
+    let gate = Gate {
+        allowed_origins: args.allow_origin.clone(),
+        slots: Slots::new(usize::try_from(args.max_sessions).unwrap_or(usize::MAX)),
     };
 
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(cx.clone()))
+            .app_data(web::Data::new(gate.clone()))
             .route("/", web::get().to(|| page("text/html", INDEX_HTML)))
             .route("/chat.css", web::get().to(|| page("text/css", CHAT_CSS)))
             .route(
@@ -185,6 +314,8 @@ async fn main() -> ExitCode {
     })
     .workers(2)
     .shutdown_timeout(1)
+    // SIGTERM and SIGINT are ours (see `watch_signals`): the rooms hear this relay's leaves first.
+    .disable_signals()
     .bind(&args.listen);
     let server = match server {
         Ok(s) => s,
@@ -199,6 +330,7 @@ async fn main() -> ExitCode {
         .first()
         .map_or_else(|| args.listen.clone(), ToString::to_string);
     let running = server.run();
+    watch_signals(running.handle(), hub, connection.work_queue());
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "chat_relay ready: http://{http} {broker_url}");
@@ -229,13 +361,91 @@ async fn page(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-/// Upgrades to a WebSocket and runs the session on this worker.
+/// What a WebSocket upgrade must pass.
+#[derive(Clone)]
+struct Gate {
+    /// `--allow-origin`, lowercased.
+    allowed_origins: Vec<String>,
+    /// `--max-sessions`.
+    slots: Slots,
+}
+
+/// Upgrades to a WebSocket and runs the session on this worker: 403 for a page of another origin, 503 over
+/// `--max-sessions`, both before the upgrade.
 async fn websocket(
     req: HttpRequest,
     body: web::Payload,
     cx: web::Data<session::Context>,
+    gate: web::Data<Gate>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "?".to_owned(), |a| a.to_string());
+    if let Err(why) = check_origin(&req, &gate.allowed_origins) {
+        log::info!("refused a WebSocket from {peer}: {why}");
+        return Ok(HttpResponse::Forbidden().body("this page's origin may not use this chat\n"));
+    }
+    let Some(slot) = gate.slots.take() else {
+        log::warn!("refused a WebSocket from {peer}: --max-sessions sessions are open already");
+        return Ok(HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "10"))
+            .body("too many sessions\n"));
+    };
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
-    actix_web::rt::spawn(session::run(cx.get_ref().clone(), ws, stream));
+    actix_web::rt::spawn(session::run(cx.get_ref().clone(), ws, stream, slot));
     Ok(response)
+}
+
+/// On SIGTERM or SIGINT: the hub sends a leave for every local member and closes every session, the AMQP
+/// connection sends them and closes its links (waiting up to [`DRAIN_TIMEOUT`] for the broker's answers),
+/// then the web server stops and `main` returns. The handlers are in place when this returns, before the
+/// ready line.
+fn watch_signals(
+    server: actix_web::dev::ServerHandle,
+    hub: actix::Addr<Hub>,
+    work: nucleon::WorkQueue<Relay>,
+) {
+    let stop = move |signal: &'static str| async move {
+        log::info!("{signal}: stopping, sending the rooms this relay's leaves");
+        if let Err(e) = hub.send(Shutdown).await {
+            log::error!("the hub is gone: {e}");
+        }
+        let (done, drained) = tokio::sync::oneshot::channel();
+        match work.add(move |relay, connection| relay.drain(connection, done)) {
+            Ok(()) => {
+                if actix_rt::time::timeout(DRAIN_TIMEOUT, drained)
+                    .await
+                    .is_err()
+                {
+                    log::warn!("the broker did not take the last events within {DRAIN_TIMEOUT:?}");
+                }
+            }
+            Err(e) => log::warn!("cannot reach the broker connection: {e}"),
+        }
+        server.stop(true).await;
+    };
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        let streams = signal(SignalKind::terminate())
+            .and_then(|term| signal(SignalKind::interrupt()).map(|int| (term, int)));
+        match streams {
+            Ok((mut term, mut int)) => {
+                actix_rt::spawn(async move {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    };
+                    stop(name).await;
+                });
+            }
+            Err(e) => log::warn!("cannot watch SIGTERM and SIGINT: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    actix_rt::spawn(async move {
+        if actix_rt::signal::ctrl_c().await.is_ok() {
+            stop("Ctrl-C").await;
+        }
+    });
 }

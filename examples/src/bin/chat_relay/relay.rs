@@ -5,7 +5,7 @@
 //! ([`RoomCommand`]s from the hub, and each browser session's messages). What it receives goes to the hub as
 //! actix messages.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use actix::Addr;
 use nucleon::broker::TOPIC;
@@ -15,6 +15,8 @@ use nucleon::{
     Body, Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverId, ReceiverOptions,
     Sender, SenderId, SenderOptions, Value,
 };
+
+use tokio::sync::oneshot;
 
 use crate::hub::{FromBroker, Hub, Linked, StatusChanged};
 use crate::wire::{LinkState, Wire};
@@ -65,6 +67,10 @@ pub struct Relay {
     rooms: HashMap<String, Room>,
     /// The connection is open (links may be opened now; after a reconnect the runtime re-attaches the rest).
     open: bool,
+    /// Senders we closed whose close the broker has not answered yet.
+    closing: HashSet<SenderId>,
+    /// Fired once every room's events are out and the broker has answered the close of every sender.
+    drained: Option<oneshot::Sender<()>>,
 }
 
 impl Relay {
@@ -74,6 +80,35 @@ impl Relay {
             hub,
             rooms: HashMap::new(),
             open: false,
+            closing: HashSet::new(),
+            drained: None,
+        }
+    }
+
+    /// The relay is stopping: send what every room has pending (the hub's last leaves), close every room,
+    /// and fire `done` once the broker has answered the close of every sender. The broker handles a link's
+    /// frames in order, so by then it has taken every event sent before. Fires at once when the connection
+    /// is down (nothing can go out).
+    pub fn drain(&mut self, connection: &mut Connection<'_>, done: oneshot::Sender<()>) {
+        self.drained = Some(done);
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            if let Some(entry) = self.rooms.get_mut(&room) {
+                entry.closing = true;
+            }
+            self.flush(connection, &room);
+        }
+        self.check_drained();
+    }
+
+    fn check_drained(&mut self) {
+        if self.drained.is_some()
+            && self.closing.is_empty()
+            && (self.rooms.is_empty() || !self.open)
+        {
+            if let Some(done) = self.drained.take() {
+                let _ = done.send(());
+            }
         }
     }
 
@@ -134,6 +169,9 @@ impl Relay {
             self.rooms.remove(room);
             if let Some(mut s) = sender.and_then(|id| connection.sender(id)) {
                 s.close();
+                if self.open {
+                    self.closing.insert(s.id());
+                }
             }
             if let Some(mut r) = receiver.and_then(|id| connection.receiver(id)) {
                 r.close();
@@ -216,12 +254,19 @@ impl MessagingHandler for Relay {
         }
         self.hub.do_send(Linked(room.clone()));
         self.flush(&mut receiver.connection(), &room);
+        self.check_drained();
     }
 
     fn on_sendable(&mut self, sender: &mut Sender<'_>) {
         if let Some(room) = self.room_of_sender(sender.id()) {
             self.flush(&mut sender.connection(), &room);
+            self.check_drained();
         }
+    }
+
+    fn on_sender_close(&mut self, sender: &mut Sender<'_>) {
+        self.closing.remove(&sender.id());
+        self.check_drained();
     }
 
     fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
@@ -251,6 +296,8 @@ impl MessagingHandler for Relay {
 
     fn on_transport_close(&mut self, _connection: &mut Connection<'_>) {
         self.open = false;
+        self.closing.clear();
+        self.check_drained();
         for entry in self.rooms.values_mut() {
             entry.receiving = false;
         }

@@ -2,6 +2,8 @@
 //! its browsers, and the checks every user-supplied string passes before it goes anywhere.
 
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// The longest name, in characters.
 pub const MAX_NAME: usize = 32;
@@ -166,19 +168,76 @@ pub enum FromBrowser {
     },
 }
 
-/// A name: 1 to 32 characters after trimming, no control characters. Returns the trimmed name.
-pub fn check_name(name: &str) -> Result<&str, String> {
-    let name = name.trim();
-    if name.is_empty() {
+/// A name as the relay keeps it: NFKC-normalized (so that fullwidth letters, ligatures and other
+/// compatibility spellings become the plain ones), trimmed, runs of spaces made one, 1 to 32 characters, and
+/// nothing invisible or misleading in it: no control (Cc), format (Cf: bidi overrides and isolates, zero-width
+/// spaces and joiners, the BOM), private-use (Co), unassigned (Cn), line or paragraph separator, no space but
+/// U+0020, and none of the letters and marks that render as nothing (see [`is_invisible`]).
+pub fn normalize_name(name: &str) -> Result<String, String> {
+    let normalized: String = name.nfkc().collect();
+    let mut out = String::with_capacity(normalized.len());
+    for word in normalized.split(' ').filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    if out.is_empty() {
         return Err("the name is empty".to_owned());
     }
-    if name.chars().count() > MAX_NAME {
+    if out.chars().count() > MAX_NAME {
         return Err(format!("the name is longer than {MAX_NAME} characters"));
     }
-    if name.chars().any(char::is_control) {
-        return Err("the name contains control characters".to_owned());
+    if let Some(c) = out.chars().find(|&c| is_invisible(c)) {
+        return Err(format!(
+            "the name contains an invisible or control character (U+{:04X})",
+            u32::from(c)
+        ));
     }
-    Ok(name)
+    Ok(out)
+}
+
+/// True for a character a name may not hold: one that is invisible, moves or reorders the text around it,
+/// or could render differently on every screen.
+pub fn is_invisible(c: char) -> bool {
+    match c {
+        ' ' => false,
+        // Letters and marks that render as nothing: the Hangul fillers, the combining grapheme joiner, the
+        // Mongolian free variation selectors and vowel separator, and the Braille blank.
+        '\u{115F}'
+        | '\u{1160}'
+        | '\u{3164}'
+        | '\u{FFA0}'
+        | '\u{034F}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{2800}' => true,
+        _ => matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::PrivateUse
+                | GeneralCategory::Unassigned
+                | GeneralCategory::Surrogate
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+                | GeneralCategory::SpaceSeparator
+        ),
+    }
+}
+
+/// The form two names are compared in: equal keys are the same name (case ignored, after NFKC).
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase().nfkc().collect()
+}
+
+/// A name received from the broker: it must be one [`normalize_name`] would keep as it is (relays send
+/// only normalized names), so that what another relay sends is held to the rules this one applies.
+pub fn check_name(name: &str) -> Result<&str, String> {
+    match normalize_name(name) {
+        Ok(n) if n == name => Ok(name),
+        Ok(_) => Err(format!("the name {name:?} is not normalized")),
+        Err(e) => Err(e),
+    }
 }
 
 /// A room: 1 to 32 of `A-Z a-z 0-9 _ -`.
@@ -216,11 +275,18 @@ mod tests {
 
     #[test]
     fn names_rooms_and_texts_are_checked() {
-        assert_eq!(check_name("  ann "), Ok("ann"));
-        assert!(check_name(" ").is_err());
-        assert!(check_name(&"x".repeat(33)).is_err());
-        assert!(check_name(&"é".repeat(32)).is_ok());
-        assert!(check_name("a\u{7}b").is_err());
+        assert_eq!(normalize_name("  ann "), Ok("ann".to_owned()));
+        assert_eq!(
+            normalize_name("ann   van\u{3000}dam"),
+            Ok("ann van dam".to_owned())
+        );
+        assert!(normalize_name(" ").is_err());
+        assert!(normalize_name(&"x".repeat(33)).is_err());
+        assert!(normalize_name(&"é".repeat(32)).is_ok());
+        assert!(normalize_name("a\u{7}b").is_err());
+        assert!(check_name("ann").is_ok());
+        assert!(check_name(" ann").is_err(), "not normalized");
+        assert!(check_name("\u{FF41}nn").is_err(), "not normalized");
         assert!(check_room("r-1_A").is_ok());
         assert!(check_room("").is_err());
         assert!(check_room("a b").is_err());
@@ -229,6 +295,34 @@ mod tests {
         assert!(check_text("<script>alert(1)</script>").is_ok());
         assert!(check_text(&"m".repeat(2001)).is_err());
         assert!(check_text("line\nbreak").is_err());
+    }
+
+    #[test]
+    fn names_are_nfkc_and_hold_nothing_invisible() {
+        // Fullwidth letters, a ligature, a decomposed accent: each becomes its plain form.
+        assert_eq!(
+            normalize_name("\u{FF21}\u{FF4E}\u{FF4E}"),
+            Ok("Ann".to_owned())
+        );
+        assert_eq!(normalize_name("\u{FB01}n"), Ok("fin".to_owned()));
+        assert_eq!(normalize_name("Zoe\u{301}"), Ok("Zo\u{E9}".to_owned()));
+        assert_eq!(name_key("\u{FF21}NN"), name_key("ann"));
+        for bad in [
+            "ann\u{202E}nimda",     // right-to-left override
+            "ann\u{2066}x\u{2069}", // left-to-right isolate
+            "a\u{200B}nn",          // zero-width space
+            "a\u{200D}nn",          // zero-width joiner
+            "a\u{200E}nn",          // left-to-right mark
+            "\u{FEFF}ann",          // byte order mark
+            "a\u{2028}b",           // line separator
+            "\u{3164}",             // Hangul filler
+            "a\u{E000}",            // private use
+            "a\u{1680}b",           // ogham space mark: a space that is not U+0020
+        ] {
+            assert!(normalize_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(normalize_name("Zoë 🙂").is_ok());
+        assert!(normalize_name("名前").is_ok());
     }
 
     #[test]
