@@ -3,7 +3,7 @@
 //! ```text
 //! web_gateway [--listen HOST:PORT] [--broker URL | --broker-config FILE]
 //!             (--tokens FILE | --insecure-no-auth) [--public-host HOST[:PORT]]... [--allow-origin ORIGIN]...
-//!             [--max-body BYTES]
+//!             [--max-body BYTES] [--max-streams N] [--max-unacked N] [--keep-alive-secs N]
 //! web_gateway --print-token-sha256 < token
 //! ```
 //!
@@ -24,8 +24,9 @@
 //! token (none or unknown: 401 with `WWW-Authenticate: Bearer`; no right for the address: 403) and the
 //! body limit (`--max-body`, 413).
 //!
-//! The nucleon container runs inside actix-web's own actix System (`ContainerBuilder::start`); handlers
-//! reach it through a `ContainerHandle` in the app data and use the async facade.
+//! The nucleon container runs inside actix-web's own actix System (`ContainerBuilder::start`). Every request
+//! shares one AMQP connection to the broker (`ContainerHandle::connect_async`, made again if it ends; see
+//! `amqp`): a sender link per address (cached, 64 at most) and a receiver link per GET or stream.
 //!
 //! * `POST /queues/{address}/messages`: the body becomes a message on `address` [AMQP 1.0 §3.2]:
 //!   JSON (`application/json` or `+json`) as native AMQP values in an `amqp-value` section, `text/*` as a
@@ -36,22 +37,35 @@
 //!   when it rejects, releases or modifies it [AMQP 1.0 §3.4] or refuses the link; 503 when it cannot be
 //!   reached; 400 on a bad body or header, 413 above 1 MiB.
 //! * `GET /queues/{address}/messages?max=N&timeout_ms=T` (N 1-1000, default 1; T 0-60000, default 1000):
-//!   up to N messages, waiting at most T ms, accepted, as `{"messages": [...]}` (see
-//!   `nucleon_examples::json` for the shape of each).
-//! * `GET /queues/{address}/stream`: Server-Sent Events, one `data:` line of JSON per message, accepted once
-//!   the next is asked for (a message still unwritten when the client goes is released); a `: keep-alive`
-//!   comment every 15 s.
+//!   up to N messages, waiting at most T ms, as `{"messages": [...]}` (see `nucleon_examples::json` for the
+//!   shape of each). They are accepted only once the whole response is written; a client that goes away
+//!   first gets nothing settled: the messages go back to the queue at once.
+//! * `GET ...?ack=manual&ack_timeout_ms=D` (D 1-300000, default 30000): the same, not settled: each message
+//!   has a `delivery_id`, and `POST /queues/{address}/ack` with `{"delivery_ids": [...], "outcome":
+//!   "accepted"}` (or `released`, `rejected`) settles them, answering `{"settled": N, "unknown": [...]}`
+//!   (ids not waiting: unknown, of another address, settled already, or past their deadline). What is not
+//!   acknowledged within D is released and delivered again. At most `--max-unacked` (10,000) wait at once;
+//!   a GET that could exceed it gets 503.
+//! * `GET /queues/{address}/stream`: Server-Sent Events, one `data:` line of JSON per message. Each is
+//!   accepted once it is written and something after it is written too (the next event, or a keep-alive
+//!   comment a second later), so a client that went away gets nothing more settled, and when the server
+//!   finds it gone (its next write fails, at the latest at the next keep-alive, every `--keep-alive-secs`,
+//!   default 15) the stream's link closes and everything not settled goes back to the queue at once. At
+//!   most `--max-streams` (100) are open at once; more get 503.
 //!
 //! Errors are JSON: `{"error": "...", "condition": "amqp:..."}` (condition when there is one).
 
+mod amqp;
 mod embedded;
 mod security;
 
-use std::collections::HashMap;
+use std::future::Future as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
@@ -65,27 +79,30 @@ use nucleon::broker::Broker;
 use nucleon::protocol::codec::Symbol;
 use nucleon::protocol::frame::{ErrorCondition, MessageId};
 use nucleon::{
-    Address, ConnectionOptions, ContainerBuilder, ContainerHandle, Error, Message, Outcome,
-    Received, ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions, Value,
+    Address, ContainerBuilder, Error, Message, Outcome, Received, ReceiverHandle, Value,
 };
+use tokio::sync::OwnedSemaphorePermit;
+
+use amqp::{Gateway, Settle};
 use nucleon_examples::json::{is_json_type, is_text_type, message_to_json, value_from_json};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 /// The largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
-/// The most addresses with a cached sender; a new one beyond that closes one of the others.
-const MAX_SENDERS: usize = 64;
-/// How long opening a link or waiting for an outcome may take before the broker counts as unreachable.
-const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
-/// The interval of the event stream's keep-alive comments.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How soon after an event with nothing after it the stream writes a keep-alive comment, whose write
+/// confirms the event was written.
+const CONFIRM: Duration = Duration::from_secs(1);
 /// The credit window of an event stream's receiver.
 const STREAM_WINDOW: u32 = 10;
 /// The largest `max` of `GET .../messages`.
 const MAX_MAX: u32 = 1000;
 /// The largest `timeout_ms` of `GET .../messages`.
 const MAX_TIMEOUT_MS: u64 = 60_000;
+/// How long a delivery given out with `ack=manual` waits for its acknowledgement by default.
+const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
+/// The largest `ack_timeout_ms`.
+const MAX_ACK_TIMEOUT_MS: u64 = 300_000;
 
 /// An HTTP gateway to AMQP queues.
 #[derive(Parser, Debug)]
@@ -104,6 +121,16 @@ struct Args {
     security: security::SecurityArgs,
     #[command(flatten)]
     embedded: embedded::EmbeddedArgs,
+    /// Seconds between an event stream's keep-alive comments (each also finds a client that went away).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    keep_alive_secs: u64,
+    /// The most event streams open at once; more get 503.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams: u32,
+    /// The most deliveries given out with `ack=manual` and not yet acknowledged; a GET that could
+    /// exceed it gets 503.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_unacked: u32,
 }
 
 /// `HOST:PORT` with a non-empty host and a port number (the host is resolved when binding).
@@ -122,88 +149,6 @@ fn parse_broker_url(s: &str) -> Result<String, String> {
             "the broker URL must not name an address, got {s:?}"
         )),
         _ => Ok(url.trim_end_matches('/').to_owned()),
-    }
-}
-
-/// What every handler shares.
-struct Gateway {
-    container: ContainerHandle,
-    /// `amqp://host:port` of the broker.
-    broker: String,
-    /// How to connect to it (TLS for `amqps://`).
-    connection: ConnectionOptions,
-    /// One sender per address, reused across requests.
-    senders: Mutex<HashMap<String, SenderHandle>>,
-}
-
-impl Gateway {
-    fn url(&self, address: &str) -> String {
-        format!("{}/{address}", self.broker)
-    }
-
-    fn senders(&self) -> std::sync::MutexGuard<'_, HashMap<String, SenderHandle>> {
-        self.senders.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The cached sender for `address`, or a newly opened one (then cached).
-    async fn sender(&self, address: &str) -> Result<SenderHandle, Error> {
-        if let Some(s) = self.senders().get(address) {
-            return Ok(s.clone());
-        }
-        let opened = tokio::time::timeout(
-            BROKER_TIMEOUT,
-            self.container.open_sender_with(
-                &self.url(address),
-                self.connection.clone(),
-                SenderOptions::default(),
-            ),
-        )
-        .await
-        .map_err(|_| Error::Io("timed out opening a sender".into()))??;
-        let mut senders = self.senders();
-        if let Some(s) = senders.get(address) {
-            // Another request opened one meanwhile: keep that one.
-            let _ = opened.close();
-            return Ok(s.clone());
-        }
-        if senders.len() >= MAX_SENDERS {
-            if let Some(old) = senders.keys().next().cloned() {
-                if let Some(s) = senders.remove(&old) {
-                    let _ = s.close();
-                }
-            }
-        }
-        senders.insert(address.to_owned(), opened.clone());
-        Ok(opened)
-    }
-
-    /// Forgets (and closes) the cached sender for `address`.
-    fn forget(&self, address: &str) {
-        if let Some(s) = self.senders().remove(address) {
-            let _ = s.close();
-        }
-    }
-
-    /// Sends `message` to `address` and waits for its outcome. A cached sender whose connection failed is
-    /// dropped and the message is tried once more on a fresh one.
-    async fn send(&self, address: &str, message: Message) -> Result<Outcome, Error> {
-        let mut retried = false;
-        loop {
-            let sender = self.sender(address).await?;
-            let sent = tokio::time::timeout(BROKER_TIMEOUT, sender.send(message.clone()))
-                .await
-                .unwrap_or_else(|_| Err(Error::Io("timed out waiting for an outcome".into())));
-            match sent {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) => {
-                    self.forget(address);
-                    if retried || !connection_level(&e) {
-                        return Err(e);
-                    }
-                    retried = true;
-                }
-            }
-        }
     }
 }
 
@@ -417,10 +362,21 @@ async fn post_message(
 struct GetParams {
     max: Option<u32>,
     timeout_ms: Option<u64>,
+    ack: Option<String>,
+    ack_timeout_ms: Option<u64>,
 }
 
-/// `max` and `timeout_ms` from a query string, within their bounds.
-fn get_params(query: &str) -> Result<(u32, Duration), String> {
+/// What a `GET .../messages` asks for.
+#[derive(Debug, PartialEq)]
+struct Get {
+    max: u32,
+    timeout: Duration,
+    /// `ack=manual`: the messages are settled by `POST .../ack`, within this long.
+    manual: Option<Duration>,
+}
+
+/// `max`, `timeout_ms`, `ack` and `ack_timeout_ms` from a query string, within their bounds.
+fn get_params(query: &str) -> Result<Get, String> {
     let params = web::Query::<GetParams>::from_query(query)
         .map_err(|e| format!("invalid query: {e}"))?
         .into_inner();
@@ -434,29 +390,29 @@ fn get_params(query: &str) -> Result<(u32, Duration), String> {
             "timeout_ms must be 0-{MAX_TIMEOUT_MS}, got {timeout}"
         ));
     }
-    Ok((max, Duration::from_millis(timeout)))
-}
-
-/// Opens a receiver on `address` with a credit window of `window`.
-async fn open_receiver(
-    gateway: &Gateway,
-    address: &str,
-    window: u32,
-) -> Result<ReceiverHandle, Error> {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
+    let manual = match params.ack.as_deref() {
+        None | Some("auto") => {
+            if params.ack_timeout_ms.is_some() {
+                return Err("ack_timeout_ms goes with ack=manual".to_owned());
+            }
+            None
+        }
+        Some("manual") => {
+            let ms = params.ack_timeout_ms.unwrap_or(DEFAULT_ACK_TIMEOUT_MS);
+            if !(1..=MAX_ACK_TIMEOUT_MS).contains(&ms) {
+                return Err(format!(
+                    "ack_timeout_ms must be 1-{MAX_ACK_TIMEOUT_MS}, got {ms}"
+                ));
+            }
+            Some(Duration::from_millis(ms))
+        }
+        Some(other) => return Err(format!("ack must be auto or manual, got {other:?}")),
     };
-    tokio::time::timeout(
-        BROKER_TIMEOUT,
-        gateway.container.open_receiver_with(
-            &gateway.url(address),
-            gateway.connection.clone(),
-            options,
-        ),
-    )
-    .await
-    .map_err(|_| Error::Io("timed out opening a receiver".into()))?
+    Ok(Get {
+        max,
+        timeout: Duration::from_millis(timeout),
+        manual,
+    })
 }
 
 async fn get_messages(
@@ -468,64 +424,257 @@ async fn get_messages(
     if let Err(e) = check_address(&address) {
         return error_response(StatusCode::BAD_REQUEST, &e, None);
     }
-    let (max, timeout) = match get_params(req.query_string()) {
+    let get = match get_params(req.query_string()) {
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e, None),
     };
-    let mut receiver = match open_receiver(&gateway, &address, max).await {
-        // Never more than `max` messages are sent to it, so none wait released behind the next reader.
-        Ok(r) => r.limit(u64::from(max)),
+    if get.manual.is_some() && !gateway.acks.room_for(get.max as usize) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many deliveries wait for an acknowledgement: acknowledge some, or try later",
+            None,
+        );
+    }
+    let mut receiver = match gateway.receiver(&address, get.max).await {
+        // Never more than `max` messages are sent to it, so none wait behind the next reader.
+        Ok(r) => r.limit(u64::from(get.max)),
         Err(e) => return broker_error(&e),
     };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut messages = Vec::new();
-    while messages.len() < max as usize {
+    let deadline = tokio::time::Instant::now() + get.timeout;
+    let mut taken = Vec::new();
+    while taken.len() < get.max as usize {
         match tokio::time::timeout_at(deadline, receiver.recv()).await {
-            Ok(Some(r)) => {
-                messages.push(message_to_json(&r.message));
-                // The accept goes out before the connection's close (both are queued on it in order).
-                let _ = r.accept();
-            }
+            Ok(Some(r)) => taken.push(r),
             Ok(None) | Err(_) => break,
         }
     }
-    // Dropping the receiver closes its connection (releasing what arrived after the timeout).
-    drop(receiver);
-    HttpResponse::Ok().json(json!({ "messages": messages }))
+    match get.manual {
+        Some(ack_timeout) => {
+            // The link stays open while any of them waits; the rest of what it holds goes back now.
+            let link = Arc::new(receiver);
+            let until = std::time::Instant::now() + ack_timeout;
+            let messages: Vec<Json> = taken
+                .into_iter()
+                .map(|r| {
+                    let mut m = message_to_json(&r.message);
+                    let id = gateway.acks.hold(&address, r, &link, until);
+                    m["delivery_id"] = Json::String(id);
+                    m
+                })
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "messages": messages,
+                "ack_deadline_ms": ack_timeout.as_millis() as u64,
+            }))
+        }
+        None => {
+            let body = json!({
+                "messages": taken.iter().map(|r| message_to_json(&r.message)).collect::<Vec<_>>(),
+            });
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .streaming(settle_once_written(body.to_string(), taken, receiver))
+        }
+    }
 }
 
-/// One step of an event stream: the message written last is accepted now that the next is asked for.
+/// A response body that accepts `taken` only once the server has written the whole body, in two writes:
+/// all but its last byte, then the last byte, each handed to the socket before the next is asked for
+/// (the stream answers `Pending` in between, so the server flushes). A client that went away is found by
+/// the second write at the latest (a socket whose peer is gone answers the first with a reset), and then
+/// the body is dropped unfinished: the messages are released, and the link closing gives back anything
+/// else it held.
+fn settle_once_written(
+    body: String,
+    taken: Vec<Received>,
+    receiver: ReceiverHandle,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let mut body = Bytes::from(body);
+    let last = body.split_off(body.len().saturating_sub(1));
+    let mut parts = vec![last, body];
+    let mut flushed = true;
+    let mut settle = Some((taken, receiver));
+    futures::stream::poll_fn(move |cx| {
+        if !flushed {
+            // Let the server write what it has before the next part.
+            flushed = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        if let Some(part) = parts.pop() {
+            flushed = false;
+            return std::task::Poll::Ready(Some(Ok(part)));
+        }
+        if let Some((taken, receiver)) = settle.take() {
+            for r in taken {
+                let _ = r.accept();
+            }
+            // Its close is queued on the connection after the accepts.
+            drop(receiver);
+        }
+        std::task::Poll::Ready(None)
+    })
+}
+
+/// The body of `POST .../ack`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    delivery_ids: Vec<String>,
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+/// `POST /queues/{address}/ack`: settles deliveries given out with `ack=manual`.
+async fn ack_messages(
+    gateway: web::Data<Gateway>,
+    address: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let address = address.into_inner();
+    if let Err(e) = check_address(&address) {
+        return error_response(StatusCode::BAD_REQUEST, &e, None);
+    }
+    let body = match read_body(&req, payload).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    let request: AckRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"delivery_ids\": [...], \"outcome\": \"accepted\"}}: {e}"),
+                None,
+            )
+        }
+    };
+    let how = match request.outcome.as_deref() {
+        None | Some("accepted") => Settle::Accept,
+        Some("released") => Settle::Release,
+        Some("rejected") => Settle::Reject,
+        Some(other) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("outcome must be accepted, released or rejected, got {other:?}"),
+                None,
+            )
+        }
+    };
+    let unknown = gateway.acks.settle(&address, &request.delivery_ids, how);
+    let settled = request.delivery_ids.len() - unknown.len();
+    HttpResponse::Ok().json(json!({ "settled": settled, "unknown": unknown }))
+}
+
+/// An event stream: a `Stream` of SSE chunks that settles each event once the server has written it and
+/// then written something after it.
+///
+/// The server asks for the next chunk before it writes the ones it has, and writes them when the stream
+/// answers `Pending`: so a chunk counts as written once the stream answered `Pending` after yielding it
+/// and is polled again. An event is accepted when a later chunk is written too (the next events, or the
+/// keep-alive comment that follows [`CONFIRM`] after it when nothing else comes): a client that went away
+/// makes that later write fail (a socket whose peer is gone answers the first write with a reset), the
+/// server drops the stream, and the event, unsettled, is released. The keep-alive comment is written in two
+/// parts, so that a client that went away while the stream was quiet is found by the keep-alive too. When
+/// the stream is dropped its link closes, and the broker gets back at once everything else it held.
 struct EventStream {
     receiver: ReceiverHandle,
-    written: Option<Received>,
-    keep_alive: tokio::time::Interval,
+    /// Events yielded since the server last wrote.
+    unwritten: Vec<Received>,
+    /// Whether anything (an event or a comment) was yielded since the server last wrote.
+    yielded: bool,
+    /// Events written, each accepted once something after it is written.
+    written: Vec<Received>,
+    /// The stream answered `Pending`, so the server wrote what was yielded before.
+    paused: bool,
+    /// The keep-alive's second part is due, after a pause.
+    rest: Option<Bytes>,
+    keep_alive: Pin<Box<tokio::time::Sleep>>,
+    beat: Duration,
+    /// Its place among the streams, given back when the stream ends.
+    _place: OwnedSemaphorePermit,
 }
 
-fn events(receiver: ReceiverHandle) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
-    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; a keep-alive is due only after a quiet interval.
-    keep_alive.reset();
-    let state = EventStream {
-        receiver,
-        written: None,
-        keep_alive,
-    };
-    futures::stream::unfold(state, |mut s| async move {
-        if let Some(r) = s.written.take() {
+impl EventStream {
+    fn new(receiver: ReceiverHandle, beat: Duration, place: OwnedSemaphorePermit) -> EventStream {
+        EventStream {
+            receiver,
+            unwritten: Vec::new(),
+            yielded: false,
+            written: Vec::new(),
+            paused: false,
+            rest: None,
+            keep_alive: Box::pin(tokio::time::sleep(beat)),
+            beat,
+            _place: place,
+        }
+    }
+
+    /// The server wrote what was yielded: the events written before are accepted, and these wait for
+    /// the next write.
+    fn wrote(&mut self) {
+        if !std::mem::take(&mut self.yielded) {
+            return;
+        }
+        for r in self.written.drain(..) {
             let _ = r.accept();
         }
-        tokio::select! {
-            next = s.receiver.recv() => {
-                let r = next?;
-                let event = format!("data: {}\n\n", message_to_json(&r.message));
-                s.written = Some(r);
-                s.keep_alive.reset();
-                Some((Ok(Bytes::from(event)), s))
-            }
-            _ = s.keep_alive.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), s)),
+        self.written = std::mem::take(&mut self.unwritten);
+        if !self.written.is_empty() {
+            self.beat_in(CONFIRM.min(self.beat));
         }
-    })
+    }
+
+    fn beat_in(&mut self, after: Duration) {
+        self.keep_alive
+            .as_mut()
+            .reset(tokio::time::Instant::now() + after);
+    }
+
+    fn pause(&mut self) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.paused = true;
+        Poll::Pending
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let s = self.get_mut();
+        if std::mem::take(&mut s.paused) {
+            s.wrote();
+        }
+        if let Some(rest) = s.rest.take() {
+            if !s.yielded {
+                s.yielded = true;
+                return Poll::Ready(Some(Ok(rest)));
+            }
+            // The first part is not written yet: pause (and come back at once) so that it is.
+            s.rest = Some(rest);
+            cx.waker().wake_by_ref();
+            return s.pause();
+        }
+        match s.receiver.poll_next_unpin(cx) {
+            Poll::Ready(Some(r)) => {
+                let event = format!("data: {}\n\n", message_to_json(&r.message));
+                s.unwritten.push(r);
+                s.yielded = true;
+                return Poll::Ready(Some(Ok(Bytes::from(event))));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        if s.keep_alive.as_mut().poll(cx).is_ready() {
+            let beat = s.beat;
+            s.beat_in(beat);
+            s.rest = Some(Bytes::from_static(b"\n"));
+            s.yielded = true;
+            return Poll::Ready(Some(Ok(Bytes::from_static(b": keep-alive\n"))));
+        }
+        s.pause()
+    }
 }
 
 async fn stream_messages(gateway: web::Data<Gateway>, address: web::Path<String>) -> HttpResponse {
@@ -533,12 +682,20 @@ async fn stream_messages(gateway: web::Data<Gateway>, address: web::Path<String>
     if let Err(e) = check_address(&address) {
         return error_response(StatusCode::BAD_REQUEST, &e, None);
     }
-    match open_receiver(&gateway, &address, STREAM_WINDOW).await {
-        // When the client goes, actix drops the stream, and with it the receiver, which closes its connection.
+    let Ok(place) = gateway.streams.clone().try_acquire_owned() else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many event streams are open: try later",
+            None,
+        );
+    };
+    match gateway.receiver(&address, STREAM_WINDOW).await {
+        // When the client goes, actix drops the stream, and with it the receiver, whose link closes at
+        // once: the broker gets back what it held (the event not yet written among them).
         Ok(receiver) => HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header((CACHE_CONTROL, "no-cache"))
-            .streaming(events(receiver)),
+            .streaming(EventStream::new(receiver, gateway.keep_alive, place)),
         Err(e) => broker_error(&e),
     }
 }
@@ -612,11 +769,22 @@ async fn serve(
             }
         }
     };
-    let gateway = web::Data::new(Gateway {
-        container: container.clone(),
-        broker: broker.clone(),
+    let gateway = web::Data::new(Gateway::new(
+        container.clone(),
+        broker.clone(),
         connection,
-        senders: Mutex::new(HashMap::new()),
+        args.max_streams as usize,
+        args.max_unacked as usize,
+        Duration::from_secs(args.keep_alive_secs),
+    ));
+    // Deliveries whose acknowledgement did not come in time go back to the broker.
+    let expiring = gateway.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            expiring.acks.expire(std::time::Instant::now());
+        }
     });
     // The security layer needs the bound addresses (for the Host check); the workers build their apps
     // only once the server runs, after it is set.
@@ -635,6 +803,7 @@ async fn serve(
             .route("/queues/{address}/messages", web::post().to(post_message))
             .route("/queues/{address}/messages", web::get().to(get_messages))
             .route("/queues/{address}/stream", web::get().to(stream_messages))
+            .route("/queues/{address}/ack", web::post().to(ack_messages))
             .wrap(from_fn(security::authorize))
             .wrap(cors)
             .wrap(from_fn(security::guard_host_and_origin))
@@ -815,13 +984,39 @@ mod tests {
         }
         assert_eq!(
             get_params("").expect("defaults"),
-            (1, Duration::from_millis(1000))
+            Get {
+                max: 1,
+                timeout: Duration::from_millis(1000),
+                manual: None
+            }
         );
         assert_eq!(
-            get_params("max=5&timeout_ms=0").expect("in bounds"),
-            (5, Duration::ZERO)
+            get_params("max=5&timeout_ms=0&ack=manual").expect("in bounds"),
+            Get {
+                max: 5,
+                timeout: Duration::ZERO,
+                manual: Some(Duration::from_millis(DEFAULT_ACK_TIMEOUT_MS))
+            }
         );
-        for bad in ["max=0", "max=1001", "max=x", "timeout_ms=60001", "max=-1"] {
+        assert_eq!(
+            get_params("ack=manual&ack_timeout_ms=5").expect("in bounds"),
+            Get {
+                max: 1,
+                timeout: Duration::from_millis(1000),
+                manual: Some(Duration::from_millis(5))
+            }
+        );
+        for bad in [
+            "max=0",
+            "max=1001",
+            "max=x",
+            "timeout_ms=60001",
+            "max=-1",
+            "ack=maybe",
+            "ack_timeout_ms=5",
+            "ack=manual&ack_timeout_ms=0",
+            "ack=manual&ack_timeout_ms=300001",
+        ] {
             assert!(get_params(bad).is_err(), "{bad}");
         }
     }
