@@ -301,3 +301,46 @@ fn fifty_concurrent_requests_share_one_broker_connection() {
         .expect("the broker's thread ends")
         .expect("the broker's container ran");
 }
+
+#[test]
+fn a_manual_get_does_not_hide_the_messages_that_come_after_it() {
+    let gw = Gateway::start(&[]);
+    gw.post("jobs", 0);
+    // It asks for 100 and gets the one there is; its link stays open while that one waits for its ack.
+    let given = gw.messages(
+        "jobs",
+        "max=100&timeout_ms=0&ack=manual&ack_timeout_ms=300000",
+    );
+    assert_eq!(given.len(), 1);
+    for i in 1..6 {
+        gw.post("jobs", i);
+    }
+    // At most one later message waits on its link (it asks for one at a time); the others are for others.
+    let got = gw.messages("jobs", "max=10&timeout_ms=2000");
+    assert!(
+        got.len() >= 4,
+        "only {} of the 5 later messages: {got:?}",
+        got.len()
+    );
+}
+
+#[test]
+fn receiver_links_are_capped_so_one_client_cannot_take_them_all() {
+    let gw = Gateway::start(&[]);
+    // Each manual GET keeps its link while its delivery waits: 180 of them take every receiver link.
+    for i in 0..180 {
+        gw.post("hog", i);
+        let reply = gw.get(
+            "hog",
+            "max=1&timeout_ms=5000&ack=manual&ack_timeout_ms=300000",
+        );
+        assert_eq!(reply.status, 200, "GET {i}");
+    }
+    assert_eq!(gw.get("hog", "max=1&timeout_ms=0").status, 503);
+    assert_eq!(
+        http_request(&gw.http, "GET", "/queues/other/stream", &[], b"").status,
+        503
+    );
+    // Sending still works: senders have links of their own.
+    gw.post("other", 1);
+}

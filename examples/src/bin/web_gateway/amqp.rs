@@ -14,10 +14,17 @@ use nucleon::{
     AsyncConnectionHandle, ConnectionOptions, ContainerHandle, Error, Message, Outcome, Received,
     ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The most addresses with a cached sender; a new one beyond that closes the link of one of the others.
 const MAX_SENDERS: usize = 64;
+/// The most receiver links (GETs, streams, manual acknowledgements waiting) open at once on the shared
+/// connection: with the senders, below the 256 link handles a session gets [AMQP 1.0 §2.7.2], so no client
+/// can take them all and leave the others with refused links.
+pub const MAX_RECEIVERS: usize = 180;
+/// How long a failed connection attempt is remembered: requests meanwhile fail at once (503) instead of
+/// each waiting for an attempt of its own.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long connecting, opening a link or waiting for an outcome may take before the broker counts as
 /// unreachable.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,8 +41,13 @@ pub struct Gateway {
     connection: tokio::sync::Mutex<Option<AsyncConnectionHandle>>,
     /// One sender link per address, reused across requests.
     senders: Mutex<HashMap<String, SenderHandle>>,
+    /// The last failed connection attempt, while it is recent.
+    failed: Mutex<Option<(Instant, Error)>>,
     /// Places for event streams: one is taken for as long as a stream is open.
     pub streams: Arc<Semaphore>,
+    /// Places for receiver links: one is taken for as long as a GET, a stream or a manual
+    /// acknowledgement's link is open.
+    receivers: Arc<Semaphore>,
     /// Deliveries given out with `?ack=manual`, until acknowledged or their deadline.
     pub acks: Acks,
     /// The interval of the event streams' keep-alive comments.
@@ -56,8 +68,10 @@ impl Gateway {
             broker,
             options,
             connection: tokio::sync::Mutex::new(None),
+            failed: Mutex::new(None),
             senders: Mutex::new(HashMap::new()),
             streams: Arc::new(Semaphore::new(max_streams)),
+            receivers: Arc::new(Semaphore::new(MAX_RECEIVERS)),
             acks: Acks::new(max_unacked),
             keep_alive,
         }
@@ -69,16 +83,40 @@ impl Gateway {
         if let Some(c) = shared.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
+        if let Some((at, e)) = self.failed().as_ref() {
+            if at.elapsed() < RETRY_AFTER {
+                return Err(e.clone());
+            }
+        }
         let made = tokio::time::timeout(
             BROKER_TIMEOUT,
             self.container
                 .connect_async(&self.broker, self.options.clone()),
         )
         .await
-        .map_err(|_| Error::Io("timed out connecting to the broker".into()))??;
-        log::info!("connected to {}", self.broker);
-        *shared = Some(made.clone());
-        Ok(made)
+        .unwrap_or_else(|_| Err(Error::Io("timed out connecting to the broker".into())));
+        match made {
+            Ok(made) => {
+                log::info!("connected to {}", self.broker);
+                *self.failed() = None;
+                *shared = Some(made.clone());
+                Ok(made)
+            }
+            Err(e) => {
+                log::warn!("cannot connect to {}: {e}", self.broker);
+                *self.failed() = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&self) -> MutexGuard<'_, Option<(Instant, Error)>> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a receiver link, or `None` when [`MAX_RECEIVERS`] are open (the caller answers 503).
+    pub fn receiver_place(&self) -> Option<OwnedSemaphorePermit> {
+        self.receivers.clone().try_acquire_owned().ok()
     }
 
     fn senders(&self) -> MutexGuard<'_, HashMap<String, SenderHandle>> {
@@ -165,9 +203,9 @@ struct Unacked {
     address: String,
     received: Received,
     deadline: Instant,
-    /// Its receiver link, open for as long as one of its deliveries waits (dropped with the last one, which
-    /// gives back to the broker whatever else it held).
-    _link: Arc<ReceiverHandle>,
+    /// Its receiver link (and the link's place), open for as long as one of its deliveries waits (dropped
+    /// with the last one, which gives back to the broker whatever else it held).
+    _link: Arc<(ReceiverHandle, OwnedSemaphorePermit)>,
 }
 
 /// How a delivery is acknowledged.
@@ -178,39 +216,76 @@ pub enum Settle {
     Reject,
 }
 
-/// The deliveries waiting for an acknowledgement, by delivery id, bounded.
+/// The deliveries waiting for an acknowledgement, by delivery id, bounded: a GET reserves room for all it
+/// may take before it takes anything ([`Acks::reserve`]), so concurrent GETs cannot overshoot the bound.
 pub struct Acks {
-    waiting: Mutex<HashMap<String, Unacked>>,
+    waiting: Mutex<Waiting>,
     max: usize,
+}
+
+#[derive(Default)]
+struct Waiting {
+    by_id: HashMap<String, Unacked>,
+    /// Room promised to GETs still taking messages.
+    reserved: usize,
+}
+
+/// Room for deliveries a GET may give out, promised by [`Acks::reserve`] and given back when dropped.
+pub struct Reservation<'a> {
+    acks: &'a Acks,
+    left: usize,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut w = self.acks.waiting();
+        w.reserved = w.reserved.saturating_sub(self.left);
+    }
 }
 
 impl Acks {
     fn new(max: usize) -> Acks {
         Acks {
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Waiting::default()),
             max,
         }
     }
 
-    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Unacked>> {
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Room for `n` more: the caller gives none out when there is not (the broker keeps the messages).
-    pub fn room_for(&self, n: usize) -> bool {
-        self.waiting().len() + n <= self.max
+    /// Promises room for `n` deliveries, or `None` when there is not that much (the caller gives none out:
+    /// the broker keeps the messages).
+    pub fn reserve(&self, n: usize) -> Option<Reservation<'_>> {
+        let mut w = self.waiting();
+        if w.by_id.len() + w.reserved + n > self.max {
+            return None;
+        }
+        w.reserved += n;
+        Some(Reservation {
+            acks: self,
+            left: n,
+        })
     }
 
-    /// Keeps `received` (of `address`, through `link`) until acknowledged or `deadline`; returns its id.
+    /// Keeps `received` (of `address`, through `link`) until acknowledged or `deadline`, in room
+    /// `reservation` promised; returns its id.
     pub fn hold(
         &self,
+        reservation: &mut Reservation<'_>,
         address: &str,
         received: Received,
-        link: &Arc<ReceiverHandle>,
+        link: &Arc<(ReceiverHandle, OwnedSemaphorePermit)>,
         deadline: Instant,
     ) -> String {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.waiting().insert(
+        let mut w = self.waiting();
+        if reservation.left > 0 {
+            reservation.left -= 1;
+            w.reserved = w.reserved.saturating_sub(1);
+        }
+        w.by_id.insert(
             id.clone(),
             Unacked {
                 address: address.to_owned(),
@@ -230,20 +305,24 @@ impl Acks {
         {
             let mut waiting = self.waiting();
             for id in ids {
-                match waiting.get(id) {
+                match waiting.by_id.get(id) {
                     Some(u) if u.address == address => {
-                        taken.extend(waiting.remove(id));
+                        taken.extend(waiting.by_id.remove(id).map(|u| (id, u)));
                     }
                     _ => unknown.push(id.clone()),
                 }
             }
         }
-        for u in taken {
-            let _ = match how {
+        for (id, u) in taken {
+            let settled = match how {
                 Settle::Accept => u.received.accept(),
                 Settle::Release => u.received.release(),
                 Settle::Reject => u.received.reject(None),
             };
+            if settled.is_err() {
+                // Its connection is gone, and the broker has released it already.
+                unknown.push(id.clone());
+            }
         }
         unknown
     }
@@ -253,11 +332,14 @@ impl Acks {
         let expired: Vec<Unacked> = {
             let mut waiting = self.waiting();
             let ids: Vec<String> = waiting
+                .by_id
                 .iter()
                 .filter(|(_, u)| u.deadline <= now)
                 .map(|(id, _)| id.clone())
                 .collect();
-            ids.iter().filter_map(|id| waiting.remove(id)).collect()
+            ids.iter()
+                .filter_map(|id| waiting.by_id.remove(id))
+                .collect()
         };
         if !expired.is_empty() {
             log::info!(

@@ -124,8 +124,9 @@ struct Args {
     /// Seconds between an event stream's keep-alive comments (each also finds a client that went away).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     keep_alive_secs: u64,
-    /// The most event streams open at once; more get 503.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The most event streams open at once; more get 503 (at most 180: streams, GETs and manual
+    /// acknowledgements share 180 receiver links on the broker connection).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=180))]
     max_streams: u32,
     /// The most deliveries given out with `ack=manual` and not yet acknowledged; a GET that could
     /// exceed it gets 503.
@@ -428,14 +429,24 @@ async fn get_messages(
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e, None),
     };
-    if get.manual.is_some() && !gateway.acks.room_for(get.max as usize) {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many deliveries wait for an acknowledgement: acknowledge some, or try later",
-            None,
-        );
-    }
-    let mut receiver = match gateway.receiver(&address, get.max).await {
+    let mut reservation = match get.manual {
+        Some(_) => match gateway.acks.reserve(get.max as usize) {
+            Some(r) => Some(r),
+            None => return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many deliveries wait for an acknowledgement: acknowledge some, or try later",
+                None,
+            ),
+        },
+        None => None,
+    };
+    let Some(place) = gateway.receiver_place() else {
+        return too_many_links();
+    };
+    // A manual GET's link stays open until its deliveries are acknowledged: it asks for one message at a
+    // time, so that at most one more arrives after the last one taken and waits there, out of sight.
+    let window = if get.manual.is_some() { 1 } else { get.max };
+    let mut receiver = match gateway.receiver(&address, window).await {
         // Never more than `max` messages are sent to it, so none wait behind the next reader.
         Ok(r) => r.limit(u64::from(get.max)),
         Err(e) => return broker_error(&e),
@@ -448,16 +459,16 @@ async fn get_messages(
             Ok(None) | Err(_) => break,
         }
     }
-    match get.manual {
-        Some(ack_timeout) => {
-            // The link stays open while any of them waits; the rest of what it holds goes back now.
-            let link = Arc::new(receiver);
+    match (get.manual, reservation.as_mut()) {
+        (Some(ack_timeout), Some(reservation)) => {
+            // The link stays open while any of them waits.
+            let link = Arc::new((receiver, place));
             let until = std::time::Instant::now() + ack_timeout;
             let messages: Vec<Json> = taken
                 .into_iter()
                 .map(|r| {
                     let mut m = message_to_json(&r.message);
-                    let id = gateway.acks.hold(&address, r, &link, until);
+                    let id = gateway.acks.hold(reservation, &address, r, &link, until);
                     m["delivery_id"] = Json::String(id);
                     m
                 })
@@ -467,15 +478,28 @@ async fn get_messages(
                 "ack_deadline_ms": ack_timeout.as_millis() as u64,
             }))
         }
-        None => {
+        _ => {
             let body = json!({
                 "messages": taken.iter().map(|r| message_to_json(&r.message)).collect::<Vec<_>>(),
             });
             HttpResponse::Ok()
                 .content_type("application/json")
-                .streaming(settle_once_written(body.to_string(), taken, receiver))
+                .streaming(settle_once_written(
+                    body.to_string(),
+                    taken,
+                    (receiver, place),
+                ))
         }
     }
+}
+
+/// The answer when every receiver link the gateway allows is open.
+fn too_many_links() -> HttpResponse {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many GETs, streams and unacknowledged deliveries are open: try later",
+        None,
+    )
 }
 
 /// A response body that accepts `taken` only once the server has written the whole body, in two writes:
@@ -487,7 +511,7 @@ async fn get_messages(
 fn settle_once_written(
     body: String,
     taken: Vec<Received>,
-    receiver: ReceiverHandle,
+    receiver: (ReceiverHandle, OwnedSemaphorePermit),
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let mut body = Bytes::from(body);
     let last = body.split_off(body.len().saturating_sub(1));
@@ -592,12 +616,16 @@ struct EventStream {
     rest: Option<Bytes>,
     keep_alive: Pin<Box<tokio::time::Sleep>>,
     beat: Duration,
-    /// Its place among the streams, given back when the stream ends.
-    _place: OwnedSemaphorePermit,
+    /// Its places among the streams and the receiver links, given back when the stream ends.
+    _places: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl EventStream {
-    fn new(receiver: ReceiverHandle, beat: Duration, place: OwnedSemaphorePermit) -> EventStream {
+    fn new(
+        receiver: ReceiverHandle,
+        beat: Duration,
+        places: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) -> EventStream {
         EventStream {
             receiver,
             unwritten: Vec::new(),
@@ -607,7 +635,7 @@ impl EventStream {
             rest: None,
             keep_alive: Box::pin(tokio::time::sleep(beat)),
             beat,
-            _place: place,
+            _places: places,
         }
     }
 
@@ -666,6 +694,11 @@ impl Stream for EventStream {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
+        if !s.unwritten.is_empty() {
+            // Come back once the server has written them, to set their confirmation's time.
+            cx.waker().wake_by_ref();
+            return s.pause();
+        }
         if s.keep_alive.as_mut().poll(cx).is_ready() {
             let beat = s.beat;
             s.beat_in(beat);
@@ -689,13 +722,20 @@ async fn stream_messages(gateway: web::Data<Gateway>, address: web::Path<String>
             None,
         );
     };
+    let Some(link) = gateway.receiver_place() else {
+        return too_many_links();
+    };
     match gateway.receiver(&address, STREAM_WINDOW).await {
         // When the client goes, actix drops the stream, and with it the receiver, whose link closes at
         // once: the broker gets back what it held (the event not yet written among them).
         Ok(receiver) => HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header((CACHE_CONTROL, "no-cache"))
-            .streaming(EventStream::new(receiver, gateway.keep_alive, place)),
+            .streaming(EventStream::new(
+                receiver,
+                gateway.keep_alive,
+                (place, link),
+            )),
         Err(e) => broker_error(&e),
     }
 }
