@@ -3,6 +3,7 @@
 //! AMQP values and messages as JSON ([`json`]) for the web examples, and the broker's `[limits]` table
 //! ([`limits`]).
 
+pub mod hosts;
 pub mod json;
 pub mod limits;
 

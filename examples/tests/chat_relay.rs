@@ -884,3 +884,44 @@ fn a_relay_stopped_by_sigterm_tells_the_others_its_users_left() {
     assert!(status.success(), "B exited with {status}: {stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
 }
+
+/// Opens the WebSocket naming `host` in `Host` (and the page origin `http://HOST`), as a page whose DNS name
+/// was rebound to the relay's address would.
+async fn open_as_host(relay: &Relay, host: &str) -> Result<Client, WsClientError> {
+    let request = awc::Client::new()
+        .ws(format!("{}/ws", relay.http))
+        .set_header(awc::http::header::HOST, host)
+        .origin(format!("http://{host}"));
+    let (_, framed) = request.connect().await?;
+    let (tx, rx) = framed.split();
+    Ok(Client {
+        rx: Box::pin(rx),
+        tx: Box::pin(tx),
+        seen: Vec::new(),
+    })
+}
+
+#[test]
+fn a_page_whose_dns_name_was_rebound_to_the_relay_gets_421() {
+    let a = Relay::embedded();
+    let port = a.http.rsplit(':').next().expect("a port").to_owned();
+    let proxied = Relay::embedded_with(&["--public-host", "chat.example"]);
+    run(async {
+        // Same-origin to the browser (its Origin matches its Host), but the Host is not this relay's.
+        let rebound = format!("evil.example:{port}");
+        match open_as_host(&a, &rebound).await {
+            Err(WsClientError::InvalidResponseStatus(status)) => {
+                assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+            }
+            Err(e) => panic!("expected 421, got {e}"),
+            Ok(_) => panic!("a rebound page opened the WebSocket"),
+        }
+        // Its own names, and a --public-host, are served.
+        open_as_host(&a, &format!("localhost:{port}"))
+            .await
+            .expect("localhost names a loopback relay");
+        open_as_host(&proxied, "chat.example")
+            .await
+            .expect("a --public-host is served");
+    });
+}

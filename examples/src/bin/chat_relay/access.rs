@@ -6,6 +6,7 @@ use std::path::Path;
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
+use nucleon_examples::hosts::HostSet;
 
 /// The user relays log in as on a broker that wants one, unless `--broker-user` says otherwise.
 pub const DEFAULT_BROKER_USER: &str = "chat_relay";
@@ -28,6 +29,27 @@ pub fn parse_origin(s: &str) -> Result<String, String> {
         _ => Err(format!(
             "expected an origin such as https://chat.example.com or http://127.0.0.1:8080, got {s:?}"
         )),
+    }
+}
+
+/// Whether the request names one of `hosts` (its absolute-form authority, else its one `Host` header).
+pub fn check_host(req: &HttpRequest, hosts: &HostSet) -> Result<(), String> {
+    let mut headers = req.headers().get_all(header::HOST);
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err("more than one Host header".to_owned());
+    }
+    let host = match req.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => header.and_then(|h| h.to_str().ok()).map(str::to_owned),
+    };
+    match host {
+        Some(h) if hosts.contains(&h) => Ok(()),
+        Some(h) => Err(format!(
+            "it names host {:?}, not this relay's",
+            h.chars().take(100).collect::<String>()
+        )),
+        None => Err("it names no host".to_owned()),
     }
 }
 

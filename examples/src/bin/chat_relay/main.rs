@@ -97,7 +97,7 @@ mod wire;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::AsyncContext;
@@ -109,9 +109,10 @@ use nucleon::protocol::engine::{
     Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
 };
 use nucleon::{ConnectionOptions, ContainerBuilder, ListenOptions, ReconnectOptions};
+use nucleon_examples::hosts::{parse_public_host, HostSet};
 use nucleon_examples::{parse_url, TlsArgs};
 
-use crate::access::{check_origin, parse_origin, DEFAULT_BROKER_USER};
+use crate::access::{check_host, check_origin, parse_origin, DEFAULT_BROKER_USER};
 use crate::hub::{Hub, Shutdown};
 use crate::relay::Relay;
 use crate::session::{Limits, Slots};
@@ -155,6 +156,11 @@ struct Args {
     /// Also accept WebSockets from pages of this origin (`https://HOST[:PORT]`; repeatable).
     #[arg(long, value_name = "ORIGIN", value_parser = parse_origin)]
     allow_origin: Vec<String>,
+    /// A host name (`HOST` with any port, or `HOST:PORT`) requests may name besides the bound address (and
+    /// `localhost` for a loopback bind), e.g. the name a proxy serves the chat under; repeatable. A
+    /// WebSocket upgrade naming another host gets 421, which defeats DNS rebinding.
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_public_host)]
+    public_host: Vec<String>,
     /// The most browser sessions at once; one more is refused (HTTP 503).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_sessions: u32,
@@ -297,8 +303,10 @@ async fn main() -> ExitCode {
     };
     let gate = Gate {
         allowed_origins: args.allow_origin.clone(),
+        hosts: Arc::new(OnceLock::new()),
         slots: Slots::new(usize::try_from(args.max_sessions).unwrap_or(usize::MAX)),
     };
+    let hosts = gate.hosts.clone();
 
     let server = HttpServer::new(move || {
         App::new()
@@ -325,8 +333,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let http = server
-        .addrs()
+    let bound = server.addrs();
+    // Set before the server runs, so before any worker serves a request.
+    let _ = hosts.set(HostSet::for_listener(&bound, &args.public_host));
+    let http = bound
         .first()
         .map_or_else(|| args.listen.clone(), ToString::to_string);
     let running = server.run();
@@ -366,12 +376,15 @@ async fn page(content_type: &'static str, body: &'static str) -> HttpResponse {
 struct Gate {
     /// `--allow-origin`, lowercased.
     allowed_origins: Vec<String>,
+    /// The hosts requests may name (the bound address and `--public-host`), set once bound.
+    hosts: Arc<OnceLock<HostSet>>,
     /// `--max-sessions`.
     slots: Slots,
 }
 
-/// Upgrades to a WebSocket and runs the session on this worker: 403 for a page of another origin, 503 over
-/// `--max-sessions`, both before the upgrade.
+/// Upgrades to a WebSocket and runs the session on this worker: 421 for a request naming another host (a
+/// page whose DNS name was rebound to this machine), 403 for a page of another origin, 503 over
+/// `--max-sessions`, all before the upgrade.
 async fn websocket(
     req: HttpRequest,
     body: web::Payload,
@@ -381,6 +394,15 @@ async fn websocket(
     let peer = req
         .peer_addr()
         .map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let named = match gate.hosts.get() {
+        Some(hosts) => check_host(&req, hosts),
+        None => Err("the relay is not bound yet".to_owned()),
+    };
+    if let Err(why) = named {
+        log::info!("refused a WebSocket from {peer}: {why}");
+        return Ok(HttpResponse::MisdirectedRequest()
+            .body("this relay does not serve that host (see --public-host)\n"));
+    }
     if let Err(why) = check_origin(&req, &gate.allowed_origins) {
         log::info!("refused a WebSocket from {peer}: {why}");
         return Ok(HttpResponse::Forbidden().body("this page's origin may not use this chat\n"));

@@ -45,7 +45,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::BufRead as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use actix_cors::Cors;
@@ -61,6 +61,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpResponse};
 use futures::StreamExt as _;
 use nucleon::broker::{Authorization, Operation};
+use nucleon_examples::hosts::{parse_public_host, split_host, HostSet};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -107,15 +108,6 @@ fn parse_max_body(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `HOST` or `HOST:PORT`, lowercased; IPv6 in brackets.
-fn parse_public_host(s: &str) -> Result<String, String> {
-    let lower = s.to_ascii_lowercase();
-    match split_host(&lower) {
-        Some((name, _)) if !name.is_empty() && !name.contains(['/', '@', ' ']) => Ok(lower),
-        _ => Err(format!("expected HOST or HOST:PORT, got {s:?}")),
-    }
-}
-
 /// `scheme://host[:port]` with scheme http or https, lowercased, as browsers send it in `Origin`.
 fn parse_origin(s: &str) -> Result<String, String> {
     let lower = s.to_ascii_lowercase();
@@ -129,27 +121,6 @@ fn parse_origin(s: &str) -> Result<String, String> {
         _ => Err(format!(
             "expected an origin such as https://app.example or http://localhost:3000, got {s:?}"
         )),
-    }
-}
-
-/// `name[:port]` split into the name (IPv6 keeps its brackets) and the port, if any; `None` if the port
-/// is not a number.
-fn split_host(s: &str) -> Option<(&str, Option<u16>)> {
-    let (name, port) = if s.starts_with('[') {
-        let end = s.find(']')?;
-        match &s[end + 1..] {
-            "" => (&s[..=end], None),
-            rest => (&s[..=end], Some(rest.strip_prefix(':')?)),
-        }
-    } else {
-        match s.rsplit_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (s, None),
-        }
-    };
-    match port {
-        None => Some((name, None)),
-        Some(p) => p.parse::<u16>().ok().map(|p| (name, Some(p))),
     }
 }
 
@@ -322,28 +293,7 @@ impl SecurityConfig {
 
     /// The layer for a server bound to `bound`.
     pub fn bind(self, bound: &[SocketAddr]) -> Security {
-        let mut hosts = HostSet::default();
-        for addr in bound {
-            let ip = match addr.ip() {
-                IpAddr::V4(ip) => ip.to_string(),
-                IpAddr::V6(ip) => format!("[{ip}]"),
-            };
-            hosts.add(&ip, addr.port());
-            if addr.ip().is_loopback() || addr.ip().is_unspecified() {
-                for name in ["localhost", "127.0.0.1", "[::1]"] {
-                    hosts.add(name, addr.port());
-                }
-            }
-        }
-        for public in &self.public_hosts {
-            match split_host(public) {
-                Some((name, Some(port))) => hosts.add(name, port),
-                Some((name, None)) => {
-                    hosts.any_port.insert(name.to_owned());
-                }
-                None => {}
-            }
-        }
+        let hosts = HostSet::for_listener(bound, &self.public_hosts);
         Security {
             access: self.access,
             hosts,
@@ -387,30 +337,6 @@ fn tokens(sources: &[(String, String)]) -> Result<Access, String> {
         }
     }
     Ok(Access::Tokens { tokens, rights })
-}
-
-/// The `Host` values that name this gateway.
-#[derive(Debug, Default)]
-struct HostSet {
-    /// Exact values (`name:port`, and `name` alone for ports 80 and 443).
-    exact: HashSet<String>,
-    /// Names accepted with any port, or none.
-    any_port: HashSet<String>,
-}
-
-impl HostSet {
-    fn add(&mut self, name: &str, port: u16) {
-        self.exact.insert(format!("{name}:{port}"));
-        if port == 80 || port == 443 {
-            self.exact.insert(name.to_owned());
-        }
-    }
-
-    fn contains(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.exact.contains(&host)
-            || split_host(&host).is_some_and(|(name, _)| self.any_port.contains(name))
-    }
 }
 
 /// The layer, once the server is bound: shared by every worker as app data.
@@ -732,10 +658,6 @@ mod tests {
 
     #[test]
     fn hosts_are_split_and_matched_as_documented() {
-        assert_eq!(split_host("a.example:80"), Some(("a.example", Some(80))));
-        assert_eq!(split_host("[::1]:8081"), Some(("[::1]", Some(8081))));
-        assert_eq!(split_host("[::1]"), Some(("[::1]", None)));
-        assert_eq!(split_host("a:x"), None);
         let config = SecurityConfig {
             access: Access::Open,
             public_hosts: vec!["any.example".into(), "web.example:443".into()],
