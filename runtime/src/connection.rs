@@ -1068,8 +1068,9 @@ fn lost(e: &std::io::Error) -> Error {
     }
 }
 
-/// Dials `target` within the engine's open timeout (the connection's `connect_timeout`): the engine's own
-/// deadline only runs once there is a transport, and an unanswered TCP connect takes minutes to fail.
+/// Dials `target` within the engine's open timeout (the connection's `connect_timeout`), so that a dial
+/// that hangs (an unanswered TCP connect takes minutes to fail) ends at the deadline that bounds the rest
+/// of the opening, with [`Error::Timeout`].
 async fn dial_within(target: Target) -> Result<BoxedTransport, Error> {
     match target.config.open_timeout.filter(|t| *t < Duration::MAX) {
         Some(limit) => tokio::time::timeout(limit, transport::dial(target))

@@ -749,12 +749,18 @@ mod outcome_tests {
         let err = Outcome::Rejected(Some(error.clone()))
             .into_result()
             .expect_err("a rejection is an error");
-        assert_eq!(err.condition(), Some(&ErrorCondition::ResourceLimitExceeded));
+        assert_eq!(
+            err.condition(),
+            Some(&ErrorCondition::ResourceLimitExceeded)
+        );
         assert_eq!(err.amqp_error(), Some(&error));
         assert_eq!(
             err.to_string(),
             "the message was not accepted: rejected (amqp:resource-limit-exceeded: queue full)"
         );
-        assert_eq!(Outcome::Released.into_result().unwrap_err().condition(), None);
+        assert_eq!(
+            Outcome::Released.into_result().unwrap_err().condition(),
+            None
+        );
     }
 }

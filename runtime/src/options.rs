@@ -575,7 +575,7 @@ impl SenderOptions {
 ///     .credit_window(100);
 /// assert!(options.source.unwrap().filter.is_some());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct ReceiverOptions {
     /// The link name (default: generated).
@@ -611,27 +611,6 @@ pub struct ReceiverOptions {
     /// How long the async facade waits for the peer's `attach` (default: no limit of its own). Past it:
     /// [`Error::Timeout`](crate::Error::Timeout).
     pub open_timeout: Option<Duration>,
-}
-
-impl Default for ReceiverOptions {
-    fn default() -> Self {
-        ReceiverOptions {
-            name: None,
-            source: None,
-            target: None,
-            delivery_mode: DeliveryMode::default(),
-            sender_settle_mode: None,
-            receiver_settle_mode: None,
-            credit_window: None,
-            auto_accept: None,
-            dynamic: false,
-            max_message_size: None,
-            properties: None,
-            offered_capabilities: Vec::new(),
-            desired_capabilities: Vec::new(),
-            open_timeout: None,
-        }
-    }
 }
 
 /// The filter name a JMS selector goes under, by convention.
