@@ -760,18 +760,13 @@ fn the_embedded_broker_refuses_anonymous_clients_and_forged_names() {
             ("ANONYMOUS", ConnectionOptions::default()),
             (
                 "no SASL at all",
-                ConnectionOptions {
-                    sasl_disabled: true,
-                    ..ConnectionOptions::default()
-                },
+                ConnectionOptions::new().sasl_disabled(true),
             ),
             (
                 "a wrong password",
-                ConnectionOptions {
-                    user: Some("chat_relay".into()),
-                    password: Some("guess".into()),
-                    ..ConnectionOptions::default()
-                },
+                ConnectionOptions::new()
+                    .user("chat_relay")
+                    .password("guess"),
             ),
         ];
         for (how, options) in attempts {
@@ -799,11 +794,9 @@ fn the_embedded_broker_refuses_anonymous_clients_and_forged_names() {
         let sender = container
             .open_sender_with(
                 &url,
-                ConnectionOptions {
-                    user: Some("chat_relay".into()),
-                    password: Some(a.password()),
-                    ..ConnectionOptions::default()
-                },
+                ConnectionOptions::new()
+                    .user("chat_relay")
+                    .password(a.password()),
                 SenderOptions::default(),
             )
             .await

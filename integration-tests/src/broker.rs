@@ -81,10 +81,7 @@ pub async fn send(s: &SenderHandle, m: Message) -> Outcome {
 
 /// A receiver on `url` (its own connection) with a credit window of `window`, opened within [`TIMEOUT`].
 pub async fn receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
+    let options = ReceiverOptions::new().credit_window(window);
     tokio::time::timeout(TIMEOUT, container.open_receiver(url, options))
         .await
         .expect("the receiver opens in time")
@@ -125,10 +122,7 @@ pub struct DynamicClient(pub Option<tokio::sync::oneshot::Sender<String>>);
 
 impl MessagingHandler for DynamicClient {
     fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let opts = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
+        let opts = ReceiverOptions::new().dynamic(true);
         c.open_receiver("", opts).expect("receiver opens");
     }
     fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {

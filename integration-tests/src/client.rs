@@ -36,10 +36,7 @@ pub fn container(id: &str) -> ContainerHandle {
 /// Connection options for a peer on loopback: SASL PLAIN is allowed without TLS (without this, nucleon
 /// refuses to connect with a user over plain TCP, as Proton refuses PLAIN there).
 pub fn plain_allowed() -> ConnectionOptions {
-    ConnectionOptions {
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
-    }
+    ConnectionOptions::new().sasl_allow_insecure_mechs(true)
 }
 
 /// Awaits `f`, failing the test (naming `what`) when it takes longer than `timeout`.
@@ -166,10 +163,7 @@ impl Clients {
         url: &str,
         window: u32,
     ) -> ReceiverHandle {
-        let options = ReceiverOptions {
-            credit_window: Some(window),
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().credit_window(window);
         within(
             self.timeout,
             "our receiver opens",
@@ -233,10 +227,7 @@ struct ManualCreditHandler {
 
 impl MessagingHandler for ManualCreditHandler {
     fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().credit_window(0);
         if let Err(e) = connection.open_receiver(&self.address, options) {
             panic!("cannot open the receiver: {e}");
         }

@@ -169,13 +169,7 @@ async fn anonymous_relay_routes_by_to() {
     let container = container(4);
     let (_broker, base) = serve(&container, BrokerOptions::default());
     let sender = container
-        .open_sender(
-            &base,
-            SenderOptions {
-                target: Some(Target::default()),
-                ..SenderOptions::default()
-            },
-        )
+        .open_sender(&base, SenderOptions::new().target(Target::default()))
         .await
         .expect("sender opens");
     let m = Message::builder().to("relayed").body(7i64).build();
@@ -243,10 +237,7 @@ async fn sasl_plain_is_required_when_users_are_configured() {
         .listen(&container, "127.0.0.1:0", options)
         .expect("listens");
     let port = listener.port();
-    let insecure = || ConnectionOptions {
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
-    };
+    let insecure = || ConnectionOptions::new().sasl_allow_insecure_mechs(true);
     let ok = container
         .open_sender_with(
             &format!("amqp://alice:secret@127.0.0.1:{port}/q"),
@@ -419,10 +410,7 @@ async fn drain_sends_what_the_queue_has_and_gives_back_the_rest_of_the_credit() 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let client = ReceivingClient {
         address: "drained".into(),
-        options: ReceiverOptions {
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        },
+        options: ReceiverOptions::new().credit_window(0),
         drain: Some(10),
         tx,
     };
@@ -455,15 +443,13 @@ async fn copy_distribution_browses_without_consuming() {
     let mut browser = container
         .open_receiver(
             &url,
-            ReceiverOptions {
-                source: Some(Source {
+            ReceiverOptions::new()
+                .source(Source {
                     address: Some("browsed".into()),
                     distribution_mode: Some(DISTRIBUTION_MODE_COPY),
                     ..Source::default()
-                }),
-                credit_window: Some(10),
-                ..ReceiverOptions::default()
-            },
+                })
+                .credit_window(10),
         )
         .await
         .expect("browser opens");
@@ -492,11 +478,9 @@ async fn a_pre_settled_consumer_gets_messages_settled_and_they_leave_the_queue()
     let (tx, mut rx) = mpsc::unbounded_channel();
     let client = ReceivingClient {
         address: "fire".into(),
-        options: ReceiverOptions {
-            delivery_mode: DeliveryMode::AtMostOnce,
-            credit_window: Some(10),
-            ..ReceiverOptions::default()
-        },
+        options: ReceiverOptions::new()
+            .delivery_mode(DeliveryMode::AtMostOnce)
+            .credit_window(10),
         drain: None,
         tx,
     };
@@ -683,14 +667,14 @@ async fn a_topic_declared_by_capability_reaches_every_subscriber_also_through_th
     let container = container(4);
     let (broker, base) = serve(&container, BrokerOptions::default());
     let url = format!("{base}/news");
-    let subscriber = || ReceiverOptions {
-        source: Some(Source {
-            address: Some("news".into()),
-            capabilities: topic_capability(),
-            ..Source::default()
-        }),
-        credit_window: Some(10),
-        ..ReceiverOptions::default()
+    let subscriber = || {
+        ReceiverOptions::new()
+            .source(Source {
+                address: Some("news".into()),
+                capabilities: topic_capability(),
+                ..Source::default()
+            })
+            .credit_window(10)
     };
     let mut a = container
         .open_receiver(&url, subscriber())
@@ -708,14 +692,11 @@ async fn a_topic_declared_by_capability_reaches_every_subscriber_also_through_th
     let producer = container
         .open_sender(
             &url,
-            SenderOptions {
-                target: Some(Target {
-                    address: Some("news".into()),
-                    capabilities: topic_capability(),
-                    ..Target::default()
-                }),
-                ..SenderOptions::default()
-            },
+            SenderOptions::new().target(Target {
+                address: Some("news".into()),
+                capabilities: topic_capability(),
+                ..Target::default()
+            }),
         )
         .await
         .expect("producer opens");
@@ -727,13 +708,7 @@ async fn a_topic_declared_by_capability_reaches_every_subscriber_also_through_th
         assert_eq!(outcome, Outcome::Accepted);
     }
     let relay = container
-        .open_sender(
-            &base,
-            SenderOptions {
-                target: Some(Target::default()),
-                ..SenderOptions::default()
-            },
-        )
+        .open_sender(&base, SenderOptions::new().target(Target::default()))
         .await
         .expect("relay sender opens");
     let m = Message::builder().to("news").body(10i64).build();
@@ -747,14 +722,11 @@ async fn a_topic_declared_by_capability_reaches_every_subscriber_also_through_th
     let alerts = container
         .open_sender(
             &format!("{base}/alerts"),
-            SenderOptions {
-                target: Some(Target {
-                    address: Some("alerts".into()),
-                    capabilities: topic_capability(),
-                    ..Target::default()
-                }),
-                ..SenderOptions::default()
-            },
+            SenderOptions::new().target(Target {
+                address: Some("alerts".into()),
+                capabilities: topic_capability(),
+                ..Target::default()
+            }),
         )
         .await
         .expect("producer opens");

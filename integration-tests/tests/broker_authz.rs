@@ -50,10 +50,7 @@ fn broker(container: &ContainerHandle, authorization: Option<Authorization>) -> 
 }
 
 fn as_user() -> ConnectionOptions {
-    ConnectionOptions {
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
-    }
+    ConnectionOptions::new().sasl_allow_insecure_mechs(true)
 }
 
 fn url(user: Option<&str>, port: u16, address: &str) -> String {
@@ -66,10 +63,7 @@ fn url(user: Option<&str>, port: u16, address: &str) -> String {
 
 /// The AMQP condition an open or send failed with.
 fn condition(e: &Error) -> Option<ErrorCondition> {
-    match e {
-        Error::Amqp(a) => Some(a.condition.clone()),
-        _ => None,
-    }
+    e.condition().cloned()
 }
 
 async fn send_as(
@@ -109,14 +103,11 @@ async fn consume_as(
     });
     let receiver = tokio::time::timeout(
         TIMEOUT,
-        container.open_receiver_with(
-            &url(user, port, address),
-            as_user(),
-            ReceiverOptions {
-                source,
-                ..ReceiverOptions::default()
-            },
-        ),
+        container.open_receiver_with(&url(user, port, address), as_user(), {
+            let mut o = ReceiverOptions::new();
+            o.source = source;
+            o
+        }),
     )
     .await
     .expect("the attach is answered in time")?;
@@ -208,10 +199,7 @@ async fn anonymous_relay_checks_each_message_against_its_to() {
         .open_sender_with(
             &url(Some("alice"), port, ""),
             as_user(),
-            SenderOptions {
-                target: Some(Target::default()),
-                ..SenderOptions::default()
-            },
+            SenderOptions::new().target(Target::default()),
         )
         .await
         .expect("the relay link opens");

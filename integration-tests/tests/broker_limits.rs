@@ -39,13 +39,7 @@ async fn the_anonymous_relay_honours_the_queue_depth() {
     );
     let relay = tokio::time::timeout(
         TIMEOUT,
-        container.open_sender(
-            &base,
-            SenderOptions {
-                target: Some(Target::default()),
-                ..SenderOptions::default()
-            },
-        ),
+        container.open_sender(&base, SenderOptions::new().target(Target::default())),
     )
     .await
     .expect("in time")
@@ -222,7 +216,9 @@ async fn one_queue_too_many_is_refused() {
         .await
         .expect_err("a fourth queue");
     match &refused {
-        Error::Amqp(e) => assert_eq!(e.condition, ErrorCondition::ResourceLimitExceeded, "{e:?}"),
+        Error::LinkRefused { error: Some(e) } => {
+            assert_eq!(e.condition, ErrorCondition::ResourceLimitExceeded, "{e:?}")
+        }
         other => panic!("{other}"),
     }
     assert_eq!(broker.queue_depth("q4"), None);

@@ -26,13 +26,7 @@ fn first_acquirer(m: &Message) -> bool {
 /// A sender with no target address: the anonymous relay.
 async fn relay(container: &ContainerHandle, base: &str) -> SenderHandle {
     container
-        .open_sender(
-            base,
-            SenderOptions {
-                target: Some(Target::default()),
-                ..SenderOptions::default()
-            },
-        )
+        .open_sender(base, SenderOptions::new().target(Target::default()))
         .await
         .expect("relay sender opens")
 }
@@ -402,27 +396,21 @@ async fn a_queue_cannot_be_turned_into_a_topic() {
     let s = sender(&container, &url).await;
     send_accepted(&s, Message::with_body(0i64)).await;
 
-    let subscriber = Link::Consumer(ReceiverOptions {
-        source: Some(Source {
-            address: Some("orders".into()),
-            capabilities: topic_capability(),
-            ..Source::default()
-        }),
-        ..ReceiverOptions::default()
-    });
+    let subscriber = Link::Consumer(ReceiverOptions::new().source(Source {
+        address: Some("orders".into()),
+        capabilities: topic_capability(),
+        ..Source::default()
+    }));
     assert_eq!(
         refusal(&container, &base, "orders", subscriber).await,
         ErrorCondition::PreconditionFailed,
         "a topic consumer of a queue"
     );
-    let publisher = Link::Producer(SenderOptions {
-        target: Some(Target {
-            address: Some("orders".into()),
-            capabilities: topic_capability(),
-            ..Target::default()
-        }),
-        ..SenderOptions::default()
-    });
+    let publisher = Link::Producer(SenderOptions::new().target(Target {
+        address: Some("orders".into()),
+        capabilities: topic_capability(),
+        ..Target::default()
+    }));
     assert_eq!(
         refusal(&container, &base, "orders", publisher).await,
         ErrorCondition::PreconditionFailed,

@@ -293,10 +293,7 @@ impl Consumer {
 }
 
 async fn open_receiver(container: &ContainerHandle, url: &str, window: u32) -> ReceiverHandle {
-    let options = ReceiverOptions {
-        credit_window: Some(window),
-        ..ReceiverOptions::default()
-    };
+    let options = ReceiverOptions::new().credit_window(window);
     tokio::time::timeout(TIMEOUT, container.open_receiver(url, options))
         .await
         .expect("receiver opens in time")

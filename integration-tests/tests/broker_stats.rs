@@ -175,12 +175,12 @@ async fn failed_logins_are_counted() {
         ..ListenOptions::default()
     };
     let (broker, base) = serve_with(&container, BrokerOptions::default(), listen);
-    let login = |password: &str| ConnectionOptions {
-        user: Some("alice".into()),
-        password: Some(password.into()),
-        sasl_allowed_mechs: vec!["PLAIN".into()],
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
+    let login = |password: &str| {
+        ConnectionOptions::new()
+            .user("alice")
+            .password(password)
+            .sasl_allowed_mechs(vec!["PLAIN".into()])
+            .sasl_allow_insecure_mechs(true)
     };
     let url = format!("{base}/guarded");
     for _ in 0..2 {

@@ -804,10 +804,7 @@ async fn fe2o3_acceptor_settlement() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, None).await;
     // Pre-settled from us: no outcome to wait for, fe2o3 gets it.
-    let presettled = SenderOptions {
-        delivery_mode: DeliveryMode::AtMostOnce,
-        ..SenderOptions::default()
-    };
+    let presettled = SenderOptions::new().delivery_mode(DeliveryMode::AtMostOnce);
     let sender = within(
         "our pre-settled sender opens",
         c.open_sender(&server.url("presettled"), presettled),
@@ -1068,11 +1065,9 @@ async fn fe2o3_acceptor_over_tls() {
     let ca = TestCa::new("fe2o3-acceptor-tls");
     let tls = fe2o3_tls_acceptor(&ca.server(ServerCert::Loopback));
     // fe2o3 serves TLS only after the AMQP TLS header [AMQP 1.0 §5.2.1]; our client sends it when asked.
-    let options = ConnectionOptions {
-        tls: Some(ca.client_tls()),
-        tls_protocol_header: true,
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new()
+        .tls(ca.client_tls())
+        .tls_protocol_header(true);
     // SASL PLAIN inside TLS: no insecure-mechanism switch on our side, since it does not travel in clear.
     let mut plain = Fe2o3Server::start_tls(Auth::Plain("alice", "secret"), tls.clone()).await;
     let url = plain.url_as("alice", "secret", "tls");
@@ -1097,10 +1092,7 @@ async fn fe2o3_acceptor_over_tls() {
     let url = scram.url_as("alice", "secret", "tls");
     send_one_to(&c, &mut scram, &url, options.clone()).await;
     // Without the private CA (the operating system's roots only): refused by our certificate check.
-    let untrusted = ConnectionOptions {
-        tls: None,
-        ..options.clone()
-    };
+    let untrusted = options.clone();
     let err = within(
         "our sender is refused",
         c.open_sender_with(&url, untrusted, SenderOptions::default()),
@@ -1116,10 +1108,7 @@ async fn fe2o3_acceptor_over_tls() {
     // Without the TLS header fe2o3 reads our ClientHello's first 8 bytes as a protocol header, answers with
     // its `AMQP 2 1 0 0` and drops the socket with the rest unread (a reset, here): our handshake fails, and
     // nothing went in clear.
-    let no_header = ConnectionOptions {
-        tls_protocol_header: false,
-        ..options
-    };
+    let no_header = options.tls_protocol_header(false);
     let err = within(
         "our sender is refused",
         c.open_sender_with(&url, no_header, SenderOptions::default()),
@@ -1210,10 +1199,7 @@ async fn fe2o3_client_idle_timeout() {
 async fn fe2o3_acceptor_idle_timeout() {
     let c = container();
     let mut server = Fe2o3Server::start(Auth::Anonymous, Some(IDLE.as_millis() as u32)).await;
-    let options = ConnectionOptions {
-        idle_timeout: Some(IDLE),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().idle_timeout(IDLE);
     let sender = within(
         "our sender opens",
         c.open_sender_with(&server.url("idle"), options, SenderOptions::default()),
@@ -1349,10 +1335,7 @@ struct CreditClient {
 
 impl MessagingHandler for CreditClient {
     fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().credit_window(0);
         c.open_receiver(&self.address, options)
             .expect("receiver opens");
     }
@@ -1529,10 +1512,7 @@ struct Requester {
 
 impl MessagingHandler for Requester {
     fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().dynamic(true);
         c.open_receiver("", options).expect("receiver opens");
     }
     fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {

@@ -186,10 +186,7 @@ async fn protonc_client_sasl_anonymous() {
     let broker = CBroker::shared();
     let c = container();
     let url = broker.url(&address("anonymous"));
-    let options = ConnectionOptions {
-        sasl_allowed_mechs: vec!["ANONYMOUS".into()],
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().sasl_allowed_mechs(vec!["ANONYMOUS".into()]);
     let outcomes = send_all(
         &c,
         &url,
@@ -210,10 +207,7 @@ async fn protonc_client_idle_timeout() {
     let url = broker.url(&address("idle"));
     // The C broker advertises no idle timeout; we ask for 1 s (advertising 500 ms), so Proton must keep our
     // quiet connection alive with empty frames, or we close it with resource-limit-exceeded.
-    let options = ConnectionOptions {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().idle_timeout(Duration::from_secs(1));
     let sender = c
         .open_sender_with(&url, options, SenderOptions::default())
         .await

@@ -237,10 +237,7 @@ async fn pyproton_client_sasl_anonymous() {
     let broker = PyBroker::shared();
     let c = container();
     let url = broker.url(None, &address("anonymous"));
-    let options = ConnectionOptions {
-        sasl_allowed_mechs: vec!["ANONYMOUS".into()],
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().sasl_allowed_mechs(vec!["ANONYMOUS".into()]);
     let outcomes = send_all(
         &c,
         &url,
@@ -270,11 +267,9 @@ async fn pyproton_client_over_tls() {
         .expect("the TLS Python broker starts");
     let c = container();
     let tls = ca.client_tls();
-    let options = ConnectionOptions {
-        tls: Some(tls),
-        sasl_allowed_mechs: vec!["ANONYMOUS".into()],
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new()
+        .tls(tls)
+        .sasl_allowed_mechs(vec!["ANONYMOUS".into()]);
     let outcomes = send_all(
         &c,
         &format!("amqps://localhost:{port}/tls"),
@@ -292,10 +287,7 @@ async fn pyproton_client_idle_timeout() {
     let c = container();
     let url = broker.url(None, &address("idle"));
     // We ask for 1 s (advertising 500 ms): Proton must keep our quiet connection alive with empty frames.
-    let options = ConnectionOptions {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().idle_timeout(Duration::from_secs(1));
     let sender = c
         .open_sender_with(&url, options, SenderOptions::default())
         .await
@@ -344,10 +336,7 @@ struct Requester {
 
 impl MessagingHandler for Requester {
     fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().dynamic(true);
         if let Err(e) = connection.open_receiver("", options) {
             panic!("cannot open the dynamic receiver: {e}");
         }

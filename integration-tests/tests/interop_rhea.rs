@@ -877,10 +877,7 @@ async fn rhea_listener_settlement() {
         other => panic!("expected a rejection with an error, got {other:?}"),
     }
     assert_eq!(outcomes[2], Outcome::Released);
-    let presettled = SenderOptions {
-        delivery_mode: DeliveryMode::AtMostOnce,
-        ..SenderOptions::default()
-    };
+    let presettled = SenderOptions::new().delivery_mode(DeliveryMode::AtMostOnce);
     let outcomes = send_all_with(&c, &format!("{base}/presettled"), numbered(1), presettled).await;
     assert_eq!(outcomes, vec![Outcome::Settled]);
     let received = loop {
@@ -975,10 +972,7 @@ struct Drainer {
 
 impl MessagingHandler for Drainer {
     fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().credit_window(0);
         c.open_receiver(&self.address, options)
             .expect("the receiver opens");
     }
@@ -1034,10 +1028,7 @@ struct Requester {
 
 impl MessagingHandler for Requester {
     fn on_connection_open(&mut self, c: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().dynamic(true);
         c.open_receiver("", options).expect("the receiver opens");
     }
     fn on_receiver_open(&mut self, r: &mut Receiver<'_>) {
@@ -1127,10 +1118,7 @@ async fn rhea_listener_over_tls_with_plain() {
     .await;
     // Our rustls client against Node's TLS server; PLAIN, as it travels encrypted.
     let tls = ca.client_tls();
-    let options = ConnectionOptions {
-        tls: Some(tls),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().tls(tls);
     let url = format!("amqps://alice:secret@localhost:{port}/tls");
     let sender = client::within(
         TIMEOUT,
@@ -1163,13 +1151,10 @@ async fn rhea_listener_over_websocket() {
     let (_op, port) = rhea_listener(json!({"websocket": true})).await;
     // Our WebSocket client (subprotocol `amqp`) against rhea's binding on a `ws` server.
     let url = format!("ws://127.0.0.1:{port}/");
-    let options = SenderOptions {
-        target: Some(nucleon::protocol::frame::Target {
-            address: Some("ws".into()),
-            ..Default::default()
-        }),
-        ..SenderOptions::default()
-    };
+    let options = SenderOptions::new().target(nucleon::protocol::frame::Target {
+        address: Some("ws".into()),
+        ..Default::default()
+    });
     let sender = client::within(
         TIMEOUT,
         "our sender opens over WebSocket",
@@ -1190,10 +1175,7 @@ async fn rhea_listener_over_websocket() {
 async fn rhea_listener_idle_timeout() {
     let c = container();
     let (_op, port) = rhea_listener(json!({"idle_time_out": 1000})).await;
-    let options = ConnectionOptions {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().idle_timeout(Duration::from_secs(1));
     let sender = c
         .open_sender_with(
             &format!("amqp://127.0.0.1:{port}/idle"),

@@ -226,10 +226,7 @@ async fn an_actor_receives_with_credit_that_follows_its_pace() {
     let link = container
         .receive_into(
             &url,
-            ReceiverOptions {
-                credit_window: Some(window as u32),
-                ..ReceiverOptions::default()
-            },
+            ReceiverOptions::new().credit_window(window as u32),
             counter.recipient(),
         )
         .await

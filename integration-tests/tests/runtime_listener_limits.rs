@@ -173,10 +173,8 @@ async fn accepted_and_dialled_sockets_have_tcp_keepalive() {
     // Dialled, with 41 s.
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_addr = server.local_addr().unwrap();
-    let options = ConnectionOptions {
-        tcp_keepalive: TcpKeepalive::Idle(Duration::from_secs(41)),
-        ..ConnectionOptions::default()
-    };
+    let options =
+        ConnectionOptions::new().tcp_keepalive(TcpKeepalive::Idle(Duration::from_secs(41)));
     let (tx, _rx) = unbounded_channel();
     c.connect(&format!("amqp://{server_addr}"), options, Opener(tx))
         .unwrap();
@@ -323,13 +321,11 @@ async fn first_seen_from(
 }
 
 fn alice(password: &str) -> ConnectionOptions {
-    ConnectionOptions {
-        user: Some("alice".into()),
-        password: Some(password.into()),
-        sasl_allowed_mechs: vec!["PLAIN".into()],
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
-    }
+    ConnectionOptions::new()
+        .user("alice")
+        .password(password)
+        .sasl_allowed_mechs(vec!["PLAIN".into()])
+        .sasl_allow_insecure_mechs(true)
 }
 
 #[actix_rt::test]
@@ -409,10 +405,7 @@ fn broker_users(anonymous: bool) -> Arc<dyn Authenticator> {
 }
 
 fn skipping() -> ConnectionOptions {
-    ConnectionOptions {
-        sasl_disabled: true,
-        ..ConnectionOptions::default()
-    }
+    ConnectionOptions::new().sasl_disabled(true)
 }
 
 #[actix_rt::test]

@@ -116,15 +116,12 @@ fn a_client_fails_over_and_survives_a_server_restart() {
     let (handle, runner) = spawn_container("client", false);
     let (opened_tx, opened_rx) = mpsc::channel();
     let (closes_tx, closes_rx) = mpsc::channel();
-    let options = ConnectionOptions {
-        reconnect: Some(ReconnectOptions {
-            delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(100),
-            failover_urls: vec![format!("amqp://127.0.0.1:{port}")],
-            ..ReconnectOptions::default()
-        }),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().reconnect(
+        ReconnectOptions::new()
+            .delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(100))
+            .failover_urls(vec![format!("amqp://127.0.0.1:{port}")]),
+    );
     // The main URL has nothing listening: the client must get through the failover URL.
     let conn = handle
         .connect(
@@ -201,14 +198,9 @@ fn no_retry_after_unauthorized_access() {
     let conn = client
         .connect(
             &format!("amqp://user:wrong@127.0.0.1:{}", listener.port()),
-            ConnectionOptions {
-                sasl_allow_insecure_mechs: true,
-                reconnect: Some(ReconnectOptions {
-                    delay: Duration::from_millis(1),
-                    ..ReconnectOptions::default()
-                }),
-                ..ConnectionOptions::default()
-            },
+            ConnectionOptions::new()
+                .sasl_allow_insecure_mechs(true)
+                .reconnect(ReconnectOptions::new().delay(Duration::from_millis(1))),
             Refused(closed_tx),
         )
         .expect("connects");
@@ -253,14 +245,11 @@ fn a_facade_sender_survives_a_reconnect_on_its_one_link() {
     let (seen_tx, seen) = mpsc::channel();
     let (server1, port, t1) = threaded_server("links", "127.0.0.1:0", Links(seen_tx.clone()));
     let (handle, runner) = spawn_container("facade-reconnect", false);
-    let options = ConnectionOptions {
-        reconnect: Some(ReconnectOptions {
-            delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(100),
-            ..ReconnectOptions::default()
-        }),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().reconnect(
+        ReconnectOptions::new()
+            .delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(100)),
+    );
     let url = format!("amqp://127.0.0.1:{port}/q");
     let sender = futures::executor::block_on(handle.open_sender_with(
         &url,
@@ -374,13 +363,8 @@ fn a_wake_while_a_lost_transport_flushes_is_delivered_after_the_reconnect() {
     let conn = handle
         .connect(
             &format!("amqp://127.0.0.1:{port}"),
-            ConnectionOptions {
-                reconnect: Some(ReconnectOptions {
-                    delay: Duration::from_millis(5),
-                    ..ReconnectOptions::default()
-                }),
-                ..ConnectionOptions::default()
-            },
+            ConnectionOptions::new()
+                .reconnect(ReconnectOptions::new().delay(Duration::from_millis(5))),
             WakeOnLoss {
                 me: Some(me_rx),
                 seen: seen_tx,

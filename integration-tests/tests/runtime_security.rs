@@ -56,10 +56,7 @@ async fn credentials_are_never_dropped_for_anonymous_unless_asked() {
     );
     assert!(users.try_recv().is_err(), "nothing opened");
 
-    let fallback = ConnectionOptions {
-        allow_anonymous_fallback: true,
-        ..ConnectionOptions::default()
-    };
+    let fallback = ConnectionOptions::new().allow_anonymous_fallback(true);
     assert_eq!(first_seen(&c, &url, fallback).await, Seen::Opened);
     let (user, _) = within(WAIT, "server open", users.recv())
         .await
@@ -86,10 +83,7 @@ async fn a_listener_offers_plain_over_plain_tcp_only_when_asked() {
     let (port, _users) = listen(&c, Some(plain.clone()));
     let url = format!("amqp://alice:secret@127.0.0.1:{port}");
     // Even a client that would send it in clear gets no PLAIN offered.
-    let insecure = ConnectionOptions {
-        sasl_allow_insecure_mechs: true,
-        ..ConnectionOptions::default()
-    };
+    let insecure = ConnectionOptions::new().sasl_allow_insecure_mechs(true);
     let e = failure(first_seen(&c, &url, insecure.clone()).await);
     assert!(e.contains("no SASL mechanism in common"), "{e}");
 

@@ -196,14 +196,11 @@ fn a_delivery_ref_from_before_a_reconnect_settles_nothing_after_it() {
         },
     );
     let (handle, runner) = client_container();
-    let options = ConnectionOptions {
-        reconnect: Some(ReconnectOptions {
-            delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(100),
-            ..ReconnectOptions::default()
-        }),
-        ..ConnectionOptions::default()
-    };
+    let options = ConnectionOptions::new().reconnect(
+        ReconnectOptions::new()
+            .delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(100)),
+    );
     let (conn, seen) = connect(&handle, port, options);
     let (body, old) = next_message(&seen);
     assert_eq!(body, "first");

@@ -39,10 +39,7 @@ fn listen_with(c: &ContainerHandle, options: ListenOptions) -> (u16, ServerSeen)
 }
 
 fn with_tls(tls: TlsClientConfig) -> ConnectionOptions {
-    ConnectionOptions {
-        tls: Some(tls),
-        ..ConnectionOptions::default()
-    }
+    ConnectionOptions::new().tls(tls)
 }
 
 #[actix_rt::test]
@@ -67,10 +64,7 @@ async fn amqps_with_a_private_ca_and_plain_on_the_same_port() {
         assert_eq!(subject, None, "no client certificate");
     }
     // The TLS protocol header first, then the handshake [AMQP 1.0 §5.2.1].
-    let header = ConnectionOptions {
-        tls_protocol_header: true,
-        ..with_tls(ca.client_tls())
-    };
+    let header = with_tls(ca.client_tls()).tls_protocol_header(true);
     assert_eq!(
         first_seen(&c, &format!("amqps://127.0.0.1:{port}"), header).await,
         Seen::Opened
@@ -279,10 +273,7 @@ async fn sasl_external_authenticates_as_the_certificate_subject() {
         .expect("server TLS");
     let (port, mut server_seen) = listen(&c, Some(tls));
     let client_tls = ca.client_tls_as(&alice);
-    let external = ConnectionOptions {
-        sasl_allowed_mechs: vec!["EXTERNAL".into()],
-        ..with_tls(client_tls)
-    };
+    let external = with_tls(client_tls).sasl_allowed_mechs(vec!["EXTERNAL".into()]);
     let url = format!("amqps://127.0.0.1:{port}");
     assert_eq!(first_seen(&c, &url, external.clone()).await, Seen::Opened);
     let (user, subject) = within(WAIT, "server open", server_seen.recv())
@@ -291,10 +282,7 @@ async fn sasl_external_authenticates_as_the_certificate_subject() {
     assert_eq!(user.as_deref(), Some("alice"), "EXTERNAL gives the subject");
     assert_eq!(subject.as_deref(), Some("alice"));
     // Without a client certificate there is no EXTERNAL to use.
-    let no_cert = ConnectionOptions {
-        sasl_allowed_mechs: vec!["EXTERNAL".into()],
-        ..with_tls(ca.client_tls())
-    };
+    let no_cert = with_tls(ca.client_tls()).sasl_allowed_mechs(vec!["EXTERNAL".into()]);
     match first_seen(&c, &url, no_cert).await {
         Seen::Failed(e) => assert!(e.contains("no SASL mechanism in common"), "{e}"),
         other => panic!("EXTERNAL without a certificate: {other:?}"),

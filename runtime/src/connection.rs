@@ -741,8 +741,8 @@ impl<H: MessagingHandler> ConnectionActor<H> {
     }
 
     fn connect(&mut self, target: Target, ctx: &mut Context<Self>) {
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(transport::dial(target)).map(|result, act, ctx| {
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(dial_within(target)).map(
+            |result, act, ctx| {
                 // Closed while connecting (the container stopped): `on_transport_close` has run, and no
                 // callback may follow it.
                 if act.transport_closed || act.finished {
@@ -753,12 +753,12 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 match result {
                     Ok(s) => act.attach_stream(s, ctx),
                     Err(e) => {
-                        act.core.engine.handle_disconnected(e);
+                        act.core.transport_failed(e);
                         act.pump(ctx);
                     }
                 }
-            }),
-        );
+            },
+        ));
     }
 
     /// After a lost transport: with a reconnect policy that allows it, set up a fresh engine (keeping the
@@ -790,7 +790,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         log::info!("reconnecting to {} in {delay:?}", target.host_port);
         ctx.run_later(delay, move |act, ctx| {
             if act.core.container.is_stopping() {
-                act.core.engine.handle_disconnected("the container stopped");
+                act.core.transport_failed(Error::ContainerStopping);
                 act.pump(ctx);
             } else {
                 act.connect(target, ctx);
@@ -970,9 +970,7 @@ impl<H: MessagingHandler> Handler<Shutdown> for ConnectionActor<H> {
         }
         if self.io.is_none() {
             self.core.closing = true;
-            self.core
-                .engine
-                .handle_disconnected("the container stopped");
+            self.core.transport_failed(Error::ContainerStopping);
         } else {
             Connection::new(&mut self.core).close_with(msg.0);
         }
@@ -1039,7 +1037,7 @@ fn read_pass<H: MessagingHandler>(
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
                 if n == 0 {
-                    act.core.engine.handle_read_closed();
+                    act.core.read_closed();
                     act.pump(ctx);
                     return Poll::Ready(());
                 }
@@ -1052,7 +1050,7 @@ fn read_pass<H: MessagingHandler>(
                 act.pump(ctx);
             }
             Poll::Ready(Err(e)) => {
-                act.core.engine.handle_disconnected(e.to_string());
+                act.core.transport_failed(lost(&e));
                 act.pump(ctx);
                 return Poll::Ready(());
             }
@@ -1060,6 +1058,29 @@ fn read_pass<H: MessagingHandler>(
     }
     task.waker().wake_by_ref();
     Poll::Pending
+}
+
+/// An established transport's IO failure.
+fn lost(e: &std::io::Error) -> Error {
+    Error::TransportLost {
+        kind: Some(e.kind()),
+        reason: e.to_string(),
+    }
+}
+
+/// Dials `target` within the engine's open timeout (the connection's `connect_timeout`), so that a dial
+/// that hangs (an unanswered TCP connect takes minutes to fail) ends at the deadline that bounds the rest
+/// of the opening, with [`Error::Timeout`].
+async fn dial_within(target: Target) -> Result<BoxedTransport, Error> {
+    match target.config.open_timeout.filter(|t| *t < Duration::MAX) {
+        Some(limit) => tokio::time::timeout(limit, transport::dial(target))
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                what: crate::error::Timeout::Connect,
+                after: limit,
+            })),
+        None => transport::dial(target).await,
+    }
 }
 
 /// One turn of writing: the output buffer to the socket; the socket is closed once the transport is done
@@ -1077,7 +1098,7 @@ fn write_pass<H: MessagingHandler>(
             // What a TLS stream holds back goes out now (a no-op for TCP).
             if let Poll::Ready(Err(e)) = Pin::new(&mut io.stream).poll_flush(task) {
                 io.out.clear();
-                act.core.engine.handle_disconnected(e.to_string());
+                act.core.transport_failed(lost(&e));
                 act.pump(ctx);
                 act.io_done(ctx);
                 return Poll::Ready(());
@@ -1106,11 +1127,14 @@ fn write_pass<H: MessagingHandler>(
             }
             Poll::Ready(result) => {
                 io.out.clear();
-                let reason = match result {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "the socket accepted no bytes".to_string(),
+                let failure = match result {
+                    Err(e) => lost(&e),
+                    Ok(_) => Error::TransportLost {
+                        kind: Some(std::io::ErrorKind::WriteZero),
+                        reason: "the socket accepted no bytes".to_string(),
+                    },
                 };
-                act.core.engine.handle_disconnected(reason);
+                act.core.transport_failed(failure);
                 act.pump(ctx);
                 act.io_done(ctx);
                 return Poll::Ready(());

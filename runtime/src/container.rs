@@ -390,6 +390,9 @@ impl ContainerHandle {
         }
         c.max_message_size = o.max_message_size.unwrap_or(self.inner.max_message_size);
         c.idle_timeout = o.idle_timeout;
+        if let Some(t) = o.connect_timeout {
+            c.open_timeout = Some(t);
+        }
         c.properties = o.properties.clone();
         c.offered_capabilities = o.offered_capabilities.clone();
         c.desired_capabilities = o.desired_capabilities.clone();

@@ -168,7 +168,10 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
                 }
             }
         }
-        Event::TransportError(e) => h.on_transport_error(&mut Connection::new(core), &e),
+        Event::TransportError(e) => {
+            core.take_transport_error(&e);
+            h.on_transport_error(&mut Connection::new(core), &e)
+        }
         Event::TransportClosed => h.on_transport_close(&mut Connection::new(core)),
         _ => {}
     }

@@ -39,8 +39,18 @@ use crate::views::{DeliveryRef, ReceiverId, SenderId};
 /// How many sends a `SenderHandle` lets wait for credit or an outcome at once; further sends wait their turn.
 const MAX_IN_FLIGHT: usize = 1024;
 
-/// The outcome of a message sent through a [`SenderHandle`] [AMQP 1.0 §3.4].
+/// The outcome of a message sent through a [`SenderHandle`] [AMQP 1.0 §3.4]. Only [`Accepted`](Self::Accepted)
+/// (and [`Settled`](Self::Settled), for a pre-settled send, which has no outcome) mean the peer took the
+/// message; [`into_result`](Self::into_result) turns the rest into an [`Error::NotAccepted`]:
+///
+/// ```no_run
+/// # async fn demo(sender: nucleon::SenderHandle) -> Result<(), nucleon::Error> {
+/// sender.send(nucleon::Message::with_body("hello")).await?.into_result()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The receiver accepted it.
     Accepted,
@@ -70,6 +80,54 @@ impl Outcome {
                 undeliverable_here: m.undeliverable_here,
             },
             _ => Outcome::Settled,
+        }
+    }
+
+    /// True when the receiver accepted the message.
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Outcome::Accepted)
+    }
+
+    /// True when the send went as asked: accepted, or sent pre-settled (at most once, so there is no
+    /// outcome to wait for).
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Accepted | Outcome::Settled)
+    }
+
+    /// The receiver's error, for a rejection that carried one.
+    pub fn error(&self) -> Option<&AmqpError> {
+        match self {
+            Outcome::Rejected(e) => e.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// `Ok(())` when [`is_ok`](Self::is_ok) (accepted or pre-settled), else [`Error::NotAccepted`] with
+    /// this outcome, whose [`Error::condition`] is the rejection's condition when it has one.
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.is_ok() {
+            Ok(())
+        } else {
+            Err(Error::NotAccepted(self))
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Accepted => f.write_str("accepted"),
+            Outcome::Rejected(Some(e)) => write!(f, "rejected ({e})"),
+            Outcome::Rejected(None) => f.write_str("rejected"),
+            Outcome::Released => f.write_str("released"),
+            Outcome::Modified {
+                delivery_failed,
+                undeliverable_here,
+            } => write!(
+                f,
+                "modified (delivery failed: {delivery_failed}, undeliverable here: {undeliverable_here})"
+            ),
+            Outcome::Settled => f.write_str("settled"),
         }
     }
 }
@@ -209,8 +267,9 @@ impl ContainerHandle {
     /// Opens one connection to `url` (`amqp[s]://[user:password@]host[:port]`; a path is ignored) that
     /// carries many links, and resolves once it is open at both ends. SASL, TLS, reconnect and every other
     /// [`ConnectionOptions`] apply as to [`connect`](Self::connect). It fails with the error that ended
-    /// the attempt: a refusal's condition (e.g. `amqp:unauthorized-access`), an IO failure (`nucleon:io`),
-    /// or [`Error::ConnectionClosed`]. With reconnect, failed attempts are retried until one opens or the
+    /// the attempt: a refusal's condition (e.g. `amqp:unauthorized-access`), an IO failure ([`Error::Io`],
+    /// with its kind, e.g. `ConnectionRefused`), [`Error::Timeout`] past the connect timeout, or
+    /// [`Error::ConnectionClosed`]. With reconnect, failed attempts are retried until one opens or the
     /// runtime gives up.
     ///
     /// The connection closes with [`AsyncConnectionHandle::close`], or once the last handle to it (the
@@ -321,7 +380,7 @@ impl ContainerHandle {
 /// the last handle to it is dropped: its own clones, and the handles of its links, which keep it open.
 ///
 /// When it ends, every operation on its links fails, with the error that ended it (the peer's condition,
-/// `nucleon:io` for a lost transport, else [`Error::ConnectionClosed`]), and
+/// [`Error::TransportLost`] for a lost transport, else [`Error::ConnectionClosed`]), and
 /// [`is_closed`](Self::is_closed) / [`closed`](Self::closed) report it: a caller that shares one connection
 /// replaces it then.
 #[derive(Clone)]
@@ -339,7 +398,7 @@ impl std::fmt::Debug for AsyncConnectionHandle {
 
 impl AsyncConnectionHandle {
     /// Attaches a sender to `address` on this connection and waits until the peer has attached it too
-    /// (or refused it: then its condition). Closing the handle, or dropping its last clone, closes only
+    /// (or refused it: then [`Error::LinkRefused`] with its condition). Closing the handle, or dropping its last clone, closes only
     /// this link.
     pub async fn open_sender(
         &self,
@@ -383,7 +442,7 @@ impl AsyncConnectionHandle {
     }
 
     /// Resolves once the connection is over, with why: the condition that ended it ([`Error::Amqp`]:
-    /// the peer's, or `nucleon:io` for a lost transport), or [`Error::ConnectionClosed`] for a close
+    /// the peer's, or [`Error::TransportLost`] for a lost transport), or [`Error::ConnectionClosed`] for a close
     /// without an error.
     pub async fn closed(&self) -> Error {
         let mut state = self.inner.state.clone();
@@ -653,5 +712,55 @@ impl Received {
 impl Drop for Received {
     fn drop(&mut self) {
         let _ = self.settle(DeliveryState::Released(Released {}));
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+    use nucleon_protocol::frame::ErrorCondition;
+
+    #[test]
+    fn only_accepted_and_presettled_are_ok() {
+        assert!(Outcome::Accepted.is_accepted());
+        assert_eq!(Outcome::Accepted.into_result(), Ok(()));
+        assert!(!Outcome::Settled.is_accepted());
+        assert_eq!(Outcome::Settled.into_result(), Ok(()));
+        for outcome in [
+            Outcome::Rejected(None),
+            Outcome::Released,
+            Outcome::Modified {
+                delivery_failed: true,
+                undeliverable_here: false,
+            },
+        ] {
+            assert!(!outcome.is_accepted());
+            assert!(!outcome.is_ok());
+            assert_eq!(
+                outcome.clone().into_result(),
+                Err(Error::NotAccepted(outcome))
+            );
+        }
+    }
+
+    #[test]
+    fn a_rejection_keeps_its_condition() {
+        let error = AmqpError::new(ErrorCondition::ResourceLimitExceeded, "queue full");
+        let err = Outcome::Rejected(Some(error.clone()))
+            .into_result()
+            .expect_err("a rejection is an error");
+        assert_eq!(
+            err.condition(),
+            Some(&ErrorCondition::ResourceLimitExceeded)
+        );
+        assert_eq!(err.amqp_error(), Some(&error));
+        assert_eq!(
+            err.to_string(),
+            "the message was not accepted: rejected (amqp:resource-limit-exceeded: queue full)"
+        );
+        assert_eq!(
+            Outcome::Released.into_result().unwrap_err().condition(),
+            None
+        );
     }
 }

@@ -39,7 +39,7 @@ mod ws;
 
 pub use connection::{ConnectionHandle, WorkQueue};
 pub use container::{Container, ContainerBuilder, ContainerHandle, ListenOptions, Listener};
-pub use error::Error;
+pub use error::{Error, Timeout};
 pub use facade::{
     AsyncConnectionHandle, LinkHandle, Outcome, Received, ReceiverHandle, SenderHandle,
 };
@@ -48,7 +48,7 @@ pub use nucleon_protocol as protocol;
 pub use nucleon_protocol::{Body, Message, MessageBuilder, Value};
 pub use options::{
     ConnectionOptions, DeliveryMode, LoginThrottle, ReceiverOptions, ReconnectOptions,
-    SenderOptions, TcpKeepalive,
+    SenderOptions, TcpKeepalive, DEFAULT_MAX_IN_FLIGHT,
 };
 pub use tls::{TlsClientConfig, TlsClientConfigBuilder, TlsServerConfig};
 pub use transport::Transport;

@@ -9,6 +9,7 @@ use nucleon_protocol::engine::ConnectionConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::error::Error;
 use crate::listener;
 use crate::options::TcpKeepalive;
 use crate::tls::{self, TlsClientConfig, TlsServerConfig, TLS_HEADER};
@@ -41,10 +42,14 @@ pub(crate) struct Target {
 }
 
 /// Connects to `target`, with TLS if it says so. The error is the one line the application sees.
-pub(crate) async fn dial(target: Target) -> Result<BoxedTransport, String> {
+/// Every failure is an [`Error::Io`]; a TCP connect's keeps its [`io::ErrorKind`] (`ConnectionRefused`, ...).
+pub(crate) async fn dial(target: Target) -> Result<BoxedTransport, Error> {
     let tcp = TcpStream::connect(&target.host_port)
         .await
-        .map_err(|e| format!("connect failed: {e}"))?;
+        .map_err(|e| Error::Io {
+            kind: e.kind(),
+            message: format!("connect failed: {e}"),
+        })?;
     let _ = tcp.set_nodelay(true);
     if let Err(e) = listener::set_keepalive(&tcp, target.keepalive) {
         log::warn!(
@@ -54,11 +59,21 @@ pub(crate) async fn dial(target: Target) -> Result<BoxedTransport, String> {
     }
     let stream: BoxedTransport = match target.tls {
         None => Box::new(tcp),
-        Some((config, name)) => tls_client(tcp, config, name, target.tls_header).await?,
+        Some((config, name)) => tls_client(tcp, config, name, target.tls_header)
+            .await
+            .map_err(handshake_failed)?,
     };
     match target.websocket {
-        Some(url) => ws::connect(&url, stream).await,
+        Some(url) => ws::connect(&url, stream).await.map_err(handshake_failed),
         None => Ok(stream),
+    }
+}
+
+/// A TLS or WebSocket handshake that failed: described in one line, without an OS error kind.
+fn handshake_failed(message: String) -> Error {
+    Error::Io {
+        kind: io::ErrorKind::Other,
+        message,
     }
 }
 

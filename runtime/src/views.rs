@@ -56,8 +56,8 @@ use bytes::Bytes;
 use nucleon_protocol::codec::{Map, Symbol};
 use nucleon_protocol::engine::{self, DeliveryId, LinkConfig, LinkId, SessionId};
 use nucleon_protocol::frame::{
-    Accepted, DeliveryState, Error as AmqpError, Modified, Rejected, Released, Role,
-    SenderSettleMode, Source, Target,
+    Accepted, DeliveryState, Error as AmqpError, Modified, ReceiverSettleMode, Rejected, Released,
+    Role, SenderSettleMode, Source, Target,
 };
 use nucleon_protocol::Message;
 
@@ -163,6 +163,11 @@ pub(crate) struct Core {
     pub(crate) peer_subject: Option<String>,
     /// Wakes this connection (as `ConnectionHandle::wake`), for code that only has a view.
     pub(crate) waker: ConnectionWaker,
+    /// Why the transport is failing, typed, set by the connection actor as it tells the engine; taken by
+    /// the engine's `TransportError` event.
+    failure: Option<Error>,
+    /// The typed error of the current transport's failure, once its `TransportError` event arrived.
+    pub(crate) transport_error: Option<Error>,
     /// Stable link ids to the current engine links.
     keys: HashMap<u64, LinkId>,
     next_key: u64,
@@ -190,6 +195,8 @@ impl Core {
             user: None,
             peer_subject: None,
             waker,
+            failure: None,
+            transport_error: None,
             keys: HashMap::new(),
             next_key: 0,
             conn: NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -240,9 +247,53 @@ impl Core {
     /// A fresh engine for a new transport (reconnect). Links are kept, to be attached again.
     pub(crate) fn reset(&mut self, engine: engine::Connection) {
         self.engine = engine;
+        self.failure = None;
+        self.transport_error = None;
         self.default_session = None;
         self.reconnected = true;
         self.transport += 1;
+    }
+
+    /// The transport failed with `error` (an [`Error::Io`] for a connect that failed, an
+    /// [`Error::TransportLost`] for an established transport): the engine is told (handlers see its
+    /// `nucleon:io` condition, with the error's text), and `on_transport_error` may read the typed error
+    /// through [`Connection::transport_error`].
+    pub(crate) fn transport_failed(&mut self, error: Error) {
+        let reason = match &error {
+            Error::Io { message, .. } => message.clone(),
+            Error::TransportLost { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        self.failure = Some(error);
+        self.engine.handle_disconnected(reason);
+    }
+
+    /// The peer closed the socket: the engine is told; if it had not closed the connection, that is a lost
+    /// transport.
+    pub(crate) fn read_closed(&mut self) {
+        self.failure = Some(Error::TransportLost {
+            kind: None,
+            reason: "the peer closed the transport without a close frame".into(),
+        });
+        self.engine.handle_read_closed();
+    }
+
+    /// The typed error for the engine's `TransportError` event `e`, kept for
+    /// [`Connection::transport_error`]: what the connection actor recorded when it reported the failure,
+    /// else [`Error::from_transport`].
+    pub(crate) fn take_transport_error(&mut self, e: &AmqpError) -> Error {
+        let failure = self.failure.take();
+        let reported = matches!(
+            &e.condition,
+            nucleon_protocol::frame::ErrorCondition::Custom(s)
+                if s.as_str() == crate::error::TRANSPORT_CONDITION
+        ) || e.condition == nucleon_protocol::frame::ErrorCondition::FramingError;
+        let typed = match failure {
+            Some(f) if reported => f,
+            _ => Error::from_transport(e),
+        };
+        self.transport_error = Some(typed.clone());
+        typed
     }
 
     /// Attaches every link of the previous transport again, with the same terms, on a new session. The
@@ -310,20 +361,34 @@ impl Core {
             .name
             .clone()
             .unwrap_or_else(|| self.link_name("sender"));
-        let target = opts.target.clone().unwrap_or(Target {
-            address: address.map(str::to_owned),
-            ..Target::default()
-        });
+        let target = match opts.target.clone() {
+            None => Target {
+                address: address.map(str::to_owned),
+                ..Target::default()
+            },
+            Some(mut target) => {
+                // A target without an address and an empty address given: the anonymous relay.
+                if target.address.is_none() && target.other_address.is_none() {
+                    target.address = address.filter(|a| !a.is_empty()).map(str::to_owned);
+                }
+                target
+            }
+        };
         let config = LinkConfig {
             name,
             role: Role::Sender,
             source: Some(opts.source.clone().unwrap_or_default()),
             target: Some(target.clone()),
-            snd_settle_mode: match opts.delivery_mode {
-                DeliveryMode::AtMostOnce => SenderSettleMode::Settled,
-                DeliveryMode::AtLeastOnce => SenderSettleMode::Unsettled,
-            },
-            ..LinkConfig::default()
+            snd_settle_mode: opts
+                .sender_settle_mode
+                .unwrap_or_else(|| settle_mode(opts.delivery_mode)),
+            rcv_settle_mode: opts
+                .receiver_settle_mode
+                .unwrap_or(ReceiverSettleMode::First),
+            max_message_size: opts.max_message_size,
+            offered_capabilities: opts.offered_capabilities,
+            desired_capabilities: opts.desired_capabilities,
+            properties: opts.properties,
         };
         let link = self.engine.attach(session, config.clone())?;
         self.add_link(
@@ -351,26 +416,35 @@ impl Core {
             .name
             .clone()
             .unwrap_or_else(|| self.link_name("receiver"));
-        let source = opts.source.clone().unwrap_or(Source {
-            address: if opts.dynamic {
-                None
-            } else {
-                address.map(str::to_owned)
+        let source = match opts.source.clone() {
+            None => Source {
+                address: address.filter(|_| !opts.dynamic).map(str::to_owned),
+                dynamic: opts.dynamic,
+                ..Source::default()
             },
-            dynamic: opts.dynamic,
-            ..Source::default()
-        });
+            Some(mut source) => {
+                source.dynamic |= opts.dynamic;
+                if !source.dynamic && source.address.is_none() && source.other_address.is_none() {
+                    source.address = address.filter(|a| !a.is_empty()).map(str::to_owned);
+                }
+                source
+            }
+        };
         let config = LinkConfig {
             name,
             role: Role::Receiver,
             source: Some(source.clone()),
             target: Some(opts.target.clone().unwrap_or_default()),
-            snd_settle_mode: match opts.delivery_mode {
-                DeliveryMode::AtMostOnce => SenderSettleMode::Settled,
-                DeliveryMode::AtLeastOnce => SenderSettleMode::Unsettled,
-            },
+            snd_settle_mode: opts
+                .sender_settle_mode
+                .unwrap_or_else(|| settle_mode(opts.delivery_mode)),
+            rcv_settle_mode: opts
+                .receiver_settle_mode
+                .unwrap_or(ReceiverSettleMode::First),
             max_message_size: opts.max_message_size,
-            ..LinkConfig::default()
+            offered_capabilities: opts.offered_capabilities,
+            desired_capabilities: opts.desired_capabilities,
+            properties: opts.properties,
         };
         let link = self.engine.attach(session, config.clone())?;
         let window = opts.credit_window.unwrap_or(10);
@@ -423,6 +497,14 @@ impl Core {
             l.closing = true;
         }
         Ok(self.engine.detach(link, closed, error)?)
+    }
+}
+
+/// The sender settle mode a delivery mode asks for.
+fn settle_mode(mode: DeliveryMode) -> SenderSettleMode {
+    match mode {
+        DeliveryMode::AtMostOnce => SenderSettleMode::Settled,
+        DeliveryMode::AtLeastOnce => SenderSettleMode::Unsettled,
     }
 }
 
@@ -486,6 +568,14 @@ impl<'a> Connection<'a> {
     /// skipped SASL.
     pub fn user(&self) -> Option<&str> {
         self.core.user.as_deref()
+    }
+
+    /// Why this connection's transport failed, typed, from the moment `on_transport_error` is called until
+    /// a reconnect starts another transport: [`Error::Io`] (with its [`std::io::ErrorKind`]) when the
+    /// connect failed, [`Error::TransportLost`] when an established transport did, [`Error::Amqp`] when the
+    /// connection failed on a protocol error, a refused login or the open timeout. `None` before.
+    pub fn transport_error(&self) -> Option<&Error> {
+        self.core.transport_error.as_ref()
     }
 
     /// Wakes this connection from any thread (`on_connection_wake` follows), as its handle's `wake` does.

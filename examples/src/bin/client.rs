@@ -87,10 +87,7 @@ impl MessagingHandler for Client {
             Ok(sender) => self.sender = Some(sender.id()),
             Err(e) => return self.fail(connection, format!("cannot open a sender: {e}")),
         }
-        let dynamic = ReceiverOptions {
-            dynamic: true,
-            ..ReceiverOptions::default()
-        };
+        let dynamic = ReceiverOptions::new().dynamic(true);
         if let Err(e) = connection.open_receiver("", dynamic) {
             self.fail(connection, format!("cannot open a receiver: {e}"));
         }

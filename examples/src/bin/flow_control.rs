@@ -156,10 +156,7 @@ impl Sink {
 
 impl MessagingHandler for Sink {
     fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().credit_window(0);
         if let Err(e) = connection.open_receiver(&self.address, options) {
             self.fail(connection, format!("cannot open a receiver: {e}"));
         }

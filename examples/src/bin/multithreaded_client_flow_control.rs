@@ -134,10 +134,7 @@ impl MessagingHandler for Client {
             .map(|_| ())
             .and_then(|()| {
                 // Credit window 0: the receiver threads grant credit themselves.
-                let options = ReceiverOptions {
-                    credit_window: Some(0),
-                    ..ReceiverOptions::default()
-                };
+                let options = ReceiverOptions::new().credit_window(0);
                 connection.open_receiver(&self.queue, options).map(|_| ())
             });
         if let Err(e) = opened {

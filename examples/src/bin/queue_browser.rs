@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use nucleon::protocol::frame::definitions::DISTRIBUTION_MODE_COPY;
-use nucleon::protocol::frame::{Error as AmqpError, Source};
+use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
     Connection, Container, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions,
 };
@@ -70,16 +70,10 @@ impl QueueBrowser {
 
 impl MessagingHandler for QueueBrowser {
     fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
-        let options = ReceiverOptions {
-            source: Some(Source {
-                address: Some(self.queue.clone()),
-                distribution_mode: Some(DISTRIBUTION_MODE_COPY),
-                ..Source::default()
-            }),
+        let options = ReceiverOptions::new()
+            .distribution_mode(DISTRIBUTION_MODE_COPY)
             // We grant credit ourselves, once, and drain.
-            credit_window: Some(0),
-            ..ReceiverOptions::default()
-        };
+            .credit_window(0);
         if let Err(e) = connection.open_receiver(&self.queue, options) {
             self.fail(connection, format!("cannot open a receiver: {e}"));
         }

@@ -22,8 +22,8 @@ use std::time::Duration;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Connection, ConnectionOptions, Container, Delivery, Message, MessagingHandler, ReceiverOptions,
-    ReconnectOptions, Sender, SenderId, SenderOptions, WorkQueue,
+    Connection, Container, Delivery, Message, MessagingHandler, ReceiverOptions, ReconnectOptions,
+    Sender, SenderId, SenderOptions, WorkQueue,
 };
 use nucleon_examples::{parse_url, queue_of, TlsArgs};
 
@@ -237,15 +237,12 @@ fn main() -> ExitCode {
         reconnects: 0,
         outcome: shared,
     };
-    let options = ConnectionOptions {
-        reconnect: Some(ReconnectOptions {
-            max_delay: Duration::from_secs(1),
-            max_attempts: Some(args.max_attempts),
-            failover_urls: args.failover.clone(),
-            ..ReconnectOptions::default()
-        }),
-        ..options
-    };
+    let options = options.reconnect(
+        ReconnectOptions::new()
+            .max_delay(Duration::from_secs(1))
+            .max_attempts(args.max_attempts)
+            .failover_urls(args.failover.clone()),
+    );
     let container = Container::builder().threads(1).build();
     let connected = container
         .handle()

@@ -68,10 +68,7 @@ impl Server {
 impl MessagingHandler for Server {
     fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
         // Replies go to many addresses: one sender with no target (anonymous relay) serves them all.
-        let anonymous = SenderOptions {
-            target: Some(Target::default()),
-            ..SenderOptions::default()
-        };
+        let anonymous = SenderOptions::new().target(Target::default());
         match connection.open_sender("", anonymous) {
             Ok(sender) => self.replies = Some(sender.id()),
             Err(e) => return self.fail(connection, format!("cannot open a sender: {e}")),

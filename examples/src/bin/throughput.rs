@@ -233,23 +233,14 @@ impl MessagingHandler for Bench {
         let opened = match self.open {
             None => return,
             Some(Open::Sender) => c
-                .open_sender(
-                    ADDRESS,
-                    SenderOptions {
-                        delivery_mode: self.mode(),
-                        ..SenderOptions::default()
-                    },
-                )
+                .open_sender(ADDRESS, SenderOptions::new().delivery_mode(self.mode()))
                 .map(drop),
             Some(Open::Receiver) => c
-                .open_receiver(
-                    ADDRESS,
-                    ReceiverOptions {
-                        delivery_mode: self.mode(),
-                        credit_window: self.window,
-                        ..ReceiverOptions::default()
-                    },
-                )
+                .open_receiver(ADDRESS, {
+                    let mut o = ReceiverOptions::new().delivery_mode(self.mode());
+                    o.credit_window = self.window;
+                    o
+                })
                 .map(drop),
         };
         if let Err(e) = opened {
@@ -493,10 +484,10 @@ fn run(args: &Args) -> Result<Report, String> {
     };
     for i in 0..links {
         let handler = Bench::new(shared.clone(), Some(client_link), None, client_window);
-        let options = ConnectionOptions {
-            container_id: Some(format!("throughput-client-{i}")),
-            tls: client_tls.clone(),
-            ..ConnectionOptions::default()
+        let options = {
+            let mut o = ConnectionOptions::new().container_id(format!("throughput-client-{i}"));
+            o.tls = client_tls.clone();
+            o
         };
         if let Err(e) = handle.connect(&url, options, handler) {
             handle.stop();

@@ -402,10 +402,7 @@ pub async fn send_all(
     mode: DeliveryMode,
     messages: Vec<Message>,
 ) -> Vec<Outcome> {
-    let options = SenderOptions {
-        delivery_mode: mode,
-        ..SenderOptions::default()
-    };
+    let options = SenderOptions::new().delivery_mode(mode);
     clients(connection)
         .send_all_to_closing_peer(c, url, options, messages)
         .await

@@ -82,6 +82,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 macro_rules! conditions {
     ($($(#[$meta:meta])* $variant:ident = $sym:literal,)*) => {
         /// An error condition symbol [AMQP 1.0 §2.8.15-§2.8.18, §4.5.8]. Conditions the spec does not define

@@ -74,6 +74,16 @@ impl SenderLink {
     }
 }
 
+/// A link that ended before it was attached at both ends was refused: [`Error::LinkRefused`], with the
+/// peer's error if it gave one.
+fn refusal_if_opening(error: Error, opening: bool) -> Error {
+    if opening {
+        error.into_refusal()
+    } else {
+        error
+    }
+}
+
 /// One receiver of the connection.
 struct ReceiverLink {
     mode: DeliveryMode,
@@ -352,7 +362,7 @@ impl Facade {
     fn sender_gone(&mut self, s: &mut Sender<'_>) {
         if let Some(mut link) = self.senders.remove(&s.id()) {
             let error = link.error.take().unwrap_or(Error::LinkClosed);
-            link.fail(&error);
+            link.fail(&refusal_if_opening(error, link.opened.is_some()));
         }
         if self.single_link {
             s.connection().close();
@@ -362,7 +372,7 @@ impl Facade {
     fn receiver_gone(&mut self, r: &mut Receiver<'_>) {
         if let Some(mut link) = self.receivers.remove(&r.id()) {
             let error = link.error.take().unwrap_or(Error::LinkClosed);
-            link.fail(&error);
+            link.fail(&refusal_if_opening(error, link.opened.is_some()));
         }
         if self.single_link {
             r.connection().close();
@@ -513,11 +523,11 @@ impl MessagingHandler for Facade {
         // opened begins a new session.
         for (_, mut link) in self.senders.drain() {
             let error = link.error.take().unwrap_or(Error::LinkClosed);
-            link.fail(&error);
+            link.fail(&refusal_if_opening(error, link.opened.is_some()));
         }
         for (_, mut link) in self.receivers.drain() {
             let error = link.error.take().unwrap_or(Error::LinkClosed);
-            link.fail(&error);
+            link.fail(&refusal_if_opening(error, link.opened.is_some()));
         }
         if self.single_link {
             s.connection().close();
@@ -528,8 +538,9 @@ impl MessagingHandler for Facade {
         self.lost(Error::Amqp(error.clone()));
     }
 
-    fn on_transport_error(&mut self, _c: &mut Connection<'_>, error: &AmqpError) {
-        self.lost(Error::Amqp(error.clone()));
+    fn on_transport_error(&mut self, c: &mut Connection<'_>, error: &AmqpError) {
+        let typed = c.transport_error().cloned();
+        self.lost(typed.unwrap_or_else(|| Error::from_transport(error)));
     }
 
     fn on_transport_close(&mut self, _c: &mut Connection<'_>) {

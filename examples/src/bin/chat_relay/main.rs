@@ -108,7 +108,7 @@ use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::protocol::engine::{
     Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
 };
-use nucleon::{ConnectionOptions, ContainerBuilder, ListenOptions, ReconnectOptions};
+use nucleon::{ContainerBuilder, ListenOptions, ReconnectOptions};
 use nucleon_examples::hosts::{parse_public_host, HostSet};
 use nucleon_examples::{parse_url, TlsArgs};
 
@@ -268,15 +268,15 @@ async fn main() -> ExitCode {
 
     let relay_id = uuid::Uuid::new_v4().to_string();
     let hub_context = actix::Context::<Hub>::new();
-    let options = ConnectionOptions {
-        reconnect: Some(ReconnectOptions {
-            delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            ..ReconnectOptions::default()
-        }),
-        user: password.is_some().then(|| user.clone()),
-        password,
-        ..tls_options
+    let options = {
+        let mut o = tls_options.reconnect(
+            ReconnectOptions::new()
+                .delay(Duration::from_millis(100))
+                .max_delay(Duration::from_secs(2)),
+        );
+        o.user = password.is_some().then(|| user.clone());
+        o.password = password;
+        o
     };
     let connection =
         match container.connect(&broker_url, options, Relay::new(hub_context.address())) {

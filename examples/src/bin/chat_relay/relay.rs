@@ -201,27 +201,21 @@ fn open_links(connection: &mut Connection<'_>, room: &str, entry: &mut Room) {
     let sender = connection
         .open_sender(
             &address,
-            SenderOptions {
-                target: Some(Target {
-                    address: Some(address.clone()),
-                    capabilities: topic(),
-                    ..Target::default()
-                }),
-                ..SenderOptions::default()
-            },
+            SenderOptions::new().target(Target {
+                address: Some(address.clone()),
+                capabilities: topic(),
+                ..Target::default()
+            }),
         )
         .map(|s| s.id());
     let receiver = connection
         .open_receiver(
             &address,
-            ReceiverOptions {
-                source: Some(Source {
-                    address: Some(address.clone()),
-                    capabilities: topic(),
-                    ..Source::default()
-                }),
-                ..ReceiverOptions::default()
-            },
+            ReceiverOptions::new().source(Source {
+                address: Some(address.clone()),
+                capabilities: topic(),
+                ..Source::default()
+            }),
         )
         .map(|r| r.id());
     match (sender, receiver) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nucleon::{
     AsyncConnectionHandle, ConnectionOptions, ContainerHandle, Error, Message, Outcome, Received,
-    ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions,
+    ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions, Timeout,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -94,7 +94,12 @@ impl Gateway {
                 .connect_async(&self.broker, self.options.clone()),
         )
         .await
-        .unwrap_or_else(|_| Err(Error::Io("timed out connecting to the broker".into())));
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                what: Timeout::Connect,
+                after: BROKER_TIMEOUT,
+            })
+        });
         match made {
             Ok(made) => {
                 log::info!("connected to {}", self.broker);
@@ -136,7 +141,10 @@ impl Gateway {
             connection.open_sender(address, SenderOptions::default()),
         )
         .await
-        .map_err(|_| Error::Io("timed out opening a sender".into()))??;
+        .map_err(|_| Error::Timeout {
+            what: Timeout::Attach,
+            after: BROKER_TIMEOUT,
+        })??;
         let mut senders = self.senders();
         if let Some(s) = senders.get(address).filter(|s| !s.connection().is_closed()) {
             // Another request opened one meanwhile: keep that one (this one's link closes as it drops).
@@ -160,7 +168,12 @@ impl Gateway {
             let sender = self.sender(address).await?;
             let sent = tokio::time::timeout(BROKER_TIMEOUT, sender.send(message.clone()))
                 .await
-                .unwrap_or_else(|_| Err(Error::Io("timed out waiting for an outcome".into())));
+                .unwrap_or_else(|_| {
+                    Err(Error::Timeout {
+                        what: Timeout::Send,
+                        after: BROKER_TIMEOUT,
+                    })
+                });
             match sent {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) => {
@@ -177,10 +190,7 @@ impl Gateway {
 
     /// Opens a receiver link on `address` with a credit window of `window`, on the shared connection.
     pub async fn receiver(&self, address: &str, window: u32) -> Result<ReceiverHandle, Error> {
-        let options = ReceiverOptions {
-            credit_window: Some(window),
-            ..ReceiverOptions::default()
-        };
+        let options = ReceiverOptions::new().credit_window(window);
         let mut retried = false;
         loop {
             let connection = self.connection().await?;
@@ -189,7 +199,10 @@ impl Gateway {
                 connection.open_receiver(address, options.clone()),
             )
             .await
-            .map_err(|_| Error::Io("timed out opening a receiver".into()))?;
+            .map_err(|_| Error::Timeout {
+                what: Timeout::Attach,
+                after: BROKER_TIMEOUT,
+            })?;
             match opened {
                 Err(_) if !retried && connection.is_closed() => retried = true,
                 other => return other,

@@ -97,11 +97,7 @@ impl Embedded {
 
     /// `base` with the credentials of the broker's one user.
     pub fn connection(&self, base: ConnectionOptions) -> ConnectionOptions {
-        ConnectionOptions {
-            user: Some(USER.to_owned()),
-            password: Some(self.password.clone()),
-            ..base
-        }
+        base.user(USER.to_owned()).password(self.password.clone())
     }
 }
 

@@ -156,11 +156,16 @@ fn parse_broker_url(s: &str) -> Result<String, String> {
 /// Whether an error means the broker's connection (not one link or message) failed.
 fn connection_level(e: &Error) -> bool {
     match e {
-        Error::Amqp(e) => {
-            let condition = e.condition.symbol();
-            condition.as_str() == "nucleon:io" || condition.as_str().starts_with("amqp:connection:")
-        }
-        Error::Io(_) | Error::ConnectionClosed | Error::ContainerStopping => true,
+        Error::Amqp(e) => e
+            .condition
+            .symbol()
+            .as_str()
+            .starts_with("amqp:connection:"),
+        Error::TransportLost { .. }
+        | Error::Io { .. }
+        | Error::Timeout { .. }
+        | Error::ConnectionClosed
+        | Error::ContainerStopping => true,
         _ => false,
     }
 }
@@ -205,6 +210,8 @@ fn outcome_response(address: &str, outcome: &Outcome) -> HttpResponse {
         Outcome::Rejected(e) => ("rejected", Some(e.as_ref())),
         Outcome::Released => ("released", Some(None)),
         Outcome::Modified { .. } => ("modified", Some(None)),
+        // A kind of outcome this gateway does not know: not accepted.
+        _ => ("not accepted", Some(None)),
     };
     match error {
         None => HttpResponse::Created().json(json!({ "address": address, "outcome": name })),
