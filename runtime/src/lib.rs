@@ -38,7 +38,9 @@ mod views;
 mod ws;
 
 pub use connection::{ConnectionHandle, WorkQueue};
-pub use container::{Container, ContainerBuilder, ContainerHandle, ListenOptions, Listener};
+pub use container::{
+    Container, ContainerBuilder, ContainerHandle, ContainerThread, ListenOptions, Listener,
+};
 pub use error::Error;
 pub use facade::{
     AsyncConnectionHandle, LinkHandle, Outcome, Received, ReceiverHandle, SenderHandle,
