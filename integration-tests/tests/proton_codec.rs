@@ -732,7 +732,7 @@ fn bits(j: &Json, digits: usize, path: &str) -> Res<u64> {
 }
 
 fn hex_bytes(s: &str, path: &str) -> Res<Vec<u8>> {
-    if !s.is_ascii() || s.len() % 2 != 0 {
+    if !s.is_ascii() || !s.len().is_multiple_of(2) {
         return Err(format!(
             "{path}: {} is not an even number of hex digits",
             short(&s)

@@ -1184,7 +1184,10 @@ impl Reconnect {
         let base = o.delay.as_secs_f64() * exp;
         let capped = base.min(o.max_delay.as_secs_f64());
         let jitter = o.jitter.clamp(0.0, 1.0);
-        let factor = 1.0 + jitter * (rand::random::<f64>() * 2.0 - 1.0);
+        // A uniform number in [0, 1) from the top 53 bits of a random u64 (0.5, no jitter, should the OS
+        // have no randomness to give).
+        let unit = getrandom::u64().map_or(0.5, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
+        let factor = 1.0 + jitter * (unit * 2.0 - 1.0);
         self.attempts += 1;
         Duration::from_secs_f64((capped * factor).max(0.0))
     }

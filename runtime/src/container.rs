@@ -90,13 +90,93 @@ impl ContainerBuilder {
         (id, threads)
     }
 
-    /// A stand-alone container; [`Container::run`] blocks the calling thread until it stops.
+    /// A stand-alone container, from any thread: this never panics for being called inside an async runtime.
+    ///
+    /// * Outside a runtime (a plain `fn main`, a plain thread), the container's supervisor will run on the
+    ///   thread that calls [`Container::run`], which blocks until the container stops; its workers are
+    ///   threads of their own from the start.
+    /// * Inside a runtime (`#[tokio::main]`, `#[actix_rt::main]`, a `tokio::runtime::Runtime::block_on`),
+    ///   whose thread cannot block on a runtime of its own, the container runs on a thread of its own
+    ///   instead, started at once, as [`spawn`](Self::spawn) would; [`Container::run`] then waits for that
+    ///   thread. In async code, prefer [`spawn`](Self::spawn), whose end can be awaited without blocking.
+    ///
+    /// Either way the [`ContainerHandle`] works at once, from any thread. Panics only if the operating
+    /// system cannot start a thread, as [`std::thread::spawn`] does.
     pub fn build(self) -> Container {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let thread = self
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start the container's thread: {e}"));
+            return Container {
+                handle: thread.handle.clone(),
+                runner: Runner::Thread(thread),
+            };
+        }
         let system = actix::System::new();
         let (id, threads) = self.parts();
         let (auto_stop, max) = (self.auto_stop, self.max_message_size);
         let handle = system.block_on(async move { start(id, threads, auto_stop, max, true) });
-        Container { system, handle }
+        Container {
+            handle,
+            runner: Runner::Here(system),
+        }
+    }
+
+    /// Starts a stand-alone container on threads of its own (a supervisor thread named after the
+    /// container, plus its workers), from any thread: a plain `fn main`, a plain thread, or async code
+    /// under any runtime (`#[tokio::main]`, actix). It runs at once and until it stops: by
+    /// [`ContainerHandle::stop`], or by `auto_stop` once its last connection and listener are gone.
+    /// [`ContainerThread::wait`] awaits that end (from any runtime), [`ContainerThread::join`] blocks for it.
+    ///
+    /// The calling thread waits only for the container's thread to start (well under a millisecond).
+    /// The error is the operating system's refusal to start a thread.
+    ///
+    /// ```no_run
+    /// use nucleon::{Container, ConnectionOptions, Message, SenderOptions};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), nucleon::Error> {
+    ///     let container = Container::builder().spawn()?;
+    ///     let connection = container
+    ///         .handle()
+    ///         .connect_async("amqp://127.0.0.1:5672", ConnectionOptions::default())
+    ///         .await?;
+    ///     let sender = connection.open_sender("examples", SenderOptions::default()).await?;
+    ///     sender.send(Message::with_body("hello")).await?;
+    ///     container.handle().stop();
+    ///     container.wait().await
+    /// }
+    /// ```
+    pub fn spawn(self) -> Result<ContainerThread, Error> {
+        let (id, threads) = self.parts();
+        let (auto_stop, max) = (self.auto_stop, self.max_message_size);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("nucleon-{id}"))
+            .spawn(move || {
+                let system = actix::System::new();
+                let handle = system.block_on(async move {
+                    let handle = start(id, threads, auto_stop, max, true);
+                    (handle, actix::System::current())
+                });
+                if started_tx.send(handle).is_err() {
+                    return;
+                }
+                let result = system.run().map_err(Error::from);
+                // A receiver that went away (the ContainerThread was dropped) does not care.
+                let _ = done_tx.send(result);
+            })?;
+        let (handle, system) = started_rx.recv().map_err(|_| Error::Io {
+            kind: std::io::ErrorKind::Other,
+            message: "the container's thread ended while starting".into(),
+        })?;
+        Ok(ContainerThread {
+            handle,
+            system,
+            thread,
+            done: done_rx,
+        })
     }
 
     /// Starts the container inside the actix System already running on this thread (e.g. under
@@ -144,10 +224,18 @@ fn start(
     }
 }
 
-/// A stand-alone container, like `proton::container`.
+/// A stand-alone container, like `proton::container`, from [`ContainerBuilder::build`] or
+/// [`Container::new`].
 pub struct Container {
-    system: actix::SystemRunner,
     handle: ContainerHandle,
+    runner: Runner,
+}
+
+/// Where a [`Container`] runs: on the thread that calls `run` (built outside an async runtime), or on a
+/// thread of its own (built inside one).
+enum Runner {
+    Here(actix::SystemRunner),
+    Thread(ContainerThread),
 }
 
 impl Container {
@@ -166,22 +254,102 @@ impl Container {
         self.handle.clone()
     }
 
-    /// Runs the container on the calling thread until it stops (by `stop()`, or by `auto_stop` once the last
-    /// connection and listener are gone).
+    /// Runs the container until it stops (by `stop()`, or by `auto_stop` once the last connection and
+    /// listener are gone): on the calling thread, or, for a container built inside an async runtime (see
+    /// [`ContainerBuilder::build`]), by waiting for its own thread. Either way the call blocks.
     pub fn run(self) -> Result<(), Error> {
-        self.system.run().map_err(Error::from)
+        match self.runner {
+            Runner::Here(system) => system.run().map_err(Error::from),
+            Runner::Thread(thread) => thread.join(),
+        }
     }
 
     /// [`run`](Self::run), calling `handler.on_container_start` on the container's thread once it runs and
-    /// `handler.on_container_stop` after it has stopped.
+    /// `handler.on_container_stop` after it has stopped (on the thread that called `run_with`).
     pub fn run_with<H: MessagingHandler>(self, mut handler: H) -> Result<(), Error> {
         let handle = self.handle.clone();
-        self.system.block_on(async {
-            let _ = guard::run("on_container_start", || handler.on_container_start(&handle));
-        });
-        let result = self.system.run();
-        let _ = guard::run("on_container_stop", || handler.on_container_stop(&handle));
-        result.map_err(Error::from)
+        match self.runner {
+            Runner::Here(system) => {
+                system.block_on(async {
+                    let _ =
+                        guard::run("on_container_start", || handler.on_container_start(&handle));
+                });
+                let result = system.run();
+                let _ = guard::run("on_container_stop", || handler.on_container_stop(&handle));
+                result.map_err(Error::from)
+            }
+            Runner::Thread(thread) => {
+                let shared = Arc::new(std::sync::Mutex::new(handler));
+                let (on_thread, started) = (shared.clone(), handle.clone());
+                // A container that already stopped never runs it, as it never "runs" for this call.
+                thread.system.arbiter().spawn_fn(move || {
+                    let mut handler = on_thread.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = guard::run("on_container_start", || {
+                        handler.on_container_start(&started)
+                    });
+                });
+                let result = thread.join();
+                let mut handler = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = guard::run("on_container_stop", || handler.on_container_stop(&handle));
+                result
+            }
+        }
+    }
+}
+
+/// A stand-alone container running on threads of its own, from [`ContainerBuilder::spawn`] (or inside a
+/// [`Container`] built inside an async runtime). It runs until it stops; [`wait`](Self::wait) awaits that
+/// from async code under any runtime, [`join`](Self::join) blocks for it. Dropping it does not stop the
+/// container (as dropping a [`std::thread::JoinHandle`] detaches its thread): call
+/// [`ContainerHandle::stop`] for that.
+pub struct ContainerThread {
+    handle: ContainerHandle,
+    system: actix::System,
+    thread: std::thread::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<Result<(), Error>>,
+}
+
+impl std::fmt::Debug for ContainerThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerThread")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContainerThread {
+    /// The thread-safe handle, to connect, listen, schedule and stop.
+    pub fn handle(&self) -> ContainerHandle {
+        self.handle.clone()
+    }
+
+    /// Waits, without blocking a thread, until the container has stopped and its thread ended. Works under
+    /// any async runtime (tokio, actix) or executor: it needs no timer and no reactor.
+    pub async fn wait(self) -> Result<(), Error> {
+        let result = match self.done.await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Io {
+                kind: std::io::ErrorKind::Other,
+                message: "the container's thread panicked".into(),
+            }),
+        };
+        // The thread sent its result as its last act: joining it takes no time.
+        let _ = self.thread.join();
+        result
+    }
+
+    /// Blocks the calling thread until the container has stopped and its thread ended.
+    pub fn join(self) -> Result<(), Error> {
+        let ContainerThread {
+            thread, mut done, ..
+        } = self;
+        match (thread.join(), done.try_recv()) {
+            (Ok(()), Ok(result)) => result,
+            _ => Err(Error::Io {
+                kind: std::io::ErrorKind::Other,
+                message: "the container's thread panicked".into(),
+            }),
+        }
     }
 }
 

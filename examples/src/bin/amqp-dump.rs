@@ -28,6 +28,8 @@ and the byte offset), 2 on bad usage.";
 #[derive(Parser, Debug)]
 #[command(name = "amqp-dump", version, after_help = AFTER_HELP)]
 #[command(group(ArgGroup::new("mode").multiple(false)))]
+// The field docs are clap's help text, where `[default]` is meant literally, not as a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 struct Cli {
     /// Each FILE holds one or more concatenated encoded values; print each with its offset [default]
     #[arg(long, group = "mode")]

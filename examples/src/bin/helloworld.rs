@@ -13,7 +13,7 @@ use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
     Body, Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender,
-    SenderOptions, Value,
+    SenderOptions, Session, Value,
 };
 use nucleon_examples::{parse_url, queue_of, run_client, Failure, TlsArgs};
 
@@ -90,6 +90,15 @@ impl MessagingHandler for HelloWorld {
 
     fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
         self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    // RabbitMQ refuses a link by ending its session with the error (and a peer may end one for its own
+    // reasons): without this the connection would stay open with nothing to do, and the program hang.
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.fail(
+            &mut session.connection(),
+            format!("the session was ended: {error}"),
+        );
     }
 
     fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {

@@ -21,7 +21,7 @@ use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
     Connection, Container, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender,
-    SenderId, SenderOptions, WorkQueue,
+    SenderId, SenderOptions, Session, WorkQueue,
 };
 use nucleon_examples::{body_text, parse_url, queue_of, TlsArgs};
 
@@ -156,6 +156,13 @@ impl MessagingHandler for Client {
 
     fn on_connection_error(&mut self, _connection: &mut Connection<'_>, error: &AmqpError) {
         self.fail(format!("the connection was closed: {error}"));
+    }
+
+    // RabbitMQ refuses a link by ending its session with the error (and a peer may end one for its own
+    // reasons): without this the connection would stay open with nothing to do, and the program hang.
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.fail(format!("the session was ended: {error}"));
+        session.connection().close();
     }
 
     fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {

@@ -22,8 +22,8 @@ use std::time::Duration;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Connection, Container, Delivery, Message, MessagingHandler, ReceiverOptions, ReconnectOptions,
-    Sender, SenderId, SenderOptions, WorkQueue,
+    Connection, Container, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions,
+    ReconnectOptions, Sender, SenderId, SenderOptions, Session, WorkQueue,
 };
 use nucleon_examples::{parse_url, queue_of, TlsArgs};
 
@@ -198,6 +198,25 @@ impl MessagingHandler for ReconnectClient {
 
     fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
         self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    // RabbitMQ refuses a link by ending its session with the error (and a peer may end one for its own
+    // reasons): without this the connection would stay open with nothing to do, and the program hang.
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.fail(
+            &mut session.connection(),
+            format!("the session was ended: {error}"),
+        );
+    }
+
+    fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {
+        let why = format!("the sender was closed: {error}");
+        self.fail(&mut sender.connection(), why);
+    }
+
+    fn on_receiver_error(&mut self, receiver: &mut Receiver<'_>, error: &AmqpError) {
+        let why = format!("the receiver was closed: {error}");
+        self.fail(&mut receiver.connection(), why);
     }
 
     fn on_transport_close(&mut self, _connection: &mut Connection<'_>) {

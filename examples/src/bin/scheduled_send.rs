@@ -20,8 +20,8 @@ use std::time::Duration;
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
 use nucleon::{
-    Connection, Container, Message, MessagingHandler, Sender, SenderId, SenderOptions, Tracker,
-    WorkQueue,
+    Connection, Container, Message, MessagingHandler, Sender, SenderId, SenderOptions, Session,
+    Tracker, WorkQueue,
 };
 use nucleon_examples::{parse_url, queue_of, TlsArgs};
 
@@ -194,6 +194,15 @@ impl MessagingHandler for ScheduledSend {
 
     fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
         self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    // RabbitMQ refuses a link by ending its session with the error (and a peer may end one for its own
+    // reasons): without this the connection would stay open with nothing to do, and the program hang.
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.fail(
+            &mut session.connection(),
+            format!("the session was ended: {error}"),
+        );
     }
 
     fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {

@@ -17,7 +17,7 @@ use clap::Parser;
 use nucleon::protocol::frame::{Error as AmqpError, MessageId, Target};
 use nucleon::{
     Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Sender, SenderId,
-    SenderOptions,
+    SenderOptions, Session,
 };
 use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure, TlsArgs};
 
@@ -120,6 +120,15 @@ impl MessagingHandler for Server {
 
     fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
         self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    // RabbitMQ refuses a link by ending its session with the error (and a peer may end one for its own
+    // reasons): without this the connection would stay open with nothing to do, and the program hang.
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.fail(
+            &mut session.connection(),
+            format!("the session was ended: {error}"),
+        );
     }
 
     fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {

@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
-use nucleon::{Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions};
+use nucleon::{
+    Connection, Delivery, Message, MessagingHandler, Receiver, ReceiverOptions, Session,
+};
 use nucleon_examples::{body_text, parse_url, queue_of, run_client, Failure, TlsArgs};
 
 /// Receives N messages and prints them.
@@ -85,6 +87,15 @@ impl MessagingHandler for SimpleRecv {
 
     fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
         self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    // RabbitMQ refuses a link by ending its session with the error (and a peer may end one for its own
+    // reasons): without this the connection would stay open with nothing to do, and the program hang.
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.fail(
+            &mut session.connection(),
+            format!("the session was ended: {error}"),
+        );
     }
 
     fn on_receiver_error(&mut self, receiver: &mut Receiver<'_>, error: &AmqpError) {

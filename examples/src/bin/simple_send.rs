@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use nucleon::protocol::codec::Map;
 use nucleon::protocol::frame::Error as AmqpError;
-use nucleon::{Connection, Message, MessagingHandler, Sender, SenderOptions, Tracker, Value};
+use nucleon::{
+    Connection, Message, MessagingHandler, Sender, SenderOptions, Session, Tracker, Value,
+};
 use nucleon_examples::{parse_url, queue_of, run_client, Failure, TlsArgs};
 
 /// Sends N messages and waits for them all to be accepted.
@@ -113,6 +115,15 @@ impl MessagingHandler for SimpleSend {
 
     fn on_connection_error(&mut self, connection: &mut Connection<'_>, error: &AmqpError) {
         self.fail(connection, format!("the connection was closed: {error}"));
+    }
+
+    // RabbitMQ refuses a link by ending its session with the error (and a peer may end one for its own
+    // reasons): without this the connection would stay open with nothing to do, and the program hang.
+    fn on_session_error(&mut self, session: &mut Session<'_>, error: &AmqpError) {
+        self.fail(
+            &mut session.connection(),
+            format!("the session was ended: {error}"),
+        );
     }
 
     fn on_sender_error(&mut self, sender: &mut Sender<'_>, error: &AmqpError) {

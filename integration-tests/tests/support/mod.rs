@@ -139,7 +139,7 @@ impl Overlap {
         }
         drop(t);
         // Widen the window in which an overlapping callback would be caught.
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             thread::yield_now();
         }
         InCallback(self.clone())

@@ -115,7 +115,7 @@ fn scan(dir: &Path, salvage: bool) -> Result<Scanned, StoreError> {
         queues: HashMap::new(),
         messages: HashMap::new(),
         skipped: Vec::new(),
-        secret: rand::random(),
+        secret: getrandom::u64().expect("the OS random number generator failed"),
     };
     let mut secret = None;
     let mut all_messages: HashMap<u64, ScannedMessage> = HashMap::new();
