@@ -10,6 +10,19 @@
 //! Lifetimes follow the handles: a link closes when its handle closes it or its last clone is dropped, and a
 //! connection when it is closed or the last handle to it (its own and its links') is dropped.
 //!
+//! Reconnect (`ConnectionOptions::reconnect`): the connection, its links and their handles outlive a lost
+//! transport. The runtime attaches every link again under the same id (never a second link); a send waiting
+//! for credit goes out on the new link; a receiver's stream goes on (it does not end), and its unused credit
+//! is granted again. A send whose transfer went out on the lost transport has no outcome, and is failed
+//! with [`transport_lost_error`] rather than resent: the peer may or may not have it, so a caller that
+//! sends it again accepts a possible duplicate (at-least-once), and one that does not accepts a possible
+//! loss. That is the only duplicate window; the facade itself never sends a message twice. Messages
+//! received on the lost transport and not yet settled cannot be settled any more: the peer delivers them
+//! again (with a higher delivery-count). The first connect tries the main URL, then each failover URL, as
+//! every later one does, and `open_*` waits for it.
+//!
+//! Time limits: connect and attach wait at most 30 s, sends as long as it takes (see `Limits`).
+//!
 //! Flow control follows the consumer. A `ReceiverHandle` grants credit only as its stream is consumed, and a
 //! recipient gets credit back only as its actor handles each message, so neither a slow task nor a slow actor
 //! ever has more than the credit window of messages waiting.
@@ -17,13 +30,18 @@
 mod handler;
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use actix::Recipient;
+use futures::future::Either;
 use futures::Stream;
+use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::frame::{
-    Accepted, DeliveryState, Error as AmqpError, Modified, Rejected, Released,
+    Accepted, DeliveryState, Error as AmqpError, ErrorCondition, MessageId, Modified, Rejected,
+    Released,
 };
 use nucleon_protocol::Message;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -31,13 +49,122 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use self::handler::Facade;
 use crate::connection::{ConnectionHandle, WorkQueue};
 use crate::container::ContainerHandle;
-use crate::error::Error;
+use crate::error::{Error, Timeout};
 use crate::options::{ConnectionOptions, ReceiverOptions, SenderOptions};
 use crate::url::Address;
 use crate::views::{DeliveryRef, ReceiverId, SenderId};
 
-/// How many sends a `SenderHandle` lets wait for credit or an outcome at once; further sends wait their turn.
-const MAX_IN_FLIGHT: usize = 1024;
+/// The facade's time limits, per connection; a link's own [`SenderOptions::open_timeout`] /
+/// [`ReceiverOptions::open_timeout`] and [`SenderOptions::send_timeout`] win over `open` and `send`:
+/// * `connect`: [`ConnectionOptions::connect_timeout`], else 30 s, for `connect_async` (and the connection
+///   of a per-link `open_*`) to be open, over every attempt and failover URL of a reconnect policy; then
+///   the connection is closed and the call fails with [`Error::Timeout`].
+/// * `open`: 30 s for a link to be attached at both ends (counted from the call, so it includes waiting
+///   for the connection); a link attached after its caller gave up is closed at once.
+/// * `send`: none. A send waits for credit and its outcome as long as its link lives: a broker that
+///   withholds credit (a memory alarm, a full queue) is flow control, not a failure, and a reconnecting
+///   connection sends it once it is back. With a limit, a send that runs out of time is never transmitted
+///   afterwards; one already transmitted may have reached the peer.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    connect: Duration,
+    open: Duration,
+    send: Option<Duration>,
+}
+
+impl Limits {
+    const DEFAULT: Limits = Limits {
+        connect: Duration::from_secs(30),
+        open: Duration::from_secs(30),
+        send: None,
+    };
+
+    /// The limits of a connection made with `options`.
+    fn of(options: &ConnectionOptions) -> Limits {
+        Limits {
+            connect: options.connect_timeout.unwrap_or(Limits::DEFAULT.connect),
+            ..Limits::DEFAULT
+        }
+    }
+}
+
+/// The error of a send whose transfer went out on a transport that was lost before its outcome came
+/// back (with reconnect): the peer may or may not have the message.
+fn transport_lost_error() -> Error {
+    Error::TransportLost {
+        kind: None,
+        reason: "the transport was lost before the outcome came: the peer may or may not have the message"
+            .into(),
+    }
+}
+
+/// A request the peer did not accept: its rejection's error, or `nucleon:request-not-accepted`.
+fn not_accepted_error(outcome: Outcome) -> Error {
+    match outcome {
+        Outcome::Rejected(Some(e)) => Error::Amqp(e),
+        other => Error::Amqp(AmqpError::new(
+            ErrorCondition::Custom(Symbol::from_static("nucleon:request-not-accepted")),
+            format!("the request was not accepted: {other:?}"),
+        )),
+    }
+}
+
+/// A request whose message-id is that of a request still awaiting its reply: replies could not be told
+/// apart.
+fn request_refused_error(key: &MessageId) -> Error {
+    Error::Amqp(AmqpError::new(
+        ErrorCondition::NotAllowed,
+        format!("a request with message-id {key:?} is already awaiting its reply"),
+    ))
+}
+
+/// Message-ids for requests that have none.
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// What a receiver's handle learns from the handler: the address its source has (for a dynamic source,
+/// the one the peer made) and, once it has ended, why.
+struct LinkWatch {
+    address: Mutex<Option<String>>,
+    ended: watch::Sender<Option<Error>>,
+}
+
+impl LinkWatch {
+    fn new(address: Option<String>) -> Arc<LinkWatch> {
+        Arc::new(LinkWatch {
+            address: Mutex::new(address),
+            ended: watch::channel(None).0,
+        })
+    }
+
+    /// The link ended because of `error` (the first reason given is kept).
+    fn end(&self, error: Error) {
+        self.ended.send_if_modified(|e| {
+            let unset = e.is_none();
+            if unset {
+                *e = Some(error);
+            }
+            unset
+        });
+    }
+
+    fn address(&self) -> Option<String> {
+        self.address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn end_reason(&self) -> Option<Error> {
+        self.ended.borrow().clone()
+    }
+
+    async fn ended(&self) -> Error {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(Option::is_some).await;
+        let why = rx.borrow().clone();
+        why.unwrap_or(Error::LinkClosed)
+    }
+}
 
 /// The outcome of a message sent through a [`SenderHandle`] [AMQP 1.0 §3.4]. Only [`Accepted`](Self::Accepted)
 /// (and [`Settled`](Self::Settled), for a pre-settled send, which has no outcome) mean the peer took the
@@ -140,6 +267,8 @@ enum Sink {
     Stream(mpsc::UnboundedSender<Received>),
     /// An actix actor.
     Actor(Recipient<Received>),
+    /// The connection's reply queue, for `request`.
+    Replies,
 }
 
 /// What every handle of one facade connection shares. When the last of them (the connection's handles
@@ -148,6 +277,7 @@ struct Shared {
     handle: ConnectionHandle<Facade>,
     /// `Some(why)` once the connection is over.
     state: watch::Receiver<Option<Error>>,
+    limits: Limits,
 }
 
 impl Shared {
@@ -180,12 +310,60 @@ fn connect_facade(
     opened: Option<Reply<()>>,
 ) -> Result<Arc<Shared>, Error> {
     let reconnects = options.reconnect.is_some();
+    let limits = Limits::of(&options);
     let (state_tx, state) = watch::channel(None);
     // The facade holds its work queue from the start: messages can arrive before any task runs again.
     let handle = container.connect_with_queue(url, options, move |wq| {
         Facade::new(wq, opened, reconnects, single_link, state_tx)
     })?;
-    Ok(Arc::new(Shared { handle, state }))
+    Ok(Arc::new(Shared {
+        handle,
+        state,
+        limits,
+    }))
+}
+
+/// Waits for `fut` at most `limit`, then fails with [`Error::Timeout`] (`what` timed out), dropping `fut`.
+///
+/// The timer is the connection's own (`WorkQueue::schedule`), not tokio's: the facade is used from plain
+/// threads too (`futures::executor::block_on`), where no tokio timer runs. A scheduled item also runs
+/// when the connection finishes early; `fut` then fails with the connection's error, which is waited for.
+async fn within<T>(
+    conn: &Shared,
+    limit: Duration,
+    what: Timeout,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let (tick, ticked) = oneshot::channel::<()>();
+    let started = Instant::now();
+    let scheduled = conn.work_queue().schedule(limit, move |_, _| {
+        let _ = tick.send(());
+    });
+    if scheduled.is_err() {
+        // The connection is finished: `fut` fails at once.
+        return fut.await;
+    }
+    match futures::future::select(std::pin::pin!(fut), ticked).await {
+        Either::Left((done, _)) => done,
+        Either::Right((_, fut)) if started.elapsed() < limit => fut.await,
+        Either::Right(_) => Err(Error::Timeout { what, after: limit }),
+    }
+}
+
+/// Waits for the answer to an open, at most the link's open timeout (`limit`), else the connection's.
+async fn await_open<T>(
+    conn: &Shared,
+    limit: Option<Duration>,
+    rx: oneshot::Receiver<Result<T, Error>>,
+) -> Result<T, Error> {
+    // Dropping `rx` on a timeout tells the handler: a link attached later is closed at once.
+    within(
+        conn,
+        limit.unwrap_or(conn.limits.open),
+        Timeout::Attach,
+        async { rx.await.map_err(|_| conn.closed_error())? },
+    )
+    .await
 }
 
 /// Attaches a sender on `conn` and waits until the peer has attached it too.
@@ -196,14 +374,17 @@ async fn attach_sender(
 ) -> Result<SenderHandle, Error> {
     let (tx, rx) = oneshot::channel();
     let wq = conn.work_queue();
+    let window = options.max_in_flight.max(1);
+    let (open, send) = (options.open_timeout, options.send_timeout);
     wq.add(move |h, c| h.open_sender(c, address, options, tx))
         .map_err(|_| conn.closed_error())?;
-    let id = rx.await.map_err(|_| conn.closed_error())??;
+    let id = await_open(&conn, open, rx).await?;
     Ok(SenderHandle {
         link: Arc::new(SenderLink {
             wq,
             id,
-            permits: Semaphore::new(MAX_IN_FLIGHT),
+            permits: Semaphore::new(window),
+            send_timeout: send.or(conn.limits.send),
             conn,
         }),
     })
@@ -215,12 +396,19 @@ async fn attach_receiver(
     address: String,
     options: ReceiverOptions,
     sink: Sink,
+    watch: Arc<LinkWatch>,
 ) -> Result<ReceiverId, Error> {
     let (tx, rx) = oneshot::channel();
+    let open = options.open_timeout;
     conn.work_queue()
-        .add(move |h, c| h.open_receiver(c, address, options, sink, tx))
+        .add(move |h, c| h.open_receiver(c, address, options, sink, watch, Some(tx)))
         .map_err(|_| conn.closed_error())?;
-    rx.await.map_err(|_| conn.closed_error())?
+    await_open(conn, open, rx).await
+}
+
+/// A receiver's watch: its address is the one asked for until the peer names it (a dynamic source).
+fn receiver_watch(address: &str, options: &ReceiverOptions) -> Arc<LinkWatch> {
+    LinkWatch::new((!options.dynamic && !address.is_empty()).then(|| address.to_owned()))
 }
 
 async fn attach_stream(
@@ -230,11 +418,13 @@ async fn attach_stream(
 ) -> Result<ReceiverHandle, Error> {
     let (tx, rx) = mpsc::unbounded_channel();
     let window = options.credit_window.unwrap_or(10).max(1);
-    let id = attach_receiver(&conn, address, options, Sink::Stream(tx)).await?;
+    let watch = receiver_watch(&address, &options);
+    let id = attach_receiver(&conn, address, options, Sink::Stream(tx), watch.clone()).await?;
     Ok(ReceiverHandle {
         wq: conn.work_queue(),
         id,
         conn,
+        watch,
         rx,
         consumed: 0,
         window,
@@ -248,12 +438,15 @@ async fn attach_actor(
     options: ReceiverOptions,
     recipient: Recipient<Received>,
 ) -> Result<LinkHandle, Error> {
-    let id = attach_receiver(&conn, address, options, Sink::Actor(recipient)).await?;
+    let watch = receiver_watch(&address, &options);
+    let sink = Sink::Actor(recipient);
+    let id = attach_receiver(&conn, address, options, sink, watch.clone()).await?;
     Ok(LinkHandle {
         link: Arc::new(ReceiverLink {
             wq: conn.work_queue(),
             id,
             conn,
+            watch,
         }),
     })
 }
@@ -270,7 +463,7 @@ impl ContainerHandle {
     /// the attempt: a refusal's condition (e.g. `amqp:unauthorized-access`), an IO failure ([`Error::Io`],
     /// with its kind, e.g. `ConnectionRefused`), [`Error::Timeout`] past the connect timeout, or
     /// [`Error::ConnectionClosed`]. With reconnect, failed attempts are retried until one opens or the
-    /// runtime gives up.
+    /// runtime gives up (the main URL, then each failover URL in turn).
     ///
     /// The connection closes with [`AsyncConnectionHandle::close`], or once the last handle to it (the
     /// connection's and its links') is dropped.
@@ -302,7 +495,11 @@ impl ContainerHandle {
     ) -> Result<AsyncConnectionHandle, Error> {
         let (tx, rx) = oneshot::channel();
         let inner = connect_facade(self, url, options, false, Some(tx))?;
-        rx.await.map_err(|_| inner.closed_error())??;
+        // On a timeout, dropping `inner` closes the connection: no further attempts.
+        within(&inner, inner.limits.connect, Timeout::Connect, async {
+            rx.await.map_err(|_| inner.closed_error())?
+        })
+        .await?;
         Ok(AsyncConnectionHandle { inner })
     }
 
@@ -436,6 +633,59 @@ impl AsyncConnectionHandle {
         self.inner.handle.close()
     }
 
+    /// Sends `message` to `address` as a request and waits at most `timeout` for its reply, which it
+    /// returns. The replies of every request of this connection come to one reply queue: a receiver with
+    /// a dynamic source, made on first use, whose address the message's `reply-to` is set to. The message
+    /// keeps its message-id if it has one (it must then differ from those of the requests still awaiting
+    /// their replies), else gets a fresh one; the reply is the message on the reply queue whose
+    /// correlation-id is that message-id (a responder copies it over). Concurrent requests each get their
+    /// own reply; a reply that comes after its request timed out is dropped.
+    ///
+    /// Fails with the timeout error (`nucleon:timeout`) after `timeout`, leaving nothing behind; with the
+    /// peer's error if it does not accept the request (`nucleon:request-not-accepted` if it gives none);
+    /// and, with reconnect, with the transport-lost error if the transport is lost after the request went
+    /// out (the reply queue goes with it; a new one is made on the next transport).
+    pub async fn request(
+        &self,
+        address: &str,
+        mut message: Message,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        let key = match message.properties().and_then(|p| p.message_id.clone()) {
+            Some(id) => id,
+            None => {
+                let id = MessageId::Ulong(NEXT_REQUEST.fetch_add(1, Ordering::Relaxed));
+                message.properties_mut().message_id = Some(id.clone());
+                id
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let wq = self.inner.work_queue();
+        let (address, k) = (address.to_owned(), key.clone());
+        wq.add(move |h, c| h.request(c, address, message, k, tx))
+            .map_err(|_| self.inner.closed_error())?;
+        let reply = within(&self.inner, timeout, Timeout::Other("the request"), async {
+            rx.await.map_err(|_| self.inner.closed_error())?
+        })
+        .await;
+        if reply.is_err() {
+            let _ = wq.add(move |h, _| h.forget_request(&key));
+        }
+        reply
+    }
+
+    /// How many [`request`](Self::request)s of this connection await their reply (a gauge, for metrics).
+    pub async fn pending_requests(&self) -> Result<usize, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .work_queue()
+            .add(move |h, _| {
+                let _ = tx.send(h.pending_requests());
+            })
+            .map_err(|_| self.inner.closed_error())?;
+        rx.await.map_err(|_| self.inner.closed_error())
+    }
+
     /// True once the connection is over (closed by either side, or failed, and with reconnect, given up).
     pub fn is_closed(&self) -> bool {
         self.inner.state.borrow().is_some() || self.inner.handle.is_finished()
@@ -457,6 +707,8 @@ struct SenderLink {
     wq: WorkQueue<Facade>,
     id: SenderId,
     permits: Semaphore,
+    /// How long a send may wait for credit and its outcome (`None`: as long as the link lives).
+    send_timeout: Option<Duration>,
     conn: Arc<Shared>,
 }
 
@@ -487,19 +739,31 @@ impl SenderHandle {
     /// Sends a message and waits for its outcome. Waits for credit first; at most 1024 sends of one
     /// link are in flight at once. Fails with [`Error::LinkClosed`] (or the peer's condition) once the link
     /// is closed, and with the connection's error once the connection is over.
+    ///
+    /// With reconnect, a send waiting for credit when the transport is lost goes out on the link attached
+    /// again; one whose transfer went out on the lost transport fails with [`Error::TransportLost`]: the
+    /// peer may or may not have it, and it is not resent (the caller decides: resending gives at-least-once
+    /// with a possible duplicate). A send
+    /// future dropped before its transfer went out is never transmitted.
     pub async fn send(&self, message: Message) -> Result<Outcome, Error> {
         let link = &self.link;
-        let _permit = link
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::ConnectionClosed)?;
-        let (tx, rx) = oneshot::channel();
-        let id = link.id;
-        link.wq
-            .add(move |h, c| h.send(c, id, message, tx))
-            .map_err(|_| link.conn.closed_error())?;
-        rx.await.map_err(|_| link.conn.closed_error())?
+        let sent = async {
+            let _permit = link
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| Error::ConnectionClosed)?;
+            let (tx, rx) = oneshot::channel();
+            let id = link.id;
+            link.wq
+                .add(move |h, c| h.send(c, id, message, tx))
+                .map_err(|_| link.conn.closed_error())?;
+            rx.await.map_err(|_| link.conn.closed_error())?
+        };
+        match link.send_timeout {
+            Some(limit) => within(&link.conn, limit, Timeout::Send, sent).await,
+            None => sent.await,
+        }
     }
 
     /// Closes the sender's link (and its connection, if it was opened for this link). Sends waiting for
@@ -522,6 +786,7 @@ struct ReceiverLink {
     wq: WorkQueue<Facade>,
     id: ReceiverId,
     conn: Arc<Shared>,
+    watch: Arc<LinkWatch>,
 }
 
 impl Drop for ReceiverLink {
@@ -553,6 +818,16 @@ impl LinkHandle {
         self.link.wq.add(move |h, c| h.close_receiver(c, id))
     }
 
+    /// Why the link ended, once it has (see [`ReceiverHandle::end_reason`]); `None` while it is open.
+    pub fn end_reason(&self) -> Option<Error> {
+        self.link.watch.end_reason()
+    }
+
+    /// Resolves once the link has ended, with why (see [`ReceiverHandle::closed`]).
+    pub async fn closed(&self) -> Error {
+        self.link.watch.ended().await
+    }
+
     /// The connection the link is on (which this handle keeps open).
     pub fn connection(&self) -> AsyncConnectionHandle {
         AsyncConnectionHandle {
@@ -567,6 +842,7 @@ pub struct ReceiverHandle {
     wq: WorkQueue<Facade>,
     id: ReceiverId,
     conn: Arc<Shared>,
+    watch: Arc<LinkWatch>,
     rx: mpsc::UnboundedReceiver<Received>,
     consumed: u32,
     window: u32,
@@ -584,9 +860,31 @@ impl std::fmt::Debug for ReceiverHandle {
 }
 
 impl ReceiverHandle {
-    /// The next message; `None` once the link or connection has closed.
+    /// The next message; `None` once the link or connection has closed, and then
+    /// [`end_reason`](Self::end_reason) says why. With reconnect, a lost transport does not end it: it goes
+    /// on with the link attached again.
     pub async fn recv(&mut self) -> Option<Received> {
         futures::StreamExt::next(self).await
+    }
+
+    /// The source address: the one asked for, or for a dynamic source (`ReceiverOptions::dynamic`) the
+    /// one the peer made for it (a reply queue's address, to put in `reply-to`). With reconnect, the peer
+    /// makes a new dynamic node for the link attached again, and this is its address from then on.
+    pub fn address(&self) -> Option<String> {
+        self.watch.address()
+    }
+
+    /// Why the link ended, once it has (its stream then yields `None`): the peer's detach or close error
+    /// ([`Error::Amqp`], e.g. `amqp:resource-deleted` when its queue was deleted), [`Error::LinkClosed`]
+    /// for a detach without an error or a close by this handle, or the connection's error (see
+    /// [`AsyncConnectionHandle::closed`]). `None` while the link is open.
+    pub fn end_reason(&self) -> Option<Error> {
+        self.watch.end_reason()
+    }
+
+    /// Resolves once the link has ended, with [`end_reason`](Self::end_reason).
+    pub async fn closed(&self) -> Error {
+        self.watch.ended().await
     }
 
     /// Closes the receiver's link (and its connection, if it was opened for this link): the stream ends,

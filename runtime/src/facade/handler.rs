@@ -9,17 +9,33 @@
 //! * The connection over (its transport closed for good, or the peer closed it) fails every link, every
 //!   link still opening and the connect itself with the error that ended it, which also becomes the
 //!   connection's closed state ([`AsyncConnectionHandle::closed`](super::AsyncConnectionHandle::closed)).
-//!   With reconnect, a lost transport is not the end: sends in flight fail with `ConnectionClosed` (their
-//!   outcome is lost), waiting ones go out on the links the runtime attaches again, and the end is when the
-//!   runtime gives up (the handler is dropped), with the last error seen.
+//!   With reconnect, a lost transport is not the end: sends in flight fail with
+//!   [`transport_lost_error`](super::transport_lost_error) (their outcome is lost; they are never resent
+//!   here, so the caller decides whether a duplicate is acceptable), waiting ones go out on the links the
+//!   runtime attaches again (same ids, never a second link), receivers keep their sinks and get back the
+//!   credit they had, and the end is when the runtime gives up (the handler is dropped), with the last
+//!   error seen.
+//! * Every receiver's [`LinkWatch`](super::LinkWatch) gets why its link ended before its sink is dropped,
+//!   so a stream that yields `None` can always say why.
+//!
+//! Request/reply (`request`): one receiver with a dynamic source per connection, opened on first use, is
+//! the reply queue; each request goes out on a sender per address (kept for the connection's life) with
+//! `reply-to` set to the queue's address, and its reply is matched by its correlation-id to the request's
+//! message-id. A request waits in `queued` until the reply queue's address is known (and the connection is
+//! open); once sent, its reply can only come to that queue, so a lost transport (the peer drops a dynamic
+//! node with its connection) fails it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
-use nucleon_protocol::frame::Error as AmqpError;
+use nucleon_protocol::frame::{Error as AmqpError, MessageId};
 use nucleon_protocol::Message;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-use super::{Outcome, Received, Reply, Sink};
+use super::{
+    not_accepted_error, request_refused_error, transport_lost_error, LinkWatch, Outcome, Received,
+    Reply, Sink,
+};
 use crate::connection::WorkQueue;
 use crate::error::Error;
 use crate::handler::MessagingHandler;
@@ -31,7 +47,14 @@ use crate::views::{
 /// A link asked for before the connection was open: attached once it is.
 enum PendingOpen {
     Sender(String, SenderOptions, Reply<SenderId>),
-    Receiver(String, ReceiverOptions, Sink, Reply<ReceiverId>),
+    /// `None`: the connection's own reply queue, which nobody waits for.
+    Receiver(
+        String,
+        ReceiverOptions,
+        Sink,
+        Arc<LinkWatch>,
+        Option<Reply<ReceiverId>>,
+    ),
 }
 
 impl PendingOpen {
@@ -40,9 +63,20 @@ impl PendingOpen {
             PendingOpen::Sender(.., reply) => {
                 let _ = reply.send(Err(error));
             }
-            PendingOpen::Receiver(.., reply) => {
-                let _ = reply.send(Err(error));
+            PendingOpen::Receiver(.., watch, reply) => {
+                watch.end(error.clone());
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
             }
+        }
+    }
+
+    /// Nobody waits for it any more (its open timed out or was given up).
+    fn abandoned(&self) -> bool {
+        match self {
+            PendingOpen::Sender(.., reply) => reply.is_closed(),
+            PendingOpen::Receiver(.., reply) => reply.as_ref().is_some_and(|r| r.is_closed()),
         }
     }
 }
@@ -87,18 +121,48 @@ fn refusal_if_opening(error: Error, opening: bool) -> Error {
 /// One receiver of the connection.
 struct ReceiverLink {
     mode: DeliveryMode,
-    window: u32,
+    /// Credit its consumer has granted that no message has used yet: granted again on the link the
+    /// runtime attaches after a reconnect (whose credit starts at 0), so the window holds across it.
+    credit_out: u32,
+    /// The peer has attached the current transport's link: credit can go to it now.
+    attached: bool,
     opened: Option<Reply<ReceiverId>>,
     sink: Sink,
     error: Option<Error>,
+    /// Its address and why it ended, for its handle.
+    watch: Arc<LinkWatch>,
 }
 
 impl ReceiverLink {
     fn fail(&mut self, error: &Error) {
+        // Before the sink goes (with `self`), so that a stream that ends can say why.
+        self.watch.end(error.clone());
         if let Some(reply) = self.opened.take() {
             let _ = reply.send(Err(error.clone()));
         }
     }
+}
+
+impl Drop for ReceiverLink {
+    /// However it left the map (closed by its handle, or failed), its handle learns that it ended.
+    fn drop(&mut self) {
+        self.watch.end(Error::LinkClosed);
+    }
+}
+
+/// The connection's request/reply state (see the module doc).
+#[derive(Default)]
+struct Requests {
+    /// The reply queue has been asked for (and not lost since).
+    opening: bool,
+    /// The reply queue's address, once the peer has attached it.
+    address: Option<String>,
+    /// Requests waiting for the reply queue (or the connection) to be open: address, message, key.
+    queued: Vec<(String, Message, MessageId)>,
+    /// Every request awaiting its reply, by the message-id its reply correlates to; `true` once sent.
+    pending: HashMap<MessageId, (Reply<Message>, bool)>,
+    /// The sender kept for each address requests went to.
+    senders: HashMap<String, SenderId>,
 }
 
 /// The handler behind a facade connection: many links, driven by work items.
@@ -123,6 +187,7 @@ pub(crate) struct Facade {
     single_link: bool,
     /// The connection's closed state, for its handles: `Some(why)` once it is over.
     state: watch::Sender<Option<Error>>,
+    requests: Requests,
 }
 
 impl Facade {
@@ -146,6 +211,7 @@ impl Facade {
             reconnects,
             single_link,
             state,
+            requests: Requests::default(),
         }
     }
 
@@ -172,6 +238,10 @@ impl Facade {
         // Dropping a receiver's sink ends its stream.
         for (_, mut r) in self.receivers.drain() {
             r.fail(&error);
+        }
+        self.requests.queued.clear();
+        for (_, (reply, _)) in self.requests.pending.drain() {
+            let _ = reply.send(Err(error.clone()));
         }
     }
 
@@ -202,23 +272,41 @@ impl Facade {
                 .push(PendingOpen::Sender(address, options, reply));
             return;
         }
+        if let Err(e) = self.attach_sender(c, &address, options, Some(reply)) {
+            log::debug!("a facade sender to {address} was not attached: {e}");
+        }
+    }
+
+    /// Attaches a sender on the open connection; `opened` is answered once the peer has attached it.
+    fn attach_sender(
+        &mut self,
+        c: &mut Connection<'_>,
+        address: &str,
+        options: SenderOptions,
+        opened: Option<Reply<SenderId>>,
+    ) -> Result<SenderId, Error> {
         let mode = options.delivery_mode;
-        match c.open_sender(&address, options) {
+        match c.open_sender(address, options) {
             Ok(s) => {
+                let id = s.id();
                 self.senders.insert(
-                    s.id(),
+                    id,
                     SenderLink {
                         mode,
-                        opened: Some(reply),
+                        opened,
                         waiting: VecDeque::new(),
                         in_flight: HashMap::new(),
                         error: None,
                         closing: false,
                     },
                 );
+                Ok(id)
             }
             Err(e) => {
-                let _ = reply.send(Err(e));
+                if let Some(reply) = opened {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                Err(e)
             }
         }
     }
@@ -231,15 +319,16 @@ impl Facade {
         address: String,
         options: ReceiverOptions,
         sink: Sink,
-        reply: Reply<ReceiverId>,
+        watch: Arc<LinkWatch>,
+        reply: Option<Reply<ReceiverId>>,
     ) {
-        if let Some(e) = &self.error {
-            let _ = reply.send(Err(e.clone()));
+        if let Some(e) = self.error.clone() {
+            PendingOpen::Receiver(address, options, sink, watch, reply).fail(e);
             return;
         }
         if !self.open {
             self.pending
-                .push(PendingOpen::Receiver(address, options, sink, reply));
+                .push(PendingOpen::Receiver(address, options, sink, watch, reply));
             return;
         }
         let window = options.credit_window.unwrap_or(10).max(1);
@@ -253,15 +342,20 @@ impl Facade {
                     r.id(),
                     ReceiverLink {
                         mode,
-                        window,
-                        opened: Some(reply),
+                        credit_out: window,
+                        attached: false,
+                        opened: reply,
                         sink,
                         error: None,
+                        watch,
                     },
                 );
             }
             Err(e) => {
-                let _ = reply.send(Err(e));
+                watch.end(e.clone());
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e));
+                }
             }
         }
     }
@@ -299,6 +393,10 @@ impl Facade {
             let Some((message, reply)) = link.waiting.pop_front() else {
                 break;
             };
+            if reply.is_closed() {
+                // Its caller gave up (a send timeout, or the future dropped): it must not go out later.
+                continue;
+            }
             match sender.send(&message) {
                 Ok(_) if link.mode == DeliveryMode::AtMostOnce => {
                     let _ = reply.send(Ok(Outcome::Settled));
@@ -322,10 +420,17 @@ impl Facade {
         }
     }
 
-    /// Grants a receiver `n` more messages.
+    /// Grants a receiver `n` more messages: now if its link is attached, else once it is (after a
+    /// reconnect), through `credit_out`.
     pub(crate) fn add_credit(&mut self, c: &mut Connection<'_>, id: ReceiverId, n: u32) {
-        if let Some(mut r) = c.receiver(id) {
-            let _ = r.add_credit(n);
+        let Some(link) = self.receivers.get_mut(&id) else {
+            return;
+        };
+        link.credit_out = link.credit_out.saturating_add(n);
+        if link.attached {
+            if let Some(mut r) = c.receiver(id) {
+                let _ = r.add_credit(n);
+            }
         }
     }
 
@@ -370,15 +475,170 @@ impl Facade {
     }
 
     fn receiver_gone(&mut self, r: &mut Receiver<'_>) {
-        if let Some(mut link) = self.receivers.remove(&r.id()) {
-            let error = link.error.take().unwrap_or(Error::LinkClosed);
-            link.fail(&refusal_if_opening(error, link.opened.is_some()));
+        if let Some(link) = self.receivers.remove(&r.id()) {
+            self.receiver_ended(link);
         }
         if self.single_link {
             r.connection().close();
         }
     }
+
+    /// A receiver left the map because the peer ended it (or its session): it fails with the peer's error.
+    fn receiver_ended(&mut self, mut link: ReceiverLink) {
+        let error = link.error.take().unwrap_or(Error::LinkClosed);
+        let error = refusal_if_opening(error, link.opened.is_some());
+        link.fail(&error);
+        if matches!(link.sink, Sink::Replies) {
+            // The reply queue is gone: replies to requests already sent can no longer come. The next
+            // request opens another queue.
+            self.requests.opening = false;
+            self.requests.address = None;
+            self.fail_sent_requests(&error);
+            if !self.requests.queued.is_empty() {
+                self.reopen_reply_queue_later();
+            }
+        }
+    }
+
+    /// Opens the reply queue again from a work item (we are inside a link callback here).
+    fn reopen_reply_queue_later(&mut self) {
+        let _ = self.wq.add(|h, c| h.ensure_reply_queue(c));
+    }
+
+    /// Fails every request already sent (its reply could only come to a queue now gone).
+    fn fail_sent_requests(&mut self, error: &Error) {
+        let sent: Vec<MessageId> = (self.requests.pending.iter())
+            .filter(|(_, (_, sent))| *sent)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in sent {
+            self.request_failed(&key, error.clone());
+        }
+    }
+
+    /// Sends `message` to `address` as a request whose reply correlates to `key`, and answers `reply`
+    /// with that reply. Fails at once if a request with the same message-id is still awaited.
+    pub(crate) fn request(
+        &mut self,
+        c: &mut Connection<'_>,
+        address: String,
+        message: Message,
+        key: MessageId,
+        reply: Reply<Message>,
+    ) {
+        if let Some(e) = &self.error {
+            let _ = reply.send(Err(e.clone()));
+            return;
+        }
+        // Requests whose callers went away (a dropped future) leave no entry behind.
+        self.requests
+            .pending
+            .retain(|_, (reply, _)| !reply.is_closed());
+        if self.requests.pending.contains_key(&key) {
+            let _ = reply.send(Err(request_refused_error(&key)));
+            return;
+        }
+        self.requests.pending.insert(key.clone(), (reply, false));
+        self.requests.queued.push((address, message, key));
+        self.ensure_reply_queue(c);
+        self.send_requests(c);
+    }
+
+    /// A request given up by its caller (its timeout): nothing about it stays.
+    pub(crate) fn forget_request(&mut self, key: &MessageId) {
+        self.requests.pending.remove(key);
+        self.requests.queued.retain(|(_, _, k)| k != key);
+    }
+
+    /// Requests awaiting their reply.
+    pub(crate) fn pending_requests(&self) -> usize {
+        self.requests.pending.len()
+    }
+
+    /// Opens the reply queue, a receiver with a dynamic source, unless it is open or opening.
+    fn ensure_reply_queue(&mut self, c: &mut Connection<'_>) {
+        if self.requests.opening || self.error.is_some() {
+            return;
+        }
+        self.requests.opening = true;
+        let options = ReceiverOptions {
+            dynamic: true,
+            credit_window: Some(REPLY_WINDOW),
+            ..ReceiverOptions::default()
+        };
+        let watch = LinkWatch::new(None);
+        self.open_receiver(c, String::new(), options, Sink::Replies, watch, None);
+    }
+
+    /// Sends the queued requests, once the reply queue's address is known and the connection is open.
+    fn send_requests(&mut self, c: &mut Connection<'_>) {
+        let Some(reply_to) = self.requests.address.clone() else {
+            return;
+        };
+        if !self.open {
+            return;
+        }
+        for (address, mut message, key) in std::mem::take(&mut self.requests.queued) {
+            let Some((_, sent)) = self.requests.pending.get_mut(&key) else {
+                continue;
+            };
+            *sent = true;
+            message.properties_mut().reply_to = Some(reply_to.clone());
+            let id = match self.requests.senders.get(&address) {
+                Some(id) if self.senders.contains_key(id) => *id,
+                _ => match self.attach_sender(c, &address, SenderOptions::default(), None) {
+                    Ok(id) => {
+                        self.requests.senders.insert(address, id);
+                        id
+                    }
+                    Err(e) => {
+                        self.request_failed(&key, e);
+                        continue;
+                    }
+                },
+            };
+            // The outcome is watched apart: a request the peer does not accept fails at once.
+            let (tx, rx) = oneshot::channel();
+            self.send(c, id, message, tx);
+            let wq = self.wq.clone();
+            actix_rt::spawn(async move {
+                let error = match rx.await {
+                    Ok(Ok(Outcome::Accepted | Outcome::Settled)) => return,
+                    Ok(Ok(outcome)) => not_accepted_error(outcome),
+                    Ok(Err(e)) => e,
+                    Err(_) => Error::ConnectionClosed,
+                };
+                let _ = wq.add(move |h, _| h.request_failed(&key, error));
+            });
+        }
+    }
+
+    fn request_failed(&mut self, key: &MessageId, error: Error) {
+        if let Some((reply, _)) = self.requests.pending.remove(key) {
+            let _ = reply.send(Err(error));
+        }
+    }
+
+    /// A message on the reply queue: the reply to the request its correlation-id names, if still awaited.
+    fn reply_arrived(&mut self, d: &mut Delivery<'_>, message: Message) {
+        d.accept();
+        let id = d.receiver().id();
+        if let Some(link) = self.receivers.get_mut(&id) {
+            link.credit_out = link.credit_out.saturating_add(1);
+        }
+        let _ = d.receiver().add_credit(1);
+        let key = message.properties().and_then(|p| p.correlation_id.clone());
+        match key.and_then(|k| self.requests.pending.remove(&k)) {
+            Some((reply, _)) => {
+                let _ = reply.send(Ok(message));
+            }
+            None => log::debug!("a reply that no request awaits (late, or not ours) was dropped"),
+        }
+    }
 }
+
+/// The reply queue's credit window: replies are taken as they arrive, so this bounds only a burst.
+const REPLY_WINDOW: u32 = 100;
 
 impl MessagingHandler for Facade {
     fn on_connection_open(&mut self, conn: &mut Connection<'_>) {
@@ -390,15 +650,20 @@ impl MessagingHandler for Facade {
         // After a reconnect the runtime has attached the links again under the same ids: only what was
         // asked for meanwhile is attached here.
         for p in std::mem::take(&mut self.pending) {
+            if p.abandoned() {
+                continue;
+            }
             match p {
                 PendingOpen::Sender(address, options, reply) => {
                     self.open_sender(conn, address, options, reply)
                 }
-                PendingOpen::Receiver(address, options, sink, reply) => {
-                    self.open_receiver(conn, address, options, sink, reply)
+                PendingOpen::Receiver(address, options, sink, watch, reply) => {
+                    self.open_receiver(conn, address, options, sink, watch, reply)
                 }
             }
         }
+        // Requests made while the connection was down go out once their reply queue is attached again.
+        self.send_requests(conn);
     }
 
     fn on_sender_open(&mut self, s: &mut Sender<'_>) {
@@ -421,13 +686,24 @@ impl MessagingHandler for Facade {
         let Some(link) = self.receivers.get_mut(&id) else {
             return;
         };
+        // For a dynamic source, the address the peer made (again, after a reconnect: a new one).
+        let address = r.address();
+        *link.watch.address.lock().unwrap_or_else(|e| e.into_inner()) = address.clone();
         if let Some(reply) = link.opened.take() {
             if reply.send(Ok(id)).is_err() {
                 self.close_receiver(&mut r.connection(), id);
                 return;
             }
         }
-        let _ = r.add_credit(link.window);
+        // The first window, or after a reconnect what the consumer had granted and not yet used.
+        link.attached = true;
+        if link.credit_out > 0 {
+            let _ = r.add_credit(link.credit_out);
+        }
+        if matches!(link.sink, Sink::Replies) {
+            self.requests.address = address;
+            self.send_requests(&mut r.connection());
+        }
     }
 
     fn on_sendable(&mut self, s: &mut Sender<'_>) {
@@ -454,6 +730,11 @@ impl MessagingHandler for Facade {
             d.release();
             return;
         };
+        link.credit_out = link.credit_out.saturating_sub(1);
+        if matches!(link.sink, Sink::Replies) {
+            self.reply_arrived(d, message);
+            return;
+        }
         let presettled = d.settled() || link.mode == DeliveryMode::AtMostOnce;
         d.defer();
         let wq = self.wq.clone();
@@ -467,6 +748,7 @@ impl MessagingHandler for Facade {
                 // A stream already dropped: the message, dropped with the error, releases itself.
                 let _ = tx.send(received);
             }
+            Sink::Replies => {}
             Sink::Actor(recipient) => {
                 let recipient = recipient.clone();
                 // Credit comes back only when the actor has handled the message.
@@ -525,9 +807,9 @@ impl MessagingHandler for Facade {
             let error = link.error.take().unwrap_or(Error::LinkClosed);
             link.fail(&refusal_if_opening(error, link.opened.is_some()));
         }
-        for (_, mut link) in self.receivers.drain() {
-            let error = link.error.take().unwrap_or(Error::LinkClosed);
-            link.fail(&refusal_if_opening(error, link.opened.is_some()));
+        let receivers: Vec<_> = self.receivers.drain().map(|(_, l)| l).collect();
+        for link in receivers {
+            self.receiver_ended(link);
         }
         if self.single_link {
             s.connection().close();
@@ -549,14 +831,22 @@ impl MessagingHandler for Facade {
             self.fail_connection(Error::ConnectionClosed);
             return;
         }
-        // Another transport may follow: what was in flight has lost its outcome, what waits for credit
-        // goes on the links attached again. If none follows, the connection finishes and the handler is
-        // dropped, which fails whatever still waits.
+        // Another transport may follow: what was in flight has lost its outcome (it is not resent: the
+        // caller decides whether a possible duplicate is acceptable), what waits for credit goes on the
+        // links attached again. Receivers keep their sinks; their unused credit is granted again. The
+        // reply queue is a dynamic node, gone with the transport: requests sent to it fail now, queued
+        // ones go out once it is attached again. If no transport follows, the connection finishes and
+        // the handler is dropped, which fails whatever still waits.
         for link in self.senders.values_mut() {
             for (_, reply) in link.in_flight.drain() {
-                let _ = reply.send(Err(Error::ConnectionClosed));
+                let _ = reply.send(Err(transport_lost_error()));
             }
         }
+        for link in self.receivers.values_mut() {
+            link.attached = false;
+        }
+        self.requests.address = None;
+        self.fail_sent_requests(&transport_lost_error());
     }
 }
 
