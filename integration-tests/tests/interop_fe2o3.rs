@@ -1092,7 +1092,8 @@ async fn fe2o3_acceptor_over_tls() {
     let url = scram.url_as("alice", "secret", "tls");
     send_one_to(&c, &mut scram, &url, options.clone()).await;
     // Without the private CA (the operating system's roots only): refused by our certificate check.
-    let untrusted = options.clone();
+    let mut untrusted = options.clone();
+    untrusted.tls = None;
     let err = within(
         "our sender is refused",
         c.open_sender_with(&url, untrusted, SenderOptions::default()),
