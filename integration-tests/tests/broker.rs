@@ -227,12 +227,10 @@ async fn a_dynamic_source_gets_a_unique_temporary_queue() {
 async fn sasl_plain_is_required_when_users_are_configured() {
     let container = container(4);
     let broker = Broker::new(BrokerOptions::default());
-    let options = ListenOptions {
+    let options = ListenOptions::new()
         // PLAIN over loopback TCP, offered only when asked for by name.
-        allow_insecure_plain: true,
-        authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
-        ..ListenOptions::default()
-    };
+        .allow_insecure_plain(true)
+        .authenticator(Arc::new(PlainAuthenticator::new([("alice", "secret")])));
     let listener = broker
         .listen(&container, "127.0.0.1:0", options)
         .expect("listens");

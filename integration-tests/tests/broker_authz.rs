@@ -38,11 +38,9 @@ fn broker(container: &ContainerHandle, authorization: Option<Authorization>) -> 
     });
     let authenticator =
         PlainAuthenticator::new([("alice", "a-secret"), ("bob", "b-secret")]).allow_anonymous(true);
-    let options = ListenOptions {
-        allow_insecure_plain: true,
-        authenticator: Some(Arc::new(authenticator)),
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::new()
+        .allow_insecure_plain(true)
+        .authenticator(Arc::new(authenticator));
     let listener = broker
         .listen(container, "127.0.0.1:0", options)
         .expect("broker listens");

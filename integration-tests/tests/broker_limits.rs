@@ -323,10 +323,7 @@ async fn freezable_proxy(
 async fn a_consumer_whose_host_vanishes_is_dropped_at_the_idle_timeout_and_its_messages_return() {
     let container = container(2);
     let broker = Broker::new(BrokerOptions::default());
-    let options = ListenOptions {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::new().idle_timeout(Duration::from_secs(1));
     let listener = broker
         .listen(&container, "127.0.0.1:0", options)
         .expect("broker listens");

@@ -167,13 +167,11 @@ async fn expired_and_dead_lettered_messages_are_counted_per_queue() {
 async fn failed_logins_are_counted() {
     let container = container(2);
     let credential = ScramCredential::derive(ScramHash::Sha256, "secret", b"a salt of 16 b.", 4096);
-    let listen = ListenOptions {
-        authenticator: Some(Arc::new(
+    let listen = ListenOptions::new()
+        .authenticator(Arc::new(
             ScramAuthenticator::new([("alice", credential)]).allow_plain(true),
-        )),
-        allow_insecure_plain: true,
-        ..ListenOptions::default()
-    };
+        ))
+        .allow_insecure_plain(true);
     let (broker, base) = serve_with(&container, BrokerOptions::default(), listen);
     let login = |password: &str| {
         ConnectionOptions::new()

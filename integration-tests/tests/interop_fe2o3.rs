@@ -868,12 +868,10 @@ async fn fe2o3_acceptor_settlement() {
 #[actix_rt::test]
 async fn fe2o3_client_sasl() {
     let c = container();
-    let users = ListenOptions {
+    let users = ListenOptions::new()
         // PLAIN over loopback TCP, offered only when asked for by name.
-        allow_insecure_plain: true,
-        authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
-        ..ListenOptions::default()
-    };
+        .allow_insecure_plain(true)
+        .authenticator(Arc::new(PlainAuthenticator::new([("alice", "secret")])));
     let (_broker, port) = broker(&c, users);
     // PLAIN, right password: the connection opens and carries a message.
     let (mut connection, mut session) =
@@ -1004,12 +1002,10 @@ async fn fe2o3_client_over_tls_with_plain() {
     let tls = nucleon::TlsServerConfig::from_pem_files(&server.cert, &server.key)
         .expect("server TLS")
         .require_tls(true);
-    let users = ListenOptions {
-        tls: Some(tls),
+    let users = ListenOptions::new()
+        .tls(tls)
         // PLAIN, which the listener offers over TLS only.
-        authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
-        ..ListenOptions::default()
-    };
+        .authenticator(Arc::new(PlainAuthenticator::new([("alice", "secret")])));
     let (_broker, port) = broker(&c, users);
     // fe2o3's rustls client, trusting only the test CA.
     let mut roots = rustls::RootCertStore::empty();
@@ -1126,10 +1122,8 @@ async fn fe2o3_client_scram() {
     use nucleon::protocol::engine::{ScramAuthenticator, ScramCredential, ScramHash};
     let c = container();
     let credential = ScramCredential::derive(ScramHash::Sha256, "secret", b"a salt of 16 b.", 4096);
-    let users = ListenOptions {
-        authenticator: Some(Arc::new(ScramAuthenticator::new([("alice", credential)]))),
-        ..ListenOptions::default()
-    };
+    let users = ListenOptions::new()
+        .authenticator(Arc::new(ScramAuthenticator::new([("alice", credential)])));
     let (_broker, port) = broker(&c, users);
     let url = format!("amqp://127.0.0.1:{port}");
     let connection = within(
@@ -1165,10 +1159,7 @@ const QUIET: Duration = Duration::from_secs(3);
 #[actix_rt::test]
 async fn fe2o3_client_idle_timeout() {
     let c = container();
-    let options = ListenOptions {
-        idle_timeout: Some(IDLE),
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::new().idle_timeout(IDLE);
     let (_broker, port) = broker(&c, options);
     let mut connection = within(
         "fe2o3 connects",

@@ -540,12 +540,10 @@ async fn pyproton_our_broker_request_reply() {
 }
 
 fn plain_users() -> ListenOptions {
-    ListenOptions {
+    ListenOptions::new()
         // PLAIN over loopback TCP, offered only when asked for by name.
-        allow_insecure_plain: true,
-        authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
-        ..ListenOptions::default()
-    }
+        .allow_insecure_plain(true)
+        .authenticator(Arc::new(PlainAuthenticator::new([("alice", "secret")])))
 }
 
 #[actix_rt::test]
@@ -597,11 +595,9 @@ fn tls_broker(c: &ContainerHandle, ca: &TestCa) -> u16 {
         .require_tls(true);
     let (_broker, port) = our_broker(
         c,
-        ListenOptions {
-            tls: Some(tls),
-            authenticator: Some(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
-            ..ListenOptions::default()
-        },
+        ListenOptions::new()
+            .tls(tls)
+            .authenticator(Arc::new(PlainAuthenticator::new([("alice", "secret")]))),
     );
     port
 }
@@ -692,10 +688,7 @@ async fn pyproton_our_broker_sasl_anonymous() {
 #[actix_rt::test]
 async fn pyproton_our_broker_idle_timeout() {
     let c = container();
-    let options = ListenOptions {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::new().idle_timeout(Duration::from_secs(1));
     let (_broker, port) = our_broker(&c, options);
     let url = format!("amqp://127.0.0.1:{port}");
     // Both ends ask for 1 s; the client stays silent 3 s after the open, then sends.
@@ -1044,10 +1037,7 @@ async fn pyproton_our_listener_sasl_anonymous() {
 async fn pyproton_our_listener_idle_timeout() {
     let c = container();
     let (direct, mut events) = Direct::new(Vec::new());
-    let options = ListenOptions {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::new().idle_timeout(Duration::from_secs(1));
     let listener = c
         .listen_with("127.0.0.1:0", options, direct)
         .expect("listens");

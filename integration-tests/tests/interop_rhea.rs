@@ -640,15 +640,13 @@ async fn rhea_client_request_reply() {
 }
 
 fn plain_broker(c: &ContainerHandle, idle: Option<Duration>) -> u16 {
-    let options = ListenOptions {
+    let mut options = ListenOptions::new()
         // PLAIN over loopback TCP, offered only when asked for by name.
-        allow_insecure_plain: true,
-        authenticator: Some(std::sync::Arc::new(PlainAuthenticator::new([(
+        .allow_insecure_plain(true)
+        .authenticator(std::sync::Arc::new(PlainAuthenticator::new([(
             "alice", "secret",
-        )]))),
-        idle_timeout: idle,
-        ..ListenOptions::default()
-    };
+        )])));
+    options.idle_timeout = idle;
     broker(c, options).1
 }
 
@@ -687,13 +685,7 @@ async fn rhea_client_sasl() {
 #[actix_rt::test]
 async fn rhea_client_over_websocket() {
     let c = container();
-    let (_broker, port) = broker(
-        &c,
-        ListenOptions {
-            websocket: true,
-            ..ListenOptions::default()
-        },
-    );
+    let (_broker, port) = broker(&c, ListenOptions::new().websocket(true));
     // rhea's WebSocket binding (on the `ws` package, subprotocol `amqp`) to our WebSocket listener.
     let mut op = Op::start(json!({"op": "send", "port": port, "address": "ws",
         "websocket": format!("ws://127.0.0.1:{port}/"), "messages": [{"body": 1}, {"body": 2}]}))
@@ -726,14 +718,12 @@ async fn rhea_client_over_tls_with_plain() {
         .require_tls(true);
     let (_broker, port) = broker(
         &c,
-        ListenOptions {
-            tls: Some(tls),
+        ListenOptions::new()
+            .tls(tls)
             // Offered over TLS only: this is what rhea gets.
-            authenticator: Some(std::sync::Arc::new(PlainAuthenticator::new([(
+            .authenticator(std::sync::Arc::new(PlainAuthenticator::new([(
                 "alice", "secret",
             )]))),
-            ..ListenOptions::default()
-        },
     );
     let ca_file = ca.ca_file().to_string_lossy().into_owned();
     // Node's TLS against our rustls listener, SASL PLAIN inside.

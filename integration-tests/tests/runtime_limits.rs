@@ -67,16 +67,10 @@ async fn the_containers_limit_applies_to_every_listener() {
 #[actix_rt::test]
 async fn a_listeners_limit_wins_over_the_containers() {
     let c = container(Some(1000));
-    let tighter = ListenOptions {
-        max_message_size: Some(500),
-        ..ListenOptions::default()
-    };
+    let tighter = ListenOptions::new().max_message_size(500);
     let over = send_one(&c, tighter, 700).await;
     assert!(too_large(&over, 500), "{over:?}");
-    let looser = ListenOptions {
-        max_message_size: Some(nucleon::protocol::engine::UNLIMITED),
-        ..ListenOptions::default()
-    };
+    let looser = ListenOptions::new().max_message_size(nucleon::protocol::engine::UNLIMITED);
     let fits = send_one(&c, looser, 20_000).await;
     assert_eq!(fits.expect("an outcome"), Outcome::Accepted);
     c.stop();

@@ -142,13 +142,7 @@ async fn accepted_and_dialled_sockets_have_tcp_keepalive() {
             Duration::from_secs(37),
         ),
     ] {
-        let (addr, mut accepted) = listen(
-            &c,
-            ListenOptions {
-                tcp_keepalive: keepalive,
-                ..ListenOptions::default()
-            },
-        );
+        let (addr, mut accepted) = listen(&c, ListenOptions::new().tcp_keepalive(keepalive));
         let client = TcpStream::connect(addr).await.unwrap();
         let peer = within(WAIT, "accepted", accepted.recv()).await.unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
@@ -159,13 +153,7 @@ async fn accepted_and_dialled_sockets_have_tcp_keepalive() {
         );
     }
     // Accepted, with keepalive off: no timer on the idle socket.
-    let (addr, mut accepted) = listen(
-        &c,
-        ListenOptions {
-            tcp_keepalive: TcpKeepalive::Off,
-            ..ListenOptions::default()
-        },
-    );
+    let (addr, mut accepted) = listen(&c, ListenOptions::new().tcp_keepalive(TcpKeepalive::Off));
     let _client = TcpStream::connect(addr).await.unwrap();
     let peer = within(WAIT, "accepted", accepted.recv()).await.unwrap();
     assert_eq!(keepalive_timer(addr, peer), None);
@@ -217,11 +205,9 @@ async fn connections_over_the_total_or_per_address_limit_are_closed_at_once() {
     let c = test_container("connection-limits");
     let (addr, _accepted) = listen(
         &c,
-        ListenOptions {
-            max_connections: 3,
-            max_connections_per_address: 2,
-            ..ListenOptions::default()
-        },
+        ListenOptions::new()
+            .max_connections(3)
+            .max_connections_per_address(2),
     );
     let first = served(addr, "127.0.0.1").await.expect("1st from .1");
     let _second = served(addr, "127.0.0.1").await.expect("2nd from .1");
@@ -333,16 +319,15 @@ async fn logins_are_logged_and_failed_logins_refuse_the_address_for_a_while() {
     let c = test_container("login-throttle");
     let (addr, _accepted) = listen(
         &c,
-        ListenOptions {
-            authenticator: Some(plain_users()),
-            allow_insecure_plain: true,
-            login_throttle: Some(LoginThrottle {
-                max_failures: 3,
-                window: Duration::from_secs(60),
-                lockout: Duration::from_secs(60),
-            }),
-            ..ListenOptions::default()
-        },
+        ListenOptions::new()
+            .authenticator(plain_users())
+            .allow_insecure_plain(true)
+            .login_throttle(Some(
+                LoginThrottle::new()
+                    .max_failures(3)
+                    .window(Duration::from_secs(60))
+                    .lockout(Duration::from_secs(60)),
+            )),
     );
     let ok = first_seen_from(&c, addr, "127.0.0.1", alice("secret")).await;
     assert!(matches!(ok, Seen::Opened), "{ok:?}");
@@ -419,10 +404,8 @@ async fn a_client_that_skips_sasl_is_anonymous_where_anonymous_is_allowed_and_re
         (listener.local_addr(), rx)
     };
     // Users and anonymous allowed: in, as anonymous.
-    let (addr, mut users) = listen_identities(ListenOptions {
-        authenticator: Some(broker_users(true)),
-        ..ListenOptions::default()
-    });
+    let (addr, mut users) =
+        listen_identities(ListenOptions::new().authenticator(broker_users(true)));
     let seen = first_seen(&c, &format!("amqp://{addr}"), skipping()).await;
     assert!(matches!(seen, Seen::Opened), "{seen:?}");
     let (user, _) = within(WAIT, "server open", users.recv()).await.unwrap();
@@ -436,10 +419,8 @@ async fn a_client_that_skips_sasl_is_anonymous_where_anonymous_is_allowed_and_re
     );
 
     // Users only: refused, and logged.
-    let (addr, mut users) = listen_identities(ListenOptions {
-        authenticator: Some(broker_users(false)),
-        ..ListenOptions::default()
-    });
+    let (addr, mut users) =
+        listen_identities(ListenOptions::new().authenticator(broker_users(false)));
     match first_seen(&c, &format!("amqp://{addr}"), skipping()).await {
         Seen::Failed(e) => assert!(e.contains("SASL"), "{e}"),
         Seen::Opened => panic!("a client without credentials got past a password"),
@@ -454,11 +435,11 @@ async fn a_client_that_skips_sasl_is_anonymous_where_anonymous_is_allowed_and_re
     );
 
     // Anonymous allowed but skipping turned off by name: every client must do SASL.
-    let (addr, _users) = listen_identities(ListenOptions {
-        authenticator: Some(broker_users(true)),
-        allow_skip_sasl: false,
-        ..ListenOptions::default()
-    });
+    let (addr, _users) = listen_identities(
+        ListenOptions::new()
+            .authenticator(broker_users(true))
+            .allow_skip_sasl(false),
+    );
     let seen = first_seen(&c, &format!("amqp://{addr}"), skipping()).await;
     assert!(matches!(seen, Seen::Failed(_)), "{seen:?}");
     c.stop();

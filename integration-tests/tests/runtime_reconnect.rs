@@ -183,12 +183,10 @@ fn no_retry_after_unauthorized_access() {
     let listener = sh
         .listen_with(
             "127.0.0.1:0",
-            ListenOptions {
+            ListenOptions::new()
                 // PLAIN over loopback TCP, offered only when asked for by name.
-                allow_insecure_plain: true,
-                authenticator: Some(Arc::new(PlainAuthenticator::new([("user", "right")]))),
-                ..ListenOptions::default()
-            },
+                .allow_insecure_plain(true)
+                .authenticator(Arc::new(PlainAuthenticator::new([("user", "right")]))),
             Collect(got_tx),
         )
         .expect("listens");

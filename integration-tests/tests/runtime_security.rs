@@ -22,15 +22,10 @@ fn listen(
     authenticator: Option<Arc<dyn Authenticator>>,
 ) -> (u16, UnboundedReceiver<Identity>) {
     let (tx, rx) = unbounded_channel();
+    let mut options = ListenOptions::new();
+    options.authenticator = authenticator;
     let listener = c
-        .listen_with(
-            "127.0.0.1:0",
-            ListenOptions {
-                authenticator,
-                ..ListenOptions::default()
-            },
-            Identities(tx),
-        )
+        .listen_with("127.0.0.1:0", options, Identities(tx))
         .expect("listens");
     (listener.port(), rx)
 }
@@ -91,11 +86,9 @@ async fn a_listener_offers_plain_over_plain_tcp_only_when_asked() {
     let listener = c
         .listen_with(
             "127.0.0.1:0",
-            ListenOptions {
-                authenticator: Some(plain),
-                allow_insecure_plain: true,
-                ..ListenOptions::default()
-            },
+            ListenOptions::new()
+                .authenticator(plain)
+                .allow_insecure_plain(true),
             Identities(tx),
         )
         .expect("listens");

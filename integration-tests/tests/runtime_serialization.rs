@@ -243,10 +243,7 @@ fn callbacks_of_one_connection_never_overlap() {
     // The open timeout is the watchdog's: with every core busy (stress-ng, a debug build) two hundred
     // connections and eight flooding threads can take longer than the default 10 s to open, and a
     // connection closed for that is not what this test looks for.
-    let options = ListenOptions {
-        open_timeout: Some(LIMIT),
-        ..ListenOptions::default()
-    };
+    let options = ListenOptions::new().open_timeout(LIMIT);
     let listener = handle
         .listen_with(
             "127.0.0.1:0",

@@ -21,13 +21,9 @@ const WAIT: Duration = Duration::from_secs(10);
 type ServerSeen = UnboundedReceiver<Identity>;
 
 fn listen(c: &ContainerHandle, tls: Option<TlsServerConfig>) -> (u16, ServerSeen) {
-    listen_with(
-        c,
-        ListenOptions {
-            tls,
-            ..ListenOptions::default()
-        },
-    )
+    let mut options = ListenOptions::new();
+    options.tls = tls;
+    listen_with(c, options)
 }
 
 fn listen_with(c: &ContainerHandle, options: ListenOptions) -> (u16, ServerSeen) {
@@ -237,11 +233,9 @@ async fn a_client_that_stalls_before_or_during_the_handshake_is_closed_at_the_op
     let listener = c
         .listen_with(
             "127.0.0.1:0",
-            ListenOptions {
-                tls: Some(TlsServerConfig::from_pem_files(&server.cert, &server.key).expect("TLS")),
-                open_timeout: Some(Duration::from_millis(200)),
-                ..ListenOptions::default()
-            },
+            ListenOptions::new()
+                .tls(TlsServerConfig::from_pem_files(&server.cert, &server.key).expect("TLS"))
+                .open_timeout(Duration::from_millis(200)),
             Identities(tx),
         )
         .expect("listens");
@@ -295,13 +289,7 @@ async fn amqp_over_websocket_plain_and_tls() {
     let ca = TestCa::new("websocket");
     let server = ca.server(ServerCert::Loopback);
     let c = container("websocket");
-    let (port, mut server_seen) = listen_with(
-        &c,
-        ListenOptions {
-            websocket: true,
-            ..ListenOptions::default()
-        },
-    );
+    let (port, mut server_seen) = listen_with(&c, ListenOptions::new().websocket(true));
     assert_eq!(
         first_seen(
             &c,
@@ -328,14 +316,7 @@ async fn amqp_over_websocket_plain_and_tls() {
 
     // wss: TLS first, then the WebSocket handshake.
     let tls = TlsServerConfig::from_pem_files(&server.cert, &server.key).expect("server TLS");
-    let (port, _seen) = listen_with(
-        &c,
-        ListenOptions {
-            tls: Some(tls),
-            websocket: true,
-            ..ListenOptions::default()
-        },
-    );
+    let (port, _seen) = listen_with(&c, ListenOptions::new().tls(tls).websocket(true));
     assert_eq!(
         first_seen(
             &c,
@@ -352,13 +333,7 @@ async fn amqp_over_websocket_plain_and_tls() {
 async fn a_websocket_client_must_ask_for_the_amqp_subprotocol() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let c = container("websocket-subprotocol");
-    let (port, _seen) = listen_with(
-        &c,
-        ListenOptions {
-            websocket: true,
-            ..ListenOptions::default()
-        },
-    );
+    let (port, _seen) = listen_with(&c, ListenOptions::new().websocket(true));
     let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connects");

@@ -776,8 +776,27 @@ impl ContainerHandle {
     }
 }
 
-/// Server-side options for a listener.
+/// Server-side options for a listener. Start from [`ListenOptions::new`] (the same as `default()`) and chain
+/// the setters:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use nucleon::ListenOptions;
+/// use nucleon::protocol::engine::PlainAuthenticator;
+///
+/// let options = ListenOptions::new()
+///     .authenticator(Arc::new(PlainAuthenticator::new([("alice", "secret")])))
+///     .allow_insecure_plain(true)
+///     .idle_timeout(Duration::from_secs(30))
+///     .max_connections(500);
+/// assert_eq!(options.max_connections, 500);
+/// ```
+///
+/// The fields stay public to be read; a field that is an `Option` can also be assigned directly (to `None`,
+/// or from an `Option` in hand).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ListenOptions {
     /// Who may connect (default: anyone, with SASL ANONYMOUS).
     pub authenticator: Option<Arc<dyn Authenticator>>,
@@ -854,6 +873,110 @@ impl Default for ListenOptions {
             login_throttle: Some(LoginThrottle::default()),
             tcp_keepalive: TcpKeepalive::default(),
         }
+    }
+}
+
+impl ListenOptions {
+    /// The defaults (see each field).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Who may connect.
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Accept clients that skip SASL as anonymous, if the authenticator admits anonymous clients.
+    pub fn allow_skip_sasl(mut self, allow: bool) -> Self {
+        self.allow_skip_sasl = allow;
+        self
+    }
+
+    /// Close connections that are silent this long.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest frame we accept.
+    pub fn max_frame_size(mut self, bytes: u32) -> Self {
+        self.max_frame_size = Some(bytes);
+        self
+    }
+
+    /// The largest message a link a client attaches may carry.
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.max_message_size = Some(bytes);
+        self
+    }
+
+    /// The highest channel number a client may use.
+    pub fn max_sessions(mut self, channel_max: u16) -> Self {
+        self.max_sessions = Some(channel_max);
+        self
+    }
+
+    /// The most links a client may have attached at once on one connection.
+    pub fn max_links(mut self, links: u32) -> Self {
+        self.max_links = Some(links);
+        self
+    }
+
+    /// Close connections whose `open` has not arrived this long after they were accepted.
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = Some(timeout);
+        self
+    }
+
+    /// Capabilities offered to each client in the server's `open`.
+    pub fn offered_capabilities(mut self, capabilities: Vec<Symbol>) -> Self {
+        self.offered_capabilities = capabilities;
+        self
+    }
+
+    /// TLS on this listener.
+    pub fn tls(mut self, tls: TlsServerConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Offer SASL PLAIN to clients on plain TCP too.
+    pub fn allow_insecure_plain(mut self, allow: bool) -> Self {
+        self.allow_insecure_plain = allow;
+        self
+    }
+
+    /// AMQP over WebSocket.
+    pub fn websocket(mut self, websocket: bool) -> Self {
+        self.websocket = websocket;
+        self
+    }
+
+    /// The most connections this listener holds at once (`usize::MAX`: no limit).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// The most connections from one client address this listener holds at once (`usize::MAX`: no limit).
+    pub fn max_connections_per_address(mut self, connections: usize) -> Self {
+        self.max_connections_per_address = connections;
+        self
+    }
+
+    /// Failed logins per client address before its connections are refused for a while (`None`: not
+    /// throttled).
+    pub fn login_throttle(mut self, throttle: Option<LoginThrottle>) -> Self {
+        self.login_throttle = throttle;
+        self
+    }
+
+    /// TCP keepalive on accepted sockets.
+    pub fn tcp_keepalive(mut self, keepalive: TcpKeepalive) -> Self {
+        self.tcp_keepalive = keepalive;
+        self
     }
 }
 

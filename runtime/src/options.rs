@@ -227,8 +227,21 @@ impl Default for TcpKeepalive {
 }
 
 /// How a listener throttles failed logins: an address with `max_failures` failed logins within `window`
-/// has its connections refused (closed as soon as they are accepted) for `lockout`.
+/// has its connections refused (closed as soon as they are accepted) for `lockout`. Start from
+/// [`LoginThrottle::new`] (the defaults) and chain the setters:
+///
+/// ```
+/// use std::time::Duration;
+/// use nucleon::{ListenOptions, LoginThrottle};
+///
+/// let throttle = LoginThrottle::new()
+///     .max_failures(3)
+///     .lockout(Duration::from_secs(300));
+/// let options = ListenOptions::new().login_throttle(Some(throttle));
+/// assert_eq!(options.login_throttle.map(|t| t.max_failures), Some(3));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoginThrottle {
     /// Failed logins (refused SASL, or a skipped SASL that is not allowed) before the address is refused.
     pub max_failures: u32,
@@ -247,6 +260,31 @@ impl Default for LoginThrottle {
             window: Duration::from_secs(60),
             lockout: Duration::from_secs(60),
         }
+    }
+}
+
+impl LoginThrottle {
+    /// The defaults: 10 failed logins within a minute refuse the address for a minute.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Failed logins before the address is refused.
+    pub fn max_failures(mut self, failures: u32) -> Self {
+        self.max_failures = failures;
+        self
+    }
+
+    /// The window the failures are counted in.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How long the address is refused.
+    pub fn lockout(mut self, lockout: Duration) -> Self {
+        self.lockout = lockout;
+        self
     }
 }
 

@@ -460,10 +460,7 @@ fn run(args: &Args) -> Result<Report, String> {
                 .ca_file(ca)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let listen = nucleon::ListenOptions {
-                tls: Some(server.require_tls(true)),
-                ..nucleon::ListenOptions::default()
-            };
+            let listen = nucleon::ListenOptions::new().tls(server.require_tls(true));
             (listen, Some(client))
         }
         _ => (nucleon::ListenOptions::default(), None),

@@ -59,7 +59,7 @@ use nucleon::protocol::engine::{
     Authenticator, ScramAuthenticator, ScramCredential, ScramHash, SCRAM_DEFAULT_ITERATIONS,
 };
 use nucleon::protocol::frame::{Error as AmqpError, ErrorCondition};
-use nucleon::{Container, ListenOptions, LoginThrottle, TlsServerConfig};
+use nucleon::{Container, ListenOptions, TlsServerConfig};
 
 use config::{Config, Secret};
 
@@ -374,40 +374,42 @@ fn main() -> ExitCode {
     });
     let authenticator = scram.clone().map(|a| a as Arc<dyn Authenticator>);
     let limits = &file.limits;
-    let defaults = ListenOptions::default();
-    let throttle = defaults.login_throttle.map(|t| LoginThrottle {
-        max_failures: limits.max_login_failures.unwrap_or(t.max_failures),
-        window: limits
-            .login_failure_window_secs
-            .map_or(t.window, Duration::from_secs),
-        lockout: limits
-            .login_lockout_secs
-            .map_or(t.lockout, Duration::from_secs),
+    let defaults = ListenOptions::new();
+    let throttle = defaults.login_throttle.map(|t| {
+        t.max_failures(limits.max_login_failures.unwrap_or(t.max_failures))
+            .window(
+                limits
+                    .login_failure_window_secs
+                    .map_or(t.window, Duration::from_secs),
+            )
+            .lockout(
+                limits
+                    .login_lockout_secs
+                    .map_or(t.lockout, Duration::from_secs),
+            )
     });
-    let options = ListenOptions {
-        authenticator,
-        tls,
-        allow_insecure_plain: args.allow_insecure_plain || file.auth.allow_insecure_plain,
-        max_message_size: limits.max_message_size,
-        max_sessions: limits.max_sessions_per_connection,
-        max_links: limits.max_links_per_connection,
-        open_timeout: limits.open_timeout_secs.map(Duration::from_secs),
-        idle_timeout: Some(
+    let max_connections = limits.max_connections.unwrap_or(defaults.max_connections);
+    let max_connections_per_address = limits
+        .max_connections_per_address
+        .unwrap_or(defaults.max_connections_per_address);
+    let mut options = defaults
+        .allow_insecure_plain(args.allow_insecure_plain || file.auth.allow_insecure_plain)
+        .idle_timeout(
             limits
                 .idle_timeout_secs
                 .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
-        ),
-        max_connections: limits.max_connections.unwrap_or(defaults.max_connections),
-        max_connections_per_address: limits
-            .max_connections_per_address
-            .unwrap_or(defaults.max_connections_per_address),
-        login_throttle: throttle,
-        ..defaults
-    };
-    let ws_options = ListenOptions {
-        websocket: true,
-        ..options.clone()
-    };
+        )
+        .max_connections(max_connections)
+        .max_connections_per_address(max_connections_per_address)
+        .login_throttle(throttle);
+    // Settings the config may leave unset are assigned as `Option`s: unset is the listener's default.
+    options.authenticator = authenticator;
+    options.tls = tls;
+    options.max_message_size = limits.max_message_size;
+    options.max_sessions = limits.max_sessions_per_connection;
+    options.max_links = limits.max_links_per_connection;
+    options.open_timeout = limits.open_timeout_secs.map(Duration::from_secs);
+    let ws_options = options.clone().websocket(true);
     let address = args
         .address
         .clone()

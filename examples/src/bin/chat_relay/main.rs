@@ -243,11 +243,9 @@ async fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-            let listen = ListenOptions {
-                authenticator: Some(authenticator),
-                allow_skip_sasl: false,
-                ..ListenOptions::default()
-            };
+            let listen = ListenOptions::new()
+                .authenticator(authenticator)
+                .allow_skip_sasl(false);
             log::info!(
                 "the embedded broker requires SASL SCRAM-SHA-256 as {user:?} ({})",
                 match &args.broker_password_file {

@@ -79,15 +79,14 @@ impl Embedded {
         let credential = ScramCredential::derive(ScramHash::Sha256, &password, &salt, 4096);
         let authenticator = ScramAuthenticator::new([(USER, credential)]);
         let limits = &file.limits;
-        let defaults = ListenOptions::default();
-        let listen = ListenOptions {
-            authenticator: Some(Arc::new(authenticator) as Arc<dyn Authenticator>),
-            max_message_size: limits.max_message_size,
-            max_sessions: limits.max_sessions_per_connection,
-            max_links: limits.max_links_per_connection,
-            max_connections: limits.max_connections.unwrap_or(defaults.max_connections),
-            ..defaults
-        };
+        let defaults = ListenOptions::new();
+        let max_connections = limits.max_connections.unwrap_or(defaults.max_connections);
+        let mut listen = defaults
+            .authenticator(Arc::new(authenticator) as Arc<dyn Authenticator>)
+            .max_connections(max_connections);
+        listen.max_message_size = limits.max_message_size;
+        listen.max_sessions = limits.max_sessions_per_connection;
+        listen.max_links = limits.max_links_per_connection;
         Ok(Embedded {
             broker,
             listen,
