@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use actix::Recipient;
 use futures::future::Either;
 use futures::Stream;
-use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::frame::{
     Accepted, DeliveryState, Error as AmqpError, ErrorCondition, MessageId, Modified, Rejected,
     Released,
@@ -98,15 +97,10 @@ fn transport_lost_error() -> Error {
     }
 }
 
-/// A request the peer did not accept: its rejection's error, or `nucleon:request-not-accepted`.
+/// A request the peer did not accept (rejected, released or modified): [`Error::NotAccepted`], whose
+/// `condition()` is the rejection's, if it gave one.
 fn not_accepted_error(outcome: Outcome) -> Error {
-    match outcome {
-        Outcome::Rejected(Some(e)) => Error::Amqp(e),
-        other => Error::Amqp(AmqpError::new(
-            ErrorCondition::Custom(Symbol::from_static("nucleon:request-not-accepted")),
-            format!("the request was not accepted: {other:?}"),
-        )),
-    }
+    Error::NotAccepted(outcome)
 }
 
 /// A request whose message-id is that of a request still awaiting its reply: replies could not be told
@@ -641,10 +635,10 @@ impl AsyncConnectionHandle {
     /// correlation-id is that message-id (a responder copies it over). Concurrent requests each get their
     /// own reply; a reply that comes after its request timed out is dropped.
     ///
-    /// Fails with the timeout error (`nucleon:timeout`) after `timeout`, leaving nothing behind; with the
-    /// peer's error if it does not accept the request (`nucleon:request-not-accepted` if it gives none);
-    /// and, with reconnect, with the transport-lost error if the transport is lost after the request went
-    /// out (the reply queue goes with it; a new one is made on the next transport).
+    /// Fails with [`Error::Timeout`] after `timeout`, leaving nothing behind; with [`Error::NotAccepted`]
+    /// if the peer does not accept the request; and, with reconnect, with [`Error::TransportLost`] if the
+    /// transport is lost after the request went out (the reply queue goes with it; a new one is made on
+    /// the next transport).
     pub async fn request(
         &self,
         address: &str,
