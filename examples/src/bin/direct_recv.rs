@@ -2,12 +2,16 @@
 //! between, as Proton's `direct_recv` example.
 //!
 //! ```text
-//! direct_recv [-a|--address URL] [-m|--messages N] [-q|--quiet]
+//! direct_recv [-a|--address URL] [-m|--messages N] [--credit N] [-q|--quiet]
 //! ```
 //!
 //! Listens on the URL's host and port (default `amqp://127.0.0.1:5672/examples`; port 0 picks a free port)
 //! and prints `listening on HOST:PORT` once it accepts connections. Prints each body (unless `--quiet`), then
 //! `N messages received`, and exits. Exit status 1 when it cannot listen, 2 on a bad argument.
+//!
+//! `--credit N` sets the credit window kept open to the sender (default 10, Proton's default window). Proton
+//! C's `direct` example grants all the messages it expects at once, so comparing with it fairly takes
+//! `--credit` equal to `--messages` (scripts/bench-vs-proton.sh does that).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -16,7 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use nucleon::protocol::frame::Error as AmqpError;
-use nucleon::{Address, Connection, Container, Delivery, ListenHandler, Message, MessagingHandler};
+use nucleon::{
+    Address, AttachReply, Connection, Container, Delivery, ListenHandler, Message, MessagingHandler,
+};
 use nucleon_examples::{body_text, parse_url};
 
 /// Receives N messages from a sender that connects.
@@ -29,6 +35,9 @@ struct Args {
     /// How many messages to receive.
     #[arg(short, long, default_value_t = 100)]
     messages: u64,
+    /// The credit window kept open to the sender (refilled as messages arrive).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    credit: u32,
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
@@ -37,6 +46,7 @@ struct Args {
 /// What all accepted connections share.
 struct State {
     expected: u64,
+    credit: u32,
     quiet: bool,
     received: u64,
 }
@@ -48,6 +58,11 @@ struct DirectRecv {
 }
 
 impl MessagingHandler for DirectRecv {
+    fn on_link_attach_request(&mut self, reply: &mut AttachReply) {
+        // Only a receiver's window counts; for a sender the runtime ignores it.
+        reply.credit_window = self.state.lock().expect("lock").credit;
+    }
+
     fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {
         let mut s = self.state.lock().expect("lock");
         if s.received >= s.expected {
@@ -97,6 +112,7 @@ fn main() -> ExitCode {
     };
     let state = Arc::new(Mutex::new(State {
         expected: args.messages,
+        credit: args.credit,
         quiet: args.quiet,
         received: 0,
     }));

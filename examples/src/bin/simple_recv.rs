@@ -1,12 +1,15 @@
 //! `simple_recv`: receives messages from a queue and prints their bodies, as Proton's `simple_recv` example.
 //!
 //! ```text
-//! simple_recv [-a|--address URL] [-m|--messages N] [-q|--quiet]
+//! simple_recv [-a|--address URL] [-m|--messages N] [--credit N] [-q|--quiet]
 //! ```
 //!
 //! The URL defaults to `amqp://127.0.0.1:5672/examples`; its path is the queue. Prints each body (unless
 //! `--quiet`), then `N messages received`, and exits after N messages (`-m 0`: never). Exit status 1 when the
 //! connection fails, 2 on a bad argument.
+//!
+//! `--credit N` sets the receiver's credit window (default 10, Proton's default window); Proton C's
+//! `receive` grants all the messages it expects at once, i.e. `--credit` equal to `--messages`.
 
 use std::process::ExitCode;
 
@@ -27,6 +30,9 @@ struct Args {
     /// How many messages to receive (0: no limit).
     #[arg(short, long, default_value_t = 100)]
     messages: u64,
+    /// The credit window kept open to the sender (refilled as messages arrive).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    credit: u32,
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
@@ -38,6 +44,7 @@ struct SimpleRecv {
     url: String,
     queue: String,
     expected: u64,
+    credit: u32,
     quiet: bool,
     received: u64,
     failure: Failure,
@@ -56,7 +63,10 @@ impl SimpleRecv {
 
 impl MessagingHandler for SimpleRecv {
     fn on_connection_open(&mut self, connection: &mut Connection<'_>) {
-        if let Err(e) = connection.open_receiver(&self.queue, ReceiverOptions::default()) {
+        if let Err(e) = connection.open_receiver(
+            &self.queue,
+            ReceiverOptions::default().credit_window(self.credit),
+        ) {
             self.fail(connection, format!("cannot open a receiver: {e}"));
         }
     }
@@ -125,6 +135,7 @@ fn main() -> ExitCode {
         url: args.address.clone(),
         queue,
         expected: args.messages,
+        credit: args.credit,
         quiet: args.quiet,
         received: 0,
         failure: failure.clone(),
