@@ -8,9 +8,9 @@ use nucleon::broker::{Broker, BrokerOptions, TOPIC};
 use nucleon::protocol::codec::Symbol;
 use nucleon::protocol::engine::{ConnectionConfig, LinkConfig};
 use nucleon::{
-    Connection, ContainerBuilder, ContainerHandle, ListenOptions, Message, MessagingHandler,
-    Outcome, Received, Receiver, ReceiverHandle, ReceiverOptions, SenderHandle, SenderOptions,
-    Value,
+    AsyncConnectionHandle, Connection, ConnectionOptions, ContainerBuilder, ContainerHandle,
+    ListenOptions, Message, MessagingHandler, Outcome, Received, Receiver, ReceiverHandle,
+    ReceiverOptions, SenderHandle, SenderOptions, Value,
 };
 
 use crate::driver::Driver;
@@ -77,6 +77,18 @@ pub async fn send(s: &SenderHandle, m: Message) -> Outcome {
         .await
         .expect("an outcome in time")
         .expect("an outcome")
+}
+
+/// One connection to `base` that carries many links ([`ContainerHandle::connect_async`]), open within
+/// [`TIMEOUT`].
+pub async fn connect(container: &ContainerHandle, base: &str) -> AsyncConnectionHandle {
+    tokio::time::timeout(
+        TIMEOUT,
+        container.connect_async(base, ConnectionOptions::default()),
+    )
+    .await
+    .expect("the connection opens in time")
+    .expect("the connection opens")
 }
 
 /// A receiver on `url` (its own connection) with a credit window of `window`, opened within [`TIMEOUT`].

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::{
-    AsyncConnectionHandle, ConnectionOptions, ContainerHandle, Error, Outcome, ReceiverHandle,
-    ReceiverOptions, SenderOptions,
+    AsyncConnectionHandle, Error, Outcome, ReceiverHandle, ReceiverOptions, SenderOptions,
 };
-use nucleon_integration_tests::broker::{container, number, numbered, recv, send, serve, TIMEOUT};
+use nucleon_integration_tests::broker::{
+    connect, container, number, numbered, recv, send, serve, TIMEOUT,
+};
 
 /// How long a dropped receiver's messages may take to come back: far below any idle timeout (none is
 /// set here, so without the link's detach they would stay with the dropped consumer for good).
@@ -24,16 +25,6 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-async fn connect(container: &ContainerHandle, base: &str) -> AsyncConnectionHandle {
-    tokio::time::timeout(
-        TIMEOUT,
-        container.connect_async(base, ConnectionOptions::default()),
-    )
-    .await
-    .expect("the connection opens in time")
-    .expect("the connection opens")
 }
 
 async fn open_receiver(conn: &AsyncConnectionHandle, address: &str, window: u32) -> ReceiverHandle {

@@ -9,21 +9,10 @@ use std::time::Duration;
 
 use nucleon::broker::BrokerOptions;
 use nucleon::protocol::frame::ErrorCondition;
-use nucleon::{
-    AsyncConnectionHandle, ConnectionOptions, ContainerHandle, Error, ReceiverOptions,
-    SenderHandle, SenderOptions,
+use nucleon::{AsyncConnectionHandle, Error, ReceiverOptions, SenderHandle, SenderOptions};
+use nucleon_integration_tests::broker::{
+    connect, container, number, numbered, recv, send, serve, TIMEOUT,
 };
-use nucleon_integration_tests::broker::{container, number, numbered, recv, send, serve, TIMEOUT};
-
-async fn connect(container: &ContainerHandle, base: &str) -> AsyncConnectionHandle {
-    tokio::time::timeout(
-        TIMEOUT,
-        container.connect_async(base, ConnectionOptions::default()),
-    )
-    .await
-    .expect("the connection opens in time")
-    .expect("the connection opens")
-}
 
 /// Answers requests on `address`: takes `batch` of them, then replies to each, in reverse order, with
 /// its number times ten and its message-id as the correlation-id.
