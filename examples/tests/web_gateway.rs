@@ -10,8 +10,8 @@ use nucleon::protocol::frame::{Error as AmqpError, ErrorCondition};
 use nucleon::{Container, Delivery, ListenHandler, Message, MessagingHandler};
 use serde_json::{json, Value as Json};
 use support::{
-    free_port, http_exchange, http_request, run_example, EventStream, HttpReply, Running,
-    READY_TIMEOUT,
+    free_port, http_exchange, http_request, run_example, start_open_gateway, EventStream,
+    HttpReply, Running, READY_TIMEOUT,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -25,17 +25,7 @@ struct Gateway {
 
 impl Gateway {
     fn start(extra: &[&str]) -> Gateway {
-        // These tests are about the handlers: the open mode, as the security layer has its own tests
-        // (web_gateway_security.rs).
-        let mut args = vec!["--listen", "127.0.0.1:0", "--insecure-no-auth"];
-        args.extend_from_slice(extra);
-        let mut process = Running::spawn(env!("CARGO_BIN_EXE_web_gateway"), &args);
-        let rest = process.wait_for_line("web_gateway listening on http://", READY_TIMEOUT);
-        let http = rest
-            .split_whitespace()
-            .next()
-            .unwrap_or_else(|| panic!("an address in the ready line: {rest}"))
-            .to_owned();
+        let (process, http) = start_open_gateway(extra);
         Gateway {
             _process: process,
             http,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nucleon::broker::{Broker, BrokerOptions};
 use nucleon::{Container, ListenOptions};
 use serde_json::{json, Value as Json};
-use support::{http_request, EventStream, HttpReply, Running, READY_TIMEOUT};
+use support::{http_request, start_open_gateway, EventStream, HttpReply, Running};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -25,15 +25,7 @@ struct Gateway {
 
 impl Gateway {
     fn start(extra: &[&str]) -> Gateway {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--insecure-no-auth"];
-        args.extend_from_slice(extra);
-        let mut process = Running::spawn(env!("CARGO_BIN_EXE_web_gateway"), &args);
-        let rest = process.wait_for_line("web_gateway listening on http://", READY_TIMEOUT);
-        let http = rest
-            .split_whitespace()
-            .next()
-            .unwrap_or_else(|| panic!("an address in the ready line: {rest}"))
-            .to_owned();
+        let (process, http) = start_open_gateway(extra);
         Gateway {
             _process: process,
             http,

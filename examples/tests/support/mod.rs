@@ -491,3 +491,19 @@ impl EventStream {
         }
     }
 }
+
+/// Starts `web_gateway` on a free loopback port in the open mode (`--insecure-no-auth`: the handlers' tests;
+/// the security layer has its own) with `extra` arguments, and waits for its ready line. Returns the process
+/// (killed on drop) and the `127.0.0.1:PORT` of its HTTP listener.
+pub fn start_open_gateway(extra: &[&str]) -> (Running, String) {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--insecure-no-auth"];
+    args.extend_from_slice(extra);
+    let mut process = Running::spawn(env!("CARGO_BIN_EXE_web_gateway"), &args);
+    let rest = process.wait_for_line("web_gateway listening on http://", READY_TIMEOUT);
+    let http = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("an address in the ready line: {rest}"))
+        .to_owned();
+    (process, http)
+}
