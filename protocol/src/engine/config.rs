@@ -76,7 +76,14 @@ pub struct ConnectionConfig {
     /// Connection properties sent in `open`.
     pub properties: Option<Map>,
     /// The incoming window (in transfer frames) each session grants the peer; refilled as transfers arrive.
+    /// A session's window grows past it to the credit granted on its receiving links (unless
+    /// `session_window_follows_credit` is off), so the window never holds back deliveries the application
+    /// asked for.
     pub session_window: u32,
+    /// Whether a session's incoming window grows to the credit granted on its links (default true). Off, the
+    /// window stays `session_window` frames whatever the credit, as RabbitMQ's does: a sender with more
+    /// credit than that waits for each refill.
+    pub session_window_follows_credit: bool,
     /// SASL as a client: `None` sends the AMQP header directly.
     pub sasl_client: Option<SaslClientConfig>,
     /// SASL as a server: `None` accepts only the plain AMQP header.
@@ -113,6 +120,7 @@ impl ConnectionConfig {
             desired_capabilities: Vec::new(),
             properties: None,
             session_window: 2048,
+            session_window_follows_credit: true,
             sasl_client: None,
             sasl_server: None,
         }

@@ -737,7 +737,32 @@ impl Connection {
         // A new grant: transfers that crossed the old one may overshoot again, by as much as it grants.
         l.overshoot = 0;
         l.last_grant = l.credit;
+        let session = l.session;
+        self.widen_session_window(session);
         self.write_link_flow(link)
+    }
+
+    /// Grows the session's incoming window to the credit granted on its receiving links, so the window
+    /// never holds back deliveries the application asked for; the flow that carries the grant carries the
+    /// wider window.
+    fn widen_session_window(&mut self, session: SessionId) {
+        if !self.config.session_window_follows_credit {
+            return;
+        }
+        let Ok(s) = self.session(session) else { return };
+        let credit = s
+            .links
+            .iter()
+            .filter_map(|&id| self.link(id).ok())
+            .filter(|l| !l.is_sender())
+            .fold(0u32, |sum, l| sum.saturating_add(l.credit));
+        let Ok(s) = self.session_mut(session) else {
+            return;
+        };
+        if credit > s.window {
+            s.window = credit;
+            s.incoming_window = credit.saturating_sub(s.unconsumed);
+        }
     }
 
     /// Asks the sender of a receiving link to use up or return its credit; [`Event::DrainCompleted`] follows.

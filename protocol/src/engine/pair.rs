@@ -330,6 +330,6 @@ impl Pair {
                 payload,
                 false,
             )
-            .expect("client sends")
+            .unwrap_or_else(|e| panic!("client sends: {e:?}"))
     }
 }

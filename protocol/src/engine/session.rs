@@ -5,8 +5,12 @@
 //! holds its place in the window until the application has polled the [`Event::Delivery`]; other frames (the
 //! earlier frames of a multi-frame delivery, bounded by the link's max-message-size) free theirs at once. The
 //! window is refilled with a session `flow` once at least half of it can be granted again, so a peer can never
-//! have more than `session_window` frames waiting for the application; a transfer beyond the window ends the
-//! session with `amqp:session:window-violation` [AMQP 1.0 §2.5.6]. The peer's incoming window bounds our
+//! have more than the window's frames waiting for the application; a transfer beyond the window ends the
+//! session with `amqp:session:window-violation` [AMQP 1.0 §2.5.6]. The window grows to the credit the
+//! application grants on the session's links (plus their overshoot), never shrinking: a window smaller than
+//! the credit only makes the sender hold deliveries the application asked for (and Proton C's sender rescans
+//! every held delivery on each pass, so such a window costs it time quadratic in the credit). What the peer
+//! can make us hold stays bounded by the credit the application chose. The peer's incoming window bounds our
 //! outgoing transfer frames; frames beyond it wait in `pending` until a `flow` opens the window.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -81,6 +85,8 @@ pub(super) struct Session {
     pub(super) next_outgoing_id: u32,
     pub(super) next_incoming_id: u32,
     pub(super) incoming_window: u32,
+    /// The window granted when refilled: the configured `session_window`, or more once the links' credit is.
+    pub(super) window: u32,
     pub(super) remote_incoming_window: u32,
     pub(super) remote_outgoing_window: u32,
     pub(super) remote_handle_max: u32,
@@ -113,6 +119,7 @@ impl Session {
             next_outgoing_id: 0,
             next_incoming_id: 0,
             incoming_window: window,
+            window,
             remote_incoming_window: 0,
             remote_outgoing_window: 0,
             remote_handle_max: u32::MAX,
@@ -335,7 +342,7 @@ impl Connection {
         // Frames that arrive after we ended the session with an error are ignored [AMQP 1.0 §2.7.8].
         let ignoring = s.local == Half::Closed || s.pending_error.is_some();
         // A refill is possible only once the window is down to about half.
-        let low_window = s.incoming_window <= self.config.session_window / 2 + 1;
+        let low_window = s.incoming_window <= s.window / 2 + 1;
         match p {
             Performative::End(end) => self.on_end(id, end.error),
             _ if ignoring => {}
@@ -434,10 +441,9 @@ impl Connection {
 
     /// The application polled a `Delivery` event of session `id`.
     pub(super) fn delivery_consumed(&mut self, id: SessionId) {
-        let half = self.config.session_window / 2;
         if let Ok(s) = self.session_mut(id) {
             s.unconsumed = s.unconsumed.saturating_sub(1);
-            if s.incoming_window <= half {
+            if s.incoming_window <= s.window / 2 {
                 self.refill_incoming_window(id);
             }
         }
@@ -446,8 +452,8 @@ impl Connection {
     /// Grants the peer the part of the window the application is not holding, once that is at least half of
     /// the window more than the peer has now.
     fn refill_incoming_window(&mut self, id: SessionId) {
-        let window = self.config.session_window;
         let Ok(s) = self.session_mut(id) else { return };
+        let window = s.window;
         let available = window.saturating_sub(s.unconsumed);
         let grow = available.saturating_sub(s.incoming_window);
         if grow == 0 || grow < (window / 2).max(1) || s.local != Half::Open {

@@ -203,10 +203,47 @@ fn available_is_reported_to_the_receiver() {
     assert_eq!(p.server.set_available(sv, 1), Err(EngineError::NotASender));
 }
 
+/// A server configuration whose sessions keep a window of `frames` whatever the credit (as RabbitMQ's).
+fn fixed_window(frames: u32) -> impl FnOnce(&mut ConnectionConfig) {
+    move |s| {
+        s.session_window = frames;
+        s.session_window_follows_credit = false;
+    }
+}
+
+#[test]
+fn the_session_window_grows_to_the_credit_so_the_sender_never_waits_for_a_refill() {
+    let (mut p, _, (c, sv)) =
+        sender_with_credit(|s| s.session_window = 4, LinkConfig::sender("l", "q"), 10);
+    let log = tap(&mut p, hold_window_refills);
+    for i in 0..10u8 {
+        p.client_send(c, i.into(), Bytes::from(vec![i]));
+    }
+    p.drive();
+    assert_eq!(
+        transfers(&log, C2S).len(),
+        10,
+        "all the credit goes out at once"
+    );
+    assert_eq!(deliveries(&p.server_events).len(), 10);
+    // More credit later widens the window with it.
+    p.server_events.clear();
+    p.server.add_credit(sv, 30).unwrap();
+    // The grant follows the refill held back above.
+    p.advance(Duration::from_secs(2));
+    let before = transfers(&log, C2S).len();
+    for i in 10..40u8 {
+        p.client_send(c, i.into(), Bytes::from(vec![i]));
+    }
+    p.drive();
+    assert_eq!(transfers(&log, C2S).len() - before, 30);
+    assert_eq!(deliveries(&p.server_events).len(), 30);
+    assert_eq!(session_end_error(&p.client_events), None);
+}
+
 #[test]
 fn a_sender_stops_at_the_session_window_and_resumes_when_it_refills() {
-    let (mut p, _, (c, _)) =
-        sender_with_credit(|s| s.session_window = 4, LinkConfig::sender("l", "q"), 10);
+    let (mut p, _, (c, _)) = sender_with_credit(fixed_window(4), LinkConfig::sender("l", "q"), 10);
     let log = tap(&mut p, hold_window_refills);
     for i in 0..10u8 {
         p.client_send(c, i.into(), Bytes::from(vec![i]));
@@ -235,7 +272,7 @@ fn a_sender_stops_at_the_session_window_and_resumes_when_it_refills() {
 #[test]
 fn a_transfer_beyond_the_incoming_window_ends_the_session_with_window_violation() {
     // The server grants no window at all, but the wire tells the client it may send 100 transfers.
-    let mut p = pair_with(|_| {}, |s| s.session_window = 0);
+    let mut p = pair_with(|_| {}, fixed_window(0));
     let widen = |f: &Frame, p: Performative| Verdict::Replace(encode(&[Frame::amqp(f.channel, p)]));
     tap(&mut p, move |dir, f| match (dir, performative(f)) {
         (S2C, Some(Performative::Begin(b))) => widen(
@@ -300,8 +337,7 @@ fn credit_cut_below_the_deliveries_in_flight_leaves_none() {
 
 #[test]
 fn a_window_cut_below_the_transfers_in_flight_stops_the_sender() {
-    let (mut p, _, (c, _)) =
-        sender_with_credit(|s| s.session_window = 10, LinkConfig::sender("l", "q"), 20);
+    let (mut p, _, (c, _)) = sender_with_credit(fixed_window(10), LinkConfig::sender("l", "q"), 20);
     let log = tap(&mut p, hold_window_refills);
     for i in 0..8 {
         p.client_send(c, i, Bytes::new());
