@@ -283,7 +283,7 @@ pub const SASL_USER: (&str, &str) = ("user", "pass");
 ///
 /// * bit 0: SASL (PLAIN for [`SASL_USER`], ANONYMOUS, and clients that skip SASL);
 /// * bit 1: a 2-second idle timeout;
-/// * bit 2: the smallest max-frame-size (512) and a session window of 8 transfers.
+/// * bit 2: the smallest max-frame-size (512) and a fixed session window of 8 transfers.
 pub fn engine_server_config(selector: u8) -> ConnectionConfig {
     let mut config = ConnectionConfig::server("fuzz-server");
     if selector & 1 != 0 {
@@ -295,6 +295,7 @@ pub fn engine_server_config(selector: u8) -> ConnectionConfig {
     if selector & 4 != 0 {
         config.max_frame_size = crate::engine::MIN_MAX_FRAME_SIZE;
         config.session_window = 8;
+        config.session_window_follows_credit = false;
     }
     config
 }
@@ -303,7 +304,7 @@ pub fn engine_server_config(selector: u8) -> ConnectionConfig {
 ///
 /// * bits 0-1: 0 no SASL, 1 SASL PLAIN as [`SASL_USER`], 2 SASL ANONYMOUS, 3 no SASL and a 2-second idle
 ///   timeout;
-/// * bit 2: the smallest max-frame-size (512) and a session window of 8 transfers.
+/// * bit 2: the smallest max-frame-size (512) and a fixed session window of 8 transfers.
 pub fn engine_client_config(selector: u8) -> ConnectionConfig {
     let mut config = ConnectionConfig::client("fuzz-client");
     config.hostname = Some("fuzz.example".into());
@@ -322,6 +323,7 @@ pub fn engine_client_config(selector: u8) -> ConnectionConfig {
     if selector & 4 != 0 {
         config.max_frame_size = crate::engine::MIN_MAX_FRAME_SIZE;
         config.session_window = 8;
+        config.session_window_follows_credit = false;
     }
     config
 }
