@@ -16,6 +16,9 @@
 #   direct       MESSAGES from `send` straight into Proton C's `direct` against our `direct_recv`, at equal
 #                credit: `direct` grants all the messages it expects at once, so `direct_recv --credit
 #                MESSAGES`.
+#   own clients  OWN (env, default 1000000) messages end to end through each broker with its own project's
+#                clients, receiver started first: Proton C's `send`/`receive` through Proton C's broker, our
+#                `simple_send`/`simple_recv --credit 1000` through ours; messages per second.
 #
 # Our broker: release build, `-t 2`, `-a 127.0.0.1:0` (the port from its ready line); for mem/idle with a
 # config raising max_connections(_per_address) (default 10000 and 1000) and the idle timeout. Proton C's
@@ -28,11 +31,12 @@ MESSAGES="${2:-200000}"
 STORED="${3:-300000}"
 IDLE="${4:-10000}"
 DRAIN="${DRAIN:-1}"
+OWN="${OWN:-1000000}"
 COMMAND="$0 $*"
 
 scripts/build-proton-examples.sh >/dev/null
 PROTON="${PROTON_EXAMPLES_DIR:-target/proton-examples}"
-cargo build --release -q -p nucleon-examples --bin broker --bin direct_recv
+cargo build --release -q -p nucleon-examples --bin broker --bin direct_recv --bin simple_send --bin simple_recv
 BIN="${CARGO_TARGET_DIR:-target}/release"
 TICK=$(getconf CLK_TCK)
 
@@ -201,6 +205,33 @@ direct() {
     dir=$(awk -v a="$t0" -v b="$t1" -v n="$MESSAGES" 'BEGIN { printf "%.0f", n / (b - a) }')
 }
 
+# own KIND: sets own (messages per second end to end with the broker project's own clients).
+own() {
+    start_broker "$1"
+    local rpid t0 t1
+    if [ "$1" = proton ]; then
+        "$PROTON/receive" 127.0.0.1 "$port" q "$OWN" >"$work/recv.out" 2>&1 &
+    else
+        "$BIN/simple_recv" -a "amqp://127.0.0.1:$port/q" -m "$OWN" --credit 1000 -q >"$work/recv.out" 2>&1 &
+    fi
+    rpid=$!
+    pids+=("$rpid")
+    sleep 0.3 # let the receiver attach; no message moves before the sender starts
+    t0=$(now)
+    if [ "$1" = proton ]; then
+        "$PROTON/send" 127.0.0.1 "$port" q "$OWN" >"$work/send.out" 2>&1 || true
+        expect "$work/send.out" "$OWN messages sent and acknowledged" "$1 own send"
+    else
+        "$BIN/simple_send" -a "amqp://127.0.0.1:$port/q" -m "$OWN" -q >"$work/send.out" 2>&1 || true
+        expect "$work/send.out" "all messages confirmed" "$1 own send"
+    fi
+    reap "$rpid"
+    t1=$(now)
+    stop "$bpid"
+    expect "$work/recv.out" "$OWN messages received" "$1 own receive"
+    own=$(awk -v a="$t0" -v b="$t1" -v n="$OWN" 'BEGIN { printf "%.0f", n / (b - a) }')
+}
+
 cat >"$work/idle.toml" <<EOF
 [limits]
 max_connections = $((IDLE * 2))
@@ -211,7 +242,7 @@ EOF
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r)"
 echo "command: $COMMAND"
 echo "clients: Proton C send/receive ($PROTON); brokers: Proton C broker (4 threads), nucleon broker -t 2 (release)"
-printf '%-5s %-8s %12s %10s %12s %10s %12s\n' pair broker 'thru msg/s' 'cpu us/msg' 'mem B/stored' 'mem B/idle' 'direct msg/s'
+printf '%-5s %-8s %12s %10s %12s %10s %12s %12s\n' pair broker 'thru msg/s' 'cpu us/msg' 'mem B/stored' 'mem B/idle' 'direct msg/s' 'own msg/s'
 for i in $(seq 1 "$PAIRS"); do
     if [ $((i % 2)) -eq 1 ]; then order=(proton nucleon); else order=(nucleon proton); fi
     for kind in "${order[@]}"; do
@@ -219,8 +250,9 @@ for i in $(seq 1 "$PAIRS"); do
         stored "$kind"
         idle "$kind"
         direct "$kind"
-        printf '%-5s %-8s %12s %10s %12s %10s %12s\n' "$i" "$kind" "$thr" "$cpu" "$mem" "$idl" "$dir"
-        echo "$thr $cpu $mem $idl $dir" >>"$work/$kind"
+        own "$kind"
+        printf '%-5s %-8s %12s %10s %12s %10s %12s %12s\n' "$i" "$kind" "$thr" "$cpu" "$mem" "$idl" "$dir" "$own"
+        echo "$thr $cpu $mem $idl $dir $own" >>"$work/$kind"
     done
 done
 
@@ -250,3 +282,4 @@ row "broker CPU per message (us)" 2 lower
 row "RSS per stored message (bytes)" 3 lower
 row "RSS per idle connection (bytes)" 4 lower
 row "direct, equal credit (msg/s)" 5 higher
+row "own clients, $OWN msgs (msg/s)" 6 higher
