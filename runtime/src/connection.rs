@@ -3,11 +3,14 @@
 //! scheduled work come through its mailbox, work items through a pending queue that the actor empties
 //! before each event (and signals through the mailbox with one coalesced `WorkReady`).
 //!
-//! Inside the actor: bytes read from the socket go to `engine.handle_input`, then the actor drains
-//! `engine.poll_event()` into the handler, then appends what `engine.poll_transmit()` produced to one write
-//! buffer (all frames of a pass are written together), then re-arms a single timer at `engine.poll_timeout()`.
-//! Backpressure: the reader stops reading while the write buffer is above a high watermark, and resumes below
-//! a low one, so a connection never buffers without bound; AMQP credit and windows do the rest.
+//! Inside the actor: the socket is read straight into the engine's input buffer (`engine.input_buffer`, then
+//! `engine.process_input`), then the actor drains `engine.poll_event()` into the handler and wakes the writer,
+//! which writes straight from the engine's output buffer (`engine.pending_output`, all frames of a pass
+//! together, then `engine.consume_output`), then re-arms a single timer at `engine.poll_timeout()`. The actor
+//! has no buffer of its own, and the engine gives its buffers up whenever they are empty, so an idle
+//! connection holds none. Backpressure: the reader stops reading while the output waiting is above a high
+//! watermark, and resumes below a low one, so a connection never buffers without bound; AMQP credit and
+//! windows do the rest.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -16,12 +19,12 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::{Buf, BytesMut};
 use crossbeam_queue::SegQueue;
 use nucleon_protocol::engine::{self, ConnectionConfig, Event};
 use nucleon_protocol::frame::{Error as AmqpError, ErrorCondition};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
 
 use crate::container::{ContainerHandle, Unregister};
 use crate::dispatch;
@@ -39,7 +42,7 @@ use crate::views::{Connection, ConnectionWaker, Core};
 const HIGH_WATERMARK: usize = 1 << 20;
 /// Resume reading once the output is below this.
 const LOW_WATERMARK: usize = 256 << 10;
-/// Bytes read per socket read.
+/// Room offered to each socket read (allocated for the read; what it does not fill is given back).
 const READ_CHUNK: usize = 64 << 10;
 /// How long a closing connection waits for the peer's `close` before dropping the transport.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -441,7 +444,6 @@ pub(crate) enum Origin {
 
 struct Io {
     stream: BoxedTransport,
-    out: BytesMut,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
 }
@@ -455,7 +457,6 @@ pub(crate) struct ConnectionActor<H: MessagingHandler> {
     origin: Option<Origin>,
     reconnect: Option<Reconnect>,
     io: Option<Io>,
-    read_buf: Vec<u8>,
     timer: Option<(Instant, SpawnHandle)>,
     /// When a closing connection gives up waiting for the peer's `close`.
     close_deadline: Option<Instant>,
@@ -540,7 +541,6 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                 origin: Some(origin),
                 reconnect: None,
                 io: None,
-                read_buf: vec![0; READ_CHUNK],
                 timer: None,
                 close_deadline: None,
                 transport_closed: false,
@@ -571,7 +571,6 @@ impl<H: MessagingHandler> ConnectionActor<H> {
     fn attach_stream(&mut self, stream: BoxedTransport, ctx: &mut Context<Self>) {
         self.io = Some(Io {
             stream,
-            out: BytesMut::with_capacity(64 << 10),
             read_waker: None,
             write_waker: None,
         });
@@ -585,9 +584,19 @@ impl<H: MessagingHandler> ConnectionActor<H> {
         self.pump(ctx);
     }
 
-    /// Drains events into the handler and output into the write buffer, then re-arms the timer.
+    /// Drains events into the handler and wakes the writer for the output they made, then re-arms the timer.
     pub(crate) fn pump(&mut self, ctx: &mut Context<Self>) {
         loop {
+            // Output waits in the engine until there is a socket to write it to, and the writer writes it
+            // from there. Taking it flushes what the engine holds back (coalesced dispositions), which may
+            // fail a session or the connection: so it comes before the events are drained.
+            if let Some(io) = self.io.as_mut() {
+                if !self.core.engine.pending_output(Instant::now()).is_empty() {
+                    if let Some(w) = io.write_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
             let mut any = false;
             while let Some(event) = self.core.engine.poll_event() {
                 any = true;
@@ -627,16 +636,6 @@ impl<H: MessagingHandler> ConnectionActor<H> {
                     _ => {}
                 }
                 self.guarded(|h, c| dispatch::event(h, c, event));
-            }
-            // Output waits in the engine until there is a socket to write it to.
-            if let Some(io) = self.io.as_mut() {
-                if let Some(bytes) = self.core.engine.poll_transmit(Instant::now()) {
-                    any = true;
-                    io.out.extend_from_slice(&bytes);
-                    if let Some(w) = io.write_waker.take() {
-                        w.wake();
-                    }
-                }
             }
             if !any {
                 break;
@@ -1027,15 +1026,23 @@ fn read_pass<H: MessagingHandler>(
         let Some(io) = act.io.as_mut() else {
             return Poll::Ready(());
         };
-        if io.out.len() > HIGH_WATERMARK {
+        let engine = &mut act.core.engine;
+        if engine.output_len() > HIGH_WATERMARK {
             io.read_waker = Some(task.waker().clone());
             return Poll::Pending;
         }
-        let mut buf = ReadBuf::new(&mut act.read_buf);
-        match Pin::new(&mut io.stream).poll_read(task, &mut buf) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len();
+        let read = poll_read_buf(
+            Pin::new(&mut io.stream),
+            task,
+            engine.input_buffer(READ_CHUNK),
+        );
+        match read {
+            Poll::Pending => {
+                // Nothing to read: give back the room offered (the engine keeps only a partial frame).
+                engine.process_input(Instant::now());
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(n)) => {
                 if n == 0 {
                     act.core.read_closed();
                     act.pump(ctx);
@@ -1044,9 +1051,7 @@ fn read_pass<H: MessagingHandler>(
                 // Work queued before these bytes were read runs before the events they cause.
                 act.last_input = Some(Instant::now());
                 act.run_work(usize::MAX, ctx);
-                act.core
-                    .engine
-                    .handle_input(&act.read_buf[..n], Instant::now());
+                act.core.engine.process_input(Instant::now());
                 act.pump(ctx);
             }
             Poll::Ready(Err(e)) => {
@@ -1083,8 +1088,8 @@ async fn dial_within(target: Target) -> Result<BoxedTransport, Error> {
     }
 }
 
-/// One turn of writing: the output buffer to the socket; the socket is closed once the transport is done
-/// and flushed. `Ready` once the socket is closed.
+/// One turn of writing: the engine's output to the socket, written from the engine's own buffer; the socket is
+/// closed once the transport is done and flushed. `Ready` once the socket is closed.
 fn write_pass<H: MessagingHandler>(
     act: &mut ConnectionActor<H>,
     ctx: &mut Context<ConnectionActor<H>>,
@@ -1094,11 +1099,13 @@ fn write_pass<H: MessagingHandler>(
         let Some(io) = act.io.as_mut() else {
             return Poll::Ready(());
         };
-        if io.out.is_empty() {
+        let engine = &mut act.core.engine;
+        let out = engine.pending_output(Instant::now());
+        if out.is_empty() {
             // What a TLS stream holds back goes out now (a no-op for TCP).
             if let Poll::Ready(Err(e)) = Pin::new(&mut io.stream).poll_flush(task) {
-                io.out.clear();
                 act.core.transport_failed(lost(&e));
+                discard_output(&mut act.core.engine);
                 act.pump(ctx);
                 act.io_done(ctx);
                 return Poll::Ready(());
@@ -1115,18 +1122,17 @@ fn write_pass<H: MessagingHandler>(
                 }
             };
         }
-        match Pin::new(&mut io.stream).poll_write(task, &io.out) {
+        match Pin::new(&mut io.stream).poll_write(task, out) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(n)) if n > 0 => {
-                io.out.advance(n);
-                if io.out.len() < LOW_WATERMARK {
+                engine.consume_output(n, Instant::now());
+                if engine.output_len() < LOW_WATERMARK {
                     if let Some(w) = io.read_waker.take() {
                         w.wake();
                     }
                 }
             }
             Poll::Ready(result) => {
-                io.out.clear();
                 let failure = match result {
                     Err(e) => lost(&e),
                     Ok(_) => Error::TransportLost {
@@ -1135,12 +1141,19 @@ fn write_pass<H: MessagingHandler>(
                     },
                 };
                 act.core.transport_failed(failure);
+                discard_output(&mut act.core.engine);
                 act.pump(ctx);
                 act.io_done(ctx);
                 return Poll::Ready(());
             }
         }
     }
+}
+
+/// Drops the output of an engine whose transport failed: it can never be written.
+fn discard_output(engine: &mut engine::Connection) {
+    let n = engine.output_len();
+    engine.consume_output(n, Instant::now());
 }
 
 impl<H: MessagingHandler> std::fmt::Debug for ConnectionHandle<H> {

@@ -6,7 +6,9 @@
 //! # The polling contract
 //!
 //! * **Inputs** tell the engine what happened outside:
-//!   [`handle_input`](Connection::handle_input) (bytes read from the transport),
+//!   [`handle_input`](Connection::handle_input) (bytes read from the transport; or read them straight into
+//!   [`input_buffer`](Connection::input_buffer) and call [`process_input`](Connection::process_input), which
+//!   saves a copy),
 //!   [`handle_timeout`](Connection::handle_timeout) (the deadline from `poll_timeout` passed),
 //!   [`handle_read_closed`](Connection::handle_read_closed) (the peer shut its write side) and
 //!   [`handle_disconnected`](Connection::handle_disconnected) (the transport failed).
@@ -19,13 +21,22 @@
 //! * **Outputs** must be polled after every input or mutator, in this order, until each returns `None`:
 //!   1. [`poll_event`](Connection::poll_event): what the application must react to (reacting may call
 //!      mutators, which may queue more output);
-//!   2. [`poll_transmit`](Connection::poll_transmit): the bytes to write, coalesced into one buffer;
+//!   2. [`poll_transmit`](Connection::poll_transmit): the bytes to write, coalesced into one buffer (or
+//!      write straight from [`pending_output`](Connection::pending_output) and report what was written with
+//!      [`consume_output`](Connection::consume_output));
 //!   3. [`poll_timeout`](Connection::poll_timeout): when to call `handle_timeout` next (replace any earlier
 //!      deadline).
 //!
 //! [`Event::TransportClosed`] is always the last event, exactly once. After it, write out what
 //! `poll_transmit` still returns, then close the transport; [`is_finished`](Connection::is_finished) says
 //! when nothing is left to do.
+//!
+//! # Buffers
+//!
+//! An idle engine holds no buffer: the input buffer is given up as soon as it holds no partial frame, the
+//! output buffer as soon as everything in it has been taken, so a connection costs buffer memory only while
+//! traffic flows ([`buffer_capacity`](Connection::buffer_capacity) says how much it holds). Frames read are
+//! split off the input buffer without a copy, so received payloads keep their part of it alive.
 //!
 //! Every frame in and out is logged on the `log` target `nucleon::frame` at trace level, one line each, like
 //! Proton's `PN_TRACE_FRM=1`.
@@ -57,7 +68,7 @@ pub use scram::{
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::codec::Encode;
 use crate::frame::{
@@ -73,6 +84,10 @@ use store::{NumberPool, Slab};
 pub const MIN_MAX_FRAME_SIZE: u32 = 512;
 
 const TRACE: &str = "nucleon::frame";
+
+/// What an empty output buffer starts with when a frame is written to it, so a burst of frames grows it in a
+/// few steps.
+const OUT_CHUNK: usize = 16 * 1024;
 
 /// The state of one direction of an endpoint (connection, session or link).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +122,12 @@ pub struct Connection {
     config: ConnectionConfig,
     phase: Phase,
     sasl: SaslState,
+    /// Bytes read and not yet decoded: empty (no allocation) between frames once processed.
     input: BytesMut,
+    /// How many bytes `input` held when last processed: what is past this is new.
+    input_seen: usize,
     input_offset: usize,
+    /// Bytes waiting to be written: given up (no allocation) once all are taken.
     out: BytesMut,
     /// AMQP frames produced before our AMQP protocol header went out (e.g. `open` during SASL).
     deferred: BytesMut,
@@ -175,8 +194,9 @@ impl Connection {
             config,
             phase: Phase::Header,
             input: BytesMut::new(),
+            input_seen: 0,
             input_offset: 0,
-            out: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::new(),
             deferred: BytesMut::new(),
             amqp_header_sent: false,
             events: VecDeque::new(),
@@ -232,14 +252,52 @@ impl Connection {
     /// Feeds bytes read from the transport. All of `data` is consumed: bytes that do not yet form a whole
     /// frame are buffered (at most one frame's worth). Returns the number of bytes consumed.
     pub fn handle_input(&mut self, data: &[u8], now: Instant) -> usize {
-        self.now = now;
-        if self.phase == Phase::Done {
-            return data.len();
+        if self.phase != Phase::Done {
+            self.input.extend_from_slice(data);
         }
-        self.last_input = now;
-        self.input.extend_from_slice(data);
-        self.process_input();
+        self.process_input(now);
         data.len()
+    }
+
+    /// The input buffer, with room for at least `want` more bytes, to read from the transport straight into
+    /// (appending, e.g. with [`BufMut`]) before calling [`process_input`](Self::process_input): the same as
+    /// [`handle_input`](Self::handle_input) without its copy. Bytes already in it are a partial frame; leave
+    /// them as they are.
+    pub fn input_buffer(&mut self, want: usize) -> &mut BytesMut {
+        if self.input.is_empty() {
+            self.input = BytesMut::with_capacity(want);
+        } else {
+            self.input.reserve(want);
+        }
+        &mut self.input
+    }
+
+    /// Handles the bytes appended to [`input_buffer`](Self::input_buffer) since the last call (none is fine:
+    /// then it only gives back room). Bytes that do not yet form a whole frame stay buffered (at most one
+    /// frame's worth); once none do, the buffer is given up.
+    pub fn process_input(&mut self, now: Instant) {
+        self.now = now;
+        if self.phase == Phase::Done || self.input.is_empty() {
+            self.input = BytesMut::new();
+            self.input_seen = 0;
+            return;
+        }
+        if self.input.len() > self.input_seen {
+            self.last_input = now;
+        }
+        // A buffer at most a quarter full (a small read, or none): give back the room it did not use (the
+        // allocator shrinks it in place), since the frames split off it keep the whole allocation alive for
+        // as long as they live, and an idle connection should hold no more than its partial frame.
+        if self.input.len() <= self.input.capacity() / 4 {
+            let mut bytes = Vec::from(std::mem::take(&mut self.input));
+            bytes.shrink_to_fit();
+            self.input = BytesMut::from(Bytes::from(bytes));
+        }
+        self.decode_input();
+        if self.input.is_empty() {
+            self.input = BytesMut::new();
+        }
+        self.input_seen = self.input.len();
     }
 
     /// Tells the engine that the deadline from [`poll_timeout`](Self::poll_timeout) has passed.
@@ -324,7 +382,7 @@ impl Connection {
             return None;
         }
         self.last_output = now;
-        Some(self.out.split().freeze())
+        Some(std::mem::take(&mut self.out).freeze())
     }
 
     /// Writes everything waiting to be written into `buf` (as much as fits); returns the bytes written.
@@ -333,10 +391,48 @@ impl Connection {
         self.flush_dispositions();
         let n = self.out.len().min(buf.remaining_mut());
         if n > 0 {
-            buf.put_slice(&self.out.split_to(n));
-            self.last_output = now;
+            buf.put_slice(&self.out[..n]);
+            self.consume_output(n, now);
         }
         n
+    }
+
+    /// Everything waiting to be written, to write straight from (empty when there is nothing); then say how
+    /// much was written with [`consume_output`](Self::consume_output). The same as
+    /// [`poll_transmit`](Self::poll_transmit) without taking the bytes out: what the transport does not take
+    /// at once stays here, and counts in [`output_len`](Self::output_len).
+    pub fn pending_output(&mut self, now: Instant) -> &[u8] {
+        self.now = now;
+        self.flush_dispositions();
+        &self.out
+    }
+
+    /// The first `n` bytes of [`pending_output`](Self::pending_output) were written. Once all are, the
+    /// output buffer is given up.
+    pub fn consume_output(&mut self, n: usize, now: Instant) {
+        let n = n.min(self.out.len());
+        if n == 0 {
+            return;
+        }
+        self.now = now;
+        self.last_output = now;
+        if n == self.out.len() {
+            self.out = BytesMut::new();
+        } else {
+            self.out.advance(n);
+        }
+    }
+
+    /// The bytes waiting to be written.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The buffer memory the engine holds for input and output, in bytes (capacity, not just what is used):
+    /// zero for an idle connection. Received payloads it handed out may keep more alive (see the
+    /// [module documentation](self)).
+    pub fn buffer_capacity(&self) -> usize {
+        self.input.capacity() + self.out.capacity() + self.deferred.capacity()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout): the earlier of our idle deadline and the next
@@ -430,7 +526,7 @@ impl Connection {
 
     // ----- internals: input -----
 
-    fn process_input(&mut self) {
+    fn decode_input(&mut self) {
         while self.phase != Phase::Done {
             let progressed = match self.phase {
                 Phase::Header => self.read_header(),
@@ -692,13 +788,14 @@ impl Connection {
 
     fn write_header(&mut self, h: ProtocolHeader) {
         log::trace!(target: TRACE, "-> {h}");
+        reserve_out(&mut self.out, ProtocolHeader::SIZE);
         self.out.extend_from_slice(&h.to_bytes());
     }
 
     fn write_amqp_header(&mut self) {
         self.write_header(ProtocolHeader::AMQP);
         self.amqp_header_sent = true;
-        let deferred = self.deferred.split();
+        let deferred = std::mem::take(&mut self.deferred);
         self.out.unsplit(deferred);
     }
 
@@ -775,7 +872,7 @@ impl Connection {
         } else {
             &mut self.deferred
         };
-        buf.reserve(size);
+        reserve_out(buf, size);
         buf.put_u32(size as u32);
         buf.put_u8(2);
         buf.put_u8(0);
@@ -792,12 +889,13 @@ impl Connection {
         if log::log_enabled!(target: TRACE, log::Level::Trace) {
             log::trace!(target: TRACE, "-> {frame}");
         }
-        self.out.reserve(frame.encoded_size());
+        reserve_out(&mut self.out, frame.encoded_size());
         frame.encode(&mut self.out);
     }
 
     fn write_empty_frame(&mut self) {
         log::trace!(target: TRACE, "-> [0] (empty frame)");
+        reserve_out(&mut self.out, FrameHeader::SIZE);
         self.out.extend_from_slice(&[0, 0, 0, 8, 2, 0, 0, 0]);
     }
 
@@ -854,6 +952,16 @@ impl Connection {
         self.input = BytesMut::new();
         self.closed_emitted = true;
         self.events.push_back(Event::TransportClosed);
+    }
+}
+
+/// Room for `size` more bytes in an output buffer; an empty one (given up after its last write) starts at
+/// [`OUT_CHUNK`].
+fn reserve_out(buf: &mut BytesMut, size: usize) {
+    if buf.capacity() == 0 {
+        *buf = BytesMut::with_capacity(size.max(OUT_CHUNK));
+    } else {
+        buf.reserve(size);
     }
 }
 

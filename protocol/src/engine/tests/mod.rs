@@ -4,6 +4,7 @@
 //! coalescing, 5 MiB at max-frame 512, idle timeout); each topic of the engine has its own file below, and every
 //! item there is asserted on the events both engines report and, where it matters, on the frames in flight.
 
+mod buffers;
 mod errors;
 mod flow;
 mod lifecycle;
