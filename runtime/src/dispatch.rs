@@ -2,7 +2,7 @@
 
 use nucleon_protocol::engine::{Event, LinkConfig};
 use nucleon_protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition, Rejected, Role};
-use nucleon_protocol::Message;
+use nucleon_protocol::RawMessage;
 
 use crate::handler::MessagingHandler;
 use crate::views::{
@@ -110,10 +110,10 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
             ..
         } => {
             let auto_accept = core.links.get(&delivery.link).is_none_or(|l| l.auto_accept);
-            match Message::decode(payload) {
+            match RawMessage::parse(payload) {
                 Ok(message) => {
                     let mut d = Delivery::new(core, delivery, settled);
-                    h.on_message(&mut d, message);
+                    h.on_raw_message(&mut d, message);
                     if !d.settled && auto_accept {
                         d.accept();
                     }
