@@ -999,7 +999,7 @@ fn restore(q: &Queue, messages: Vec<store::RecoveredMessage>) {
             Ok(message) => back.push((m.pid, message, m.delivered, m.released)),
             Err(e) => {
                 log::error!(
-                    "a message of {} in the journal does not decode ({e}): dropped",
+                    "a message of {} in the journal fails the message check ({e}): dropped",
                     q.name
                 );
                 if let Some(j) = q.journal() {

@@ -177,5 +177,5 @@ fn compact_copies_a_slice_out_of_its_buffer() {
 
 #[test]
 fn raw_message_is_small() {
-    assert!(std::mem::size_of::<RawMessage>() <= 40);
+    assert_eq!(std::mem::size_of::<RawMessage>(), 40);
 }
