@@ -1670,6 +1670,10 @@ impl MessagingHandler for BrokerHandler {
         self.drop_producer(r.id());
     }
 
+    fn takes_raw_messages(&self) -> bool {
+        true
+    }
+
     /// A message is routed and queued as the bytes it came as, never decoded: routing needs only `to`, the
     /// queue the header and the expiry time, which `RawMessage` reads from the bytes.
     fn on_raw_message(&mut self, d: &mut Delivery<'_>, mut message: RawMessage) {
