@@ -1,6 +1,10 @@
 //! Criterion benchmarks of the codec on a typical small transfer: a `transfer` frame carrying a message with a
 //! header, properties, three application properties and a 100-byte data body, plus a small map on its own.
 //!
+//! `message/*` compares what a receiver does with that message's bytes: `decode` (a `Message`), `raw_parse` (a
+//! `RawMessage`, checked, not decoded: what a broker does) and `raw_parse_then_decode` (what
+//! `MessagingHandler::on_raw_message`'s default does before `on_message`).
+//!
 //! Run with `cargo bench -p nucleon-protocol --bench codec`. Every benchmark processes one frame (or value) per
 //! iteration, so the reported throughput is frames (values) per second.
 
@@ -10,7 +14,7 @@ use bytes::{BufMut, Bytes};
 use criterion::{Criterion, Throughput};
 use nucleon_protocol::codec::{Decode, Encode, Map, Symbol, Timestamp, Value};
 use nucleon_protocol::frame::{Frame, FrameBody, FrameHeader, Performative, Transfer};
-use nucleon_protocol::Message;
+use nucleon_protocol::{Message, RawMessage};
 
 const CHANNEL: u16 = 1;
 
@@ -109,6 +113,27 @@ fn bench_transfer(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_message(c: &mut Criterion) {
+    let bytes = message().to_bytes();
+    let mut group = c.benchmark_group("message");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode", |b| {
+        b.iter(|| Message::decode(black_box(bytes.clone())).unwrap())
+    });
+    group.bench_function("raw_parse", |b| {
+        b.iter(|| RawMessage::parse(black_box(bytes.clone())).unwrap())
+    });
+    group.bench_function("raw_parse_then_decode", |b| {
+        b.iter(|| {
+            RawMessage::parse(black_box(bytes.clone()))
+                .unwrap()
+                .decode()
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
 fn bench_value(c: &mut Criterion) {
     let map = small_map();
     let encoded = map.to_bytes();
@@ -133,6 +158,7 @@ fn bench_value(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_transfer(&mut c);
+    bench_message(&mut c);
     bench_value(&mut c);
     c.final_summary();
 }

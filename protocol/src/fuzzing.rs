@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::{Decode, Decoder, Encode};
+use crate::codec::{Decode, DecodeError, DecodeErrorKind, Decoder, Encode};
 use crate::engine::{
     Connection, ConnectionConfig, Event, LinkConfig, LinkId, PlainAuthenticator, SaslClientConfig,
     SaslServerConfig, SessionId,
@@ -68,7 +68,7 @@ use crate::frame::{
     Accepted, Attach, DeliveryState, Frame, FrameBody, FrameHeader, Performative, ProtocolHeader,
     Role,
 };
-use crate::message::Message;
+use crate::message::{Message, RawMessage};
 
 /// Decodes `data` as a sequence of AMQP values, one after another, until the input ends or a value fails to
 /// decode, and checks that each decoded value survives an encode/decode round trip.
@@ -179,7 +179,9 @@ fn check_frame(first: &Frame) {
 }
 
 fn check_message(bytes: Bytes) {
-    let Ok(mut first) = Message::decode(bytes.clone()) else {
+    let decoded = Message::decode(bytes.clone());
+    check_raw_message(&bytes, decoded.as_ref());
+    let Ok(mut first) = decoded else {
         return;
     };
     assert_eq!(
@@ -201,6 +203,68 @@ fn check_message(bytes: Bytes) {
         "round trip through {:02x?} changed the message",
         &fresh[..]
     );
+}
+
+/// [`RawMessage::parse`] accepts what [`Message::decode`] does, except what only the decode budget refuses;
+/// what it reads agrees with the decoded message; and a header it splices in decodes as that header with the
+/// other sections unchanged.
+fn check_raw_message(bytes: &Bytes, decoded: Result<&Message, &DecodeError>) {
+    let raw = match (RawMessage::parse(bytes.clone()), decoded) {
+        (Ok(raw), Ok(m)) => (raw, m),
+        (Err(_), Err(_)) => return,
+        (Ok(_), Err(e)) if matches!(e.kind, DecodeErrorKind::BudgetExceeded { .. }) => return,
+        (Ok(_), Err(e)) => panic!(
+            "RawMessage::parse accepts a message Message::decode refuses ({e}): {:02x?}",
+            &bytes[..]
+        ),
+        (Err(e), Ok(_)) => panic!(
+            "RawMessage::parse refuses a message Message::decode accepts ({e}): {:02x?}",
+            &bytes[..]
+        ),
+    };
+    let (mut raw, m) = raw;
+    let read = (
+        raw.durable(),
+        raw.priority(),
+        raw.ttl(),
+        raw.first_acquirer(),
+        raw.delivery_count(),
+        raw.to(),
+        raw.absolute_expiry_time(),
+    );
+    let header = m.header().cloned().unwrap_or_default();
+    let expected = (
+        header.durable,
+        header.priority,
+        header.ttl,
+        header.first_acquirer,
+        header.delivery_count,
+        m.to(),
+        m.absolute_expiry_time(),
+    );
+    assert_eq!(
+        read,
+        expected,
+        "RawMessage reads {:02x?} differently",
+        &bytes[..]
+    );
+    assert_eq!(raw.header(), header);
+    let mut changed = header;
+    changed.first_acquirer = !changed.first_acquirer;
+    changed.delivery_count = changed.delivery_count.wrapping_add(1);
+    raw.set_header(&changed);
+    let mut want = m.clone();
+    *want.header_mut() = changed.clone();
+    let got = Message::decode(raw.bytes().clone()).unwrap_or_else(|e| {
+        panic!(
+            "{:02x?} with a new header does not decode ({e}): {:02x?}",
+            &bytes[..],
+            &raw.bytes()[..]
+        )
+    });
+    assert_eq!(got, want, "a new header in {:02x?}", &bytes[..]);
+    assert_eq!(raw.header(), changed);
+    assert_eq!(raw.delivery_count(), changed.delivery_count);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //!   [`Encode`] / [`Decode`] traits used by every typed structure.
 //! * [`frame`]: one type per structure in the spec (performatives, SASL frames, delivery states, message
 //!   sections) and the frame/protocol headers ([AMQP 1.0 §2.3]).
-//! * [`Message`]: the bare message as a plain `Send + Clone` value ([AMQP 1.0 §3.2]).
+//! * [`Message`]: the bare message as a plain `Send + Clone` value ([AMQP 1.0 §3.2]); [`RawMessage`]: one
+//!   kept as its received bytes, checked but decoded only on demand (for brokers and relays).
 //! * [`engine`]: the connection engine, Proton's `connection_driver` in sans-IO form: bytes, time and
 //!   application calls in; bytes, events and one timer out.
 //! * [`fmt`]: one-line and indented text forms of values, frames and messages (`amqp-dump`, frame trace).
@@ -25,4 +26,4 @@ pub mod fuzzing;
 pub mod message;
 
 pub use codec::{Decode, DecodeError, Encode, Value};
-pub use message::{Body, Message, MessageBuilder};
+pub use message::{Body, Message, MessageBuilder, RawMessage};

@@ -1,5 +1,9 @@
 //! [`Message`]: the AMQP 1.0 message format as a plain value [AMQP 1.0 §3.2].
 
+mod raw;
+
+pub use raw::RawMessage;
+
 use bytes::{BufMut, Bytes};
 
 use crate::codec::{

@@ -2,7 +2,7 @@
 
 use nucleon_protocol::engine::{Event, LinkConfig};
 use nucleon_protocol::frame::{DeliveryState, Error as AmqpError, ErrorCondition, Rejected, Role};
-use nucleon_protocol::Message;
+use nucleon_protocol::{Message, RawMessage};
 
 use crate::handler::MessagingHandler;
 use crate::views::{
@@ -110,12 +110,25 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
             ..
         } => {
             let auto_accept = core.links.get(&delivery.link).is_none_or(|l| l.auto_accept);
-            match Message::decode(payload) {
-                Ok(message) => {
+            // A handler that takes raw messages gets them checked, not decoded; any other gets them decoded
+            // in one pass, as before raw messages existed.
+            let received = if h.takes_raw_messages() {
+                RawMessage::parse(payload).map(|m| {
                     let mut d = Delivery::new(core, delivery, settled);
-                    h.on_message(&mut d, message);
-                    if !d.settled && auto_accept {
-                        d.accept();
+                    h.on_raw_message(&mut d, m);
+                    d.settled
+                })
+            } else {
+                Message::decode(payload).map(|m| {
+                    let mut d = Delivery::new(core, delivery, settled);
+                    h.on_message(&mut d, m);
+                    d.settled
+                })
+            };
+            match received {
+                Ok(handled) => {
+                    if !handled && auto_accept {
+                        Delivery::new(core, delivery, false).accept();
                     }
                 }
                 Err(e) => {

@@ -10,13 +10,13 @@
 //!
 //! Proton's defaults are applied by the runtime around the callbacks, whatever the handler does:
 //! remote-opened endpoints are opened in reply; receivers keep a credit window (default 10) refilled as
-//! messages are consumed; messages are accepted when `on_message` returns without settling them (unless the
-//! receiver's options say otherwise); senders settle a delivery when its outcome arrives.
+//! messages are consumed; messages are accepted when `on_message` (or `on_raw_message`) returns without
+//! settling them (unless the receiver's options say otherwise); senders settle a delivery when its outcome arrives.
 
 use std::net::SocketAddr;
 
-use nucleon_protocol::frame::Error as AmqpError;
-use nucleon_protocol::Message;
+use nucleon_protocol::frame::{Error as AmqpError, ErrorCondition};
+use nucleon_protocol::{Message, RawMessage};
 
 use crate::container::ContainerHandle;
 use crate::error::Error;
@@ -95,8 +95,45 @@ pub trait MessagingHandler: Send + 'static {
     /// A drain this receiver asked for has completed.
     fn on_receiver_drain_finish(&mut self, receiver: &mut Receiver<'_>) {}
 
-    /// A message arrived. Unless the receiver's `auto_accept` is off, it is accepted when this returns
-    /// without the delivery having been settled.
+    /// Whether this handler takes messages undecoded, through
+    /// [`on_raw_message`](MessagingHandler::on_raw_message) (default false: they are decoded and go to
+    /// [`on_message`](MessagingHandler::on_message)). Asked for each message.
+    fn takes_raw_messages(&self) -> bool {
+        false
+    }
+
+    /// A message arrived, as the bytes it came in, to a handler whose
+    /// [`takes_raw_messages`](MessagingHandler::takes_raw_messages) is true: checked (its sections are
+    /// well formed and in order) but not decoded. Unless the receiver's `auto_accept` is off, it is
+    /// accepted when this returns without the delivery having been settled; a message whose sections are
+    /// not well formed never gets here (it is rejected with `amqp:decode-error` and
+    /// [`on_error`](MessagingHandler::on_error) is called).
+    ///
+    /// Override it (with `takes_raw_messages`) to forward messages without decoding them (a broker, a
+    /// relay): [`RawMessage`] reads the header, `to` and the expiry time from the bytes and decodes on
+    /// demand, and [`Sender::send_raw`] sends the bytes as they came. The default decodes the message and
+    /// calls [`on_message`](MessagingHandler::on_message); one that fails to decode (its decoded values
+    /// would exceed the decode budget) is rejected with `amqp:decode-error`, unless it came settled, and
+    /// `on_error` is called. A handler that does not take raw messages has its messages decoded in one
+    /// pass instead, with the same outcome: checking and then decoding would cost a third more.
+    fn on_raw_message(&mut self, delivery: &mut Delivery<'_>, message: RawMessage) {
+        match message.decode() {
+            Ok(m) => self.on_message(delivery, m),
+            Err(e) => {
+                delivery.reject(Some(AmqpError::new(
+                    ErrorCondition::DecodeError,
+                    e.to_string(),
+                )));
+                self.on_error(&Error::Amqp(AmqpError::new(
+                    ErrorCondition::DecodeError,
+                    format!("undecodable message: {e}"),
+                )));
+            }
+        }
+    }
+    /// A message arrived, decoded (unless [`takes_raw_messages`](MessagingHandler::takes_raw_messages)
+    /// is true and [`on_raw_message`](MessagingHandler::on_raw_message) is overridden). Unless the receiver's `auto_accept` is off,
+    /// it is accepted when this returns without the delivery having been settled.
     fn on_message(&mut self, delivery: &mut Delivery<'_>, message: Message) {}
     /// The peer settled a delivery we received (e.g. in receiver-settle-mode second).
     fn on_delivery_settle(&mut self, delivery: &mut Delivery<'_>) {}

@@ -159,7 +159,7 @@ pub use facade::{
 };
 pub use handler::{ListenHandler, MessagingHandler};
 pub use nucleon_protocol as protocol;
-pub use nucleon_protocol::{Body, Message, MessageBuilder, Value};
+pub use nucleon_protocol::{Body, Message, MessageBuilder, RawMessage, Value};
 pub use options::{
     ConnectionOptions, DeliveryMode, LoginThrottle, ReceiverOptions, ReconnectOptions,
     SenderOptions, TcpKeepalive, DEFAULT_MAX_IN_FLIGHT,

@@ -634,7 +634,7 @@ pub struct ReceiverOptions {
     /// Credit kept open to the sender, refilled as messages are consumed (default 10; 0 means the application
     /// grants credit itself).
     pub credit_window: Option<u32>,
-    /// Accept each message when `on_message` returns without settling it (default true).
+    /// Accept each message when `on_message` (or `on_raw_message`) returns without settling it (default true).
     pub auto_accept: Option<bool>,
     /// Ask for a dynamic source: the peer creates a node and tells us its address.
     pub dynamic: bool,
@@ -704,7 +704,7 @@ impl ReceiverOptions {
         self
     }
 
-    /// Accept what `on_message` leaves unsettled (default true).
+    /// Accept what `on_message` (or `on_raw_message`) leaves unsettled (default true).
     pub fn auto_accept(mut self, auto_accept: bool) -> Self {
         self.auto_accept = Some(auto_accept);
         self

@@ -59,7 +59,7 @@ use nucleon_protocol::frame::{
     Accepted, DeliveryState, Error as AmqpError, Modified, ReceiverSettleMode, Rejected, Released,
     Role, SenderSettleMode, Source, Target,
 };
-use nucleon_protocol::Message;
+use nucleon_protocol::{Message, RawMessage};
 
 use crate::container::ContainerHandle;
 use crate::error::Error;
@@ -481,10 +481,10 @@ impl Core {
         }
     }
 
-    pub(crate) fn send(&mut self, link: LinkId, message: &Message) -> Result<DeliveryId, Error> {
+    pub(crate) fn send(&mut self, link: LinkId, payload: Bytes) -> Result<DeliveryId, Error> {
         self.next_tag += 1;
         let tag = Bytes::copy_from_slice(&self.next_tag.to_be_bytes());
-        Ok(self.engine.send(link, tag, message.to_bytes(), false)?)
+        Ok(self.engine.send(link, tag, payload, false)?)
     }
 
     fn close_link(
@@ -713,7 +713,14 @@ impl<'a> Sender<'a> {
 
     /// Sends a message; fails without credit. The outcome arrives as `on_tracker_*`.
     pub fn send(&mut self, message: &Message) -> Result<DeliveryRef, Error> {
-        let id = self.core.send(self.link, message)?;
+        let id = self.core.send(self.link, message.to_bytes())?;
+        Ok(self.core.delivery_ref(id))
+    }
+
+    /// Sends a message kept as its encoded bytes ([`RawMessage`]), as they are; as [`send`](Self::send)
+    /// otherwise.
+    pub fn send_raw(&mut self, message: &RawMessage) -> Result<DeliveryRef, Error> {
+        let id = self.core.send(self.link, message.bytes().clone())?;
         Ok(self.core.delivery_ref(id))
     }
 

@@ -11,6 +11,7 @@ pub mod codes;
 mod decode;
 mod encode;
 mod error;
+pub(crate) mod skip;
 mod types;
 mod value;
 

@@ -106,7 +106,7 @@ use nucleon_protocol::frame::{
     Accepted, DeliveryState, Error as AmqpError, ErrorCondition, Rejected, Role, SenderSettleMode,
     Source, TerminusDurability, TerminusExpiryPolicy,
 };
-use nucleon_protocol::Message;
+use nucleon_protocol::RawMessage;
 
 pub use self::authz::{Authorization, Operation, Pattern, ANONYMOUS_USER, EVERY_USER};
 use self::queue::{
@@ -375,7 +375,7 @@ impl Topic {
     /// on disk) refuses it, though the subscriptions before it have it.
     fn publish(
         &self,
-        message: Message,
+        message: RawMessage,
         from_conn: u64,
     ) -> Result<(usize, Option<Ticket>), AmqpError> {
         let subscriptions = self.subscriptions();
@@ -383,7 +383,7 @@ impl Topic {
             return Err(full_error(&full.name));
         }
         let (mut n, mut ticket) = (0, None);
-        let mut put = |q: &Queue, m: Message| match q.enqueue(m, from_conn, false) {
+        let mut put = |q: &Queue, m: RawMessage| match q.enqueue(m, from_conn, false) {
             Ok(t) => {
                 n += 1;
                 ticket = ticket.max(t);
@@ -394,7 +394,7 @@ impl Topic {
         };
         if let Some((last, others)) = subscriptions.split_last() {
             for q in others {
-                // A cheap clone: the message keeps its encoded bytes.
+                // A cheap clone: the subscriptions share the message's bytes.
                 put(q, message.clone())?;
             }
             put(last, message)?;
@@ -990,16 +990,16 @@ impl Broker {
     }
 }
 
-/// Puts the messages recovered from the journal back in `q`, decoded (a message that does not decode,
-/// which the broker decoded once already, is logged and dropped).
+/// Puts the messages recovered from the journal back in `q`, as the bytes they were received as, checked
+/// as they were then (one that fails the check, which it passed once already, is logged and dropped).
 fn restore(q: &Queue, messages: Vec<store::RecoveredMessage>) {
     let mut back = Vec::with_capacity(messages.len());
     for m in messages {
-        match Message::decode(m.bytes) {
+        match RawMessage::parse(m.bytes) {
             Ok(message) => back.push((m.pid, message, m.delivered, m.released)),
             Err(e) => {
                 log::error!(
-                    "a message of {} in the journal does not decode ({e}): dropped",
+                    "a message of {} in the journal fails the message check ({e}): dropped",
                     q.name
                 );
                 if let Some(j) = q.journal() {
@@ -1237,7 +1237,7 @@ impl BrokerHandler {
                     c.queue.delivering(&e);
                     journaled = true;
                 }
-                match s.send(&e.message) {
+                match s.send_raw(&e.message) {
                     Ok(d) => {
                         c.unsettled.insert(d, e);
                         Ok(())
@@ -1434,10 +1434,10 @@ fn consumer_operation(source: &Source) -> Operation {
 }
 
 /// Sends a message pre-settled (at-most-once), forwarding its encoded bytes.
-fn send_settled(s: &mut Sender<'_>, m: &Message) -> Result<(), Error> {
+fn send_settled(s: &mut Sender<'_>, m: &RawMessage) -> Result<(), Error> {
     s.core.next_tag += 1;
     let tag = Bytes::copy_from_slice(&s.core.next_tag.to_be_bytes());
-    s.core.engine.send(s.link, tag, m.to_bytes(), true)?;
+    s.core.engine.send(s.link, tag, m.bytes().clone(), true)?;
     Ok(())
 }
 
@@ -1670,7 +1670,17 @@ impl MessagingHandler for BrokerHandler {
         self.drop_producer(r.id());
     }
 
-    fn on_message(&mut self, d: &mut Delivery<'_>, message: Message) {
+    fn takes_raw_messages(&self) -> bool {
+        true
+    }
+
+    /// A message is routed and queued as the bytes it came as, never decoded: routing needs only `to`, the
+    /// queue the header and the expiry time, which `RawMessage` reads from the bytes.
+    fn on_raw_message(&mut self, d: &mut Delivery<'_>, mut message: RawMessage) {
+        // The payload is a slice of the connection's read buffer: a copy of its own keeps only its bytes
+        // alive for as long as it is queued, however large the buffer (once per message, shared by every
+        // subscription and consumer it goes to).
+        message.compact();
         let rid = d.receiver().id();
         // A message on credit a bounded queue promised room to is always taken.
         let mut reserved = false;
@@ -1783,14 +1793,11 @@ impl MessagingHandler for BrokerHandler {
             e.returned(failed);
             if let Some(annotations) = annotations {
                 // Merged into the message's, replacing those with the same key [AMQP 1.0 §3.4.5].
-                let ours = e.message.message_annotations_mut();
-                for (k, v) in annotations.into_entries() {
-                    ours.insert(k, v);
-                }
+                e.annotate(annotations);
             }
             if elsewhere {
                 // Not to this consumer again; it waits for another.
-                e.refused.push(key);
+                e.refuse(key);
             }
             q.requeue(vec![e], self.conn);
             // The queue wakes other connections' consumers; this one's may want it back too.
@@ -1893,7 +1900,7 @@ pub mod bench {
     use std::hint::black_box;
     use std::time::{Duration, Instant};
 
-    use nucleon_protocol::Message;
+    use nucleon_protocol::{Message, RawMessage};
 
     use super::queue::{ConsumerKey, Limits, Queue};
     use crate::views::SenderId;
@@ -1902,7 +1909,8 @@ pub mod bench {
     fn filled(depth: usize) -> (Queue, ConsumerKey) {
         let q = Queue::new("bench".into(), false, Limits::default(), Default::default());
         for i in 0..depth {
-            assert!(q.enqueue(Message::with_body(i as i64), 0, false).is_ok());
+            let m = RawMessage::from_message(&Message::with_body(i as i64)).expect("a message");
+            assert!(q.enqueue(m, 0, false).is_ok());
         }
         let key = ConsumerKey {
             conn: 1,

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use nucleon_protocol::codec::Encode;
-use nucleon_protocol::Message;
+use nucleon_protocol::codec::Map;
+use nucleon_protocol::frame::Header;
+use nucleon_protocol::RawMessage;
 
 use super::stats::QueueCounters;
 use super::store::{Store, Ticket};
@@ -37,68 +38,150 @@ const NO_CONNECTION: u64 = 0;
 const LEVELS: usize = 2;
 
 /// A message's level: 0 (high) for header priority 5 and above, 1 for 0 to 4 [AMQP 1.0 §3.2.1].
-fn level(m: &Message) -> usize {
+fn level(m: &RawMessage) -> usize {
     usize::from(m.priority() <= 4)
 }
 
-/// A queued message and its place in the queue's order.
+/// A queued message and its place in the queue's order: 64 bytes besides the message's own bytes, which
+/// is what a waiting message costs. What few messages need (an expiry time, having been given back) is kept
+/// apart, allocated only for them.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     /// Arrival order in this queue; released messages go back to their place by it.
     pub(crate) seq: u64,
-    pub(crate) message: Message,
-    /// Consumers that gave it back as undeliverable-here: it is not sent to them again.
-    pub(crate) refused: Vec<ConsumerKey>,
+    /// The message as it came (its bytes, checked but not decoded), with its header changed when it
+    /// comes back from a consumer.
+    pub(crate) message: RawMessage,
+    /// Its id in the broker's journal (a queue with a data directory), acknowledged there when it leaves;
+    /// [`NO_PID`] for none.
+    pid: u64,
+    extra: Option<Box<Extra>>,
+}
+
+/// The journal id of no message.
+const NO_PID: u64 = u64::MAX;
+
+/// What an [`Entry`] holds only for some messages.
+#[derive(Clone, Debug, Default)]
+struct Extra {
     /// When it expires: it is not handed out from then on.
     expires: Option<Instant>,
     /// How many times a consumer acquired it and gave it back (or was lost with it).
     returns: u32,
-    /// Its encoded size, counted in the queue's and the broker's bytes while it is here.
-    size: usize,
-    /// Its id in the broker's journal (a queue with a data directory): acknowledged there when it leaves.
-    pub(crate) pid: Option<u64>,
+    /// Consumers that gave it back as undeliverable-here: it is not sent to them again.
+    refused: Vec<ConsumerKey>,
+    /// The size counted in the queue's and the broker's bytes, once its encoding has changed since it came.
+    counted: Option<usize>,
 }
 
 impl Entry {
-    fn new(message: Message, now: &mut Now) -> Entry {
-        let expires = expiry(&message, now);
-        // A received message keeps its encoded bytes: their length. Others (a dead letter whose ttl was
-        // removed) are measured section by section, with nothing encoded.
-        let size = message.encoded_size();
+    fn new(message: RawMessage, now: &mut Now) -> Entry {
+        let extra = expiry(&message, now).map(|t| {
+            Box::new(Extra {
+                expires: Some(t),
+                ..Extra::default()
+            })
+        });
         Entry {
             seq: 0,
             message,
-            refused: Vec::new(),
-            expires,
-            returns: 0,
-            size,
-            pid: None,
+            pid: NO_PID,
+            extra,
         }
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Its encoded size when it came, counted in the queue's and the broker's bytes while it is here.
+    fn size(&self) -> usize {
+        self.extra
+            .as_ref()
+            .and_then(|x| x.counted)
+            .unwrap_or(self.message.len())
+    }
+
+    /// Its id in the broker's journal, if it is in one.
+    pub(crate) fn pid(&self) -> Option<u64> {
+        (self.pid != NO_PID).then_some(self.pid)
+    }
+
+    fn expires(&self) -> Option<Instant> {
+        self.extra.as_ref().and_then(|x| x.expires)
+    }
+
+    fn returns(&self) -> u32 {
+        self.extra.as_ref().map_or(0, |x| x.returns)
+    }
+
+    /// The consumers that gave it back as undeliverable-here.
+    fn refused(&self) -> &[ConsumerKey] {
+        self.extra.as_ref().map_or(&[], |x| &x.refused)
+    }
+
+    /// A consumer gave it back as undeliverable-here: it is not sent to that consumer again.
+    pub(crate) fn refuse(&mut self, consumer: ConsumerKey) {
+        self.extra().refused.push(consumer);
+    }
+
+    /// Replaces the message's header (only the header is encoded again); its counted size stays the one
+    /// it came with.
+    fn set_header(&mut self, header: &Header) {
+        let size = self.size();
+        self.extra().counted.get_or_insert(size);
+        self.message.set_header(header);
     }
 
     /// A consumer that acquired the message gives it back, or is lost with it: first-acquirer is cleared
     /// (it has been acquired), and a `failed` attempt increments delivery-count [AMQP 1.0 §3.2.1]. A
-    /// released message is otherwise unchanged [AMQP 1.0 §3.4.4]. The header is re-encoded only when one
-    /// of its fields changes.
+    /// released message is otherwise unchanged [AMQP 1.0 §3.4.4]. The header is encoded again only when
+    /// one of its fields changes, and the other sections never are.
     pub(crate) fn returned(&mut self, failed: bool) {
-        self.returns = self.returns.saturating_add(1);
-        let first = self.message.header().is_some_and(|h| h.first_acquirer);
-        if failed || first {
-            let h = self.message.header_mut();
+        let x = self.extra();
+        x.returns = x.returns.saturating_add(1);
+        if failed || self.message.first_acquirer() {
+            let mut h = self.message.header();
             h.first_acquirer = false;
             if failed {
                 h.delivery_count = h.delivery_count.saturating_add(1);
             }
+            self.set_header(&h);
+        }
+    }
+
+    /// Merges a consumer's `modified` message-annotations into the message's, replacing those with the
+    /// same key [AMQP 1.0 §3.4.5]: the message is decoded and encoded again, its counted size unchanged.
+    /// One that does not decode (its sections exceed the decode budget) keeps its annotations.
+    pub(crate) fn annotate(&mut self, annotations: Map) {
+        let mut m = match self.message.decode() {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("a modified message does not decode ({e}): its annotations are kept");
+                return;
+            }
+        };
+        let ours = m.message_annotations_mut();
+        for (k, v) in annotations.into_entries() {
+            ours.insert(k, v);
+        }
+        match RawMessage::from_message(&m) {
+            Ok(raw) => {
+                let size = self.size();
+                self.extra().counted.get_or_insert(size);
+                self.message = raw;
+            }
+            Err(e) => log::warn!("a modified message is refused ({e}): its annotations are kept"),
         }
     }
 
     fn expired(&self, now: &mut Now) -> bool {
-        self.expires.is_some_and(|t| t <= now.get())
+        self.expires().is_some_and(|t| t <= now.get())
     }
 
     /// A consumer acquired it before: sending it again is a redelivery.
     pub(crate) fn redelivery(&self) -> bool {
-        self.returns > 0
+        self.returns() > 0
     }
 }
 
@@ -114,7 +197,7 @@ impl Now {
 
 /// When a message arriving now expires: its header ttl from now, or its properties absolute-expiry-time,
 /// whichever comes first [AMQP 1.0 §3.2.1, §3.2.4]. `None`: never (or too far ahead to say).
-fn expiry(m: &Message, now: &mut Now) -> Option<Instant> {
+fn expiry(m: &RawMessage, now: &mut Now) -> Option<Instant> {
     let ttl = m.ttl().map(|ms| Duration::from_millis(u64::from(ms)));
     let absolute = m.absolute_expiry_time().map(|t| {
         let wall = SystemTime::now()
@@ -127,6 +210,31 @@ fn expiry(m: &Message, now: &mut Now) -> Option<Instant> {
         (a, b) => a.or(b)?,
     };
     now.get().checked_add(left)
+}
+
+/// A dead letter: the message without its ttl and absolute-expiry-time. Removing the ttl re-encodes only
+/// the header; removing the absolute-expiry-time decodes the message. `None` for one that does not decode
+/// (its sections exceed the decode budget): it is dropped.
+fn undying(mut message: RawMessage) -> Option<RawMessage> {
+    if message.ttl().is_some() {
+        let mut h = message.header();
+        h.ttl = None;
+        message.set_header(&h);
+    }
+    if message.absolute_expiry_time().is_none() {
+        return Some(message);
+    }
+    let undying = message.decode().and_then(|mut m| {
+        m.properties_mut().absolute_expiry_time = None;
+        RawMessage::from_message(&m)
+    });
+    match undying {
+        Ok(m) => Some(m),
+        Err(e) => {
+            log::warn!("a dead letter does not decode ({e})");
+            None
+        }
+    }
 }
 
 /// Why a message may not stay in its queue.
@@ -172,17 +280,11 @@ impl DeadLetters {
                 Fate::MaxDeliveries => &self.counts.max_deliveries,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            let mut message = e.message;
             let moved = match &self.queue {
-                Some(q) => {
-                    if message.ttl().is_some() {
-                        message.header_mut().ttl = None;
-                    }
-                    if message.absolute_expiry_time().is_some() {
-                        message.properties_mut().absolute_expiry_time = None;
-                    }
-                    q.enqueue(message, NO_CONNECTION, false).is_ok()
-                }
+                Some(q) => match undying(e.message) {
+                    Some(message) => q.enqueue(message, NO_CONNECTION, false).is_ok(),
+                    None => false,
+                },
                 None => false,
             };
             if moved {
@@ -502,7 +604,7 @@ impl Queue {
     /// for; the journal's refusal (no room on disk) refuses the message.
     pub(crate) fn enqueue(
         &self,
-        message: Message,
+        message: RawMessage,
         from_conn: u64,
         reserved: bool,
     ) -> Result<Option<Ticket>, Refused> {
@@ -520,7 +622,7 @@ impl Queue {
             } else if self.limits.bounded() && self.room_in(&s) == 0 {
                 return Err(Refused::Full);
             }
-            s.last_size = e.size;
+            s.last_size = e.size();
             if e.expired(&mut now) {
                 self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
                 after.dead.push((Fate::Expired, e));
@@ -528,14 +630,14 @@ impl Queue {
                 if let Some(j) = &self.journal {
                     let (pid, t) = j
                         .store
-                        .append_message(j.qid, &e.message.to_bytes())
+                        .append_message(j.qid, e.message.bytes())
                         .map_err(|err| Refused::Journal(err.to_string()))?;
-                    e.pid = Some(pid);
+                    e.pid = pid;
                     ticket = Some(t);
                 }
                 self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
-                s.bytes += e.size;
-                self.limits.memory.add(e.size);
+                s.bytes += e.size();
+                self.limits.memory.add(e.size());
                 e.seq = s.next_seq;
                 s.next_seq += 1;
                 s.levels[level(&e.message)].push_back(e);
@@ -551,29 +653,32 @@ impl Queue {
     /// a message acquired before (the broker stopped with it unsettled, or it was given back) comes back
     /// with first-acquirer cleared and delivery-count raised by the acquisitions that were not releases
     /// [AMQP 1.0 §3.2.1, §3.4.4], and they count towards `max_deliveries`.
-    pub(crate) fn restore(&self, messages: Vec<(u64, Message, u32, u32)>) {
+    pub(crate) fn restore(&self, messages: Vec<(u64, RawMessage, u32, u32)>) {
         let mut now = Now::default();
         let mut after = After::default();
         {
             let mut s = self.lock();
             for (pid, mut message, delivered, released) in messages {
                 if delivered > 0 {
-                    let h = message.header_mut();
+                    let mut h = message.header();
                     h.first_acquirer = false;
                     h.delivery_count = h
                         .delivery_count
                         .saturating_add(delivered.saturating_sub(released));
+                    message.set_header(&h);
                 }
                 let mut e = Entry::new(message, &mut now);
-                e.pid = Some(pid);
-                e.returns = delivered;
+                e.pid = pid;
+                if delivered > 0 {
+                    e.extra().returns = delivered;
+                }
                 if e.expired(&mut now) {
                     after.acks.push(pid);
                     after.dead.push((Fate::Expired, e));
                     continue;
                 }
-                s.bytes += e.size;
-                self.limits.memory.add(e.size);
+                s.bytes += e.size();
+                self.limits.memory.add(e.size());
                 e.seq = s.next_seq;
                 s.next_seq += 1;
                 s.levels[level(&e.message)].push_back(e);
@@ -585,7 +690,7 @@ impl Queue {
     /// The message is being sent, unsettled, to a consumer: after a crash it comes back as delivered once
     /// more. Call [`write_through`](Self::write_through) before the transfers leave.
     pub(crate) fn delivering(&self, e: &Entry) {
-        if let (Some(j), Some(pid)) = (&self.journal, e.pid) {
+        if let (Some(j), Some(pid)) = (&self.journal, e.pid()) {
             j.store.delivered(pid);
         }
     }
@@ -601,7 +706,7 @@ impl Queue {
     /// A consumer released the message without delivery-failed: its delivery does not count for
     /// delivery-count after a restart [AMQP 1.0 §3.4.4].
     pub(crate) fn released(&self, e: &Entry) {
-        if let (Some(j), Some(pid)) = (&self.journal, e.pid) {
+        if let (Some(j), Some(pid)) = (&self.journal, e.pid()) {
             j.store.released(pid);
         }
     }
@@ -635,9 +740,9 @@ impl Queue {
 
     /// A message left: its bytes are no longer counted.
     fn forget(&self, s: &mut State, e: &Entry, after: &mut After) {
-        s.bytes = s.bytes.saturating_sub(e.size);
-        after.wake.extend(self.limits.memory.sub(e.size));
-        after.acks.extend(e.pid);
+        s.bytes = s.bytes.saturating_sub(e.size());
+        after.wake.extend(self.limits.memory.sub(e.size()));
+        after.acks.extend(e.pid());
     }
 
     /// Producers of a bounded queue that has room again are woken to take more credit.
@@ -679,7 +784,7 @@ impl Queue {
         if s.deleted {
             // Its queue is gone: so is it.
             self.forget(s, &e, after);
-        } else if limit.is_some_and(|m| e.returns >= m) {
+        } else if limit.is_some_and(|m| e.returns() >= m) {
             self.forget(s, &e, after);
             after.dead.push((Fate::MaxDeliveries, e));
         } else {
@@ -858,7 +963,7 @@ impl Queue {
             let mut now = Now::default();
             let mut gone = Vec::new();
             for level in &mut s.levels {
-                if level.iter().any(|e| e.expires.is_some()) {
+                if level.iter().any(|e| e.expires().is_some()) {
                     let (dead, live) = std::mem::take(level)
                         .into_iter()
                         .partition(|e| e.expired(&mut now));
@@ -911,9 +1016,9 @@ impl Queue {
             };
             moved = true;
             if e.expired(now) {
-                *bytes = bytes.saturating_sub(e.size);
-                after.wake.extend(self.limits.memory.sub(e.size));
-                after.acks.extend(e.pid);
+                *bytes = bytes.saturating_sub(e.size());
+                after.wake.extend(self.limits.memory.sub(e.size()));
+                after.acks.extend(e.pid());
                 after.dead.push((Fate::Expired, e));
                 continue;
             }
@@ -968,12 +1073,12 @@ fn next_assignment(
         for (pos, e) in messages.iter().enumerate() {
             let pick = (0..n).map(|k| (cursor + k) % n).find(|&i| {
                 let c = &consumers[i];
-                c.browse.is_none() && c.credit > 0 && !e.refused.contains(&c.key)
+                c.browse.is_none() && c.credit > 0 && !e.refused().contains(&c.key)
             });
             if let Some(i) = pick {
                 return Some((l, pos, i));
             }
-            if e.refused.is_empty() {
+            if e.refused().is_empty() {
                 // No consumer has credit at all.
                 return None;
             }
@@ -992,6 +1097,11 @@ fn insert_in_order(messages: &mut VecDeque<Entry>, e: Entry) {
 mod tests {
     use super::*;
     use nucleon_protocol::codec::Timestamp;
+    use nucleon_protocol::Message;
+
+    fn raw(m: Message) -> RawMessage {
+        RawMessage::from_message(&m).unwrap()
+    }
 
     fn key(conn: u64, link: u64) -> ConsumerKey {
         ConsumerKey {
@@ -1001,7 +1111,7 @@ mod tests {
     }
 
     fn body(e: &Entry) -> i64 {
-        match e.message.body_value() {
+        match e.message.decode().unwrap().body_value() {
             Some(nucleon_protocol::Value::Long(n)) => *n,
             _ => -1,
         }
@@ -1027,7 +1137,9 @@ mod tests {
         assert!(q.take(key(1, 1), 10).is_empty());
         assert!(q.take(key(2, 1), 10).is_empty());
         for i in 0..4 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
+            assert!(q
+                .enqueue(raw(Message::with_body(i as i64)), 9, false)
+                .is_ok());
         }
         let a: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
         let b: Vec<_> = q.take(key(2, 1), 10).iter().map(body).collect();
@@ -1039,7 +1151,9 @@ mod tests {
     fn requeued_messages_go_back_to_the_head_in_order() {
         let q = queue(None);
         for i in 0..5 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
+            assert!(q
+                .enqueue(raw(Message::with_body(i as i64)), 9, false)
+                .is_ok());
         }
         q.add_consumer(key(1, 1), None, false);
         let mut got = q.take(key(1, 1), 3);
@@ -1054,12 +1168,14 @@ mod tests {
     fn a_message_refused_as_undeliverable_here_goes_to_another_consumer() {
         let q = queue(None);
         for i in 0..3 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
+            assert!(q
+                .enqueue(raw(Message::with_body(i as i64)), 9, false)
+                .is_ok());
         }
         q.add_consumer(key(1, 1), None, false);
         let mut first = q.take(key(1, 1), 1);
         assert_eq!(first.iter().map(body).collect::<Vec<_>>(), vec![0]);
-        first[0].refused.push(key(1, 1));
+        first[0].refuse(key(1, 1));
         q.requeue(first, 1);
         let rest: Vec<_> = q.take(key(1, 1), 10).iter().map(body).collect();
         assert_eq!(
@@ -1079,10 +1195,12 @@ mod tests {
         q.add_consumer(key(1, 1), None, false);
         q.add_consumer(key(3, 1), None, true);
         for i in 0..3 {
-            assert!(q.enqueue(Message::with_body(i as i64), 9, false).is_ok());
+            assert!(q
+                .enqueue(raw(Message::with_body(i as i64)), 9, false)
+                .is_ok());
         }
         assert_eq!(
-            q.enqueue(Message::with_body(3i64), 9, false),
+            q.enqueue(raw(Message::with_body(3i64)), 9, false),
             Err(Refused::Full)
         );
         let browsed: Vec<_> = q.take(key(3, 1), 10).iter().map(body).collect();
@@ -1099,7 +1217,7 @@ mod tests {
     fn high_priority_goes_first_and_a_returned_message_goes_back_to_its_place_in_its_level() {
         let q = queue(None);
         for (i, p) in [(0, 4), (1, 9), (2, 0), (3, 5), (4, 4)] {
-            assert!(q.enqueue(numbered(i, p), 9, false).is_ok());
+            assert!(q.enqueue(raw(numbered(i, p)), 9, false).is_ok());
         }
         q.add_consumer(key(1, 1), None, false);
         let got = q.take(key(1, 1), 3);
@@ -1110,7 +1228,7 @@ mod tests {
 
         let browsed = queue(None);
         for (i, p) in [(0, 4), (1, 9), (2, 0)] {
-            assert!(browsed.enqueue(numbered(i, p), 9, false).is_ok());
+            assert!(browsed.enqueue(raw(numbered(i, p)), 9, false).is_ok());
         }
         browsed.add_consumer(key(2, 1), None, true);
         let copies: Vec<_> = browsed.take(key(2, 1), 2).iter().map(body).collect();
@@ -1125,11 +1243,11 @@ mod tests {
             .absolute_expiry_time(Timestamp(1))
             .body(0i64)
             .build();
-        assert!(q.enqueue(past, 9, false).is_ok());
+        assert!(q.enqueue(raw(past), 9, false).is_ok());
         assert_eq!(q.depth(), 0, "expired on arrival");
         let soon = Message::builder().ttl(1).body(1i64).build();
-        assert!(q.enqueue(soon, 9, false).is_ok());
-        assert!(q.enqueue(Message::with_body(2i64), 9, false).is_ok());
+        assert!(q.enqueue(raw(soon), 9, false).is_ok());
+        assert!(q.enqueue(raw(Message::with_body(2i64)), 9, false).is_ok());
         let start = Instant::now();
         while start.elapsed() <= Duration::from_millis(1) {
             std::hint::spin_loop();
@@ -1164,13 +1282,14 @@ mod tests {
         let message = Message::builder()
             .first_acquirer(true)
             .ttl(60_000)
+            .absolute_expiry_time(Timestamp(4_000_000_000_000))
             .body(0i64)
             .build();
-        assert!(q.enqueue(message, 9, false).is_ok());
+        assert!(q.enqueue(raw(message), 9, false).is_ok());
         q.add_consumer(key(1, 1), None, false);
         let mut got = q.take(key(1, 1), 1);
         got[0].returned(false);
-        let header = got[0].message.header().cloned().unwrap_or_default();
+        let header = got[0].message.header();
         assert!(!header.first_acquirer, "acquired before");
         assert_eq!(header.delivery_count, 0, "a release is no failed attempt");
         q.requeue(got, 1);
@@ -1186,15 +1305,83 @@ mod tests {
         assert_eq!(dead.iter().map(body).collect::<Vec<_>>(), vec![0]);
         assert_eq!(dead[0].message.delivery_count(), 1);
         assert_eq!(dead[0].message.ttl(), None, "a dead letter does not expire");
+        assert_eq!(dead[0].message.absolute_expiry_time(), None);
+        assert!(!dead[0].message.first_acquirer());
+    }
+
+    #[test]
+    fn modified_annotations_are_merged_into_the_message() {
+        let q = queue(None);
+        let m = Message::builder()
+            .message_annotation("x-keep", 1i32)
+            .message_annotation("x-mine", 2i32)
+            .body(5i64)
+            .build();
+        assert!(q.enqueue(raw(m), 9, false).is_ok());
+        q.add_consumer(key(1, 1), None, false);
+        let mut got = q.take(key(1, 1), 1);
+        let mut theirs = Map::new();
+        theirs.insert(nucleon_protocol::Value::Symbol("x-mine".into()), 3i32);
+        got[0].annotate(theirs);
+        let back = got[0].message.decode().unwrap();
+        let ours = back.message_annotations().unwrap();
+        assert_eq!(
+            ours.get(&nucleon_protocol::Value::Symbol("x-keep".into())),
+            Some(&nucleon_protocol::Value::Int(1))
+        );
+        assert_eq!(
+            ours.get(&nucleon_protocol::Value::Symbol("x-mine".into())),
+            Some(&nucleon_protocol::Value::Int(3))
+        );
+        assert_eq!(body(&got[0]), 5);
+    }
+
+    #[test]
+    fn an_entry_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    #[test]
+    fn a_queued_message_keeps_only_its_own_bytes() {
+        let payload = raw(Message::with_body(7i64)).into_bytes();
+        let mut buffer = vec![0u8; 64 * 1024];
+        buffer[10..10 + payload.len()].copy_from_slice(&payload);
+        let buffer = bytes::Bytes::from(buffer);
+        let mut m = RawMessage::parse(buffer.slice(10..10 + payload.len())).unwrap();
+        m.compact();
+        let q = queue(None);
+        assert!(q.enqueue(m, 9, false).is_ok());
+        assert!(buffer.try_into_mut().is_ok(), "the read buffer is not kept");
+        assert_eq!(q.bytes(), payload.len());
+    }
+
+    #[test]
+    fn a_returned_message_is_counted_at_the_size_it_came_with() {
+        let q = queue(None);
+        let m = raw(Message::with_body(0i64));
+        let size = m.len();
+        assert!(q.enqueue(m.clone(), 9, false).is_ok());
+        assert!(q.enqueue(m, 9, false).is_ok());
+        q.add_consumer(key(1, 1), None, false);
+        let mut got = q.take(key(1, 1), 1);
+        got[0].returned(true);
+        assert!(got[0].message.len() > size, "a header was added");
+        assert_eq!(got[0].message.delivery_count(), 1);
+        q.requeue(got, 1);
+        assert_eq!(q.bytes(), 2 * size);
+        let got = q.take(key(1, 1), 1);
+        assert_eq!(got[0].message.delivery_count(), 1);
+        q.settled(&got);
+        assert_eq!(q.bytes(), size, "the other one's");
     }
 
     #[test]
     fn a_deleted_queue_takes_no_messages() {
         let q = queue(None);
-        assert!(q.enqueue(Message::with_body(0i64), 9, false).is_ok());
+        assert!(q.enqueue(raw(Message::with_body(0i64)), 9, false).is_ok());
         assert_eq!(q.delete(), 1);
         assert_eq!(
-            q.enqueue(Message::with_body(1i64), 9, false),
+            q.enqueue(raw(Message::with_body(1i64)), 9, false),
             Err(Refused::Deleted)
         );
     }
