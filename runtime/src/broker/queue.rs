@@ -42,24 +42,20 @@ fn level(m: &RawMessage) -> usize {
     usize::from(m.priority() <= 4)
 }
 
-/// A queued message and its place in the queue's order: 64 bytes besides the message's own bytes, which
+/// A queued message and its place in the queue's order: 56 bytes besides the message's own bytes, which
 /// is what a waiting message costs. What few messages need (an expiry time, having been given back) is kept
 /// apart, allocated only for them.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    /// Arrival order in this queue; released messages go back to their place by it.
+    /// Arrival order in this queue; released messages go back to their place by it. In a queue with a
+    /// journal it is the message's id there (acknowledged there when it leaves): the journal numbers
+    /// messages in the order they are appended, and a queue appends under its lock, in arrival order.
     pub(crate) seq: u64,
     /// The message as it came (its bytes, checked but not decoded), with its header changed when it
     /// comes back from a consumer.
     pub(crate) message: RawMessage,
-    /// Its id in the broker's journal (a queue with a data directory), acknowledged there when it leaves;
-    /// [`NO_PID`] for none.
-    pid: u64,
     extra: Option<Box<Extra>>,
 }
-
-/// The journal id of no message.
-const NO_PID: u64 = u64::MAX;
 
 /// What an [`Entry`] holds only for some messages.
 #[derive(Clone, Debug, Default)]
@@ -85,7 +81,6 @@ impl Entry {
         Entry {
             seq: 0,
             message,
-            pid: NO_PID,
             extra,
         }
     }
@@ -102,10 +97,6 @@ impl Entry {
             .unwrap_or(self.message.len())
     }
 
-    /// Its id in the broker's journal, if it is in one.
-    pub(crate) fn pid(&self) -> Option<u64> {
-        (self.pid != NO_PID).then_some(self.pid)
-    }
 
     fn expires(&self) -> Option<Instant> {
         self.extra.as_ref().and_then(|x| x.expires)
@@ -632,14 +623,15 @@ impl Queue {
                         .store
                         .append_message(j.qid, e.message.bytes())
                         .map_err(|err| Refused::Journal(err.to_string()))?;
-                    e.pid = pid;
+                    e.seq = pid;
                     ticket = Some(t);
+                } else {
+                    e.seq = s.next_seq;
+                    s.next_seq += 1;
                 }
                 self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
                 s.bytes += e.size();
                 self.limits.memory.add(e.size());
-                e.seq = s.next_seq;
-                s.next_seq += 1;
                 s.levels[level(&e.message)].push_back(e);
                 self.dispatch(&mut s, from_conn, &mut after, &mut now);
             }
@@ -668,7 +660,7 @@ impl Queue {
                     message.set_header(&h);
                 }
                 let mut e = Entry::new(message, &mut now);
-                e.pid = pid;
+                e.seq = pid;
                 if delivered > 0 {
                     e.extra().returns = delivered;
                 }
@@ -679,8 +671,6 @@ impl Queue {
                 }
                 s.bytes += e.size();
                 self.limits.memory.add(e.size());
-                e.seq = s.next_seq;
-                s.next_seq += 1;
                 s.levels[level(&e.message)].push_back(e);
             }
         }
@@ -690,8 +680,8 @@ impl Queue {
     /// The message is being sent, unsettled, to a consumer: after a crash it comes back as delivered once
     /// more. Call [`write_through`](Self::write_through) before the transfers leave.
     pub(crate) fn delivering(&self, e: &Entry) {
-        if let (Some(j), Some(pid)) = (&self.journal, e.pid()) {
-            j.store.delivered(pid);
+        if let Some(j) = &self.journal {
+            j.store.delivered(e.seq);
         }
     }
 
@@ -706,8 +696,8 @@ impl Queue {
     /// A consumer released the message without delivery-failed: its delivery does not count for
     /// delivery-count after a restart [AMQP 1.0 §3.4.4].
     pub(crate) fn released(&self, e: &Entry) {
-        if let (Some(j), Some(pid)) = (&self.journal, e.pid()) {
-            j.store.released(pid);
+        if let Some(j) = &self.journal {
+            j.store.released(e.seq);
         }
     }
 
@@ -742,7 +732,9 @@ impl Queue {
     fn forget(&self, s: &mut State, e: &Entry, after: &mut After) {
         s.bytes = s.bytes.saturating_sub(e.size());
         after.wake.extend(self.limits.memory.sub(e.size()));
-        after.acks.extend(e.pid());
+        if self.journal.is_some() {
+            after.acks.push(e.seq);
+        }
     }
 
     /// Producers of a bounded queue that has room again are woken to take more credit.
@@ -1018,7 +1010,9 @@ impl Queue {
             if e.expired(now) {
                 *bytes = bytes.saturating_sub(e.size());
                 after.wake.extend(self.limits.memory.sub(e.size()));
-                after.acks.extend(e.pid());
+                if self.journal.is_some() {
+                    after.acks.push(e.seq);
+                }
                 after.dead.push((Fate::Expired, e));
                 continue;
             }
@@ -1337,8 +1331,8 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_64_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    fn an_entry_is_56_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
     }
 
     #[test]
