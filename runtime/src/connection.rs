@@ -42,8 +42,12 @@ use crate::views::{Connection, ConnectionWaker, Core};
 const HIGH_WATERMARK: usize = 1 << 20;
 /// Resume reading once the output is below this.
 const LOW_WATERMARK: usize = 256 << 10;
-/// Room offered to each socket read (allocated for the read; what it does not fill is given back).
+/// The most room offered to a socket read (allocated for the read; what it does not fill is given back).
 const READ_CHUNK: usize = 64 << 10;
+/// The least room offered to a socket read. The room follows what reads find: doubled after a read that
+/// fills it, halved after one that fills at most a quarter, so a connection trickling small frames does not
+/// allocate (and give back) 64 KiB per read, and one receiving in bulk reads 64 KiB at a time.
+const READ_MIN: usize = 4 << 10;
 /// How long a closing connection waits for the peer's `close` before dropping the transport.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The mailbox capacity of our actors: unbounded in effect. This is just below actix's own largest buffer size
@@ -446,6 +450,8 @@ struct Io {
     stream: BoxedTransport,
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
+    /// The room the next read is offered, between [`READ_MIN`] and [`READ_CHUNK`].
+    read_size: usize,
 }
 
 /// The actor behind one connection.
@@ -573,6 +579,7 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             stream,
             read_waker: None,
             write_waker: None,
+            read_size: READ_MIN,
         });
         ctx.spawn(IoPass(read_pass::<H>));
         ctx.spawn(IoPass(write_pass::<H>));
@@ -1031,11 +1038,8 @@ fn read_pass<H: MessagingHandler>(
             io.read_waker = Some(task.waker().clone());
             return Poll::Pending;
         }
-        let read = poll_read_buf(
-            Pin::new(&mut io.stream),
-            task,
-            engine.input_buffer(READ_CHUNK),
-        );
+        let want = io.read_size;
+        let read = poll_read_buf(Pin::new(&mut io.stream), task, engine.input_buffer(want));
         match read {
             Poll::Pending => {
                 // Nothing to read: give back the room offered (the engine keeps only a partial frame).
@@ -1048,6 +1052,7 @@ fn read_pass<H: MessagingHandler>(
                     act.pump(ctx);
                     return Poll::Ready(());
                 }
+                io.read_size = next_read_size(want, n);
                 // Work queued before these bytes were read runs before the events they cause.
                 act.last_input = Some(Instant::now());
                 act.run_work(usize::MAX, ctx);
@@ -1063,6 +1068,17 @@ fn read_pass<H: MessagingHandler>(
     }
     task.waker().wake_by_ref();
     Poll::Pending
+}
+
+/// The room to offer the read after one offered `want` bytes found `n`.
+fn next_read_size(want: usize, n: usize) -> usize {
+    if n >= want {
+        (want * 2).min(READ_CHUNK)
+    } else if n <= want / 4 {
+        (want / 2).max(READ_MIN)
+    } else {
+        want
+    }
 }
 
 /// An established transport's IO failure.
@@ -1268,4 +1284,26 @@ fn yield_to_io(task: &mut TaskContext<'_>) {
     let yielded = std::pin::pin!(tokio::task::yield_now());
     // `YieldNow` hands the waker to the runtime to wake after the driver's turn, and is then done with it.
     let _ = std::future::Future::poll(yielded, task);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_read_size, READ_CHUNK, READ_MIN};
+
+    #[test]
+    fn the_read_size_follows_what_reads_find_within_its_bounds() {
+        // Bulk: reads that fill their room double it, up to READ_CHUNK.
+        let mut size = READ_MIN;
+        for _ in 0..10 {
+            size = next_read_size(size, size);
+        }
+        assert_eq!(size, READ_CHUNK);
+        // A read that fills between a quarter and all of it keeps it.
+        assert_eq!(next_read_size(READ_CHUNK, READ_CHUNK / 2), READ_CHUNK);
+        // A trickle: reads that fill a quarter or less halve it, down to READ_MIN.
+        for _ in 0..10 {
+            size = next_read_size(size, 100);
+        }
+        assert_eq!(size, READ_MIN);
+    }
 }

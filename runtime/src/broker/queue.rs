@@ -97,7 +97,6 @@ impl Entry {
             .unwrap_or(self.message.len())
     }
 
-
     fn expires(&self) -> Option<Instant> {
         self.extra.as_ref().and_then(|x| x.expires)
     }
