@@ -177,7 +177,7 @@ impl Map {
             .iter()
             .find(|(k, _)| match k {
                 Value::String(s) => s == key,
-                Value::Symbol(s) => s.as_str() == key,
+                Value::Symbol(s) => s == key,
                 _ => false,
             })
             .map(|(_, v)| v)
