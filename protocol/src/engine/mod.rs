@@ -742,6 +742,8 @@ impl Connection {
         } else {
             &mut self.deferred
         };
+        // Room for the payload and a typical performative up front, so the frame is not grown in pieces.
+        buf.reserve(FrameHeader::SIZE + PERFORMATIVE_ROOM + payload.len());
         let start = buf.len();
         buf.put_u32(0);
         buf.put_u8(2);
@@ -865,6 +867,10 @@ fn frame_kind(body: &FrameBody) -> &'static str {
         FrameBody::Sasl(_) => "SASL",
     }
 }
+
+/// The bytes `write_frame` reserves for a performative before encoding it: more than a transfer, flow or
+/// disposition takes; a larger one (an `attach`) grows the buffer as it is encoded.
+const PERFORMATIVE_ROOM: usize = 128;
 
 /// Logs an AMQP frame we wrote, at trace level.
 fn trace_frame(channel: u16, p: &Performative, payload: &[u8]) {
