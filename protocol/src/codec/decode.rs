@@ -3,7 +3,7 @@
 //! Every form of every type is accepted [AMQP 1.0 §1.6]. Nothing panics and nothing is allocated on the word of
 //! a size or count field: each claim is checked against the bytes actually present first.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use super::codes as c;
 use super::error::{DecodeError, DecodeErrorKind};
@@ -150,6 +150,15 @@ impl Decoder {
     /// The undecoded rest of the current region, without consuming it.
     pub fn rest(&self) -> Bytes {
         self.buf.slice(self.pos..self.end)
+    }
+
+    /// The bytes left before the end of the current region, as [`rest`](Self::rest) but consuming the decoder:
+    /// the input is narrowed in place, with no new reference to it (no atomic increment and decrement).
+    pub fn into_rest(self) -> Bytes {
+        let mut buf = self.buf;
+        buf.truncate(self.end);
+        buf.advance(self.pos);
+        buf
     }
 
     /// An error of `kind` at the current position.
@@ -637,10 +646,8 @@ impl Decode for Symbol {
         match code {
             c::SYM8 | c::SYM32 => {
                 let n = dec.read_size(code == c::SYM32)?;
-                dec.charge(n)?;
                 let at = dec.pos;
-                let s = std::str::from_utf8(dec.take(n)?).map(str::to_owned);
-                s.map(Symbol::from)
+                Symbol::from_utf8(dec.take_bytes(n)?)
                     .map_err(|_| dec.error_at(at, DecodeErrorKind::InvalidUtf8))
             }
             _ => Err(dec.unexpected("symbol", code)),

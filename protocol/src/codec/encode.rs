@@ -305,10 +305,10 @@ impl Encode for str {
 
 impl Encode for Symbol {
     fn encoded_size(&self) -> usize {
-        variable_size(self.as_str().len())
+        variable_size(self.as_bytes().len())
     }
     fn encode<B: BufMut>(&self, buf: &mut B) {
-        put_variable(buf, c::SYM8, c::SYM32, self.as_str().as_bytes());
+        put_variable(buf, c::SYM8, c::SYM32, self.as_bytes());
     }
 }
 
@@ -362,16 +362,18 @@ impl Encode for Vec<Symbol> {
         put_array_header(buf, 1, content, self.len());
         buf.put_u8(code);
         for s in self {
-            put_element_len(buf, code == c::SYM8, s.as_str().len());
-            buf.put_slice(s.as_str().as_bytes());
+            put_element_len(buf, code == c::SYM8, s.as_bytes().len());
+            buf.put_slice(s.as_bytes());
         }
     }
 }
 
 fn symbol_array_layout(symbols: &[Symbol]) -> (u8, usize) {
-    let small = symbols.iter().all(|s| s.as_str().len() <= u8::MAX as usize);
+    let small = symbols
+        .iter()
+        .all(|s| s.as_bytes().len() <= u8::MAX as usize);
     let per = if small { 1 } else { 4 };
-    let content = symbols.iter().map(|s| per + s.as_str().len()).sum();
+    let content = symbols.iter().map(|s| per + s.as_bytes().len()).sum();
     (if small { c::SYM8 } else { c::SYM32 }, content)
 }
 
@@ -448,7 +450,7 @@ fn element_code(element: Type, items: &[Value]) -> u8 {
             let short = all_small(|v| match v {
                 Value::Binary(b) => b.len() <= u8::MAX as usize,
                 Value::String(s) => s.len() <= u8::MAX as usize,
-                Value::Symbol(s) => s.as_str().len() <= u8::MAX as usize,
+                Value::Symbol(s) => s.as_bytes().len() <= u8::MAX as usize,
                 _ => true,
             });
             match (element, short) {
@@ -557,7 +559,7 @@ fn body_size(v: &Value, code: u8) -> usize {
         (_, c::DECIMAL128 | c::UUID) => 16,
         (Value::Binary(b), _) => len_prefix(code) + b.len(),
         (Value::String(s), _) => len_prefix(code) + s.len(),
-        (Value::Symbol(s), _) => len_prefix(code) + s.as_str().len(),
+        (Value::Symbol(s), _) => len_prefix(code) + s.as_bytes().len(),
         (Value::List(l), _) => {
             len_prefix(code) * 2 + l.iter().map(Encode::encoded_size).sum::<usize>()
         }
@@ -631,8 +633,8 @@ fn put_body<B: BufMut>(v: &Value, code: u8, buf: &mut B) {
             buf.put_slice(s.as_bytes());
         }
         Value::Symbol(s) => {
-            put_element_len(buf, small, s.as_str().len());
-            buf.put_slice(s.as_str().as_bytes());
+            put_element_len(buf, small, s.as_bytes().len());
+            buf.put_slice(s.as_bytes());
         }
         Value::List(l) => {
             if code != c::LIST0 {

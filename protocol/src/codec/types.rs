@@ -1,22 +1,39 @@
 //! The AMQP types that have no direct Rust counterpart ([AMQP 1.0 §1.6]).
 
-use std::borrow::Cow;
 use std::fmt;
+
+use bytes::Bytes;
 
 use super::value::Value;
 
 /// A symbolic value from a constrained domain: ASCII text such as `amqp:decode-error` [AMQP 1.0 §1.6.21].
+///
+/// The text is held in [`Bytes`] that are always valid UTF-8: a `'static` string, a `String` taken over, or,
+/// when decoded, a slice of the decoder's input, so decoding a symbol allocates nothing. A decoded symbol keeps
+/// the input buffer it came from alive, as a decoded binary value does.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Symbol(Cow<'static, str>);
+pub struct Symbol(Bytes);
 
 impl Symbol {
     /// A symbol borrowed from a `'static` string, with no allocation; usable in constants.
     pub const fn from_static(s: &'static str) -> Self {
-        Symbol(Cow::Borrowed(s))
+        Symbol(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// A symbol over `bytes` if they are valid UTF-8, sharing them with no copy.
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Symbol(bytes))
     }
 
     /// The symbol's text.
     pub fn as_str(&self) -> &str {
+        // Every constructor checks the bytes are UTF-8, so this never falls back to "".
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The symbol's text as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 }
@@ -41,19 +58,19 @@ impl From<&'static str> for Symbol {
 
 impl From<String> for Symbol {
     fn from(s: String) -> Self {
-        Symbol(Cow::Owned(s))
+        Symbol(Bytes::from(s.into_bytes()))
     }
 }
 
 impl PartialEq<str> for Symbol {
     fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
+        self.as_bytes() == other.as_bytes()
     }
 }
 
 impl PartialEq<&str> for Symbol {
     fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -160,7 +177,7 @@ impl Map {
             .iter()
             .find(|(k, _)| match k {
                 Value::String(s) => s == key,
-                Value::Symbol(s) => s.as_str() == key,
+                Value::Symbol(s) => s == key,
                 _ => false,
             })
             .map(|(_, v)| v)

@@ -966,7 +966,7 @@ impl Connection {
         self.disposition(delivery, None, true)
     }
 
-    pub(super) fn on_transfer(&mut self, session: SessionId, t: Transfer, payload: Bytes) {
+    pub(super) fn on_transfer(&mut self, session: SessionId, mut t: Transfer, payload: Bytes) {
         let Some(id) = self.remote_link(session, t.handle) else {
             return;
         };
@@ -1023,7 +1023,7 @@ impl Connection {
                 p
             }
             None => {
-                let (Some(delivery_id), Some(tag)) = (t.delivery_id, t.delivery_tag.clone()) else {
+                let (Some(delivery_id), Some(tag)) = (t.delivery_id, t.delivery_tag.take()) else {
                     self.fail(Error::new(
                         ErrorCondition::InvalidField,
                         "the first transfer of a delivery lacks delivery-id or delivery-tag",
@@ -1200,7 +1200,12 @@ impl Connection {
     /// The last frame of a delivery arrived: hand it to the application. A delivery that began unsettled and
     /// was settled by a later frame is no longer tracked. (Until now it was its link's `incoming`, which is how
     /// dispositions tell deliveries the application has not been given.)
-    fn delivery_complete(&mut self, session: SessionId, partial: Partial, delivery: DeliveryId) {
+    fn delivery_complete(
+        &mut self,
+        session: SessionId,
+        mut partial: Partial,
+        delivery: DeliveryId,
+    ) {
         let settled = partial.settled;
         if partial.tracked && settled {
             let Ok(s) = self.session_mut(session) else {
@@ -1212,7 +1217,7 @@ impl Connection {
         }
         self.events.push_back(Event::Delivery {
             delivery,
-            tag: partial.tag.clone(),
+            tag: std::mem::take(&mut partial.tag),
             message_format: partial.message_format,
             settled,
             payload: partial.into_payload(),

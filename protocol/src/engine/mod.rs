@@ -65,7 +65,7 @@ pub use scram::{
     SCRAM_DEFAULT_ITERATIONS, SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS,
 };
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -78,7 +78,7 @@ use crate::frame::{
 use link::Link;
 use sasl::SaslState;
 use session::Session;
-use store::{NumberPool, Slab};
+use store::{IdMap, NumberPool, Slab};
 
 /// The smallest max-frame-size, and the limit before `open` is exchanged [AMQP 1.0 §2.7.1].
 pub const MIN_MAX_FRAME_SIZE: u32 = 512;
@@ -147,9 +147,9 @@ pub struct Connection {
     /// When the transport started: the open timeout counts from here.
     created: Instant,
     sessions: Slab<Session>,
-    local_channels: HashMap<u16, SessionId>,
+    local_channels: IdMap<u16, SessionId>,
     channel_pool: NumberPool,
-    remote_channels: HashMap<u16, SessionId>,
+    remote_channels: IdMap<u16, SessionId>,
     links: Slab<Link>,
     /// The session of each `Delivery` event not yet polled, in order: their frames hold the session's
     /// incoming window until the application takes them.
@@ -213,9 +213,9 @@ impl Connection {
             last_output: now,
             created: now,
             sessions: Slab::default(),
-            local_channels: HashMap::new(),
+            local_channels: IdMap::default(),
             channel_pool: NumberPool::default(),
-            remote_channels: HashMap::new(),
+            remote_channels: IdMap::default(),
             links: Slab::default(),
             unpolled_deliveries: VecDeque::new(),
             idle_floor_logged: false,
@@ -832,53 +832,53 @@ impl Connection {
             return;
         }
         let limit = self.remote_max_frame as usize;
-        let size = FrameHeader::SIZE + p.encoded_size() + payload.len();
-        if size > limit && !matches!(p, Performative::Open(_)) {
-            let mut smaller = p.clone();
-            if fit::fit(&mut smaller, payload.len(), limit) {
-                return self.write_frame(channel, &smaller, payload);
-            }
-            if let Performative::Close(_) = p {
-                return self.write_frame(channel, &Performative::Close(Close::default()), &[]);
-            }
-            let error = Error::new(
-                ErrorCondition::FrameSizeTooSmall,
-                format!(
-                    "a {} frame of {size} bytes cannot fit the peer's max-frame-size of {limit}",
-                    p.name()
-                ),
-            );
-            // A frame of a session (an attach mirroring a huge name) ends that session; any other the
-            // connection.
-            let session = self.local_channels.get(&channel).copied();
-            match (p, session) {
-                (Performative::Begin(_) | Performative::End(_), _) | (_, None) => self.fail(error),
-                (_, Some(session)) => self.session_error(session, error),
-            }
-            return;
-        }
-        if log::log_enabled!(target: TRACE, log::Level::Trace) {
-            let frame = Frame {
-                channel,
-                body: FrameBody::Amqp {
-                    performative: p.clone(),
-                    payload: Bytes::copy_from_slice(payload),
-                },
-            };
-            log::trace!(target: TRACE, "-> {frame}");
-        }
+        // Encoded straight into the output and measured there, so the performative's size is computed once
+        // (by its own encoding) and not again to check the limit; a frame over the limit is taken back out.
         let buf = if self.amqp_header_sent {
             &mut self.out
         } else {
             &mut self.deferred
         };
-        reserve_out(buf, size);
-        buf.put_u32(size as u32);
+        // Room for the payload and a typical performative up front, so the frame is not grown in pieces (an
+        // empty output buffer starts at OUT_CHUNK).
+        reserve_out(buf, FrameHeader::SIZE + PERFORMATIVE_ROOM + payload.len());
+        let start = buf.len();
+        buf.put_u32(0);
         buf.put_u8(2);
         buf.put_u8(0);
         buf.put_u16(channel);
         p.encode(buf);
-        buf.put_slice(payload);
+        let size = buf.len() - start + payload.len();
+        if size <= limit || matches!(p, Performative::Open(_)) {
+            buf[start..start + 4].copy_from_slice(&(size as u32).to_be_bytes());
+            buf.put_slice(payload);
+            if log::log_enabled!(target: TRACE, log::Level::Trace) {
+                trace_frame(channel, p, payload);
+            }
+            return;
+        }
+        buf.truncate(start);
+        let mut smaller = p.clone();
+        if fit::fit(&mut smaller, payload.len(), limit) {
+            return self.write_frame(channel, &smaller, payload);
+        }
+        if let Performative::Close(_) = p {
+            return self.write_frame(channel, &Performative::Close(Close::default()), &[]);
+        }
+        let error = Error::new(
+            ErrorCondition::FrameSizeTooSmall,
+            format!(
+                "a {} frame of {size} bytes cannot fit the peer's max-frame-size of {limit}",
+                p.name()
+            ),
+        );
+        // A frame of a session (an attach mirroring a huge name) ends that session; any other the
+        // connection.
+        let session = self.local_channels.get(&channel).copied();
+        match (p, session) {
+            (Performative::Begin(_) | Performative::End(_), _) | (_, None) => self.fail(error),
+            (_, Some(session)) => self.session_error(session, error),
+        }
     }
 
     fn write_sasl_frame(&mut self, f: SaslFrame) {
@@ -975,6 +975,22 @@ fn frame_kind(body: &FrameBody) -> &'static str {
         FrameBody::Amqp { .. } => "AMQP",
         FrameBody::Sasl(_) => "SASL",
     }
+}
+
+/// The bytes `write_frame` reserves for a performative before encoding it: more than a transfer, flow or
+/// disposition takes; a larger one (an `attach`) grows the buffer as it is encoded.
+const PERFORMATIVE_ROOM: usize = 128;
+
+/// Logs an AMQP frame we wrote, at trace level.
+fn trace_frame(channel: u16, p: &Performative, payload: &[u8]) {
+    let frame = Frame {
+        channel,
+        body: FrameBody::Amqp {
+            performative: p.clone(),
+            payload: Bytes::copy_from_slice(payload),
+        },
+    };
+    log::trace!(target: TRACE, "-> {frame}");
 }
 
 #[cfg(test)]

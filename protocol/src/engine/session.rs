@@ -18,13 +18,21 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use bytes::Bytes;
 
 use super::event::{DeliveryId, Event, LinkId, SessionId};
-use super::store::{NumberPool, SeqMap};
+use super::link::MAX_DELIVERY_TAG;
+use super::store::{IdMap, NumberPool, SeqMap};
 use super::{Connection, EngineError, Half};
 use crate::codec::Encode;
 use crate::frame::{
     Begin, DeliveryState, Disposition, End, Error, ErrorCondition, Flow, Performative, Role,
     Transfer,
 };
+
+/// The most a frame of an outgoing delivery spends on anything but payload, as [`Connection::pump`] writes it:
+/// the frame header (8), the transfer's descriptor (3) and largest list header (9), handle, delivery-id and
+/// message-format (5 each as uints), the longest delivery-tag we send (2 + [`MAX_DELIVERY_TAG`]), settled and
+/// more (1 each). A payload that fits beside it goes in one frame without sizing the transfer first.
+pub(super) const TRANSFER_OVERHEAD_MAX: usize =
+    8 + 3 + 9 + 5 + 5 + (2 + MAX_DELIVERY_TAG) + 5 + 1 + 1;
 
 /// The most bytes of delivery state the events of one incoming `disposition` may copy between them.
 const DISPOSITION_STATE_BUDGET: usize = 1 << 20;
@@ -90,9 +98,9 @@ pub(super) struct Session {
     pub(super) remote_incoming_window: u32,
     pub(super) remote_outgoing_window: u32,
     pub(super) remote_handle_max: u32,
-    pub(super) local_handles: HashMap<u32, LinkId>,
+    pub(super) local_handles: IdMap<u32, LinkId>,
     pub(super) handle_pool: NumberPool,
-    pub(super) remote_handles: HashMap<u32, LinkId>,
+    pub(super) remote_handles: IdMap<u32, LinkId>,
     /// Links we attached that await the peer's `attach`, by name and our role.
     pub(super) awaiting_attach: HashMap<(String, Role), LinkId>,
     /// Every link of the session, whatever its state: freed with it.
@@ -123,9 +131,9 @@ impl Session {
             remote_incoming_window: 0,
             remote_outgoing_window: 0,
             remote_handle_max: u32::MAX,
-            local_handles: HashMap::new(),
+            local_handles: IdMap::default(),
             handle_pool: NumberPool::default(),
-            remote_handles: HashMap::new(),
+            remote_handles: IdMap::default(),
             awaiting_attach: HashMap::new(),
             links: HashSet::new(),
             unconsumed: 0,
@@ -508,13 +516,22 @@ impl Connection {
             };
             if first {
                 transfer.delivery_id = Some(p.delivery_id);
-                transfer.delivery_tag = Some(p.tag.clone());
+                // Only the first frame carries the tag: it moves into it.
+                transfer.delivery_tag = Some(std::mem::take(&mut p.tag));
                 transfer.message_format = Some(p.message_format);
                 transfer.settled = Some(p.settled);
             }
+            let left = p.payload.len() - p.offset;
             let (chunk, done) = if p.aborted {
                 transfer.aborted = true;
                 (Bytes::new(), true)
+            } else if left + TRANSFER_OVERHEAD_MAX <= max_frame {
+                // The rest fits in this frame whatever the transfer encodes to: no need to size it.
+                let chunk = match p.offset {
+                    0 => std::mem::take(&mut p.payload),
+                    offset => p.payload.slice(offset..),
+                };
+                (chunk, true)
             } else {
                 // Overhead: the frame header plus the performative with `more` set, its largest form.
                 transfer.more = true;

@@ -2,7 +2,57 @@
 //! deliveries keyed by serial numbers.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A map from a channel or handle number to an endpoint, hashed with [`IdHasher`] instead of SipHash: it is
+/// looked up for every frame.
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A multiplicative hash for the small integer keys of [`IdMap`]: one multiply per key instead of SipHash's
+/// rounds. It is not collision resistant, which is safe here because the engine bounds every such map by the
+/// channel-max and handle-max it advertises (255 by default): a peer choosing numbers that collide can make one
+/// lookup cost at most that many comparisons.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    /// An odd constant with well-mixed bits (2^64 divided by the golden ratio): multiplying by it spreads
+    /// consecutive numbers over the high bits hashbrown uses.
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
 
 /// A key into a [`Slab`]: an index plus the generation of the entry it was issued for, so a key to a freed
 /// entry never finds the entry that later reuses the slot.

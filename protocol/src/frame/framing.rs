@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 
 use super::{Performative, SaslFrame};
 use crate::codec::{Decode, DecodeError, DecodeErrorKind, Decoder, Encode};
@@ -197,14 +197,16 @@ impl Frame {
             ));
         }
         let body_at = usize::from(header.doff) * 4;
-        let mut dec = Decoder::with_base_offset(bytes.slice(body_at..), offset + body_at);
+        let mut bytes = bytes;
+        bytes.advance(body_at);
+        let mut dec = Decoder::with_base_offset(bytes, offset + body_at);
         let body = match header.frame_type {
             FrameType::Amqp if dec.is_empty() => FrameBody::Empty,
             FrameType::Amqp => {
                 let performative = Performative::decode(&mut dec)?;
                 FrameBody::Amqp {
                     performative,
-                    payload: dec.rest(),
+                    payload: dec.into_rest(),
                 }
             }
             FrameType::Sasl => FrameBody::Sasl(SaslFrame::decode(&mut dec)?),

@@ -134,7 +134,7 @@ impl Decode for Alternatives<String, Value> {
 pub(crate) fn check_descriptor_kind(d: &Descriptor, code: u64, symbol: &str) -> bool {
     match d {
         Descriptor::Code(c) => *c == code,
-        Descriptor::Symbol(s) => s.as_str() == symbol,
+        Descriptor::Symbol(s) => s.as_bytes() == symbol.as_bytes(),
     }
 }
 

@@ -459,3 +459,29 @@ fn terminus_addresses_of_any_type_decode() {
     let q = Source::with_address("q");
     assert_eq!(decode::<Source>(&q.to_bytes()).unwrap(), q);
 }
+
+/// A transfer, flow or disposition is moved for every message: the big, rare bodies (`open`, `attach`) are
+/// boxed so the union stays the size of a transfer (whose optional delivery state, with a rejection's error,
+/// is most of it).
+#[test]
+fn performatives_stay_small() {
+    use std::mem::size_of;
+    assert!(
+        size_of::<Performative>() <= 152,
+        "{}",
+        size_of::<Performative>()
+    );
+    assert!(size_of::<Performative>() <= size_of::<Transfer>() + 8);
+}
+
+#[test]
+fn decoded_symbols_share_the_input() {
+    let input = Bytes::from_static(b"\xa3\x10amqp:accepted:xy");
+    let symbol = Symbol::decode(&mut crate::codec::Decoder::new(input.clone())).unwrap();
+    assert_eq!(symbol, "amqp:accepted:xy");
+    assert_eq!(symbol.as_bytes().as_ptr(), input[2..].as_ptr());
+    assert_eq!(
+        decode::<Symbol>(b"\xa3\x02\xff\xfe").unwrap_err().kind,
+        DecodeErrorKind::InvalidUtf8
+    );
+}

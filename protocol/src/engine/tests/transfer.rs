@@ -423,3 +423,23 @@ fn no_frame_exceeds_the_peers_max_frame_size() {
     assert!(largest.get() > 500, "frames are filled: {}", largest.get());
     assert_eq!(deliveries(&p.server_events)[0].1, Bytes::from(big));
 }
+
+/// The engine skips sizing a transfer when its payload fits beside `TRANSFER_OVERHEAD_MAX`: the bound must cover
+/// the largest first frame it writes.
+#[test]
+fn the_transfer_overhead_bound_covers_the_largest_first_frame() {
+    let transfer = Transfer {
+        handle: u32::MAX,
+        delivery_id: Some(u32::MAX),
+        delivery_tag: Some(Bytes::from(vec![
+            0xab;
+            crate::engine::link::MAX_DELIVERY_TAG
+        ])),
+        message_format: Some(u32::MAX),
+        settled: Some(true),
+        more: true,
+        ..Transfer::default()
+    };
+    let frame = Frame::amqp(u16::MAX, transfer);
+    assert!(frame.encoded_size() <= crate::engine::session::TRANSFER_OVERHEAD_MAX);
+}
