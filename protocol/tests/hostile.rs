@@ -451,7 +451,15 @@ fn a_grant_of_credit_restarts_the_overshoot_count() {
 #[test]
 fn a_peer_that_ignores_the_session_window_gets_window_violation() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = Server::new(|c| c.session_window = 100, 1_000_000);
+    // A fixed window far below the credit (by default the window follows the credit, which then bounds
+    // what waits: transfers_beyond_credit_end_the_link_with_transfer_limit_exceeded).
+    let mut s = Server::new(
+        |c| {
+            c.session_window = 100;
+            c.session_window_follows_credit = false;
+        },
+        1_000_000,
+    );
     s.feed(&sender_handshake());
     let mut bytes = Vec::new();
     for i in 0..150u32 {
@@ -1271,7 +1279,13 @@ fn a_begin_we_could_not_answer_closes_the_connection_instead_of_vanishing() {
 #[test]
 fn the_window_never_grants_a_place_a_waiting_delivery_holds() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = Server::new(|c| c.session_window = 4, 100);
+    let mut s = Server::new(
+        |c| {
+            c.session_window = 4;
+            c.session_window_follows_credit = false;
+        },
+        100,
+    );
     s.feed(&sender_handshake());
     let mut b = transfer(0, first_transfer(0, true), b"x");
     b.extend(transfer(0, first_transfer(1, true), b"x"));
