@@ -50,6 +50,7 @@ pub mod pair;
 mod sasl;
 mod scram;
 mod session;
+mod spare;
 mod store;
 
 pub use config::{
@@ -88,6 +89,9 @@ const TRACE: &str = "nucleon::frame";
 /// What an empty output buffer starts with when a frame is written to it, so a burst of frames grows it in a
 /// few steps.
 const OUT_CHUNK: usize = 16 * 1024;
+
+/// An input buffer larger than this that a read fills at most a quarter of is shrunk to what it holds.
+const SHRINK_ABOVE: usize = 16 * 1024;
 
 /// The state of one direction of an endpoint (connection, session or link).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,7 +269,7 @@ impl Connection {
     /// them as they are.
     pub fn input_buffer(&mut self, want: usize) -> &mut BytesMut {
         if self.input.is_empty() {
-            self.input = BytesMut::with_capacity(want);
+            self.input = spare::take(want);
         } else {
             self.input.reserve(want);
         }
@@ -278,24 +282,25 @@ impl Connection {
     pub fn process_input(&mut self, now: Instant) {
         self.now = now;
         if self.phase == Phase::Done || self.input.is_empty() {
-            self.input = BytesMut::new();
+            spare::give(std::mem::take(&mut self.input));
             self.input_seen = 0;
             return;
         }
         if self.input.len() > self.input_seen {
             self.last_input = now;
         }
-        // A buffer at most a quarter full (a small read, or none): give back the room it did not use (the
-        // allocator shrinks it in place), since the frames split off it keep the whole allocation alive for
-        // as long as they live, and an idle connection should hold no more than its partial frame.
-        if self.input.len() <= self.input.capacity() / 4 {
+        // A large buffer at most a quarter full (a small read into a big one, or none): give back the room it
+        // did not use (the allocator shrinks it in place), since the frames split off it keep the whole
+        // allocation alive for as long as they live, and an idle connection should hold no more than its
+        // partial frame. Small buffers stay whole, to be used again (see `spare`).
+        if self.input.capacity() > SHRINK_ABOVE && self.input.len() <= self.input.capacity() / 4 {
             let mut bytes = Vec::from(std::mem::take(&mut self.input));
             bytes.shrink_to_fit();
             self.input = BytesMut::from(Bytes::from(bytes));
         }
         self.decode_input();
         if self.input.is_empty() {
-            self.input = BytesMut::new();
+            spare::give(std::mem::take(&mut self.input));
         }
         self.input_seen = self.input.len();
     }
@@ -417,7 +422,7 @@ impl Connection {
         self.now = now;
         self.last_output = now;
         if n == self.out.len() {
-            self.out = BytesMut::new();
+            spare::give(std::mem::take(&mut self.out));
         } else {
             self.out.advance(n);
         }
@@ -959,7 +964,7 @@ impl Connection {
 /// [`OUT_CHUNK`].
 fn reserve_out(buf: &mut BytesMut, size: usize) {
     if buf.capacity() == 0 {
-        *buf = BytesMut::with_capacity(size.max(OUT_CHUNK));
+        *buf = spare::take(size.max(OUT_CHUNK));
     } else {
         buf.reserve(size);
     }
