@@ -270,8 +270,12 @@ impl Connection {
     pub fn input_buffer(&mut self, want: usize) -> &mut BytesMut {
         if self.input.is_empty() {
             self.input = spare::take(want);
-        } else {
-            self.input.reserve(want);
+        } else if !self.input.try_reclaim(want) {
+            // A partial frame at the end of a full buffer: it moves to a kept buffer (a copy of part of one
+            // frame) rather than making the buffer grow.
+            let mut room = spare::take(self.input.len() + want);
+            room.extend_from_slice(&self.input);
+            spare::give(std::mem::replace(&mut self.input, room));
         }
         &mut self.input
     }
