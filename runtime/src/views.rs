@@ -49,7 +49,7 @@
 //! needs_send::<nucleon::ConnectionHandle<Handler>>();
 //! ```
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::marker::PhantomData;
 
 use bytes::Bytes;
@@ -150,7 +150,7 @@ pub(crate) struct LinkState {
 /// The state of one connection that callbacks may touch, owned by the connection actor.
 pub(crate) struct Core {
     pub(crate) engine: engine::Connection,
-    pub(crate) links: HashMap<LinkId, LinkState>,
+    pub(crate) links: FxHashMap<LinkId, LinkState>,
     pub(crate) default_session: Option<SessionId>,
     pub(crate) container: ContainerHandle,
     pub(crate) next_tag: u64,
@@ -169,7 +169,7 @@ pub(crate) struct Core {
     /// The typed error of the current transport's failure, once its `TransportError` event arrived.
     pub(crate) transport_error: Option<Error>,
     /// Stable link ids to the current engine links.
-    keys: HashMap<u64, LinkId>,
+    keys: FxHashMap<u64, LinkId>,
     next_key: u64,
     /// This connection's number, in every id and ref it gives out.
     conn: u64,
@@ -185,7 +185,7 @@ impl Core {
     ) -> Self {
         Core {
             engine,
-            links: HashMap::new(),
+            links: FxHashMap::default(),
             default_session: None,
             container,
             next_tag: 0,
@@ -197,7 +197,7 @@ impl Core {
             waker,
             failure: None,
             transport_error: None,
-            keys: HashMap::new(),
+            keys: FxHashMap::default(),
             next_key: 0,
             conn: NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             transport: 0,

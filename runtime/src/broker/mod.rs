@@ -107,6 +107,7 @@ use nucleon_protocol::frame::{
     Source, TerminusDurability, TerminusExpiryPolicy,
 };
 use nucleon_protocol::RawMessage;
+use rustc_hash::FxHashMap;
 
 pub use self::authz::{Authorization, Operation, Pattern, ANONYMOUS_USER, EVERY_USER};
 use self::queue::{
@@ -1056,8 +1057,8 @@ impl ListenHandler for Broker {
             conn,
             peer,
             user: ANONYMOUS_USER.to_owned(),
-            consumers: HashMap::new(),
-            producers: HashMap::new(),
+            consumers: FxHashMap::default(),
+            producers: FxHashMap::default(),
             refusal: None,
             sessions: HashSet::new(),
             entry,
@@ -1085,7 +1086,7 @@ struct ConsumerLink {
     /// stays when the link is only detached.
     durable: Option<String>,
     /// Sent and not yet settled: back to the queue if the link is lost.
-    unsettled: HashMap<DeliveryRef, Entry>,
+    unsettled: FxHashMap<DeliveryRef, Entry>,
 }
 
 /// A producer link of this connection.
@@ -1105,9 +1106,9 @@ pub struct BrokerHandler {
     peer: SocketAddr,
     /// Who the client authenticated as ([`ANONYMOUS_USER`] for ANONYMOUS or no SASL), for authorization.
     user: String,
-    consumers: HashMap<SenderId, ConsumerLink>,
+    consumers: FxHashMap<SenderId, ConsumerLink>,
     /// Producer links and where their messages go (`None`: anonymous relay, routed by each message's `to`).
-    producers: HashMap<ReceiverId, Producer>,
+    producers: FxHashMap<ReceiverId, Producer>,
     /// Why the link whose attach was just answered is refused: it was answered with no terminus and is
     /// detached with this error as it opens, right after [AMQP 1.0 §2.6.3].
     refusal: Option<AmqpError>,
@@ -1598,7 +1599,7 @@ impl MessagingHandler for BrokerHandler {
                 fire_and_forget: browse || presettled,
                 browse,
                 durable,
-                unsettled: HashMap::new(),
+                unsettled: FxHashMap::default(),
             },
         );
         self.count_links();
