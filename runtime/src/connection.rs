@@ -670,8 +670,13 @@ impl<H: MessagingHandler> ConnectionActor<H> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if self.timer.as_ref().map(|(d, _)| *d) == deadline {
-            return;
+        // A timer armed for no later than the new deadline stays: firing early is harmless (the engine acts
+        // only on deadlines that have passed, and the timer re-arms itself), while replacing it on every
+        // pass (the idle deadline moves with each read) cost a cancel, a new timer and clock reads per pass.
+        if let Some((armed, _)) = &self.timer {
+            if deadline.is_none_or(|d| *armed <= d) {
+                return;
+            }
         }
         if let Some((_, handle)) = self.timer.take() {
             ctx.cancel_future(handle);
@@ -1054,9 +1059,10 @@ fn read_pass<H: MessagingHandler>(
                 }
                 io.read_size = next_read_size(want, n);
                 // Work queued before these bytes were read runs before the events they cause.
-                act.last_input = Some(Instant::now());
+                let now = Instant::now();
+                act.last_input = Some(now);
                 act.run_work(usize::MAX, ctx);
-                act.core.engine.process_input(Instant::now());
+                act.core.engine.process_input(now);
                 act.pump(ctx);
             }
             Poll::Ready(Err(e)) => {
@@ -1116,7 +1122,9 @@ fn write_pass<H: MessagingHandler>(
             return Poll::Ready(());
         };
         let engine = &mut act.core.engine;
-        let out = engine.pending_output(Instant::now());
+        // One clock read per write: what the engine does with it (heartbeat bookkeeping) needs no finer.
+        let now = Instant::now();
+        let out = engine.pending_output(now);
         if out.is_empty() {
             // What a TLS stream holds back goes out now (a no-op for TCP).
             if let Poll::Ready(Err(e)) = Pin::new(&mut io.stream).poll_flush(task) {
@@ -1141,7 +1149,7 @@ fn write_pass<H: MessagingHandler>(
         match Pin::new(&mut io.stream).poll_write(task, out) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(n)) if n > 0 => {
-                engine.consume_output(n, Instant::now());
+                engine.consume_output(n, now);
                 if engine.output_len() < LOW_WATERMARK {
                     if let Some(w) = io.read_waker.take() {
                         w.wake();
