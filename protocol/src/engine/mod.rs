@@ -699,7 +699,13 @@ impl Connection {
         if self.input.len() < header.size as usize {
             return false;
         }
-        let bytes = self.input.split_to(header.size as usize).freeze();
+        let mut bytes = self.input.split_to(header.size as usize).freeze();
+        if !is_traffic(&bytes, header.doff) {
+            // What is decoded from the rare frames (open, begin, attach, ..., SASL) can live as long as the
+            // connection or a link, and symbols and binaries decoded from a frame share its bytes: a copy of
+            // the frame's own keeps them from holding the whole input buffer alive.
+            bytes = Bytes::copy_from_slice(&bytes);
+        }
         let offset = self.input_offset;
         self.input_offset += bytes.len();
         match Frame::decode(bytes, offset) {
@@ -961,6 +967,18 @@ impl Connection {
         self.input = BytesMut::new();
         self.closed_emitted = true;
         self.events.push_back(Event::TransportClosed);
+    }
+}
+
+/// Whether a frame is a `transfer`, `flow` or `disposition` (or empty): the frames of message traffic, whose
+/// decoded parts are dropped once handled. Read from the descriptor at the start of the body (`0x00 0x53 code`,
+/// as every peer encodes it); anything else counts as not traffic.
+fn is_traffic(frame: &[u8], doff: u8) -> bool {
+    let body = usize::from(doff) * 4;
+    match frame.get(body..body + 3) {
+        None => true,
+        Some([0x00, 0x53, code]) => matches!(code, 0x13..=0x15),
+        Some(_) => false,
     }
 }
 

@@ -151,3 +151,26 @@ fn output_written_in_part_stays_until_written_and_then_is_given_up() {
     assert_eq!((p.client.output_len(), p.client.buffer_capacity()), (0, 0));
     assert!(p.client.pending_output(p.now).is_empty());
 }
+
+#[test]
+fn what_an_open_leaves_in_the_engine_does_not_hold_the_input_buffer() {
+    let mut p = pair_with(
+        |c| c.offered_capabilities = vec![crate::codec::Symbol::from_static("x-cap")],
+        |_| {},
+    );
+    p.client.open().unwrap();
+    let hello = p.client.pending_output(p.now).to_vec();
+    p.client.consume_output(hello.len(), p.now);
+    let buf = p.server.input_buffer(READ_ROOM);
+    let start = buf.as_ptr() as usize;
+    let read_buffer = start..start + buf.capacity();
+    buf.put_slice(&hello);
+    p.server.process_input(p.now);
+    let open = p.server.remote_open().expect("the open arrived");
+    let capabilities = open.offered_capabilities.as_ref().expect("capabilities");
+    assert_eq!(capabilities[0].as_str(), "x-cap");
+    // The symbol shares the bytes of the frame it was decoded from: a copy of that frame, not the read buffer
+    // (which would stay alive for as long as the connection, however big it is).
+    let symbol = capabilities[0].as_bytes().as_ptr() as usize;
+    assert!(!read_buffer.contains(&symbol));
+}
