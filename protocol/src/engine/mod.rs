@@ -271,11 +271,16 @@ impl Connection {
         if self.input.is_empty() {
             self.input = spare::take(want);
         } else if !self.input.try_reclaim(want) {
-            // A partial frame at the end of a full buffer: it moves to a kept buffer (a copy of part of one
-            // frame) rather than making the buffer grow.
-            let mut room = spare::take(self.input.len() + want);
-            room.extend_from_slice(&self.input);
-            spare::give(std::mem::replace(&mut self.input, room));
+            if self.input.len() <= want {
+                // A partial frame at the end of a full buffer: it moves to a kept buffer (a copy no larger
+                // than the read) rather than making the buffer grow.
+                let mut room = spare::take(self.input.len() + want);
+                room.extend_from_slice(&self.input);
+                spare::give(std::mem::replace(&mut self.input, room));
+            } else {
+                // A large frame arriving over many reads grows its buffer (doubling), not copied per read.
+                self.input.reserve(want);
+            }
         }
         &mut self.input
     }

@@ -175,3 +175,28 @@ fn what_an_open_leaves_in_the_engine_does_not_hold_the_input_buffer() {
     let symbol = capabilities[0].as_bytes().as_ptr() as usize;
     assert!(!read_buffer.contains(&symbol));
 }
+
+#[test]
+fn a_frame_larger_than_each_read_arrives_whole() {
+    let big = |c: &mut ConnectionConfig| c.max_frame_size = 1 << 20;
+    let mut p = pair_with(big, big);
+    p.open();
+    let s = p.begin();
+    let (c, sv) = p.attach(s, LinkConfig::sender("l", "q"));
+    p.server.add_credit(sv, 1).unwrap();
+    p.drive();
+    let body: Vec<u8> = (0..500_000u32).map(|i| i as u8).collect();
+    p.client_send(c, 0, Bytes::from(body.clone()));
+    let wire = p.client.pending_output(p.now).to_vec();
+    p.client.consume_output(wire.len(), p.now);
+    // One frame of about 500 KB, read 4 KiB at a time: the buffer grows past the read size.
+    for piece in wire.chunks(4096) {
+        p.server.input_buffer(4096).put_slice(piece);
+        p.server.process_input(p.now);
+    }
+    p.drive();
+    let got = deliveries(&p.server_events);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, Bytes::from(body));
+    assert_eq!(p.server.buffer_capacity(), 0);
+}
