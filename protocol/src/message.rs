@@ -287,25 +287,7 @@ impl Message {
                     found: descriptor.to_string(),
                 })
             })?;
-            let repeatable_body = matches!(section, Data::CODE | AmqpSequence::CODE);
-            if section < last || (section == last && !repeatable_body) {
-                return Err(DecodeError::new(
-                    at,
-                    DecodeErrorKind::InvalidField {
-                        field: "message section",
-                        reason: format!("section {descriptor} is out of order or repeated"),
-                    },
-                ));
-            }
-            if last >= Data::CODE && section <= AmqpValue::CODE && section != last {
-                return Err(DecodeError::new(
-                    at,
-                    DecodeErrorKind::InvalidField {
-                        field: "message body",
-                        reason: "body sections of different kinds".into(),
-                    },
-                ));
-            }
+            check_section_order(at, last, section, || descriptor.to_string())?;
             last = section;
             match section {
                 Header::CODE => m.header = Some(Header::decode_fields(&mut dec)?),
@@ -373,26 +355,64 @@ impl Message {
     }
 }
 
+/// The message sections in the spec's order, by descriptor code and symbol [AMQP 1.0 §3.2].
+const SECTIONS: [(u64, &str); 9] = [
+    (Header::CODE, Header::SYMBOL),
+    (DeliveryAnnotations::CODE, DeliveryAnnotations::SYMBOL),
+    (MessageAnnotations::CODE, MessageAnnotations::SYMBOL),
+    (Properties::CODE, Properties::SYMBOL),
+    (ApplicationProperties::CODE, ApplicationProperties::SYMBOL),
+    (Data::CODE, Data::SYMBOL),
+    (AmqpSequence::CODE, AmqpSequence::SYMBOL),
+    (AmqpValue::CODE, AmqpValue::SYMBOL),
+    (Footer::CODE, Footer::SYMBOL),
+];
+
+/// The section a descriptor names (given as a code or as symbol bytes), by its numeric code.
+fn section_by(code: Option<u64>, symbol: Option<&[u8]>) -> Option<u64> {
+    SECTIONS
+        .iter()
+        .find(|(c, s)| code == Some(*c) || symbol == Some(s.as_bytes()))
+        .map(|(c, _)| *c)
+}
+
 fn section_code(d: &crate::codec::Descriptor) -> Option<u64> {
     use crate::codec::Descriptor;
-    let codes = [
-        (Header::CODE, Header::SYMBOL),
-        (DeliveryAnnotations::CODE, DeliveryAnnotations::SYMBOL),
-        (MessageAnnotations::CODE, MessageAnnotations::SYMBOL),
-        (Properties::CODE, Properties::SYMBOL),
-        (ApplicationProperties::CODE, ApplicationProperties::SYMBOL),
-        (Data::CODE, Data::SYMBOL),
-        (AmqpSequence::CODE, AmqpSequence::SYMBOL),
-        (AmqpValue::CODE, AmqpValue::SYMBOL),
-        (Footer::CODE, Footer::SYMBOL),
-    ];
-    codes
-        .iter()
-        .find(|(code, symbol)| match d {
-            Descriptor::Code(c) => c == code,
-            Descriptor::Symbol(s) => s.as_str() == *symbol,
-        })
-        .map(|(code, _)| *code)
+    match d {
+        Descriptor::Code(c) => section_by(Some(*c), None),
+        Descriptor::Symbol(s) => section_by(None, Some(s.as_bytes())),
+    }
+}
+
+/// Whether the section `section`, found at offset `at`, may follow the section `last` (0 at the start): in the
+/// spec's order, each section other than `data` and `amqp-sequence` at most once, and body sections all of one
+/// kind [AMQP 1.0 §3.2]. `name` names the section in the error.
+fn check_section_order(
+    at: usize,
+    last: u64,
+    section: u64,
+    name: impl FnOnce() -> String,
+) -> Result<(), DecodeError> {
+    let repeatable_body = matches!(section, Data::CODE | AmqpSequence::CODE);
+    if section < last || (section == last && !repeatable_body) {
+        return Err(DecodeError::new(
+            at,
+            DecodeErrorKind::InvalidField {
+                field: "message section",
+                reason: format!("section {} is out of order or repeated", name()),
+            },
+        ));
+    }
+    if last >= Data::CODE && section <= AmqpValue::CODE && section != last {
+        return Err(DecodeError::new(
+            at,
+            DecodeErrorKind::InvalidField {
+                field: "message body",
+                reason: "body sections of different kinds".into(),
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// One section of a message being encoded, borrowed from the message.

@@ -5,8 +5,7 @@ use bytes::{BufMut, Bytes};
 use crate::codec::skip::{Descriptor, Skipper};
 use crate::codec::{codes as c, DecodeError, DecodeErrorKind, Encode, Timestamp};
 use crate::frame::{
-    AmqpSequence, AmqpValue, ApplicationProperties, Data, DeliveryAnnotations, Footer, Header,
-    MessageAnnotations, Properties,
+    AmqpSequence, AmqpValue, Data, DeliveryAnnotations, Header, MessageAnnotations, Properties,
 };
 use crate::Message;
 
@@ -76,28 +75,7 @@ impl RawMessage {
                     },
                 )
             })?;
-            let repeatable_body = matches!(section, Data::CODE | AmqpSequence::CODE);
-            if section < last || (section == last && !repeatable_body) {
-                return Err(DecodeError::new(
-                    at,
-                    DecodeErrorKind::InvalidField {
-                        field: "message section",
-                        reason: format!(
-                            "section {} is out of order or repeated",
-                            describe(descriptor)
-                        ),
-                    },
-                ));
-            }
-            if last >= Data::CODE && section <= AmqpValue::CODE && section != last {
-                return Err(DecodeError::new(
-                    at,
-                    DecodeErrorKind::InvalidField {
-                        field: "message body",
-                        reason: "body sections of different kinds".into(),
-                    },
-                ));
-            }
+            super::check_section_order(at, last, section, || describe(descriptor))?;
             last = section;
             match section {
                 Header::CODE => {
@@ -302,24 +280,10 @@ fn header_flags(h: &Header) -> u8 {
 
 /// The section a descriptor names, by its numeric code.
 fn section_code(d: Descriptor<'_>) -> Option<u64> {
-    const SECTIONS: [(u64, &str); 9] = [
-        (Header::CODE, Header::SYMBOL),
-        (DeliveryAnnotations::CODE, DeliveryAnnotations::SYMBOL),
-        (MessageAnnotations::CODE, MessageAnnotations::SYMBOL),
-        (Properties::CODE, Properties::SYMBOL),
-        (ApplicationProperties::CODE, ApplicationProperties::SYMBOL),
-        (Data::CODE, Data::SYMBOL),
-        (AmqpSequence::CODE, AmqpSequence::SYMBOL),
-        (AmqpValue::CODE, AmqpValue::SYMBOL),
-        (Footer::CODE, Footer::SYMBOL),
-    ];
-    SECTIONS
-        .iter()
-        .find(|(code, symbol)| match d {
-            Descriptor::Code(c) => c == *code,
-            Descriptor::Symbol(s) => s == *symbol,
-        })
-        .map(|(code, _)| *code)
+    match d {
+        Descriptor::Code(c) => super::section_by(Some(c), None),
+        Descriptor::Symbol(s) => super::section_by(None, Some(s.as_bytes())),
+    }
 }
 
 fn describe(d: Descriptor<'_>) -> String {
