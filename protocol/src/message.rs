@@ -640,11 +640,12 @@ impl MessageBuilder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::codec::{Encode, Uuid};
 
-    fn full() -> Message {
+    /// A message with every section and most fields set (also the raw message's tests' sample).
+    pub(crate) fn full() -> Message {
         Message::builder()
             .durable(true)
             .priority(9)

@@ -1,30 +1,10 @@
 use bytes::Bytes;
 
 use super::RawMessage;
-use crate::codec::{DecodeErrorKind, Encode, Symbol, Timestamp, Uuid};
+use crate::codec::{DecodeErrorKind, Encode, Timestamp};
 use crate::frame::Header;
+use crate::message::tests::full;
 use crate::Message;
-
-fn full() -> Message {
-    Message::builder()
-        .durable(true)
-        .priority(9)
-        .ttl(1000)
-        .first_acquirer(true)
-        .delivery_count(2)
-        .delivery_annotation("x-opt-da", 1i64)
-        .message_annotation("x-opt-ma", "v")
-        .message_id(Uuid([7; 16]))
-        .to("queue")
-        .subject("s")
-        .content_type(Symbol::from_static("text/plain"))
-        .absolute_expiry_time(Timestamp(2000))
-        .group_sequence(3u32)
-        .property("k", 5i32)
-        .body("hello")
-        .footer("x-hash", Bytes::from_static(b"\x01"))
-        .build()
-}
 
 #[test]
 fn reads_what_routing_needs() {
