@@ -419,10 +419,11 @@ impl Connection {
         if l.local != Half::Closed || l.remote != Half::Closed {
             return;
         }
-        let (session, hidden, unsettled) = (l.session, l.hidden, l.unsettled);
+        let (session, hidden, unsettled, grant) = (l.session, l.hidden, l.unsettled, l.last_grant);
         let key = (l.config.name.clone(), l.config.role);
         self.links.remove(link.0);
         if let Ok(s) = self.session_mut(session) {
+            s.granted = s.granted.saturating_sub(grant);
             if unsettled > 0 {
                 s.outgoing_unsettled.retain(|&l| l != link);
                 s.incoming_unsettled.retain(|i| i.link != link);
@@ -736,32 +737,24 @@ impl Connection {
         l.credit = l.credit.saturating_add(credit);
         // A new grant: transfers that crossed the old one may overshoot again, by as much as it grants.
         l.overshoot = 0;
-        l.last_grant = l.credit;
-        let session = l.session;
-        self.widen_session_window(session);
+        let (session, before, now) = (l.session, l.last_grant, l.credit);
+        l.last_grant = now;
+        self.widen_session_window(session, before, now);
         self.write_link_flow(link)
     }
 
-    /// Grows the session's incoming window to the credit granted on its receiving links, so the window
-    /// never holds back deliveries the application asked for; the flow that carries the grant carries the
-    /// wider window.
-    fn widen_session_window(&mut self, session: SessionId) {
-        if !self.config.session_window_follows_credit {
-            return;
-        }
-        let Ok(s) = self.session(session) else { return };
-        let credit = s
-            .links
-            .iter()
-            .filter_map(|&id| self.link(id).ok())
-            .filter(|l| !l.is_sender())
-            .fold(0u32, |sum, l| sum.saturating_add(l.credit));
+    /// A receiving link's last grant went from `before` to `now`: the session's sum of grants follows, and
+    /// its incoming window grows to that sum, so the window never holds back deliveries the application
+    /// asked for; the flow that carries the grant carries the wider window.
+    fn widen_session_window(&mut self, session: SessionId, before: u32, now: u32) {
+        let follows = self.config.session_window_follows_credit;
         let Ok(s) = self.session_mut(session) else {
             return;
         };
-        if credit > s.window {
-            s.window = credit;
-            s.incoming_window = credit.saturating_sub(s.unconsumed);
+        s.granted = s.granted.saturating_sub(before).saturating_add(now);
+        if follows && s.granted > s.window {
+            s.window = s.granted;
+            s.incoming_window = s.granted.saturating_sub(s.unconsumed);
         }
     }
 

@@ -95,6 +95,8 @@ pub(super) struct Session {
     pub(super) incoming_window: u32,
     /// The window granted when refilled: the configured `session_window`, or more once the links' credit is.
     pub(super) window: u32,
+    /// The sum of the last credit granted on each receiving link of the session.
+    pub(super) granted: u32,
     pub(super) remote_incoming_window: u32,
     pub(super) remote_outgoing_window: u32,
     pub(super) remote_handle_max: u32,
@@ -128,6 +130,7 @@ impl Session {
             next_incoming_id: 0,
             incoming_window: window,
             window,
+            granted: 0,
             remote_incoming_window: 0,
             remote_outgoing_window: 0,
             remote_handle_max: u32::MAX,
