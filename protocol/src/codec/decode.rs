@@ -300,18 +300,8 @@ impl Decoder {
             _ if wide => self.read_u32()?,
             _ => u32::from(self.read_u8()?),
         };
-        // Every list or map element takes at least one byte. Array elements are checked as they are sized.
-        if !matches!(code, c::ARRAY8 | c::ARRAY32) && count as usize > self.remaining() {
-            return Err(self.error_at(
-                count_at,
-                DecodeErrorKind::LengthOutOfBounds {
-                    claimed: count.into(),
-                    available: self.remaining() as u64,
-                },
-            ));
-        }
-        if matches!(code, c::MAP8 | c::MAP32) && count % 2 != 0 {
-            return Err(self.error_at(count_at, DecodeErrorKind::OddMapCount(count)));
+        if let Some(kind) = compound_count_error(code, count, self.remaining()) {
+            return Err(self.error_at(count_at, kind));
         }
         self.enter()?;
         Ok(CompoundHeader {
@@ -756,4 +746,23 @@ impl Decode for Vec<Value> {
         dec.end_compound(h);
         items
     }
+}
+
+/// What is wrong with the element count of a list, map or array with constructor `code`, `remaining` bytes
+/// from its end, if anything: every list or map element takes at least one byte (array elements are checked
+/// as they are sized), and a map holds key-value pairs. Shared by the decoder and the validating walk
+/// (`skip`).
+pub(crate) fn compound_count_error(
+    code: u8,
+    count: u32,
+    remaining: usize,
+) -> Option<DecodeErrorKind> {
+    if !matches!(code, c::ARRAY8 | c::ARRAY32) && count as usize > remaining {
+        return Some(DecodeErrorKind::LengthOutOfBounds {
+            claimed: count.into(),
+            available: remaining as u64,
+        });
+    }
+    (matches!(code, c::MAP8 | c::MAP32) && !count.is_multiple_of(2))
+        .then_some(DecodeErrorKind::OddMapCount(count))
 }

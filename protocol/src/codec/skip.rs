@@ -7,7 +7,7 @@
 //! input.
 
 use super::codes as c;
-use super::decode::DEFAULT_MAX_DEPTH;
+use super::decode::{compound_count_error, DEFAULT_MAX_DEPTH};
 use super::error::{DecodeError, DecodeErrorKind};
 
 /// Zero-width array elements (nulls, `true`, ...) allowed however short the input, as the decoder does.
@@ -158,17 +158,8 @@ impl<'a> Skipper<'a> {
             _ if wide => self.u32()?,
             _ => u32::from(self.u8()?),
         };
-        if !matches!(code, c::ARRAY8 | c::ARRAY32) && count as usize > self.remaining() {
-            return Err(self.error_at(
-                count_at,
-                DecodeErrorKind::LengthOutOfBounds {
-                    claimed: count.into(),
-                    available: self.remaining() as u64,
-                },
-            ));
-        }
-        if matches!(code, c::MAP8 | c::MAP32) && count % 2 != 0 {
-            return Err(self.error_at(count_at, DecodeErrorKind::OddMapCount(count)));
+        if let Some(kind) = compound_count_error(code, count, self.remaining()) {
+            return Err(self.error_at(count_at, kind));
         }
         self.enter()?;
         Ok(Compound {
