@@ -805,6 +805,13 @@ impl<'a> Receiver<'a> {
         Ok(())
     }
 
+    /// Lowers the credit granted to the sender to at most `max`, telling it. Messages it sent before it heard
+    /// are still taken. With a credit window, the window refills it as messages are consumed: set the
+    /// window first ([`set_credit_window`](Self::set_credit_window)) to keep it lower.
+    pub fn limit_credit(&mut self, max: u32) -> Result<(), Error> {
+        Ok(self.core.engine.limit_credit(self.link, max)?)
+    }
+
     /// Asks the sender to use or give back its credit; `on_receiver_drain_finish` follows.
     pub fn drain(&mut self) -> Result<(), Error> {
         Ok(self.core.engine.drain(self.link)?)

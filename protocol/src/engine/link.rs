@@ -178,6 +178,9 @@ pub(super) struct Link {
     overshoot_logged: bool,
     /// The credit our last `flow` granted (receiver): the overshoot tolerated is at least this much.
     last_grant: u32,
+    /// Credit we took back (`limit_credit`) that transfers already on their way when the flow left may still
+    /// use: taken without counting as overshoot.
+    revoked: u32,
     incoming: Option<Partial>,
     /// A link the engine refuses on its own (the application never hears of it): no events are raised for it.
     pub(super) hidden: bool,
@@ -204,6 +207,7 @@ impl Link {
             overshoot: 0,
             overshoot_logged: false,
             last_grant: 0,
+            revoked: 0,
             incoming: None,
             hidden: false,
             pending_error: None,
@@ -743,6 +747,23 @@ impl Connection {
         self.write_link_flow(link)
     }
 
+    /// Lowers a receiving link's credit to at most `max`, telling the sender (a receiver may change the
+    /// credit at any time [AMQP 1.0 §2.6.7]). Transfers the sender sent before the flow reached it are still
+    /// taken, up to the credit taken back, as they used credit it had.
+    pub fn limit_credit(&mut self, link: LinkId, max: u32) -> Result<(), EngineError> {
+        if self.link(link)?.is_sender() {
+            return Err(EngineError::NotAReceiver);
+        }
+        self.check_can_flow(link)?;
+        let l = self.link_mut(link)?;
+        if l.credit <= max {
+            return Ok(());
+        }
+        l.revoked = l.revoked.saturating_add(l.credit - max);
+        l.credit = max;
+        self.write_link_flow(link)
+    }
+
     /// A receiving link's last grant went from `before` to `now`: the session's sum of grants follows, and
     /// its incoming window grows to that sum, so the window never holds back deliveries the application
     /// asked for; the flow that carries the grant carries the wider window.
@@ -1031,7 +1052,10 @@ impl Connection {
                     self.link_error(id, error);
                     return;
                 }
-                if l.credit == 0 {
+                if l.credit == 0 && l.revoked > 0 {
+                    // Sent on credit `limit_credit` took back, before the sender heard.
+                    l.revoked -= 1;
+                } else if l.credit == 0 {
                     // [AMQP 1.0 §2.6.7]: beyond credit the link ends with transfer-limit-exceeded. Some
                     // transfers are taken first, for peers that overshoot when flows cross: RabbitMQ 3.10 takes
                     // each flow's credit as new, not counting what it has in flight, so it may send up to one

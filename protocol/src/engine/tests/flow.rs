@@ -2,7 +2,8 @@
 //! is in flight, and cut below the deliveries in flight), drain with nothing to send, after some deliveries and
 //! with no credit at all, echo at link and session level, `available`, and the session window: a sender stops at
 //! the peer's incoming window (also one cut below the transfers in flight), resumes when it refills, and a
-//! transfer beyond it ends the session with `amqp:session:window-violation`.
+//! transfer beyond it ends the session with `amqp:session:window-violation`. A receiver that limits its credit
+//! below what is in flight takes the transfers that crossed its flow, outside the overshoot allowance.
 
 use super::*;
 use crate::frame::{Begin, Performative};
@@ -363,4 +364,57 @@ fn a_window_cut_below_the_transfers_in_flight_stops_the_sender() {
     assert_eq!(deliveries(&p.server_events).len(), 9);
     assert!(transport_errors(&p.server_events).is_empty());
     assert_eq!(session_end_error(&p.client_events), None);
+}
+
+#[test]
+fn credit_limited_below_what_is_in_flight_takes_the_transfers_that_crossed_the_flow() {
+    let (mut p, _, (c, sv)) = sender_with_credit(|_| {}, LinkConfig::sender("l", "q"), 10);
+    for i in 0..6 {
+        p.client_send(c, i, Bytes::from_static(b"m"));
+    }
+    // Before the server sees them, it cuts the credit to 2: the sender, told so, may send no more.
+    p.server.limit_credit(sv, 2).unwrap();
+    assert_eq!(p.server.credit(sv), Ok(2));
+    p.drive();
+    assert_eq!(deliveries(&p.server_events).len(), 6);
+    assert_eq!(link_detach(&p.client_events), None);
+    assert_eq!(p.server.credit(sv), Ok(0));
+    assert_eq!(p.client.credit(c), Ok(0));
+    // Credit granted again counts from the delivery-count both sides agree on.
+    p.server.add_credit(sv, 3).unwrap();
+    p.drive();
+    assert_eq!(p.client.credit(c), Ok(3));
+    // Limiting to more than is left changes nothing.
+    p.server.limit_credit(sv, 5).unwrap();
+    assert_eq!(p.server.credit(sv), Ok(3));
+}
+
+#[test]
+fn transfers_on_credit_taken_back_do_not_use_up_the_overshoot_allowance() {
+    let (mut p, s) = connected_with(|c| c.credit_overshoot = 0);
+    let (c, sv) = p.attach(s, LinkConfig::sender("l", "q"));
+    // The server grants 10; the client is told 20, so it overshoots by up to one grant (as RabbitMQ 3.10 can).
+    rewrite_first(&mut p, S2C, |f| match performative(f) {
+        Some(Performative::Flow(flow)) => Some(vec![Frame::amqp(
+            f.channel,
+            Flow {
+                link_credit: Some(20),
+                ..flow.clone()
+            },
+        )]),
+        _ => None,
+    });
+    p.server.add_credit(sv, 10).unwrap();
+    p.drive();
+    assert_eq!(p.client.credit(c), Ok(20));
+    p.server_events.clear();
+    p.client_events.clear();
+    for i in 0..20 {
+        p.client_send(c, i, Bytes::from_static(b"m"));
+    }
+    // The 10 granted crossed the flow that took them back; the 10 beyond are the tolerated overshoot.
+    p.server.limit_credit(sv, 0).unwrap();
+    p.drive();
+    assert_eq!(deliveries(&p.server_events).len(), 20);
+    assert_eq!(link_detach(&p.client_events), None);
 }
