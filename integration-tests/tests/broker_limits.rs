@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use nucleon::broker::{Broker, BrokerOptions};
-use nucleon::protocol::frame::{ErrorCondition, Target};
+use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig, LinkId};
+use nucleon::protocol::frame::{DeliveryState, ErrorCondition, Target};
 use nucleon::{Error, ListenOptions, Message, Outcome, SenderOptions, Value};
 use nucleon_integration_tests::broker::{
     container, numbered, receiver, send, sender, serve, TIMEOUT,
 };
+use nucleon_integration_tests::driver::Driver;
 
 /// How long a send that must not get credit is given to show it does not (a bound on a negative: the
 /// broker answers a send with room in well under a millisecond on loopback).
@@ -347,5 +349,84 @@ async fn a_consumer_whose_host_vanishes_is_dropped_at_the_idle_timeout_and_its_m
     assert_eq!(again.message.body_value(), Some(&Value::Long(7)));
     assert_eq!(again.message.delivery_count(), 1, "a duplicate says so");
     drop(held);
+    container.stop();
+}
+
+/// A raw producer on queue `queue` of the broker at `base`: the driver and its sending link, attached.
+fn raw_producer(base: &str, queue: &str) -> (Driver, LinkId) {
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut d =
+        Driver::connect(addr, ConnectionConfig::client("raw-producer"), TIMEOUT).expect("connects");
+    d.conn().open().expect("opens");
+    let s = d.conn().begin().expect("begins");
+    let l = d
+        .conn()
+        .attach(s, LinkConfig::sender("p", queue))
+        .expect("attaches");
+    (d, l)
+}
+
+/// The link's credit once it is `wanted` (now, or after flows from the broker), run within `d`'s deadline.
+fn credit_when(d: &mut Driver, link: LinkId, wanted: impl Fn(u32) -> bool) -> u32 {
+    let now = d.connection().credit(link).expect("a link");
+    if wanted(now) {
+        return now;
+    }
+    d.run_until("a flow", |_, e| match e {
+        Event::LinkCredit { link: l, credit } if *l == link && wanted(*credit) => Some(*credit),
+        _ => None,
+    })
+    .expect("the broker's flow")
+}
+
+/// Sends `m` unsettled and runs `d` until the broker accepts it.
+fn send_raw(d: &mut Driver, link: LinkId, tag: u8, m: &Message) {
+    let id = d
+        .conn()
+        .send(link, vec![tag].into(), m.to_bytes(), false)
+        .expect("sends");
+    let state = d
+        .run_until("the outcome", |_, e| match e {
+            Event::RemoteDisposition {
+                delivery, state, ..
+            } if *delivery == id => Some(state.clone()),
+            _ => None,
+        })
+        .expect("an outcome");
+    assert!(
+        matches!(state, Some(DeliveryState::Accepted(_))),
+        "message {tag}: {state:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_producer_of_small_messages_gets_a_wide_window_and_a_larger_message_narrows_it() {
+    let container = container(2);
+    let (broker, base) = serve(&container, BrokerOptions::default());
+    let producer = std::thread::spawn(move || {
+        let (mut d, l) = raw_producer(&base, "window");
+        let first = credit_when(&mut d, l, |c| c > 0);
+        // Small messages: the window widens to what fits its bytes, for a producer that streams them.
+        send_raw(&mut d, l, 0, &sized(0, 40));
+        let wide = credit_when(&mut d, l, |c| c > first);
+        // A message of 4 KiB: the credit left is cut back to that size's window at once.
+        send_raw(&mut d, l, 1, &sized(1, 4096));
+        let narrow = credit_when(&mut d, l, |c| c < wide - 1);
+        send_raw(&mut d, l, 2, &sized(2, 40));
+        (first, wide, narrow)
+    });
+    let (first, wide, narrow) = tokio::task::spawn_blocking(move || producer.join())
+        .await
+        .expect("joins")
+        .expect("the producer ran");
+    assert_eq!(first, 10, "the first window, before any message");
+    assert!(wide >= 100, "a wide window for small messages: {wide}");
+    assert_eq!(narrow, 10, "the window of a 4 KiB message");
+    assert_eq!(broker.queue_depth("window"), Some(3));
     container.stop();
 }

@@ -132,8 +132,25 @@ pub const ANONYMOUS_RELAY: &str = "ANONYMOUS-RELAY";
 /// consumer's source or a producer's target when attaching, and in the broker's reply for a topic address.
 pub const TOPIC: &str = "topic";
 
-/// The credit a producer link gets at a time (Proton's default window).
-const PRODUCER_WINDOW: u32 = 10;
+/// The credit a bounded queue's producer link is kept at: what fits this many bytes of messages of the
+/// largest size the link has sent, between `PRODUCER_WINDOW_MIN` (also before its first message) and
+/// `PRODUCER_WINDOW_MAX` (ActiveMQ Artemis grants 1,000). Each credit is room promised in the queue
+/// (`Queue::reserve`, which shares scarce room between producers). Small messages get a wide window, so a
+/// producer streams them instead of stopping every few messages for the next flow, and the broker reads,
+/// enqueues and answers hundreds per pass, not ten. A link that sends a larger message than before has its
+/// credit cut back to the window of that size at once (`Receiver::limit_credit`), so the bytes a producer
+/// may still send on credit never grow beyond what the minimum window of its largest messages allows.
+const PRODUCER_WINDOW_BYTES: usize = 16 * 1024;
+const PRODUCER_WINDOW_MIN: usize = 10;
+const PRODUCER_WINDOW_MAX: usize = 1000;
+
+/// The credit window of a producer link whose largest message so far had `largest` bytes (0: none yet).
+fn producer_window(largest: usize) -> usize {
+    if largest == 0 {
+        return PRODUCER_WINDOW_MIN;
+    }
+    (PRODUCER_WINDOW_BYTES / largest).clamp(PRODUCER_WINDOW_MIN, PRODUCER_WINDOW_MAX)
+}
 
 /// The bytes all queues may hold by default: far below the memory of any machine a broker runs on, and
 /// far above what a queue of ordinary messages needs.
@@ -1096,6 +1113,8 @@ struct Producer {
     destination: Option<Destination>,
     /// Its credit, each promised room in a bounded queue.
     reserved: usize,
+    /// The size of the largest message it sent, which sets its credit window (`producer_window`).
+    largest: usize,
 }
 
 /// The broker's handler for one connection (made by [`Broker`] as a [`ListenHandler`]).
@@ -1307,12 +1326,13 @@ impl BrokerHandler {
         }
     }
 
-    /// Keeps a bounded queue's producer link at up to `PRODUCER_WINDOW` credit, each promised room in the
+    /// Keeps a bounded queue's producer link at its `producer_window` of credit, each promised room in the
     /// queue (see `Queue::reserve`).
     fn top_up(&mut self, r: &mut Receiver<'_>) {
         let Some(Producer {
             destination: Some(Destination::Queue(q)),
             reserved,
+            largest,
         }) = self.producers.get_mut(&r.id())
         else {
             return;
@@ -1320,7 +1340,7 @@ impl BrokerHandler {
         if !q.limits().bounded() {
             return;
         }
-        let want = PRODUCER_WINDOW as usize;
+        let want = producer_window(*largest);
         if *reserved < want {
             let got = q.reserve(want - *reserved, self.conn, &r.core.waker);
             if got > 0 && r.add_credit(got as u32).is_ok() {
@@ -1336,6 +1356,7 @@ impl BrokerHandler {
         if let Some(Producer {
             destination: Some(Destination::Queue(q)),
             reserved,
+            ..
         }) = self.producers.remove(&id)
         {
             q.unreserve(reserved);
@@ -1657,6 +1678,7 @@ impl MessagingHandler for BrokerHandler {
             Producer {
                 destination,
                 reserved: 0,
+                largest: 0,
             },
         );
         self.top_up(r);
@@ -1689,9 +1711,22 @@ impl MessagingHandler for BrokerHandler {
             Some(Producer {
                 destination: Some(dest),
                 reserved: r,
+                largest,
             }) => {
                 reserved = *r > 0;
                 *r = r.saturating_sub(1);
+                if message.len() > *largest {
+                    *largest = message.len();
+                    let want = producer_window(*largest);
+                    if *r > want {
+                        // Larger messages than before: the credit left shrinks to their window.
+                        if let Destination::Queue(q) = dest {
+                            q.unreserve(*r - want);
+                        }
+                        *r = want;
+                        let _ = d.receiver().limit_credit(want as u32);
+                    }
+                }
                 Ok(dest.clone())
             }
             _ => match message.to() {

@@ -399,6 +399,8 @@ struct Consumer {
     credit: u32,
     /// Messages assigned to this consumer, to be sent by its connection.
     outbox: VecDeque<Entry>,
+    /// Its connection was woken for what was assigned to it and has not taken it yet.
+    woken: bool,
     /// COPY distribution: the sequence number of the next message to browse (messages stay in the queue).
     browse: Option<u64>,
 }
@@ -411,8 +413,9 @@ struct State {
     consumers: Vec<Consumer>,
     /// Where the round robin over consumers goes on.
     cursor: usize,
-    /// Producer connections (by id), with their links here: woken when a bounded queue has room again.
-    producers: HashMap<u64, (ConnectionWaker, usize)>,
+    /// Producer connections (by id) with links here, woken when a bounded queue has room again for one
+    /// that asked for more credit than it got.
+    producers: HashMap<u64, Producer>,
     /// The queue was deleted: it takes no more messages.
     deleted: bool,
     /// Messages assigned to consumers (not browsers) and not settled yet.
@@ -449,6 +452,16 @@ impl State {
     fn depth(&self) -> usize {
         self.levels.iter().map(VecDeque::len).sum()
     }
+}
+
+/// A connection with producer links to a queue.
+#[derive(Debug)]
+struct Producer {
+    waker: ConnectionWaker,
+    links: usize,
+    /// Its last [`Queue::reserve`] got less than it asked for: it is woken when there is room again. One that
+    /// got all it asked for needs no wake, as it asks again when it has used its credit.
+    starved: bool,
 }
 
 /// What a queue operation leaves to do once the lock is released.
@@ -564,18 +577,31 @@ impl Queue {
         by_depth.min(by_bytes)
     }
 
-    /// Promises room to `n` messages a producer may now send (its credit). Returns how many it got.
+    /// Promises room to `n` messages a producer may now send (its credit). Returns how many it got: at most
+    /// the room left, and while the room is shorter than what the producers would take, a share of it
+    /// (an even split between the producer connections, at least one message), so that the first to ask
+    /// does not take it all. A producer that got less than `n` is woken when there is room again.
     pub(crate) fn reserve(&self, n: usize, producer: u64, waker: &ConnectionWaker) -> usize {
         let mut s = self.lock();
-        let n = n.min(self.room_in(&s));
-        s.reserved += n;
-        if n == 0 && self.limits.memory.over() {
+        let room = self.room_in(&s);
+        let share = match s.producers.len() {
+            0 | 1 => room,
+            k => (room / k).max(1),
+        };
+        let got = n.min(room).min(share);
+        s.reserved += got;
+        if got < n {
+            if let Some(p) = s.producers.get_mut(&producer) {
+                p.starved = true;
+            }
+        }
+        if got == 0 && self.limits.memory.over() {
             self.limits
                 .memory
                 .producers()
                 .insert(producer, waker.clone());
         }
-        n
+        got
     }
 
     /// Gives back `n` promises a producer will not use (its link is gone).
@@ -736,15 +762,20 @@ impl Queue {
         }
     }
 
-    /// Producers of a bounded queue that has room again are woken to take more credit.
+    /// Producers of a bounded queue that has room again, and that asked for more credit than they got, are
+    /// woken to ask again.
     fn wake_producers(&self, s: &mut State, except: u64, after: &mut After) {
-        if self.limits.bounded() && self.room_in(s) > 0 {
-            after.wake.extend(
-                s.producers
-                    .iter()
-                    .filter(|(conn, _)| **conn != except)
-                    .map(|(_, (w, _))| w.clone()),
-            );
+        if !self.limits.bounded()
+            || !s.producers.values().any(|p| p.starved)
+            || self.room_in(s) == 0
+        {
+            return;
+        }
+        for (conn, p) in &mut s.producers {
+            if p.starved && *conn != except {
+                p.starved = false;
+                after.wake.push(p.waker.clone());
+            }
         }
     }
 
@@ -797,6 +828,7 @@ impl Queue {
             waker,
             credit: 0,
             outbox: VecDeque::new(),
+            woken: false,
             browse: browse.then_some(0),
         });
     }
@@ -833,6 +865,7 @@ impl Queue {
             };
             let queued = u32::try_from(c.outbox.len()).unwrap_or(u32::MAX);
             c.credit = credit.saturating_sub(queued);
+            c.woken = false;
             self.dispatch(&mut s, key.conn, &mut after, &mut Now::default());
             s.consumers
                 .iter_mut()
@@ -906,16 +939,23 @@ impl Queue {
     pub(crate) fn add_producer(&self, conn: u64, waker: ConnectionWaker) {
         let mut s = self.lock();
         s.last_used = Instant::now();
-        s.producers.entry(conn).or_insert((waker, 0)).1 += 1;
+        s.producers
+            .entry(conn)
+            .or_insert(Producer {
+                waker,
+                links: 0,
+                starved: false,
+            })
+            .links += 1;
     }
 
     /// Forgets a producer link of connection `conn`.
     pub(crate) fn remove_producer(&self, conn: u64) {
         let mut s = self.lock();
         s.last_used = Instant::now();
-        if let Some((_, links)) = s.producers.get_mut(&conn) {
-            *links -= 1;
-            if *links == 0 {
+        if let Some(p) = s.producers.get_mut(&conn) {
+            p.links -= 1;
+            if p.links == 0 {
                 s.producers.remove(&conn);
             }
         }
@@ -982,8 +1022,14 @@ impl Queue {
             bytes,
             ..
         } = s;
-        let mut woken = vec![false; consumers.len()];
-        for (i, c) in consumers.iter_mut().enumerate() {
+        // A consumer is woken once until it takes what it was given: its connection, woken, takes all of it.
+        let wake = |c: &mut Consumer, after: &mut After| {
+            if !c.woken && c.key.conn != except {
+                c.woken = true;
+                after.wake.extend(c.waker.clone());
+            }
+        };
+        for c in consumers.iter_mut() {
             let Some(next) = c.browse else {
                 continue;
             };
@@ -993,9 +1039,9 @@ impl Queue {
                 }
                 c.browse = Some(e.seq + 1);
                 if !e.expired(now) {
+                    wake(c, after);
                     c.outbox.push_back(e.clone());
                     c.credit -= 1;
-                    woken[i] = true;
                 }
             }
         }
@@ -1017,18 +1063,11 @@ impl Queue {
             }
             *held += 1;
             let c = &mut consumers[i];
+            wake(c, after);
             c.outbox.push_back(e);
             c.credit -= 1;
-            woken[i] = true;
             *cursor = (i + 1) % n;
         }
-        after.wake.extend(
-            consumers
-                .iter()
-                .zip(woken)
-                .filter(|(c, w)| *w && c.key.conn != except)
-                .filter_map(|(c, _)| c.waker.clone()),
-        );
         if moved {
             self.wake_producers(s, except, after);
         }
@@ -1377,5 +1416,68 @@ mod tests {
             q.enqueue(raw(Message::with_body(1i64)), 9, false),
             Err(Refused::Deleted)
         );
+    }
+
+    /// A waker that counts its wakes.
+    fn counting() -> (ConnectionWaker, Arc<AtomicUsize>) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let m = n.clone();
+        let w = ConnectionWaker(Arc::new(move || {
+            m.fetch_add(1, Ordering::Relaxed);
+        }));
+        (w, n)
+    }
+
+    #[test]
+    fn scarce_room_is_shared_and_only_producers_short_of_credit_are_woken() {
+        let q = queue(Some(10));
+        let (w1, woken1) = counting();
+        let (w2, woken2) = counting();
+        q.add_producer(1, w1.clone());
+        q.add_producer(2, w2.clone());
+        // Room for 10 between two producers: the first to ask gets half, not all of it.
+        assert_eq!(q.reserve(100, 1, &w1), 5);
+        assert_eq!(q.reserve(100, 2, &w2), 2, "half of the 5 left");
+        for _ in 0..5 {
+            assert!(q.enqueue(raw(Message::with_body(0i64)), 1, true).is_ok());
+        }
+        q.add_consumer(key(3, 1), None, false);
+        let got = q.take(key(3, 1), 2);
+        q.settled(&got);
+        assert_eq!(
+            (
+                woken1.load(Ordering::Relaxed),
+                woken2.load(Ordering::Relaxed)
+            ),
+            (1, 1),
+            "both asked for more than they got"
+        );
+        // Woken, they ask again. One that gets all it asks for is not woken: it asks again when it has used
+        // its credit.
+        assert_eq!(q.reserve(1, 1, &w1), 1);
+        assert_eq!(q.reserve(100, 2, &w2), 2);
+        let got = q.take(key(3, 1), 2);
+        q.settled(&got);
+        assert_eq!(woken1.load(Ordering::Relaxed), 1);
+        assert_eq!(woken2.load(Ordering::Relaxed), 2, "still short of credit");
+    }
+
+    #[test]
+    fn a_consumer_is_woken_once_for_what_it_is_given_until_it_takes_it() {
+        let q = queue(None);
+        let (w, woken) = counting();
+        q.add_consumer(key(1, 1), Some(w), false);
+        assert!(q.take(key(1, 1), 10).is_empty());
+        for i in 0..3 {
+            assert!(q.enqueue(raw(Message::with_body(i)), 2, false).is_ok());
+        }
+        assert_eq!(woken.load(Ordering::Relaxed), 1);
+        assert_eq!(q.take(key(1, 1), 10).len(), 3);
+        assert!(q.enqueue(raw(Message::with_body(3i64)), 2, false).is_ok());
+        assert_eq!(woken.load(Ordering::Relaxed), 2, "woken again once it took");
+        // Nor is it woken for what its own connection enqueues: that connection sends right after.
+        assert_eq!(q.take(key(1, 1), 10).len(), 1);
+        assert!(q.enqueue(raw(Message::with_body(4i64)), 1, false).is_ok());
+        assert_eq!(woken.load(Ordering::Relaxed), 2);
     }
 }
