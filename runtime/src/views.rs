@@ -93,6 +93,14 @@ pub struct DeliveryRef {
     id: DeliveryId,
 }
 
+impl DeliveryRef {
+    /// The delivery-id its session gave it: deliveries of one link have increasing ids, so what a handler
+    /// keeps per delivery of a link can sit in a [`SeqMap`](nucleon_protocol::engine::SeqMap) under it.
+    pub fn delivery_id(&self) -> u32 {
+        self.id.id
+    }
+}
+
 /// Numbers connections for the ids and refs bound to them (0 is never given).
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 

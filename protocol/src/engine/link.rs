@@ -886,7 +886,7 @@ impl Connection {
         let (session, handle) = (l.session, l.local_handle.unwrap_or(0));
         let s = self.session_mut(session)?;
         let id = s.next_delivery_id;
-        if !settled && !s.outgoing_unsettled.insert(id, link) {
+        if !settled && s.outgoing_unsettled.insert(id, link).is_err() {
             // The oldest delivery the peer has not settled is 2^31 deliveries behind: serial order would no
             // longer tell them apart.
             return Err(EngineError::Exhausted("delivery-id"));
@@ -1169,7 +1169,7 @@ impl Connection {
             link,
             remote_settled: false,
         };
-        if !s.incoming_unsettled.insert(id, incoming) {
+        if s.incoming_unsettled.insert(id, incoming).is_err() {
             self.session_error(
                 session,
                 Error::new(

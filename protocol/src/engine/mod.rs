@@ -65,6 +65,7 @@ pub use scram::{
     ParseScramCredentialError, ScramAuthenticator, ScramCredential, ScramHash,
     SCRAM_DEFAULT_ITERATIONS, SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS,
 };
+pub use store::SeqMap;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -157,14 +157,17 @@ impl<T> Slab<T> {
 }
 
 /// Entries keyed by 32-bit serial numbers (delivery-ids) that only grow, with memory proportional to the
-/// entries held, however far apart their ids are [AMQP 1.0 §2.8.10].
+/// entries held, however far apart their ids are [AMQP 1.0 §2.8.10]. The engine keeps a session's unsettled
+/// deliveries in one; an application can keep what it tracks per delivery of a link in one too, where
+/// deliveries are mostly settled in the order they were sent (cheaper than a hash map: no hashing, and the
+/// entries sit in sending order).
 ///
 /// Entries sit in id order in a deque. While ids are consecutive an entry is found by its distance from the
 /// front in O(1); otherwise by binary search. Removed entries leave a hole until the front is reclaimed or the
 /// holes outnumber the live entries, when they are compacted away (amortised O(1) per removal). Live ids span
 /// less than 2^31, so serial order is well defined between any two of them.
 #[derive(Debug)]
-pub(crate) struct SeqMap<T> {
+pub struct SeqMap<T> {
     entries: VecDeque<(u32, Option<T>)>,
     live: usize,
 }
@@ -183,8 +186,13 @@ const SEQMAP_SLACK: usize = 32;
 
 impl<T> SeqMap<T> {
     /// The number of live entries.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
     }
 
     /// The distance of `id` from the oldest entry, in serial order.
@@ -202,14 +210,15 @@ impl<T> SeqMap<T> {
         }
     }
 
-    /// Inserts at `id`; returns false (and inserts nothing) unless [`can_insert`](Self::can_insert).
-    pub(crate) fn insert(&mut self, id: u32, value: T) -> bool {
+    /// Inserts at `id`, if `id` is ahead of every id held and less than 2^31 ahead of the oldest; otherwise
+    /// hands `value` back.
+    pub fn insert(&mut self, id: u32, value: T) -> Result<(), T> {
         if !self.can_insert(id) {
-            return false;
+            return Err(value);
         }
         self.entries.push_back((id, Some(value)));
         self.live += 1;
-        true
+        Ok(())
     }
 
     /// The index of the first entry at or after distance `d` from the front.
@@ -234,16 +243,19 @@ impl<T> SeqMap<T> {
         (self.entries.get(i).map(|e| e.0) == Some(id)).then_some(i)
     }
 
-    pub(crate) fn get(&self, id: u32) -> Option<&T> {
+    /// The entry at `id`.
+    pub fn get(&self, id: u32) -> Option<&T> {
         self.index(id).and_then(|i| self.entries[i].1.as_ref())
     }
 
-    pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+    /// The entry at `id`, to change.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
         let i = self.index(id)?;
         self.entries[i].1.as_mut()
     }
 
-    pub(crate) fn remove(&mut self, id: u32) -> Option<T> {
+    /// Removes and returns the entry at `id`.
+    pub fn remove(&mut self, id: u32) -> Option<T> {
         let i = self.index(id)?;
         let v = self.entries[i].1.take()?;
         self.live -= 1;
@@ -275,6 +287,11 @@ impl<T> SeqMap<T> {
             .filter(|(_, v)| v.is_some())
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Every entry, in id order.
+    pub fn into_values(self) -> impl Iterator<Item = T> {
+        self.entries.into_iter().filter_map(|(_, v)| v)
     }
 
     /// Removes every entry for which `keep` is false.
@@ -344,15 +361,15 @@ mod tests {
     #[test]
     fn seqmap_wraps_and_reclaims() {
         let mut m = SeqMap::default();
-        assert!(m.insert(u32::MAX - 1, 'a'));
-        assert!(m.insert(u32::MAX, 'b'));
-        assert!(m.insert(0, 'c'));
-        assert!(!m.insert(0, 'x'), "not behind the end");
+        assert!(m.insert(u32::MAX - 1, 'a').is_ok());
+        assert!(m.insert(u32::MAX, 'b').is_ok());
+        assert!(m.insert(0, 'c').is_ok());
+        assert!(m.insert(0, 'x').is_err(), "not behind the end");
         assert_eq!(m.ids_in(u32::MAX, 0), vec![u32::MAX, 0]);
         assert_eq!(m.remove(u32::MAX - 1), Some('a'));
         assert_eq!(m.get(0), Some(&'c'));
-        assert!(m.insert(5, 'd'));
-        assert!(m.insert(100_000, 'e'), "gaps cost nothing");
+        assert!(m.insert(5, 'd').is_ok());
+        assert!(m.insert(100_000, 'e').is_ok(), "gaps cost nothing");
         assert_eq!(m.len(), 4);
         assert_eq!(m.ids_in(0, 1 << 20), vec![0, 5, 100_000]);
         assert_eq!(m.get(100_000), Some(&'e'));
@@ -363,14 +380,14 @@ mod tests {
     fn seqmap_memory_follows_the_entries_held() {
         let mut m = SeqMap::default();
         for i in 0..10_000u32 {
-            assert!(m.insert(i.wrapping_mul(1 << 16), i));
+            assert!(m.insert(i.wrapping_mul(1 << 16), i).is_ok());
         }
         assert!(m.entries.len() <= 10_000, "gapped ids are not padded");
         // One held entry while many pass it: the holes are compacted away.
         let mut m = SeqMap::default();
-        assert!(m.insert(0, 0u32));
+        assert!(m.insert(0, 0u32).is_ok());
         for i in 1..100_000u32 {
-            assert!(m.insert(i, i));
+            assert!(m.insert(i, i).is_ok());
             assert_eq!(m.remove(i), Some(i));
         }
         assert!(m.entries.len() <= 2 + SEQMAP_SLACK, "{}", m.entries.len());
@@ -381,10 +398,10 @@ mod tests {
     #[test]
     fn seqmap_refuses_a_span_of_2_pow_31() {
         let mut m = SeqMap::default();
-        assert!(m.insert(10, ()));
-        assert!(m.insert(10 + (1 << 30), ()));
+        assert!(m.insert(10, ()).is_ok());
+        assert!(m.insert(10 + (1 << 30), ()).is_ok());
         assert!(
-            !m.insert(10 + (1 << 31), ()),
+            m.insert(10 + (1 << 31), ()).is_err(),
             "serial order would be undefined"
         );
         assert!(
@@ -397,7 +414,7 @@ mod tests {
     fn seqmap_retain_drops_entries() {
         let mut m = SeqMap::default();
         for i in 0..10u32 {
-            assert!(m.insert(i * 3, i % 2));
+            assert!(m.insert(i * 3, i % 2).is_ok());
         }
         m.retain(|&v| v == 0);
         assert_eq!(m.len(), 5);

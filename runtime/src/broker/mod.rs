@@ -101,7 +101,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
-use nucleon_protocol::engine::{LinkId, SessionId};
+use nucleon_protocol::engine::{LinkId, SeqMap, SessionId};
 use nucleon_protocol::frame::{
     Accepted, DeliveryState, Error as AmqpError, ErrorCondition, Rejected, Role, SenderSettleMode,
     Source, TerminusDurability, TerminusExpiryPolicy,
@@ -1102,8 +1102,9 @@ struct ConsumerLink {
     /// It consumes the durable subscription of this name (`container-id:link-name`) of `topic`, which
     /// stays when the link is only detached.
     durable: Option<String>,
-    /// Sent and not yet settled: back to the queue if the link is lost.
-    unsettled: FxHashMap<DeliveryRef, Entry>,
+    /// Sent and not yet settled, by delivery-id: back to the queue if the link is lost. Consumers mostly
+    /// settle in the order they were sent, which a `SeqMap` serves from its front.
+    unsettled: SeqMap<(DeliveryRef, Entry)>,
 }
 
 /// A producer link of this connection.
@@ -1258,10 +1259,21 @@ impl BrokerHandler {
                     journaled = true;
                 }
                 match s.send_raw(&e.message) {
-                    Ok(d) => {
-                        c.unsettled.insert(d, e);
-                        Ok(())
-                    }
+                    Ok(d) => match c.unsettled.insert(d.delivery_id(), (d, e)) {
+                        Ok(()) => Ok(()),
+                        // Ids grow on the link's session, and the engine refuses to send one 2^31 past the
+                        // oldest unsettled, so this never happens; if it did, the message goes back to the
+                        // queue (a duplicate, never a loss).
+                        Err((_, e)) => {
+                            log::error!(
+                                "delivery {} out of order on {}",
+                                d.delivery_id(),
+                                c.queue.name
+                            );
+                            back.push(e);
+                            Ok(())
+                        }
+                    },
                     Err(err) => Err((err, e)),
                 }
             };
@@ -1307,7 +1319,7 @@ impl BrokerHandler {
             let unsettled = c
                 .unsettled
                 .into_values()
-                .map(|mut e| {
+                .map(|(_, mut e)| {
                     e.returned(true);
                     e
                 })
@@ -1437,7 +1449,10 @@ impl BrokerHandler {
         let id = t.id();
         let sid = t.sender().id();
         let c = self.consumers.get_mut(&sid)?;
-        let e = c.unsettled.remove(&id)?;
+        if c.unsettled.get(id.delivery_id()).map(|(d, _)| d) != Some(&id) {
+            return None;
+        }
+        let (_, e) = c.unsettled.remove(id.delivery_id())?;
         Some((c.queue.clone(), e))
     }
 }
@@ -1620,7 +1635,7 @@ impl MessagingHandler for BrokerHandler {
                 fire_and_forget: browse || presettled,
                 browse,
                 durable,
-                unsettled: FxHashMap::default(),
+                unsettled: SeqMap::default(),
             },
         );
         self.count_links();
