@@ -67,15 +67,6 @@ pub(super) struct PendingTransfer {
     pub(super) aborted: bool,
 }
 
-/// A disposition waiting to be coalesced into ranges and written.
-#[derive(Debug, Clone, PartialEq)]
-struct PendingDisposition {
-    role: Role,
-    id: u32,
-    state: Option<DeliveryState>,
-    settled: bool,
-}
-
 /// A delivery we received and have not settled.
 #[derive(Debug)]
 pub(super) struct Incoming {
@@ -116,7 +107,9 @@ pub(super) struct Session {
     pub(super) outgoing_unsettled: SeqMap<LinkId>,
     pub(super) incoming_unsettled: SeqMap<Incoming>,
     pub(super) pending: VecDeque<PendingTransfer>,
-    dispositions: Vec<PendingDisposition>,
+    /// Dispositions to write at the next `poll_transmit`, merged as they are queued into runs of consecutive
+    /// ids (see `queue_disposition`).
+    dispositions: Vec<Disposition>,
 }
 
 impl Session {
@@ -565,18 +558,33 @@ impl Connection {
         state: Option<DeliveryState>,
         settled: bool,
     ) {
-        if let Ok(s) = self.session_mut(id) {
-            s.dispositions.push(PendingDisposition {
-                role,
-                id: delivery,
-                state,
-                settled,
-            });
+        let Ok(s) = self.session_mut(id) else {
+            return;
+        };
+        // Merged as it is queued into the last run, when it extends it: consecutive ids with the same role,
+        // state and settlement are one range [AMQP 1.0 §2.7.6].
+        if let Some(r) = s.dispositions.last_mut() {
+            if r.role == role
+                && r.settled == settled
+                && r.state == state
+                && r.last.unwrap_or(r.first).wrapping_add(1) == delivery
+            {
+                r.last = Some(delivery);
+                return;
+            }
         }
+        s.dispositions.push(Disposition {
+            role,
+            first: delivery,
+            last: None,
+            settled,
+            state,
+            batchable: false,
+        });
     }
 
-    /// Writes queued dispositions, merging runs of consecutive ids with the same role, state and settlement
-    /// into one `disposition` with `first..=last` [AMQP 1.0 §2.7.6].
+    /// Writes the queued dispositions, one frame per run of consecutive ids with the same role, state and
+    /// settlement.
     pub(super) fn flush_dispositions(&mut self) {
         for key in self.sessions.keys() {
             let Some(s) = self.sessions.get_mut(key) else {
@@ -585,37 +593,11 @@ impl Connection {
             if s.dispositions.is_empty() {
                 continue;
             }
-            let pending = std::mem::take(&mut s.dispositions);
+            let runs = std::mem::take(&mut s.dispositions);
             let Some(channel) = s.local_channel.filter(|_| s.local == Half::Open) else {
                 continue;
             };
-            let mut run: Option<Disposition> = None;
-            for d in pending {
-                if let Some(r) = &mut run {
-                    let last = r.last.unwrap_or(r.first);
-                    if r.role == d.role
-                        && r.settled == d.settled
-                        && r.state == d.state
-                        && last.wrapping_add(1) == d.id
-                    {
-                        r.last = Some(d.id);
-                        continue;
-                    }
-                    let done = run.take().map(Performative::Disposition);
-                    if let Some(p) = done {
-                        self.write_frame(channel, &p, &[]);
-                    }
-                }
-                run = Some(Disposition {
-                    role: d.role,
-                    first: d.id,
-                    last: None,
-                    settled: d.settled,
-                    state: d.state,
-                    batchable: false,
-                });
-            }
-            if let Some(r) = run {
+            for r in runs {
                 self.write_frame(channel, &Performative::Disposition(r), &[]);
             }
         }
