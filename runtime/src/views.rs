@@ -52,7 +52,7 @@
 use rustc_hash::FxHashMap;
 use std::marker::PhantomData;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use nucleon_protocol::codec::{Map, Symbol};
 use nucleon_protocol::engine::{self, DeliveryId, LinkConfig, LinkId, SessionId};
 use nucleon_protocol::frame::{
@@ -100,6 +100,9 @@ impl DeliveryRef {
         self.id.id
     }
 }
+
+/// How many delivery tags share one allocation (see `Core::next_tag`).
+const TAG_BLOCK: usize = 32;
 
 /// Numbers connections for the ids and refs bound to them (0 is never given).
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -161,7 +164,10 @@ pub(crate) struct Core {
     pub(crate) links: FxHashMap<LinkId, LinkState>,
     pub(crate) default_session: Option<SessionId>,
     pub(crate) container: ContainerHandle,
-    pub(crate) next_tag: u64,
+    next_tag: u64,
+    /// Room for the next delivery tags: each tag is split off it, so tags cost one allocation per
+    /// `TAG_BLOCK`, not one each (a tag lives until its transfer is written).
+    tags: BytesMut,
     pub(crate) next_name: u64,
     pub(crate) reconnected: bool,
     pub(crate) closing: bool,
@@ -197,6 +203,7 @@ impl Core {
             default_session: None,
             container,
             next_tag: 0,
+            tags: BytesMut::new(),
             next_name: 0,
             reconnected: false,
             closing: false,
@@ -490,9 +497,18 @@ impl Core {
     }
 
     pub(crate) fn send(&mut self, link: LinkId, payload: Bytes) -> Result<DeliveryId, Error> {
-        self.next_tag += 1;
-        let tag = Bytes::copy_from_slice(&self.next_tag.to_be_bytes());
+        let tag = self.next_tag();
         Ok(self.engine.send(link, tag, payload, false)?)
+    }
+
+    /// The next delivery tag: the connection's count of tags, 8 bytes big-endian.
+    pub(crate) fn next_tag(&mut self) -> Bytes {
+        self.next_tag += 1;
+        if self.tags.capacity() < 8 {
+            self.tags = BytesMut::with_capacity(8 * TAG_BLOCK);
+        }
+        self.tags.put_u64(self.next_tag);
+        self.tags.split().freeze()
     }
 
     fn close_link(

@@ -99,7 +99,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use nucleon_protocol::codec::Symbol;
 use nucleon_protocol::engine::{LinkId, SeqMap, SessionId};
 use nucleon_protocol::frame::{
@@ -1104,7 +1103,10 @@ struct ConsumerLink {
     durable: Option<String>,
     /// Sent and not yet settled, by delivery-id: back to the queue if the link is lost. Consumers mostly
     /// settle in the order they were sent, which a `SeqMap` serves from its front.
-    unsettled: SeqMap<(DeliveryRef, Entry)>,
+    unsettled: SeqMap<Entry>,
+    /// Accepted or rejected by the consumer, to leave the queue together from `on_connection_wake` (one
+    /// lock of the queue per pass instead of one per message; see `flush_consumed`).
+    consumed: Vec<Entry>,
 }
 
 /// A producer link of this connection.
@@ -1145,6 +1147,9 @@ pub struct BrokerHandler {
 
 impl Drop for BrokerHandler {
     fn drop(&mut self) {
+        // What consumers settled leaves its queues even if the transport never closed (a handler dropped
+        // after a panic): the queues' counts stay true.
+        self.flush_consumed();
         self.broker.inner.connections.remove(self.conn);
     }
 }
@@ -1259,12 +1264,12 @@ impl BrokerHandler {
                     journaled = true;
                 }
                 match s.send_raw(&e.message) {
-                    Ok(d) => match c.unsettled.insert(d.delivery_id(), (d, e)) {
+                    Ok(d) => match c.unsettled.insert(d.delivery_id(), e) {
                         Ok(()) => Ok(()),
                         // Ids grow on the link's session, and the engine refuses to send one 2^31 past the
                         // oldest unsettled, so this never happens; if it did, the message goes back to the
                         // queue (a duplicate, never a loss).
-                        Err((_, e)) => {
+                        Err(e) => {
                             log::error!(
                                 "delivery {} out of order on {}",
                                 d.delivery_id(),
@@ -1313,13 +1318,14 @@ impl BrokerHandler {
     /// durable subscription too if the link was `closed` (not only detached).
     fn drop_consumer(&mut self, id: SenderId, closed: bool) {
         let key = self.key(id);
-        if let Some(c) = self.consumers.remove(&id) {
+        if let Some(mut c) = self.consumers.remove(&id) {
+            flush_consumed(&mut c);
             // The source's default outcome for what its lost link held unsettled [AMQP 1.0 §3.5.3]: modified
             // with delivery-failed [AMQP 1.0 §3.4.5], as the consumer may have processed it.
             let unsettled = c
                 .unsettled
                 .into_values()
-                .map(|(_, mut e)| {
+                .map(|mut e| {
                     e.returned(true);
                     e
                 })
@@ -1438,22 +1444,46 @@ impl BrokerHandler {
         self.watch(&waker);
     }
 
-    /// A consumer settled a message for good (accepted or rejected): it leaves its queue.
-    fn consumed(&mut self, t: &mut Tracker<'_>) -> Option<Arc<Queue>> {
-        let (q, e) = self.settled_entry(t)?;
-        q.settled([&e]);
-        Some(q)
+    /// A consumer settled a message for good (accepted or rejected): it leaves its queue with the others
+    /// consumed in this pass, once the pass is over (`flush_consumed`, from `on_connection_wake`).
+    /// Returns its queue's name.
+    fn consumed(&mut self, t: &mut Tracker<'_>) -> Option<&str> {
+        let id = t.id();
+        let c = self.consumers.get_mut(&t.sender().id())?;
+        let e = take_unsettled(c, id)?;
+        if c.consumed.is_empty() {
+            wake_self(t.core);
+        }
+        c.consumed.push(e);
+        Some(&c.queue.name)
+    }
+
+    /// The messages consumers settled for good leave their queues.
+    fn flush_consumed(&mut self) {
+        for c in self.consumers.values_mut() {
+            flush_consumed(c);
+        }
     }
 
     fn settled_entry(&mut self, t: &mut Tracker<'_>) -> Option<(Arc<Queue>, Entry)> {
         let id = t.id();
-        let sid = t.sender().id();
-        let c = self.consumers.get_mut(&sid)?;
-        if c.unsettled.get(id.delivery_id()).map(|(d, _)| d) != Some(&id) {
-            return None;
-        }
-        let (_, e) = c.unsettled.remove(id.delivery_id())?;
+        let c = self.consumers.get_mut(&t.sender().id())?;
+        let e = take_unsettled(c, id)?;
         Some((c.queue.clone(), e))
+    }
+}
+
+/// Takes the unsettled message sent as delivery `id` from the consumer (its link's deliveries have ids of
+/// their own on its session, and a broker's connection has one transport).
+fn take_unsettled(c: &mut ConsumerLink, id: DeliveryRef) -> Option<Entry> {
+    c.unsettled.remove(id.delivery_id())
+}
+
+/// What the consumer settled for good leaves its queue.
+fn flush_consumed(c: &mut ConsumerLink) {
+    if !c.consumed.is_empty() {
+        c.queue.settled(&c.consumed);
+        c.consumed.clear();
     }
 }
 
@@ -1472,8 +1502,7 @@ fn consumer_operation(source: &Source) -> Operation {
 
 /// Sends a message pre-settled (at-most-once), forwarding its encoded bytes.
 fn send_settled(s: &mut Sender<'_>, m: &RawMessage) -> Result<(), Error> {
-    s.core.next_tag += 1;
-    let tag = Bytes::copy_from_slice(&s.core.next_tag.to_be_bytes());
+    let tag = s.core.next_tag();
     s.core.engine.send(s.link, tag, m.bytes().clone(), true)?;
     Ok(())
 }
@@ -1636,6 +1665,7 @@ impl MessagingHandler for BrokerHandler {
                 browse,
                 durable,
                 unsettled: SeqMap::default(),
+                consumed: Vec::new(),
             },
         );
         self.count_links();
@@ -1818,12 +1848,10 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_tracker_reject(&mut self, t: &mut Tracker<'_>) {
-        if let Some(q) = self.consumed(t) {
-            let n = self.broker.inner.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-            log::info!(
-                "a message on {} was rejected and dropped ({n} so far)",
-                q.name
-            );
+        let inner = self.broker.inner.clone();
+        if let Some(name) = self.consumed(t) {
+            let n = inner.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+            log::info!("a message on {name} was rejected and dropped ({n} so far)");
         }
     }
 
@@ -1867,6 +1895,7 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_connection_wake(&mut self, c: &mut Connection<'_>) {
+        self.flush_consumed();
         self.settle_stored(c);
         let ids: Vec<SenderId> = self.consumers.keys().copied().collect();
         for id in ids {
