@@ -744,7 +744,12 @@ impl<'a> Sender<'a> {
     /// Sends a message kept as its encoded bytes ([`RawMessage`]), as they are; as [`send`](Self::send)
     /// otherwise.
     pub fn send_raw(&mut self, message: &RawMessage) -> Result<DeliveryRef, Error> {
-        let id = self.core.send(self.link, message.bytes().clone())?;
+        let tag = self.core.next_tag();
+        // From the message's bytes, which this keeps no reference to when the transfer goes out at once.
+        let id = self
+            .core
+            .engine
+            .send_slice(self.link, tag, message.bytes(), false)?;
         Ok(self.core.delivery_ref(id))
     }
 

@@ -851,6 +851,42 @@ impl Connection {
         settled: bool,
         message_format: u32,
     ) -> Result<DeliveryId, EngineError> {
+        let (session, d) =
+            self.begin_delivery(link, tag, payload.len(), settled, message_format)?;
+        let id = d.delivery_id;
+        self.queue_transfer(session, d, payload);
+        Ok(DeliveryId { link, id })
+    }
+
+    /// [`send`](Self::send) for a payload the caller keeps (a message it stores, say): when the transfer can
+    /// go out now in one frame, the payload is written into the output from the slice, with no reference to
+    /// it kept; otherwise it is copied, to wait for the session window.
+    pub fn send_slice(
+        &mut self,
+        link: LinkId,
+        tag: Bytes,
+        payload: &[u8],
+        settled: bool,
+    ) -> Result<DeliveryId, EngineError> {
+        let format = crate::frame::definitions::MESSAGE_FORMAT;
+        let (session, d) = self.begin_delivery(link, tag, payload.len(), settled, format)?;
+        let id = d.delivery_id;
+        if let Err(d) = self.write_whole_transfer(session, d, payload) {
+            self.queue_transfer(session, d, Bytes::copy_from_slice(payload));
+        }
+        Ok(DeliveryId { link, id })
+    }
+
+    /// Checks that a delivery of `size` bytes may be sent on `link`, and takes its delivery-id and one credit:
+    /// its session and the transfer to send, with no payload yet.
+    fn begin_delivery(
+        &mut self,
+        link: LinkId,
+        tag: Bytes,
+        size: usize,
+        settled: bool,
+        message_format: u32,
+    ) -> Result<(SessionId, PendingTransfer), EngineError> {
         let l = self.link(link)?;
         if !l.is_sender() {
             return Err(EngineError::NotASender);
@@ -866,9 +902,9 @@ impl Connection {
             .as_ref()
             .and_then(|a| a.max_message_size)
             .filter(|&m| m > 0);
-        if let Some(max) = max.filter(|&m| payload.len() as u64 > m) {
+        if let Some(max) = max.filter(|&m| size as u64 > m) {
             return Err(EngineError::MessageTooLarge {
-                size: payload.len() as u64,
+                size: size as u64,
                 max,
             });
         }
@@ -892,23 +928,32 @@ impl Connection {
             return Err(EngineError::Exhausted("delivery-id"));
         }
         s.next_delivery_id = id.wrapping_add(1);
-        s.pending.push_back(PendingTransfer {
-            link,
-            handle,
-            delivery_id: id,
-            tag,
-            payload,
-            message_format,
-            settled,
-            offset: 0,
-            aborted: false,
-        });
         let l = self.link_mut(link)?;
         l.credit -= 1;
         l.delivery_count = l.delivery_count.wrapping_add(1);
         l.unsettled += u32::from(!settled);
+        let transfer = PendingTransfer {
+            link,
+            handle,
+            delivery_id: id,
+            tag,
+            payload: Bytes::new(),
+            message_format,
+            settled,
+            offset: 0,
+            aborted: false,
+        };
+        Ok((session, transfer))
+    }
+
+    /// Queues the transfer of a delivery begun with `begin_delivery`, with its payload, and sends what the
+    /// session window allows.
+    fn queue_transfer(&mut self, session: SessionId, mut d: PendingTransfer, payload: Bytes) {
+        d.payload = payload;
+        if let Ok(s) = self.session_mut(session) {
+            s.pending.push_back(d);
+        }
         self.pump(session);
-        Ok(DeliveryId { link, id })
     }
 
     /// Aborts a delivery whose frames have not all been sent: the peer discards what it got

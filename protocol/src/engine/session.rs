@@ -34,6 +34,19 @@ use crate::frame::{
 pub(super) const TRANSFER_OVERHEAD_MAX: usize =
     8 + 3 + 9 + 5 + 5 + (2 + MAX_DELIVERY_TAG) + 5 + 1 + 1;
 
+/// The first transfer frame of a delivery: the one that carries its delivery-id, tag (moved out of `p`),
+/// message-format and settlement.
+fn first_transfer(p: &mut PendingTransfer) -> Transfer {
+    Transfer {
+        handle: p.handle,
+        delivery_id: Some(p.delivery_id),
+        delivery_tag: Some(std::mem::take(&mut p.tag)),
+        message_format: Some(p.message_format),
+        settled: Some(p.settled),
+        ..Transfer::default()
+    }
+}
+
 /// The most bytes of delivery state the events of one incoming `disposition` may copy between them.
 const DISPOSITION_STATE_BUDGET: usize = 1 << 20;
 
@@ -505,18 +518,13 @@ impl Connection {
             let Some(p) = s.pending.front_mut() else {
                 return;
             };
-            let first = p.offset == 0;
-            let mut transfer = Transfer {
-                handle: p.handle,
-                ..Transfer::default()
+            let mut transfer = match p.offset {
+                0 => first_transfer(p),
+                _ => Transfer {
+                    handle: p.handle,
+                    ..Transfer::default()
+                },
             };
-            if first {
-                transfer.delivery_id = Some(p.delivery_id);
-                // Only the first frame carries the tag: it moves into it.
-                transfer.delivery_tag = Some(std::mem::take(&mut p.tag));
-                transfer.message_format = Some(p.message_format);
-                transfer.settled = Some(p.settled);
-            }
             let left = p.payload.len() - p.offset;
             let (chunk, done) = if p.aborted {
                 transfer.aborted = true;
@@ -547,6 +555,30 @@ impl Connection {
             }
             self.write_frame(channel, &Performative::Transfer(transfer), &chunk);
         }
+    }
+
+    /// Writes the whole of a delivery's transfer (`d`, with `payload`) now, in one frame, if it may go out now:
+    /// nothing waits before it in the session, the peer's window has room, and it fits the peer's frames.
+    /// Otherwise hands `d` back, to be queued.
+    pub(super) fn write_whole_transfer(
+        &mut self,
+        id: SessionId,
+        mut d: PendingTransfer,
+        payload: &[u8],
+    ) -> Result<(), PendingTransfer> {
+        let fits = payload.len() + TRANSFER_OVERHEAD_MAX <= self.remote_max_frame as usize;
+        let Ok(s) = self.session_mut(id) else {
+            return Err(d);
+        };
+        let channel = match s.local_channel {
+            Some(c) if fits && s.remote_incoming_window > 0 && s.pending.is_empty() => c,
+            _ => return Err(d),
+        };
+        s.next_outgoing_id = s.next_outgoing_id.wrapping_add(1);
+        s.remote_incoming_window -= 1;
+        let transfer = first_transfer(&mut d);
+        self.write_frame(channel, &Performative::Transfer(transfer), payload);
+        Ok(())
     }
 
     /// Queues a disposition; written (coalesced into ranges) at the next `poll_transmit`.

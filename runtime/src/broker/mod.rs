@@ -1503,7 +1503,7 @@ fn consumer_operation(source: &Source) -> Operation {
 /// Sends a message pre-settled (at-most-once), forwarding its encoded bytes.
 fn send_settled(s: &mut Sender<'_>, m: &RawMessage) -> Result<(), Error> {
     let tag = s.core.next_tag();
-    s.core.engine.send(s.link, tag, m.bytes().clone(), true)?;
+    s.core.engine.send_slice(s.link, tag, m.bytes(), true)?;
     Ok(())
 }
 

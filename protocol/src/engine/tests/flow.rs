@@ -418,3 +418,50 @@ fn transfers_on_credit_taken_back_do_not_use_up_the_overshoot_allowance() {
     assert_eq!(deliveries(&p.server_events).len(), 20);
     assert_eq!(link_detach(&p.client_events), None);
 }
+
+#[test]
+fn a_payload_sent_from_a_slice_waits_for_the_window_as_a_copy_in_order() {
+    let (mut p, _, (c, _)) = sender_with_credit(fixed_window(2), LinkConfig::sender("l", "q"), 10);
+    let log = tap(&mut p, hold_window_refills);
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for i in 0..6u8 {
+        let payload = vec![i; 3];
+        // Alternately owned and borrowed: the borrowed ones that wait are copied, and keep their place.
+        if i % 2 == 0 {
+            p.client
+                .send(c, Bytes::from(vec![i]), Bytes::from(payload.clone()), false)
+                .unwrap();
+        } else {
+            p.client
+                .send_slice(c, Bytes::from(vec![i]), &payload, false)
+                .unwrap();
+        }
+        kept.push(payload);
+    }
+    // The caller's buffers may change once the calls return.
+    for k in &mut kept {
+        k.fill(0xff);
+    }
+    p.drive();
+    assert_eq!(transfers(&log, C2S).len(), 2, "the window is 2 transfers");
+    p.advance(Duration::from_secs(10));
+    let got: Vec<Bytes> = deliveries(&p.server_events)
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    let sent: Vec<Bytes> = (0..6u8).map(|i| Bytes::from(vec![i; 3])).collect();
+    assert_eq!(got, sent);
+    assert_eq!(p.client.credit(c), Ok(4));
+}
+
+#[test]
+fn a_payload_sent_from_a_slice_larger_than_a_frame_is_split() {
+    let (mut p, _, (c, _)) =
+        sender_with_credit(|s| s.max_frame_size = 512, LinkConfig::sender("l", "q"), 1);
+    let big: Vec<u8> = (0..5_000).map(|i| (i % 251) as u8).collect();
+    p.client
+        .send_slice(c, Bytes::from_static(b"t"), &big, false)
+        .unwrap();
+    p.drive();
+    assert_eq!(deliveries(&p.server_events)[0].1, Bytes::from(big));
+}
