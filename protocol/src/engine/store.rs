@@ -256,8 +256,13 @@ impl<T> SeqMap<T> {
 
     /// Removes and returns the entry at `id`.
     pub fn remove(&mut self, id: u32) -> Option<T> {
-        let i = self.index(id)?;
-        let v = self.entries[i].1.take()?;
+        let v = if self.entries.front().is_some_and(|e| e.0 == id) {
+            // The oldest: most deliveries are settled in the order they were sent.
+            self.entries.pop_front()?.1?
+        } else {
+            let i = self.index(id)?;
+            self.entries[i].1.take()?
+        };
         self.live -= 1;
         while matches!(self.entries.front(), Some((_, None))) {
             self.entries.pop_front();
