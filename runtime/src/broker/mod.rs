@@ -137,8 +137,9 @@ pub const TOPIC: &str = "topic";
 /// (`Queue::reserve`, which shares scarce room between producers). Small messages get a wide window, so a
 /// producer streams them instead of stopping every few messages for the next flow, and the broker reads,
 /// enqueues and answers hundreds per pass, not ten. A link that sends a larger message than before has its
-/// credit cut back to the window of that size at once (`Receiver::limit_credit`), so the bytes a producer
-/// may still send on credit never grow beyond what the minimum window of its largest messages allows.
+/// credit cut back to the window of that size at once (`Receiver::limit_credit`): from when the flow reaches
+/// it, the bytes it may send on credit are what the window of its largest messages allows (10 of them, as
+/// before windows widened), plus what it had already sent, which the session window bounds to its frames.
 const PRODUCER_WINDOW_BYTES: usize = 16 * 1024;
 const PRODUCER_WINDOW_MIN: usize = 10;
 const PRODUCER_WINDOW_MAX: usize = 1000;
