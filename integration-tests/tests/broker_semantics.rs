@@ -1,6 +1,7 @@
 //! The in-process broker's message semantics over loopback, with clients on the async facade (and the raw
 //! engine driver where the facade has no way to say it): redelivery marks (delivery-count, first-acquirer)
-//! [AMQP 1.0 §3.2.1], `modified` annotations [AMQP 1.0 §3.4.5], the maximum number of deliveries and the
+//! [AMQP 1.0 §3.2.1], `modified` annotations [AMQP 1.0 §3.4.5], a settlement with no outcome (the message goes
+//! back), the maximum number of deliveries and the
 //! dead-letter queue, ttl and absolute-expiry-time, two priority levels, a queue that a `topic` capability
 //! cannot turn into a topic, and the address of a deleted temporary queue, refused with `amqp:not-found`.
 
@@ -168,6 +169,67 @@ async fn modified_annotations_are_merged_into_the_message() {
     assert_eq!(annotation("x-opt-replaced"), Some(2), "replaced");
     assert_eq!(annotation("x-opt-added"), Some(3), "added");
     assert_eq!(m.message.delivery_count(), 0, "not delivery-failed");
+    m.accept().expect("accepts");
+    container.stop();
+}
+
+#[actix_rt::test]
+async fn a_message_settled_with_no_outcome_goes_back_and_one_accepted_does_not() {
+    use nucleon::protocol::engine::Event;
+    use nucleon::protocol::frame::{Accepted, DeliveryState};
+
+    let container = container(4);
+    let (broker, base) = serve(&container, BrokerOptions::default());
+    let url = format!("{base}/unsure");
+    let s = sender(&container, &url).await;
+    for i in 0..2 {
+        send_accepted(&s, Message::with_body(i as i64)).await;
+    }
+    let (settled_tx, settled_rx) = tokio::sync::oneshot::channel();
+    let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+    let consumer = std::thread::spawn(move || {
+        let mut d = raw_consumer(&base, "unsure", "unsure", 2);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let delivery = d
+                .run_until("a delivery", |_, e| match e {
+                    Event::Delivery { delivery, .. } => Some(*delivery),
+                    _ => None,
+                })
+                .expect("a delivery");
+            got.push(delivery);
+        }
+        // The first is settled with no outcome [AMQP 1.0 §3.4]: not consumed. The second is accepted.
+        d.conn().disposition(got[0], None, true).expect("settles");
+        let accepted = DeliveryState::Accepted(Accepted {});
+        d.conn()
+            .disposition(got[1], Some(accepted), true)
+            .expect("accepts");
+        d.run_for(Duration::from_millis(1), |_, _| {})
+            .expect("writes them");
+        let _ = settled_tx.send(());
+        // Connected until the test has looked: a lost link would give back what it held anyway.
+        let _ = close_rx.recv_timeout(TIMEOUT);
+        d.close().expect("closes");
+    });
+    tokio::time::timeout(TIMEOUT, settled_rx)
+        .await
+        .expect("in time")
+        .expect("the consumer settled");
+    until(
+        "the one with no outcome is back, the accepted one gone",
+        || broker.queue_depth("unsure") == Some(1) && broker.queue_unsettled("unsure") == Some(0),
+    )
+    .await;
+    let _ = close_tx.send(());
+    tokio::task::spawn_blocking(move || consumer.join())
+        .await
+        .expect("joins")
+        .expect("the consumer ran");
+    let mut r = receiver(&container, &url, 2).await;
+    let m = recv(&mut r).await;
+    assert_eq!(number(&m.message), 0);
+    assert_eq!(m.message.delivery_count(), 1, "it may have been processed");
     m.accept().expect("accepts");
     container.stop();
 }

@@ -158,14 +158,18 @@ pub(crate) fn event<H: MessagingHandler>(h: &mut H, core: &mut Core, event: Even
                 Role::Sender => {
                     let auto_settle = core.links.get(&delivery.link).is_none_or(|l| l.auto_settle);
                     let terminal = state.as_ref().and_then(DeliveryState::outcome).is_some();
-                    let mut t = Tracker::new(core, delivery, state.clone());
-                    match &state {
-                        Some(DeliveryState::Accepted(_)) => h.on_tracker_accept(&mut t),
-                        Some(DeliveryState::Rejected(_)) => h.on_tracker_reject(&mut t),
+                    let outcome: Option<fn(&mut H, &mut Tracker<'_>)> = match &state {
+                        Some(DeliveryState::Accepted(_)) => Some(H::on_tracker_accept),
+                        Some(DeliveryState::Rejected(_)) => Some(H::on_tracker_reject),
                         Some(DeliveryState::Released(_) | DeliveryState::Modified(_)) => {
-                            h.on_tracker_release(&mut t)
+                            Some(H::on_tracker_release)
                         }
-                        _ => {}
+                        _ => None,
+                    };
+                    // The state moves into the tracker (it was cloned, per disposition event).
+                    let mut t = Tracker::new(core, delivery, state);
+                    if let Some(callback) = outcome {
+                        callback(h, &mut t);
                     }
                     if terminal && auto_settle && !settled {
                         t.settle();

@@ -1886,6 +1886,10 @@ impl MessagingHandler for BrokerHandler {
     }
 
     fn on_tracker_settle(&mut self, t: &mut Tracker<'_>) {
+        if t.state().and_then(DeliveryState::outcome).is_some() {
+            // Its outcome's callback (accept, reject, release) already dealt with it.
+            return;
+        }
         // Settled by the peer with no outcome: not consumed, so it goes back, as its lost link's would
         // (see `drop_consumer`).
         if let Some((q, mut e)) = self.settled_entry(t) {
