@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nucleon::broker::{Broker, BrokerOptions, TOPIC};
 use nucleon::protocol::codec::Symbol;
-use nucleon::protocol::engine::{ConnectionConfig, LinkConfig};
+use nucleon::protocol::engine::{ConnectionConfig, LinkConfig, LinkId, SessionId};
 use nucleon::{
     AsyncConnectionHandle, Connection, ConnectionOptions, ContainerBuilder, ContainerHandle,
     ListenOptions, Message, MessagingHandler, Outcome, Received, Receiver, ReceiverHandle,
@@ -112,21 +112,40 @@ pub async fn recv(r: &mut ReceiverHandle) -> Received {
 /// sans-IO engine over a blocking socket (see [`Driver`]) so that a test controls every frame, or kills the
 /// socket without a `close`: connected, open, with a receiving link named `name` that has `credit`.
 pub fn raw_consumer(base: &str, name: &str, address: &str, credit: u32) -> Driver {
-    let port: u16 = base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port in the broker's URL");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut d = Driver::connect(addr, ConnectionConfig::client(name), TIMEOUT).expect("connects");
-    d.conn().open().expect("opens");
-    let s = d.conn().begin().expect("begins");
+    let (mut d, s) = raw_connection(base, name);
     let l = d
         .conn()
         .attach(s, LinkConfig::receiver(name, address))
         .expect("attaches");
     d.conn().add_credit(l, credit).expect("grants credit");
     d
+}
+
+/// A raw producer of `address` on the broker at `base`, as [`raw_consumer`]: its driver and its sending link
+/// named `name`, attached (the broker's credit follows as `Event::LinkCredit`).
+pub fn raw_producer(base: &str, name: &str, address: &str) -> (Driver, LinkId) {
+    let (mut d, s) = raw_connection(base, name);
+    let l = d
+        .conn()
+        .attach(s, LinkConfig::sender(name, address))
+        .expect("attaches");
+    (d, l)
+}
+
+/// A raw connection to the broker at `base` (its `amqp://127.0.0.1:PORT` URL) with container-id
+/// `container_id`: connected, open, with one session begun.
+pub fn raw_connection(base: &str, container_id: &str) -> (Driver, SessionId) {
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the broker's URL");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut d =
+        Driver::connect(addr, ConnectionConfig::client(container_id), TIMEOUT).expect("connects");
+    d.conn().open().expect("opens");
+    let s = d.conn().begin().expect("begins");
+    (d, s)
 }
 
 /// Opens a dynamic receiver and reports the address the broker gave it.

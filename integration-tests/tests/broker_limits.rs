@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use nucleon::broker::{Broker, BrokerOptions};
-use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig, LinkId};
+use nucleon::protocol::engine::{Event, LinkId};
 use nucleon::protocol::frame::{DeliveryState, ErrorCondition, Target};
 use nucleon::{Error, ListenOptions, Message, Outcome, SenderOptions, Value};
 use nucleon_integration_tests::broker::{
-    container, numbered, receiver, send, sender, serve, TIMEOUT,
+    container, numbered, raw_producer, receiver, send, sender, serve, TIMEOUT,
 };
 use nucleon_integration_tests::driver::Driver;
 
@@ -352,25 +352,6 @@ async fn a_consumer_whose_host_vanishes_is_dropped_at_the_idle_timeout_and_its_m
     container.stop();
 }
 
-/// A raw producer on queue `queue` of the broker at `base`: the driver and its sending link, attached.
-fn raw_producer(base: &str, queue: &str) -> (Driver, LinkId) {
-    let port: u16 = base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut d =
-        Driver::connect(addr, ConnectionConfig::client("raw-producer"), TIMEOUT).expect("connects");
-    d.conn().open().expect("opens");
-    let s = d.conn().begin().expect("begins");
-    let l = d
-        .conn()
-        .attach(s, LinkConfig::sender("p", queue))
-        .expect("attaches");
-    (d, l)
-}
-
 /// The link's credit once it is `wanted` (now, or after flows from the broker), run within `d`'s deadline.
 fn credit_when(d: &mut Driver, link: LinkId, wanted: impl Fn(u32) -> bool) -> u32 {
     let now = d.connection().credit(link).expect("a link");
@@ -409,7 +390,7 @@ async fn a_producer_of_small_messages_gets_a_wide_window_and_a_larger_message_na
     let container = container(2);
     let (broker, base) = serve(&container, BrokerOptions::default());
     let producer = std::thread::spawn(move || {
-        let (mut d, l) = raw_producer(&base, "window");
+        let (mut d, l) = raw_producer(&base, "raw-producer", "window");
         let first = credit_when(&mut d, l, |c| c > 0);
         // Small messages: the window widens to what fits its bytes, for a producer that streams them.
         send_raw(&mut d, l, 0, &sized(0, 40));

@@ -546,22 +546,9 @@ fn subscriber(
     client: &str,
     links: &[(&str, bool)],
 ) -> (nucleon_integration_tests::driver::Driver, Vec<LinkId>) {
-    use nucleon::protocol::engine::{ConnectionConfig, Event, LinkConfig};
+    use nucleon::protocol::engine::{Event, LinkConfig};
     use nucleon::protocol::frame::{TerminusDurability, TerminusExpiryPolicy};
-    let port: u16 = base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut d = nucleon_integration_tests::driver::Driver::connect(
-        addr,
-        ConnectionConfig::client(client),
-        TIMEOUT,
-    )
-    .expect("connects");
-    d.conn().open().expect("opens");
-    let s = d.conn().begin().expect("begins");
+    let (mut d, s) = nucleon_integration_tests::broker::raw_connection(base, client);
     let mut ids = Vec::new();
     for &(name, durable) in links {
         let mut config = LinkConfig::receiver(name, "news");

@@ -394,16 +394,7 @@ fn transfers_on_credit_taken_back_do_not_use_up_the_overshoot_allowance() {
     let (mut p, s) = connected_with(|c| c.credit_overshoot = 0);
     let (c, sv) = p.attach(s, LinkConfig::sender("l", "q"));
     // The server grants 10; the client is told 20, so it overshoots by up to one grant (as RabbitMQ 3.10 can).
-    rewrite_first(&mut p, S2C, |f| match performative(f) {
-        Some(Performative::Flow(flow)) => Some(vec![Frame::amqp(
-            f.channel,
-            Flow {
-                link_credit: Some(20),
-                ..flow.clone()
-            },
-        )]),
-        _ => None,
-    });
+    overstate_next_grant(&mut p, 20);
     p.server.add_credit(sv, 10).unwrap();
     p.drive();
     assert_eq!(p.client.credit(c), Ok(20));

@@ -149,6 +149,22 @@ fn record(p: &mut Pair) -> FrameLog {
     tap(p, |_, _| Verdict::Pass)
 }
 
+/// Tells the client, in the server's next `flow`, that it has `credit` (whatever the server granted).
+fn overstate_next_grant(p: &mut Pair, credit: u32) {
+    rewrite_first(p, Direction::ServerToClient, move |f| {
+        match performative(f) {
+            Some(Performative::Flow(flow)) => Some(vec![Frame::amqp(
+                f.channel,
+                Flow {
+                    link_credit: Some(credit),
+                    ..flow.clone()
+                },
+            )]),
+            _ => None,
+        }
+    });
+}
+
 /// Replaces the first frame going `dir` for which `rewrite` returns frames with those frames; logs everything.
 fn rewrite_first(
     p: &mut Pair,

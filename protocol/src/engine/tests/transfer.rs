@@ -375,16 +375,7 @@ fn a_transfer_beyond_credit_is_taken_as_proton_does_and_credit_stays_in_step() {
     let (mut p, s) = Pair::connected();
     let (c, sv) = p.attach(s, LinkConfig::sender("l", "q"));
     // The server grants 1; the client is told 5.
-    rewrite_first(&mut p, S2C, |f| match performative(f) {
-        Some(Performative::Flow(flow)) => Some(vec![Frame::amqp(
-            f.channel,
-            Flow {
-                link_credit: Some(5),
-                ..flow.clone()
-            },
-        )]),
-        _ => None,
-    });
+    overstate_next_grant(&mut p, 5);
     p.server.add_credit(sv, 1).unwrap();
     p.drive();
     assert_eq!(p.client.credit(c), Ok(5));
